@@ -1,0 +1,44 @@
+"""Thread- and async-safe usage accounting for one client.
+
+Every call records its own ``ModelUsageSummary``; totals are aggregated per model under a
+lock. ``last`` is kept per thread / per asyncio task (a ``ContextVar``), so concurrent
+batched calls never overwrite each other's "last usage".
+"""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+
+from rlm.core.types import ModelUsageSummary, UsageSummary
+
+
+class UsageTracker:
+    """Aggregates per-call usage by model name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals: dict[str, ModelUsageSummary] = {}
+        self._last: ContextVar[ModelUsageSummary | None] = ContextVar(
+            f"rlm_last_usage_{id(self)}", default=None
+        )
+        self._last_global: ModelUsageSummary | None = None
+
+    def record(self, model: str, usage: ModelUsageSummary) -> None:
+        with self._lock:
+            total = self._totals.get(model)
+            if total is None:
+                self._totals[model] = usage.copy()
+            else:
+                total.add(usage)
+            self._last_global = usage
+        self._last.set(usage)
+
+    def summary(self) -> UsageSummary:
+        with self._lock:
+            return UsageSummary({m: u.copy() for m, u in self._totals.items()})
+
+    def last(self) -> ModelUsageSummary:
+        """The caller's own last call if it made one, else the most recent call overall."""
+        usage = self._last.get() or self._last_global
+        return usage.copy() if usage is not None else ModelUsageSummary(0, 0, 0)

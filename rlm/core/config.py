@@ -1,0 +1,171 @@
+"""``RLMConfig``: every ``RLM(...)`` argument, validated once, immutable afterwards."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlm.core.budget import Limits
+from rlm.core.lm_handler import DEFAULT_MAX_CONCURRENT_LLM_CALLS
+from rlm.environments.tools import validate_custom_tools
+from rlm.utils.exceptions import ConfigurationError
+from rlm.utils.parsing import DEFAULT_MAX_OUTPUT_CHARS
+from rlm.utils.prompts import RLM_SYSTEM_PROMPT
+
+
+def _merge_sampling(kwargs: dict[str, Any] | None, sampling: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(kwargs or {})
+    merged["sampling_args"] = {**(merged.get("sampling_args") or {}), **sampling}
+    return merged
+
+
+@dataclass(frozen=True)
+class RLMConfig:
+    backend: str = "openai"
+    backend_kwargs: dict[str, Any] = field(default_factory=dict)
+    environment: str = "local"
+    environment_kwargs: dict[str, Any] = field(default_factory=dict)
+    depth: int = 0
+    max_depth: int = 1
+    max_iterations: int = 30
+    limits: Limits = Limits()
+    system_prompt: str = RLM_SYSTEM_PROMPT
+    other_backends: tuple[str, ...] = ()
+    other_backend_kwargs: tuple[dict[str, Any], ...] = ()
+    persistent: bool = False
+    custom_tools: dict[str, Any] | None = None
+    custom_sub_tools: dict[str, Any] | None = None
+    compaction: bool = False
+    compaction_threshold_pct: float = 0.85
+    max_concurrent_subcalls: int = 4
+    max_concurrent_llm_calls: int = DEFAULT_MAX_CONCURRENT_LLM_CALLS
+    orchestrator: bool = True
+    user_prologue: str | None = None
+    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
+    model_override: str | None = None
+
+    @property
+    def root_model(self) -> str:
+        return self.model_override or str(self.backend_kwargs.get("model_name") or "unknown")
+
+    def for_child(self, model: str | None, limits: Limits) -> RLMConfig:
+        """The configuration of a child RLM spawned by ``rlm_query``."""
+        return dataclasses.replace(
+            self,
+            depth=self.depth + 1,
+            limits=limits,
+            persistent=False,
+            custom_tools=self.custom_sub_tools,
+            model_override=model or self.model_override,
+            user_prologue=None,
+        )
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        backend: str,
+        backend_kwargs: dict[str, Any] | None,
+        environment: str,
+        environment_kwargs: dict[str, Any] | None,
+        depth: int,
+        max_depth: int,
+        max_iterations: int,
+        max_budget: float | None,
+        max_timeout: float | None,
+        max_tokens: int | None,
+        max_errors: int | None,
+        custom_system_prompt: str | None,
+        other_backends: list[str] | None,
+        other_backend_kwargs: list[dict[str, Any]] | None,
+        persistent: bool,
+        custom_tools: dict[str, Any] | None,
+        custom_sub_tools: dict[str, Any] | None,
+        compaction: bool,
+        compaction_threshold_pct: float,
+        max_concurrent_subcalls: int,
+        max_concurrent_llm_calls: int,
+        sampling_args: dict[str, Any] | None,
+        sub_sampling_args: dict[str, Any] | None,
+        orchestrator: bool,
+        user_prologue: str | None,
+        max_output_chars: int,
+    ) -> RLMConfig:
+        """Validate the ``RLM(...)`` arguments; raises ``ConfigurationError`` (a ValueError)."""
+        if not isinstance(backend, str) or not backend:
+            raise ConfigurationError(f"backend must be a backend name, got {backend!r}")
+        if not isinstance(environment, str) or not environment:
+            raise ConfigurationError(f"environment must be an environment name, got {environment!r}")
+        for name, value, low in (
+            ("max_iterations", max_iterations, 1),
+            ("max_depth", max_depth, 0),
+            ("depth", depth, 0),
+            ("max_concurrent_subcalls", max_concurrent_subcalls, 1),
+            ("max_concurrent_llm_calls", max_concurrent_llm_calls, 1),
+            ("max_output_chars", max_output_chars, 200),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigurationError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name, limit in (
+            ("max_budget", max_budget),
+            ("max_timeout", max_timeout),
+            ("max_tokens", max_tokens),
+            ("max_errors", max_errors),
+        ):
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0):
+                raise ConfigurationError(f"{name} must be a non-negative number or None, got {limit!r}")
+        if not 0 < compaction_threshold_pct <= 1:
+            raise ConfigurationError("compaction_threshold_pct must be in (0, 1]")
+        if backend_kwargs is not None and not isinstance(backend_kwargs, dict):
+            raise ConfigurationError("backend_kwargs must be a dict")
+        if environment_kwargs is not None and not isinstance(environment_kwargs, dict):
+            raise ConfigurationError("environment_kwargs must be a dict")
+
+        others = list(other_backends or [])
+        other_kwargs = [dict(k or {}) for k in (other_backend_kwargs or [])]
+        if others and not other_kwargs:
+            other_kwargs = [{} for _ in others]
+        if len(others) != len(other_kwargs):
+            raise ConfigurationError(
+                f"other_backends ({len(others)}) and other_backend_kwargs ({len(other_kwargs)}) "
+                "must have the same length"
+            )
+        kwargs = dict(backend_kwargs or {})
+        if sampling_args:
+            kwargs = _merge_sampling(kwargs, sampling_args)
+        if sub_sampling_args:
+            if not others:  # mirror the root backend so sub-calls get their own sampling
+                others, other_kwargs = [backend], [dict(backend_kwargs or {})]
+            other_kwargs[0] = _merge_sampling(other_kwargs[0], sub_sampling_args)
+
+        try:
+            validate_custom_tools(custom_tools)
+            if custom_sub_tools is not None:
+                validate_custom_tools(custom_sub_tools)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+        return cls(
+            backend=backend,
+            backend_kwargs=kwargs,
+            environment=environment,
+            environment_kwargs=dict(environment_kwargs or {}),
+            depth=depth,
+            max_depth=max_depth,
+            max_iterations=max_iterations,
+            limits=Limits(max_budget, max_timeout, max_tokens, max_errors),
+            system_prompt=custom_system_prompt or RLM_SYSTEM_PROMPT,
+            other_backends=tuple(others),
+            other_backend_kwargs=tuple(other_kwargs),
+            persistent=persistent,
+            custom_tools=custom_tools,
+            custom_sub_tools=custom_sub_tools if custom_sub_tools is not None else custom_tools,
+            compaction=compaction,
+            compaction_threshold_pct=compaction_threshold_pct,
+            max_concurrent_subcalls=max_concurrent_subcalls,
+            max_concurrent_llm_calls=max_concurrent_llm_calls,
+            orchestrator=orchestrator,
+            user_prologue=user_prologue,
+            max_output_chars=max_output_chars,
+        )

@@ -1,0 +1,243 @@
+"""LMServer: the loopback socket through which out-of-process workers reach LMHandler.
+
+A plain accept loop on a daemon thread rather than ``socketserver``: its shutdown
+polls every 0.5 s, while ``stop()`` here returns at once. Each connection gets its own
+daemon thread and serves any number of request frames (workers keep one persistent
+``LMConnection``). Every request must carry the handler's token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+from rlm.core.comms_utils import (
+    FrameTooLargeError,
+    LMRequest,
+    LMResponse,
+    decode_frame,
+    recv_frame,
+    socket_send,
+)
+from rlm.utils.exceptions import WireProtocolError
+
+if TYPE_CHECKING:
+    from rlm.core.lm_handler import LMHandler
+
+_UNAUTHORIZED = "unauthorized"
+_JOIN_TIMEOUT = 0.05
+
+
+def is_loopback(host: str) -> bool:
+    """True if every address ``host`` resolves to is a loopback address."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
+    )
+
+
+def _close(sock: socket.socket, shutdown: bool = True) -> None:
+    # shutdown() first: it wakes a thread blocked in accept()/recv() on this socket,
+    # which close() alone does not.
+    if shutdown:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+class LMServer:
+    """Serves ``LMRequest`` frames for ``handler`` on ``host:port`` (0 = any free port)."""
+
+    def __init__(
+        self,
+        handler: LMHandler,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        *,
+        allow_remote: bool = False,
+    ) -> None:
+        if not allow_remote and not is_loopback(host):
+            raise ValueError(
+                f"refusing to bind LMServer to non-loopback host {host!r}; "
+                "pass allow_remote=True to expose the handler beyond this machine"
+            )
+        token = token if token is not None else getattr(handler, "token", None)
+        if not token:
+            raise ValueError("LMServer needs an auth token")
+        self.handler = handler
+        self.host = host
+        self._port = port
+        self._token = token.encode("utf-8")
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.connections_accepted = 0
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self._port)
+
+    @property
+    def active_connections(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    def start(self) -> tuple[str, int]:
+        """Bind and start accepting (idempotent). Returns ``(host, port)``."""
+        with self._lock:
+            if self._listener is not None or self._stopping:
+                return self.address
+            family = socket.getaddrinfo(self.host, self._port, type=socket.SOCK_STREAM)[0][0]
+            listener = socket.create_server((self.host, self._port), family=family, backlog=128)
+            self._listener = listener
+            self._port = listener.getsockname()[1]
+            self._thread = threading.Thread(
+                target=self._accept_loop, args=(listener,), name="rlm-lm-server", daemon=True
+            )
+            self._thread.start()
+        return self.address
+
+    def stop(self) -> None:
+        """Stop accepting and drop every open connection. Returns promptly."""
+        with self._lock:
+            self._stopping = True
+            listener, self._listener = self._listener, None
+            conns = list(self._conns)
+            thread = self._thread
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
+            except OSError:
+                self._poke(listener)  # platforms where it doesn't: a connection does
+            _close(listener, shutdown=False)
+        for conn in conns:
+            # Only shut down: the connection's thread closes it, so its fd is never
+            # closed under a syscall still using it.
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_JOIN_TIMEOUT)
+
+    @staticmethod
+    def _poke(listener: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            socket.create_connection(listener.getsockname()[:2], timeout=0.1).close()
+
+    def __enter__(self) -> LMServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- accept and serve -------------------------------------------------------------
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # listener shut down or closed by stop()
+            with self._lock:
+                if self._stopping:
+                    _close(conn)
+                    return
+                self._conns.add(conn)
+                self.connections_accepted += 1
+                n = self.connections_accepted
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(
+                target=self._serve, args=(conn,), name=f"rlm-lm-conn-{n}", daemon=True
+            ).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            while True:
+                try:
+                    payload = recv_frame(conn)
+                except (FrameTooLargeError, OSError):
+                    return  # can't resync past an oversized frame; peer gone
+                if payload is None:
+                    return
+                response, keep_open = self._respond(payload)
+                if not self._send(conn, response) or not keep_open:
+                    return
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            _close(conn, shutdown=False)
+
+    @staticmethod
+    def _send(conn: socket.socket, response: LMResponse) -> bool:
+        try:
+            try:
+                socket_send(conn, response.to_dict())
+            except WireProtocolError as exc:  # response too large for one frame
+                socket_send(conn, LMResponse.error_response(str(exc), id=response.id).to_dict())
+            return True
+        except OSError:
+            return False
+
+    def _respond(self, payload: bytearray) -> tuple[LMResponse, bool]:
+        """The response to one frame, and whether the connection stays open."""
+        try:
+            data = decode_frame(payload)
+        except WireProtocolError as exc:
+            # Cannot hold a token, so it is unauthenticated: answer, then hang up.
+            return LMResponse.error_response(f"malformed request: {exc}"), False
+        raw_id = data.get("id")
+        rid = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else None
+        token = data.get("token")
+        if not isinstance(token, str) or not secrets.compare_digest(
+            token.encode("utf-8"), self._token
+        ):
+            return LMResponse.error_response(_UNAUTHORIZED, id=rid), False
+        return self._dispatch(LMRequest.from_dict(data), data, rid), True
+
+    def _dispatch(self, req: LMRequest, data: dict[str, Any], rid: int | None) -> LMResponse:
+        depth = data.get("depth", 0)
+        if not isinstance(depth, int) or isinstance(depth, bool):
+            return LMResponse.error_response("malformed request: 'depth' must be an int", id=rid)
+        if req.model is not None and not isinstance(req.model, str):
+            return LMResponse.error_response("malformed request: 'model' must be a string", id=rid)
+        try:
+            if req.prompts is not None:
+                if not isinstance(req.prompts, list):
+                    return LMResponse.error_response(
+                        "malformed request: 'prompts' must be a list", id=rid
+                    )
+                results = self.handler.call_batched(req.prompts, req.model, depth)
+                return LMResponse.batched_success_response(results, id=rid)
+            if req.prompt is None:
+                return LMResponse.error_response(
+                    "malformed request: missing 'prompt' or 'prompts'", id=rid
+                )
+            result = self.handler.call(req.prompt, req.model, depth)
+            return LMResponse.success_response(result, id=rid)
+        except Exception as exc:
+            return LMResponse.error_response(f"LM call failed: {type(exc).__name__}: {exc}", id=rid)
+
+
+__all__ = ["LMServer", "is_loopback"]

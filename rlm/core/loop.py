@@ -1,0 +1,241 @@
+"""The one RLM loop, written once as a generator of effects.
+
+``run_turn`` decides; it does no I/O. It yields effects (call the model, run a cell, read
+a variable) and receives their results, like httpx's auth flows. ``drive_sync`` performs
+the effects in the calling thread; an async driver performs the same effects with
+``await``, so ``completion()`` and ``acompletion()`` share every decision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from rlm.core.budget import BudgetNode, breach_error, find_breach
+from rlm.core.events import RunScope
+from rlm.core.types import CodeBlock, REPLResult, RLMChatCompletion, RLMIteration
+from rlm.utils.parsing import (
+    DEFAULT_MAX_OUTPUT_CHARS,
+    find_code_blocks,
+    find_final_marker,
+    format_iteration,
+)
+from rlm.utils.prompts import (
+    COMPACTION_PROMPT,
+    FINAL_ANSWER_PROMPT,
+    build_compacted_history,
+    build_user_prompt,
+)
+from rlm.utils.token_utils import count_tokens, get_context_limit
+
+# -- effects -----------------------------------------------------------------------------
+
+
+class CallModel(NamedTuple):
+    """Ask the run's model for a reply to ``messages``. Result: ``RLMChatCompletion``."""
+
+    messages: list[dict[str, Any]]
+
+
+class RunCode(NamedTuple):
+    """Execute one cell in the environment. Result: ``REPLResult``."""
+
+    code: str
+
+
+class ReadVariable(NamedTuple):
+    """``str()`` of a REPL variable, or ``None``. Used by ``FINAL_VAR(name)``."""
+
+    name: str
+
+
+class RecordCompaction(NamedTuple):
+    """Append an entry to the REPL's compaction history. Result: ignored."""
+
+    entry: Any
+
+
+Effect = CallModel | RunCode | ReadVariable | RecordCompaction
+
+
+# -- state and configuration -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    max_iterations: int
+    root_prompt: str | None = None
+    context_count: int = 1
+    history_count: int = 0
+    model_name: str = "unknown"
+    compaction: bool = False
+    compaction_threshold_pct: float = 0.85
+    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
+
+
+@dataclass
+class TurnState:
+    """What a turn has produced so far. Readable after any exception."""
+
+    messages: list[dict[str, Any]]
+    iteration: int = 0
+    consecutive_errors: int = 0
+    last_error: str | None = None
+    best_partial: str | None = None
+    compactions: int = 0
+    iterations: list[RLMIteration] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    answer: str
+    source: str  # "answer" | "FINAL" | "FINAL_VAR" | "default"
+    iterations: int
+
+
+# -- the loop ----------------------------------------------------------------------------
+
+
+def _should_compact(messages: list[dict[str, Any]], cfg: LoopConfig) -> bool:
+    limit = get_context_limit(cfg.model_name)
+    return count_tokens(messages, cfg.model_name) >= cfg.compaction_threshold_pct * limit
+
+
+def run_turn(
+    st: TurnState, cfg: LoopConfig, node: BudgetNode, scope: RunScope
+) -> Generator[Effect, Any, TurnResult]:
+    """Iterate until the code submits an answer, a limit breaks, or turns run out."""
+    limits = node.limits
+    for i in range(cfg.max_iterations):
+        st.iteration = i + 1
+        breach = find_breach(limits, elapsed=node.elapsed)
+        if breach:
+            raise breach_error(breach, st.best_partial, i)
+
+        if cfg.compaction and _should_compact(st.messages, cfg):
+            summary = yield CallModel([*st.messages, {"role": "user", "content": COMPACTION_PROMPT}])
+            st.compactions += 1
+            yield RecordCompaction({"type": "summary", "content": summary.response})
+            st.messages[:] = build_compacted_history(st.messages, summary.response, st.compactions)
+
+        st.messages.append(
+            build_user_prompt(
+                cfg.root_prompt, i, cfg.context_count, cfg.history_count, cfg.max_iterations
+            )
+        )
+        scope.emit("iteration_started", iteration=i + 1)
+        started = time.perf_counter()
+        reply: RLMChatCompletion = yield CallModel(st.messages)
+        text = reply.response or ""
+        scope.emit(
+            "model_reply",
+            iteration=i + 1,
+            response=text,
+            usage=reply.usage_summary,
+            duration=reply.execution_time,
+        )
+
+        blocks: list[CodeBlock] = []
+        final: str | None = None
+        source = ""
+        for index, code in enumerate(find_code_blocks(text)):
+            scope.emit("code_cell_started", iteration=i + 1, index=index, code=code)
+            cell_started = time.perf_counter()
+            result: REPLResult = yield RunCode(code)
+            blocks.append(CodeBlock(code, result))
+            scope.emit(
+                "code_cell_finished",
+                iteration=i + 1,
+                index=index,
+                code=code,
+                result=result,
+                duration=time.perf_counter() - cell_started,
+            )
+            if result.final_answer is not None:
+                final, source = result.final_answer, "answer"
+                break  # later blocks could make LM calls after the answer
+
+        if final is None:
+            marker = find_final_marker(text)
+            if marker is not None:
+                kind, arg = marker
+                value = arg if kind == "FINAL" else (yield ReadVariable(arg))
+                if value is not None:
+                    final, source = value, kind
+
+        iteration = RLMIteration(
+            prompt=list(st.messages),
+            response=text,
+            code_blocks=blocks,
+            final_answer=final,
+            iteration_time=time.perf_counter() - started,
+        )
+        st.iterations.append(iteration)
+        errors = [b.result.stderr for b in blocks if b.result.stderr]
+        if errors:
+            st.consecutive_errors += 1
+            st.last_error = errors[-1]
+        else:
+            st.consecutive_errors = 0
+        if text.strip():
+            st.best_partial = text
+        new_messages = format_iteration(iteration, cfg.max_output_chars)
+        st.messages.extend(new_messages)
+        scope.emit(
+            "iteration_finished",
+            iteration=i + 1,
+            iteration_obj=iteration,
+            duration=iteration.iteration_time,
+        )
+        if cfg.compaction:
+            yield RecordCompaction(new_messages)
+
+        if final is not None:  # an answer wins over any limit broken in the same iteration
+            scope.emit("final_answer", answer=final, iterations=i + 1, source=source)
+            return TurnResult(final, source, i + 1)
+
+        breach = find_breach(
+            limits,
+            elapsed=node.elapsed,
+            spent_usd=node.spent_usd,
+            tokens=node.tokens,
+            consecutive_errors=st.consecutive_errors,
+        )
+        if breach:
+            raise breach_error(breach, st.best_partial, i + 1, st.last_error)
+
+    # Out of iterations: one last call that asks for the answer outright.
+    prompt = [*st.messages, {"role": "user", "content": FINAL_ANSWER_PROMPT}]
+    reply = yield CallModel(prompt)
+    text = reply.response or ""
+    marker = find_final_marker(text)
+    answer = marker[1] if marker is not None and marker[0] == "FINAL" else text
+    st.messages.extend(prompt[-1:])
+    st.messages.append({"role": "assistant", "content": text})
+    last = RLMIteration(prompt=prompt, response=text, code_blocks=[], final_answer=answer)
+    st.iterations.append(last)
+    scope.emit("iteration_finished", iteration=cfg.max_iterations + 1, iteration_obj=last, duration=reply.execution_time)
+    scope.emit("final_answer", answer=answer, iterations=cfg.max_iterations, source="default")
+    return TurnResult(answer, "default", cfg.max_iterations)
+
+
+# -- the sync driver ---------------------------------------------------------------------
+
+
+def drive_sync(
+    flow: Generator[Effect, Any, TurnResult], perform: Callable[[Effect], Any]
+) -> TurnResult:
+    """Run ``flow`` to completion, performing each effect in this thread."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = flow.send(value) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            value, error = perform(effect), None
+        except BaseException as exc:  # delivered into the flow, which decides
+            value, error = None, exc

@@ -1,0 +1,230 @@
+"""The public ``RLM`` class: configuration in, ``RLMChatCompletion`` out.
+
+It stays thin: arguments are validated into an ``RLMConfig``, turns run in a ``Session``
+and everything observable goes through one ``EventBus``. ``get_client`` and
+``get_environment`` are looked up in this module at call time, so tests and benchmarks
+can patch ``rlm.core.rlm.get_client`` as they do with ``rlms``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from rlm.clients import BaseLM, get_client
+from rlm.core.callbacks import (
+    OnIterationComplete,
+    OnIterationStart,
+    OnSubcallComplete,
+    OnSubcallStart,
+    attach_callbacks,
+)
+from rlm.core.config import RLMConfig
+from rlm.core.events import EventBus
+from rlm.core.lm_handler import DEFAULT_MAX_CONCURRENT_LLM_CALLS
+from rlm.core.session import Session
+from rlm.core.types import ClientBackend, EnvironmentType, RLMChatCompletion
+from rlm.environments import (
+    BaseEnv,
+    SupportsPersistence,
+    environment_names,
+    environment_supports_persistence,
+    get_environment,
+)
+from rlm.logger import RLMLogger, VerbosePrinter
+from rlm.utils.exceptions import ConfigurationError
+from rlm.utils.parsing import DEFAULT_MAX_OUTPUT_CHARS
+
+
+def _make_client(backend: str, backend_kwargs: dict[str, Any]) -> BaseLM:
+    return get_client(backend, backend_kwargs)  # module global: patchable
+
+
+def _make_environment(name: str, kwargs: dict[str, Any]) -> BaseEnv:
+    return get_environment(name, kwargs)  # module global: patchable
+
+
+class RLM:
+    """A Recursive Language Model: answers a query over a context of any length.
+
+    ``completion(prompt, root_prompt=None)`` puts ``prompt`` in a REPL as ``context`` and
+    lets the root model write code against it until the code submits an answer.
+    With ``persistent=True`` one environment serves every call: each call adds
+    ``context_N`` and, when it ends, ``history_N`` and ``final_answer_N``.
+    Use ``close()`` or ``with RLM(...) as rlm:`` to release the session.
+    """
+
+    def __init__(
+        self,
+        backend: ClientBackend | str = "openai",
+        backend_kwargs: dict[str, Any] | None = None,
+        environment: EnvironmentType | str = "local",
+        environment_kwargs: dict[str, Any] | None = None,
+        depth: int = 0,
+        max_depth: int = 1,
+        max_iterations: int = 30,
+        max_budget: float | None = None,
+        max_timeout: float | None = None,
+        max_tokens: int | None = None,
+        max_errors: int | None = None,
+        custom_system_prompt: str | None = None,
+        other_backends: list[ClientBackend | str] | None = None,
+        other_backend_kwargs: list[dict[str, Any]] | None = None,
+        logger: RLMLogger | None = None,
+        verbose: bool = False,
+        persistent: bool = False,
+        custom_tools: dict[str, Any] | None = None,
+        custom_sub_tools: dict[str, Any] | None = None,
+        compaction: bool = False,
+        compaction_threshold_pct: float = 0.85,
+        max_concurrent_subcalls: int = 4,
+        on_subcall_start: OnSubcallStart | None = None,
+        on_subcall_complete: OnSubcallComplete | None = None,
+        on_iteration_start: OnIterationStart | None = None,
+        on_iteration_complete: OnIterationComplete | None = None,
+        sampling_args: dict[str, Any] | None = None,
+        sub_sampling_args: dict[str, Any] | None = None,
+        orchestrator: bool = True,
+        user_prologue: str | None = None,
+        *,
+        max_concurrent_llm_calls: int = DEFAULT_MAX_CONCURRENT_LLM_CALLS,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        session_id: str | None = None,
+    ) -> None:
+        self.config = RLMConfig.build(
+            backend=backend,
+            backend_kwargs=backend_kwargs,
+            environment=environment,
+            environment_kwargs=environment_kwargs,
+            depth=depth,
+            max_depth=max_depth,
+            max_iterations=max_iterations,
+            max_budget=max_budget,
+            max_timeout=max_timeout,
+            max_tokens=max_tokens,
+            max_errors=max_errors,
+            custom_system_prompt=custom_system_prompt,
+            other_backends=other_backends,
+            other_backend_kwargs=other_backend_kwargs,
+            persistent=persistent,
+            custom_tools=custom_tools,
+            custom_sub_tools=custom_sub_tools,
+            compaction=compaction,
+            compaction_threshold_pct=compaction_threshold_pct,
+            max_concurrent_subcalls=max_concurrent_subcalls,
+            max_concurrent_llm_calls=max_concurrent_llm_calls,
+            sampling_args=sampling_args,
+            sub_sampling_args=sub_sampling_args,
+            orchestrator=orchestrator,
+            user_prologue=user_prologue,
+            max_output_chars=max_output_chars,
+        )
+        cfg = self.config
+        # rlms attribute names, kept for code that reads them.
+        self.backend = cfg.backend
+        self.backend_kwargs = cfg.backend_kwargs
+        self.environment_type = cfg.environment
+        self.environment_kwargs = cfg.environment_kwargs
+        self.depth, self.max_depth, self.max_iterations = depth, max_depth, max_iterations
+        self.max_budget, self.max_timeout = max_budget, max_timeout
+        self.max_tokens, self.max_errors = max_tokens, max_errors
+        self.system_prompt = cfg.system_prompt
+        self.other_backends = list(cfg.other_backends) or None
+        self.other_backend_kwargs = list(cfg.other_backend_kwargs) or None
+        self.custom_tools, self.custom_sub_tools = cfg.custom_tools, cfg.custom_sub_tools
+        self.compaction, self.compaction_threshold_pct = compaction, compaction_threshold_pct
+        self.max_concurrent_subcalls = max_concurrent_subcalls
+        self.logger = logger
+        self.persistent = persistent
+        self.on_subcall_start, self.on_subcall_complete = on_subcall_start, on_subcall_complete
+        self.on_iteration_start, self.on_iteration_complete = on_iteration_start, on_iteration_complete
+
+        if cfg.environment not in environment_names():
+            raise ConfigurationError(
+                f"Unknown environment: {cfg.environment!r}. Supported: {environment_names()}"
+            )
+        self._persistent_env: BaseEnv | None = None
+        if persistent:
+            self._validate_persistent_environment_support()
+
+        self.session_id = session_id or uuid.uuid4().hex
+        self.events = EventBus()
+        self.verbose = VerbosePrinter(enabled=verbose)
+        if verbose:
+            self.verbose.attach(self.events)
+        attach_callbacks(
+            self.events, on_subcall_start, on_subcall_complete, on_iteration_start, on_iteration_complete
+        )
+        self._session: Session | None = None
+
+    # -- session -------------------------------------------------------------------------
+
+    def _get_session(self) -> Session:
+        if self._session is None:
+            self._session = Session(
+                self.config,
+                _make_client,
+                _make_environment,
+                self.events,
+                session_id=self.session_id,
+                logger=self.logger,
+                child_logger_factory=RLMLogger if self.logger is not None else None,
+            )
+        return self._session
+
+    def completion(
+        self, prompt: str | dict[str, Any] | list[Any], root_prompt: str | None = None
+    ) -> RLMChatCompletion:
+        """Answer ``root_prompt`` (or the task implied by ``prompt``) over ``prompt``.
+
+        Raises the limit errors (``TimeoutExceededError``, ...) with ``partial_answer``.
+        """
+        if prompt is None:
+            raise ConfigurationError("completion() needs a prompt (the context); got None")
+        if root_prompt is not None and not isinstance(root_prompt, str):
+            raise ConfigurationError(f"root_prompt must be a str or None, got {type(root_prompt).__name__}")
+        session = self._get_session()
+        if self.config.depth >= self.config.max_depth:
+            return self._fallback_completion(session, prompt)
+        try:
+            return session.completion(prompt, root_prompt)
+        finally:
+            self._persistent_env = session.env if self.persistent else None
+
+    def _fallback_completion(self, session: Session, prompt: Any) -> RLMChatCompletion:
+        """At ``depth >= max_depth`` the RLM is a plain LM call."""
+        return session.ensure_handler().call(prompt, self.config.model_override, 0, None)
+
+    def _validate_persistent_environment_support(self) -> None:
+        """Raise ``ValueError`` if the configured environment cannot persist."""
+        if not environment_supports_persistence(self.environment_type):
+            supported = [n for n in environment_names() if environment_supports_persistence(n)]
+            raise ConfigurationError(
+                f"persistent=True is not supported for environment '{self.environment_type}'. "
+                "Persistent mode needs an environment that implements SupportsPersistence "
+                "(update_handler_address, add_context, get_context_count, add_history, "
+                f"get_history_count). Supported environments: {supported}"
+            )
+
+    @staticmethod
+    def _env_supports_persistence(env: BaseEnv) -> bool:
+        return isinstance(env, SupportsPersistence)
+
+    def close(self) -> None:
+        """Release the environment and the handler. The object can be used again after."""
+        session, self._session = self._session, None
+        self._persistent_env = None
+        if session is not None:
+            session.close()
+
+    def __enter__(self) -> RLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,403 @@
+"""A session: one handler, one (possibly persistent) environment, and the turns run on them.
+
+The root ``RLM`` owns one ``Session``; every child RLM spawned by ``rlm_query`` is a
+short-lived ``Session`` that shares its parent's handler, event bus and budget tree.
+The handler lives as long as the session, so a turn starts and ends at no cost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rlm.clients.base_lm import BaseLM
+from rlm.core.budget import BudgetNode
+from rlm.core.config import RLMConfig
+from rlm.core.events import EventBus, RunScope
+from rlm.core.lm_handler import LMHandler, LMRoute
+from rlm.core.loop import (
+    CallModel,
+    Effect,
+    LoopConfig,
+    ReadVariable,
+    RecordCompaction,
+    RunCode,
+    TurnResult,
+    TurnState,
+    drive_sync,
+    run_turn,
+)
+from rlm.core.types import QueryMetadata, RLMChatCompletion, RLMMetadata, UsageSummary
+from rlm.environments.base_env import BaseEnv, SupportsPersistence
+from rlm.utils.exceptions import CancellationError, RLMLimitError
+from rlm.utils.prompts import build_metadata_prompt, render_system_prompt
+from rlm.utils.rlm_utils import filter_sensitive_keys
+
+ClientFactory = Callable[[str, dict[str, Any]], BaseLM]
+EnvFactory = Callable[[str, dict[str, Any]], BaseEnv]
+
+# Environments that run in this process get a direct route to the handler (no socket).
+IN_PROCESS_ENVIRONMENTS = frozenset({"local"})
+
+_run_ids = itertools.count(1)
+
+
+class Session:
+    """Runs turns for one RLM (root or child)."""
+
+    def __init__(
+        self,
+        config: RLMConfig,
+        make_client: ClientFactory,
+        make_env: EnvFactory,
+        bus: EventBus,
+        *,
+        session_id: str | None = None,
+        handler: LMHandler | None = None,
+        parent_scope: RunScope | None = None,
+        parent_node: BudgetNode | None = None,
+        logger: Any | None = None,
+        child_logger_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.config = config
+        self._make_client = make_client
+        self._make_env = make_env
+        self.bus = bus
+        self.session_id = session_id
+        self._owns_handler = handler is None
+        self.handler = handler
+        self._parent_scope = parent_scope
+        self._parent_node = parent_node
+        self.logger = logger  # an RLMLogger that records this session's runs
+        self._child_logger_factory = child_logger_factory
+        self.env: BaseEnv | None = None  # the persistent environment, once created
+        self._route: LMRoute | None = None
+        self._contexts: list[QueryMetadata] = []
+        self._answers = 0
+        self._turns = 0
+        self._active: tuple[BudgetNode, RunScope] | None = None
+        self._turn_lock = threading.Lock()
+
+    # -- resources -----------------------------------------------------------------------
+
+    def ensure_handler(self) -> LMHandler:
+        if self.handler is None:
+            cfg = self.config
+            client = self._make_client(cfg.backend, dict(cfg.backend_kwargs))
+            others = [
+                self._make_client(b, dict(k))
+                for b, k in zip(cfg.other_backends, cfg.other_backend_kwargs, strict=True)
+            ]
+
+            def for_model(model: str) -> BaseLM:
+                return self._make_client(cfg.backend, {**cfg.backend_kwargs, "model_name": model})
+
+            handler = LMHandler(
+                client,
+                other_backend_client=others[0] if others else None,
+                batch_max_concurrent=cfg.max_concurrent_llm_calls,
+                client_factory=for_model,
+            )
+            for other in others:
+                handler.register_client(other.model_name, other)
+            self.handler = handler
+        return self.handler
+
+    def _env_kwargs(self, handler: LMHandler) -> dict[str, Any]:
+        cfg = self.config
+        kwargs = dict(cfg.environment_kwargs)
+        kwargs["depth"] = cfg.depth + 1
+        kwargs["max_concurrent_subcalls"] = cfg.max_concurrent_subcalls
+        if cfg.persistent:
+            kwargs["persistent"] = True
+        if cfg.custom_tools is not None:
+            kwargs["custom_tools"] = cfg.custom_tools
+        if cfg.custom_sub_tools is not None:
+            kwargs["custom_sub_tools"] = cfg.custom_sub_tools
+        if cfg.compaction:
+            kwargs["compaction"] = True
+        if cfg.max_depth > 1:
+            kwargs["subcall_fn"] = self._subcall
+        if cfg.environment in IN_PROCESS_ENVIRONMENTS:
+            self._route = handler.route(cfg.depth + 1)
+            kwargs["lm_route"] = self._route
+        else:
+            kwargs["lm_handler_address"] = handler.start()
+            kwargs["lm_handler_token"] = handler.token
+        return kwargs
+
+    def _open_environment(self, prompt: Any, handler: LMHandler) -> tuple[BaseEnv, int]:
+        """The turn's environment with ``prompt`` bound, and the context's index."""
+        if not self.config.persistent:
+            kwargs = self._env_kwargs(handler)
+            kwargs["context_payload"] = prompt
+            return self._make_env(self.config.environment, kwargs), 0
+        if self.env is None:
+            self.env = self._make_env(self.config.environment, self._env_kwargs(handler))
+        env = self.env
+        if not isinstance(env, SupportsPersistence):
+            raise RuntimeError(
+                f"Environment {type(env).__name__} does not implement SupportsPersistence"
+            )
+        index = env.add_context(prompt)
+        env.reset_answer()
+        return env, index
+
+    def close(self) -> None:
+        """Release the environment and, if this session created it, the handler."""
+        env, self.env = self.env, None
+        if env is not None:
+            env.cleanup()
+        handler = self.handler
+        if handler is not None and self._owns_handler:
+            self.handler = None
+            handler.close()
+
+    # -- turns ---------------------------------------------------------------------------
+
+    def _metadata(self, handler: LMHandler) -> RLMMetadata:
+        cfg = self.config
+        return RLMMetadata(
+            root_model=cfg.model_override or handler.default_client.model_name or cfg.root_model,
+            max_depth=cfg.max_depth,
+            max_iterations=cfg.max_iterations,
+            backend=cfg.backend,
+            backend_kwargs=filter_sensitive_keys(cfg.backend_kwargs),
+            environment_type=cfg.environment,
+            environment_kwargs=filter_sensitive_keys(cfg.environment_kwargs),
+            other_backends=list(cfg.other_backends) or None,
+        )
+
+    def _opening_messages(self, root_prompt: str | None) -> list[dict[str, Any]]:
+        cfg = self.config
+        messages = [
+            {
+                "role": "system",
+                "content": render_system_prompt(cfg.system_prompt, cfg.custom_tools, cfg.orchestrator),
+            },
+            {
+                "role": "user",
+                "content": build_metadata_prompt(self._contexts, root_prompt, self._answers),
+            },
+        ]
+        if cfg.user_prologue:
+            messages.append({"role": "user", "content": cfg.user_prologue})
+        if cfg.compaction:
+            messages[0]["content"] += (
+                "\n\nThe full record of this run (and any summaries) is in the REPL list `history`."
+            )
+        return messages
+
+    def completion(self, prompt: Any, root_prompt: str | None = None) -> RLMChatCompletion:
+        """Run one turn to an answer. Turns of one session never overlap."""
+        with self._turn_lock:
+            return self._completion(prompt, root_prompt)
+
+    def _completion(self, prompt: Any, root_prompt: str | None) -> RLMChatCompletion:
+        cfg = self.config
+        started = time.perf_counter()
+        meta = QueryMetadata(prompt)  # raises ValueError for a missing payload
+        handler = self.ensure_handler()
+        node = self._parent_node.child(cfg.limits) if self._parent_node else BudgetNode(cfg.limits)
+        parent = self._parent_scope
+        scope = RunScope(
+            self.bus,
+            run_id=f"run{next(_run_ids)}",
+            parent_id=parent.run_id if parent else None,
+            session_id=self.session_id,
+            turn=parent.turn if parent else self._turns,
+            depth=cfg.depth,
+        )
+        trajectory = self.logger
+        detach = _attach_trajectory(trajectory, self.bus, scope.run_id) if trajectory else None
+
+        env, index = self._open_environment(prompt, handler)
+        if cfg.persistent:
+            del self._contexts[index:]
+            self._contexts.append(meta)
+        else:
+            self._contexts = [meta]
+        if self._route is not None:
+            self._route.sink, self._route.scope = node, scope
+        self._active = (node, scope)
+        state = TurnState(self._opening_messages(root_prompt))
+        loop_cfg = LoopConfig(
+            max_iterations=cfg.max_iterations,
+            root_prompt=root_prompt,
+            context_count=len(self._contexts) if cfg.persistent else 1,
+            history_count=env.get_history_count() if cfg.persistent else 0,  # type: ignore[attr-defined]
+            model_name=cfg.root_model,
+            compaction=cfg.compaction,
+            compaction_threshold_pct=cfg.compaction_threshold_pct,
+            max_output_chars=cfg.max_output_chars,
+        )
+        scope.emit(
+            "run_started",
+            prompt_preview=_preview(prompt),
+            root_prompt=root_prompt,
+            metadata=self._metadata(handler),
+            context_count=loop_cfg.context_count,
+        )
+
+        def perform(effect: Effect) -> Any:
+            if isinstance(effect, CallModel):
+                return handler.call(list(effect.messages), cfg.model_override, 0, node)
+            if isinstance(effect, RunCode):
+                return env.execute_code(effect.code)
+            if isinstance(effect, ReadVariable):
+                return env.lookup_variable(effect.name)
+            if isinstance(effect, RecordCompaction):
+                record = getattr(env, "append_compaction_entry", None)
+                if record is not None:
+                    record(effect.entry)
+                return None
+            raise TypeError(f"unknown effect {effect!r}")
+
+        result: TurnResult | None = None
+        error: BaseException | None = None
+        try:
+            result = drive_sync(run_turn(state, loop_cfg, node, scope), perform)
+        except KeyboardInterrupt:
+            error = CancellationError(state.best_partial, "Execution cancelled by user (Ctrl+C)")
+            scope.emit("limit_exceeded", kind="cancelled", message=str(error), partial_answer=state.best_partial)
+            raise error from None
+        except RLMLimitError as exc:
+            error = exc
+            scope.emit("limit_exceeded", kind=type(exc).__name__, message=str(exc), partial_answer=exc.partial_answer)
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._active = None
+            self._turns += 1
+            if cfg.persistent:
+                self._close_turn(env, index, state, result)
+            else:
+                env.cleanup()
+            scope.emit(
+                "run_finished",
+                response=result.answer if result else None,
+                usage=node.usage,
+                execution_time=time.perf_counter() - started,
+                error=None if error is None else f"{type(error).__name__}: {error}",
+            )
+            if detach is not None:
+                detach()
+
+        return RLMChatCompletion(
+            root_model=cfg.model_override or str(cfg.backend_kwargs.get("model_name") or handler.default_client.model_name),
+            prompt=prompt,
+            response=result.answer,
+            usage_summary=node.usage,
+            execution_time=time.perf_counter() - started,
+            metadata=trajectory.get_trajectory() if trajectory is not None else None,
+        )
+
+    def _close_turn(
+        self, env: BaseEnv, index: int, state: TurnState, result: TurnResult | None
+    ) -> None:
+        """Store the turn's history and answer at the context's index, even on failure,
+        so context_N, history_N and final_answer_N stay aligned."""
+        assert isinstance(env, SupportsPersistence)
+        env.add_history(state.messages, index)
+        answer = result.answer if result is not None else None
+        setter = getattr(env, "set_variable", None)
+        if setter is not None:
+            setter(f"final_answer_{index}", answer)
+        else:
+            env.execute_code(f"final_answer_{index} = {answer!r}")
+        self._answers = max(self._answers, index + 1)
+
+    # -- sub-calls -----------------------------------------------------------------------
+
+    def _subcall(self, prompt: str, model: str | None = None) -> RLMChatCompletion:
+        """``rlm_query``: a child RLM, or a plain LM call at the depth limit."""
+        active = self._active
+        if active is None:
+            raise RuntimeError("rlm_query called outside a running turn")
+        node, scope = active
+        cfg = self.config
+        handler = self.ensure_handler()
+        child_depth = cfg.depth + 1
+        if child_depth >= cfg.max_depth:
+            return handler.call(prompt, model, 1, node)
+
+        started = time.perf_counter()
+        child_cfg = cfg.for_child(model, node.child_limits(cfg.limits))
+        scope.emit(
+            "subcall_started",
+            kind="rlm",
+            model=child_cfg.root_model,
+            prompt_preview=_preview(prompt),
+            count=1,
+            child_depth=child_depth,
+        )
+        child = Session(
+            child_cfg,
+            self._make_client,
+            self._make_env,
+            self.bus,
+            session_id=self.session_id,
+            handler=handler,
+            parent_scope=scope,
+            parent_node=node,
+            logger=self._child_logger_factory() if self._child_logger_factory else None,
+            child_logger_factory=self._child_logger_factory,
+        )
+        error: str | None = None
+        try:
+            result = child.completion(prompt)
+            return result
+        except RLMLimitError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            partial = f" Partial answer: {exc.partial_answer}" if exc.partial_answer else ""
+            return _error_completion(child_cfg, prompt, f"Error: Child RLM stopped - {exc}.{partial}", started)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            return _error_completion(child_cfg, prompt, f"Error: Child RLM completion failed - {exc}", started)
+        finally:
+            child.close()
+            scope.emit(
+                "subcall_finished",
+                kind="rlm",
+                model=child_cfg.root_model,
+                duration=time.perf_counter() - started,
+                usage=None,
+                error=error,
+                child_depth=child_depth,
+            )
+
+
+def _error_completion(cfg: RLMConfig, prompt: Any, message: str, started: float) -> RLMChatCompletion:
+    return RLMChatCompletion(
+        root_model=cfg.root_model,
+        prompt=prompt,
+        response=message,
+        usage_summary=UsageSummary(),
+        execution_time=time.perf_counter() - started,
+        error=message,
+    )
+
+
+def _preview(prompt: Any, limit: int = 80) -> str:
+    text = prompt if isinstance(prompt, str) else repr(prompt)
+    return text[:limit]
+
+
+def _attach_trajectory(logger: Any, bus: EventBus, run_id: str) -> Callable[[], None]:
+    """Feed one run's metadata and iterations into ``logger`` (an ``RLMLogger``)."""
+    logger.clear_iterations()
+
+    def on_event(event: Any) -> None:
+        if event.run_id != run_id:
+            return
+        if event.type == "run_started":
+            logger.log_metadata(event.data["metadata"])
+        elif event.type == "iteration_finished":
+            logger.log(event.data["iteration_obj"])
+
+    return bus.subscribe(on_event)

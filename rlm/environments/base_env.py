@@ -1,0 +1,165 @@
+"""Environment base classes and the capability protocols.
+
+An environment runs model-written code in one persistent namespace. ``RLM`` talks to it
+only through ``execute_code`` and, for multi-turn sessions, ``SupportsPersistence``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Protocol, runtime_checkable
+
+from rlm.core.types import REPLResult
+from rlm.environments.tools import (
+    RESERVED_TOOL_NAMES,
+    ToolInfo,
+    extract_tool_value,
+    format_tools_for_prompt,
+    parse_custom_tools,
+    parse_tool_entry,
+    validate_custom_tools,
+)
+
+DEFAULT_MAX_CONCURRENT_SUBCALLS = 4
+
+
+class BaseEnv(ABC):
+    """A REPL-like environment. Subclasses implement ``setup``, ``load_context`` and
+    ``execute_code``; everything else has a working default."""
+
+    def __init__(
+        self,
+        persistent: bool = False,
+        depth: int = 1,
+        max_concurrent_subcalls: int = DEFAULT_MAX_CONCURRENT_SUBCALLS,
+        **kwargs: Any,
+    ) -> None:
+        self.persistent = persistent
+        self.depth = depth
+        self.max_concurrent_subcalls = max_concurrent_subcalls
+        self.kwargs = kwargs
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Prepare the namespace (called once, by the constructor)."""
+
+    @abstractmethod
+    def load_context(self, context_payload: Any) -> None:
+        """Bind ``context_payload`` as ``context_0`` / ``context``."""
+
+    @abstractmethod
+    def execute_code(self, code: str) -> REPLResult:
+        """Run one cell in the persistent namespace."""
+
+    def lookup_variable(self, name: str) -> str | None:
+        """``str()`` of a namespace variable, or ``None`` if it does not exist.
+
+        Used for ``FINAL_VAR(name)``. The default runs a cell; in-process environments
+        override it with a direct read.
+        """
+        if not name.isidentifier():
+            return None
+        result = self.execute_code(
+            f"try:\n    print(str({name}), end='')\nexcept NameError:\n    print('\\x00', end='')"
+        )
+        if result.stderr or result.stdout == "\x00":
+            return None
+        return result.stdout
+
+    def reset_answer(self) -> None:
+        """Reset the ``answer`` dict at the start of a turn."""
+        self.execute_code('answer = {"content": "", "ready": False}')
+
+    def cleanup(self) -> None:  # noqa: B027 - optional hook
+        """Release the environment's resources. Safe to call more than once."""
+
+    def __enter__(self) -> BaseEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+class IsolatedEnv(BaseEnv, ABC):
+    """Runs code on another machine or in a sandbox, isolated from the host process."""
+
+
+class NonIsolatedEnv(BaseEnv, ABC):
+    """Runs code on the host machine (in-process or in a local subprocess)."""
+
+
+@runtime_checkable
+class SupportsPersistence(Protocol):
+    """Environments that keep one namespace across ``RLM.completion()`` calls.
+
+    Contract (tested by ``tests/environments/test_local_repl_persistent.py``):
+
+    * Versioning: contexts are bound as ``context_0, context_1, ...`` in the order they
+      are added; histories as ``history_0, history_1, ...``.
+    * Aliasing: ``context`` is always ``context_0`` and ``history`` is ``history_0``.
+    * Histories are stored as deep copies: the caller may mutate its list afterwards.
+    * Counts: ``get_context_count`` / ``get_history_count`` return one more than the
+      highest index bound so far; ``RLM`` tells the model these numbers every turn.
+    """
+
+    def update_handler_address(self, address: tuple[str, int]) -> None:
+        """Point ``llm_query`` & co. at the LM handler listening on ``address``."""
+        ...
+
+    def add_context(self, context_payload: Any, context_index: int | None = None) -> int:
+        """Bind ``context_payload`` as ``context_{index}``; ``None`` means the next index.
+        Returns the index used."""
+        ...
+
+    def get_context_count(self) -> int:
+        """How many contexts are bound."""
+        ...
+
+    def add_history(
+        self, message_history: list[dict[str, Any]], history_index: int | None = None
+    ) -> int:
+        """Bind a deep copy of ``message_history`` as ``history_{index}``; ``None`` means
+        the next index. Returns the index used."""
+        ...
+
+    def get_history_count(self) -> int:
+        """How many histories are bound."""
+        ...
+
+
+@runtime_checkable
+class SupportsCustomTools(Protocol):
+    """Environments that accept ``custom_tools``: callables become functions in the
+    namespace, other values become variables. Tool names may not be reserved."""
+
+    custom_tools: dict[str, Any]
+
+
+@runtime_checkable
+class SupportsSnapshot(Protocol):
+    """Environments whose namespace can be saved and restored.
+
+    ``snapshot()`` returns bytes plus the names that could not be saved;
+    ``restore(data)`` rebinds what was saved and returns the names it could not restore.
+    """
+
+    def snapshot(self) -> tuple[bytes, list[str]]: ...
+
+    def restore(self, data: bytes) -> list[str]: ...
+
+
+__all__ = [
+    "RESERVED_TOOL_NAMES",
+    "BaseEnv",
+    "IsolatedEnv",
+    "NonIsolatedEnv",
+    "SupportsCustomTools",
+    "SupportsPersistence",
+    "SupportsSnapshot",
+    "ToolInfo",
+    "extract_tool_value",
+    "format_tools_for_prompt",
+    "parse_custom_tools",
+    "parse_tool_entry",
+    "validate_custom_tools",
+]

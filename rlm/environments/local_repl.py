@@ -1,0 +1,406 @@
+"""LocalREPL: runs model-written code in-process, in one persistent namespace."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Self
+
+from rlm.core.types import Prompt, REPLResult, RLMChatCompletion
+from rlm.environments.base_env import (
+    DEFAULT_MAX_CONCURRENT_SUBCALLS,
+    NonIsolatedEnv,
+    extract_tool_value,
+    validate_custom_tools,
+)
+from rlm.environments.namespace import (
+    AnswerDict,
+    Inputs,
+    UserView,
+    adopt_answer,
+    cell_filename,
+    describe_variables,
+    format_cell_error,
+    make_builtins,
+    resolve_final_value,
+)
+from rlm.environments.output_capture import capture
+
+if TYPE_CHECKING:
+    from rlm.core.comms_utils import LMConnection, LMRequest, LMResponse
+    from rlm.core.lm_handler import LMRoute
+
+SubcallFn = Callable[[str, str | None], RLMChatCompletion]
+# A sub-call's outcome: its completion, or the "Error: ..." text the model will see.
+Outcome = RLMChatCompletion | str
+
+NO_HANDLER = "Error: No LM handler configured"
+
+
+@dataclass
+class _Cell:
+    """What one execute_code call collects while it runs."""
+
+    calls: list[RLMChatCompletion] = field(default_factory=list)
+    final_answer: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, completions: list[RLMChatCompletion]) -> None:
+        with self.lock:  # sub-calls may finish on worker threads
+            self.calls.extend(completions)
+
+
+def _require_list(prompts: Any, fn: str) -> list[Any]:
+    if not isinstance(prompts, list):
+        raise TypeError(f"{fn}() expects a list of prompts, got {type(prompts).__name__}")
+    return prompts
+
+
+def _text(outcome: Outcome) -> str:
+    if isinstance(outcome, str):
+        return outcome
+    if outcome.error and not outcome.response:
+        return f"Error: {outcome.error}"
+    return outcome.response
+
+
+class LocalREPL(NonIsolatedEnv):
+    """A persistent Python namespace in the host process.
+
+    LocalREPL is NOT a security boundary: code runs with full builtins and the host's
+    privileges (imports, files, network). Use it only for code you would run yourself.
+    Two deliberate deviations from plain Python: relative paths given to the builtin
+    ``open`` resolve against ``temp_dir`` (no process-wide ``chdir``; other file APIs
+    such as ``pathlib`` still see the process cwd), and ``input()`` raises.
+
+    Separate instances run concurrently without sharing output, files or answers;
+    ``execute_code`` on one instance is serialised.
+    """
+
+    def __init__(
+        self,
+        lm_handler_address: tuple[str, int] | None = None,
+        context_payload: dict[str, Any] | list[Any] | str | None = None,
+        setup_code: str | None = None,
+        persistent: bool = False,
+        depth: int = 1,
+        subcall_fn: SubcallFn | None = None,
+        custom_tools: dict[str, Any] | None = None,
+        custom_sub_tools: dict[str, Any] | None = None,
+        compaction: bool = False,
+        max_concurrent_subcalls: int = DEFAULT_MAX_CONCURRENT_SUBCALLS,
+        lm_route: LMRoute | None = None,
+        lm_handler_token: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            persistent=persistent,
+            depth=depth,
+            max_concurrent_subcalls=max_concurrent_subcalls,
+            **kwargs,
+        )
+        validate_custom_tools(custom_tools)
+        self.lm_handler_address = lm_handler_address
+        self.lm_handler_token = lm_handler_token
+        self.lm_route = lm_route
+        self.subcall_fn = subcall_fn
+        self.compaction = compaction
+        self.custom_tools: dict[str, Any] = dict(custom_tools or {})
+        self.custom_sub_tools = (
+            custom_sub_tools if custom_sub_tools is not None else self.custom_tools
+        )
+        self.temp_dir = tempfile.mkdtemp(prefix="rlmx_repl_")
+        # Removes temp_dir on cleanup(), on garbage collection or at exit, whichever first.
+        self._remove_temp_dir = weakref.finalize(self, shutil.rmtree, self.temp_dir, True)
+        self._lock = threading.RLock()
+        self._conn_lock = threading.Lock()
+        self._connection: LMConnection | None = None
+        self._connection_address: tuple[str, int] | None = None
+        self._inputs = Inputs(compaction)
+        self._sources: dict[str, str] = {}
+        self._cell_count = 0
+        self._cell = _Cell()
+        self._closed = False
+        self.setup()
+        if context_payload is not None:
+            self.load_context(context_payload)
+        if setup_code:
+            self.execute_code(setup_code)
+
+    # -- namespace ---------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Build a fresh namespace: builtins, scaffold functions, tools, ``answer``."""
+        tools = {name: extract_tool_value(entry) for name, entry in self.custom_tools.items()}
+        self._scaffold: dict[str, Any] = {
+            "llm_query": self._llm_query,
+            "llm_query_batched": self._llm_query_batched,
+            "rlm_query": self._rlm_query,
+            "rlm_query_batched": self._rlm_query_batched,
+            "SHOW_VARS": self._show_vars,
+            "FINAL_VAR": self._final_var,
+            **{name: value for name, value in tools.items() if callable(value)},
+        }
+        self._builtins = make_builtins(self.temp_dir)
+        self.globals: dict[str, Any] = {"__builtins__": self._builtins, "__name__": "__main__"}
+        self.globals.update({n: v for n, v in tools.items() if not callable(v)})
+        self.globals["answer"] = AnswerDict(self._on_answer_ready)
+        self.locals = UserView(self.globals, frozenset(self._scaffold))
+        self._restore()
+
+    def _restore(self) -> None:
+        """Undo model rebinding of scaffold names and of the read-only inputs."""
+        ns = self.globals
+        ns.update(self._scaffold)
+        ns["__builtins__"] = self._builtins
+        answer, submitted = adopt_answer(ns.get("answer"), self._on_answer_ready)
+        ns["answer"] = answer
+        if submitted is not None and self._cell.final_answer is None:
+            self._cell.final_answer = submitted
+        self._inputs.bind(ns)
+
+    def _on_answer_ready(self, content: Any) -> None:
+        self._cell.final_answer = str(content)
+
+    def _show_vars(self) -> str:
+        """List the variables you have created, with their types."""
+        return describe_variables(self.locals)
+
+    def _final_var(self, name_or_value: Any) -> str:
+        """Submit the final answer: the named variable's value, or the value itself."""
+        answer = resolve_final_value(self.locals, name_or_value)
+        self._cell.final_answer = answer
+        return answer
+
+    def load_context(self, context_payload: Any) -> None:
+        self.add_context(context_payload, 0)
+
+    def reset_answer(self) -> None:
+        with self._lock:
+            self.globals["answer"] = AnswerDict(self._on_answer_ready)
+
+    def lookup_variable(self, name: str) -> str | None:
+        if name not in self.locals:
+            return None
+        return str(self.locals[name])
+
+    def set_variable(self, name: str, value: Any) -> None:
+        """Bind ``name`` in the namespace (e.g. the engine's ``final_answer_N``)."""
+        if not name.isidentifier() or name in self._scaffold:
+            raise ValueError(f"Cannot bind {name!r} in the REPL namespace")
+        self.globals[name] = value
+
+    # -- execution ---------------------------------------------------------------
+
+    def execute_code(self, code: str) -> REPLResult:
+        started = time.perf_counter()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("LocalREPL has been cleaned up")
+            self._cell_count += 1
+            filename = cell_filename(self._cell_count)
+            self._sources[filename] = code
+            cell, outer = _Cell(), self._cell  # outer: a cell that re-entered us
+            self._cell = cell
+            try:
+                with capture() as (out, err):
+                    try:
+                        exec(compile(code, filename, "exec"), self.globals)
+                    except KeyboardInterrupt:
+                        raise  # the engine turns it into a CancellationError
+                    except BaseException as exc:  # SystemExit too: it ends only the cell
+                        if err.tell() and not err.getvalue().endswith("\n"):
+                            err.write("\n")
+                        err.write(format_cell_error(exc, self._sources))
+                    finally:
+                        self._restore()
+            finally:
+                self._cell = outer
+            return REPLResult(
+                stdout=out.getvalue(),
+                stderr=err.getvalue(),
+                locals=self.locals.copy(),
+                execution_time=time.perf_counter() - started,
+                rlm_calls=list(cell.calls),
+                final_answer=cell.final_answer,
+            )
+
+    # -- LM sub-calls (REPL functions) ---------------------------------------------
+
+    def _llm_query(self, prompt: Prompt, model: str | None = None) -> str:
+        """Ask a language model one prompt (a plain completion: no REPL, no recursion).
+        Returns the reply, or a string starting with "Error: "."""
+        cell = self._cell
+        return self._deliver(cell, [self._complete(prompt, model)])[0]
+
+    def _llm_query_batched(self, prompts: list[Prompt], model: str | None = None) -> list[str]:
+        """Ask a language model several prompts concurrently. Returns the replies in
+        prompt order; a failed prompt's reply starts with "Error: "."""
+        prompts = _require_list(prompts, "llm_query_batched")
+        cell = self._cell
+        return self._deliver(cell, self._complete_many(prompts, model))
+
+    def _rlm_query(self, prompt: str, model: str | None = None) -> str:
+        """Hand a subtask to a child RLM with its own REPL (a plain llm_query when
+        recursion is not available). Returns its answer, or "Error: ..."."""
+        if self.subcall_fn is None:
+            return self._llm_query(prompt, model)
+        cell = self._cell
+        return self._deliver(cell, [self._subcall(prompt, model)])[0]
+
+    def _rlm_query_batched(self, prompts: list[str], model: str | None = None) -> list[str]:
+        """rlm_query for several prompts, run concurrently. Answers in prompt order."""
+        prompts = _require_list(prompts, "rlm_query_batched")
+        if self.subcall_fn is None:
+            return self._llm_query_batched(prompts, model)
+        cell = self._cell
+        if len(prompts) <= 1:
+            return self._deliver(cell, [self._subcall(p, model) for p in prompts])
+        workers = max(1, min(self.max_concurrent_subcalls, len(prompts)))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlm-subcall")
+        try:
+            # Each task runs in a copy of this context, so its output lands in this cell.
+            futures = [
+                pool.submit(contextvars.copy_context().run, self._subcall, p, model)
+                for p in prompts
+            ]
+            outcomes = [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return self._deliver(cell, outcomes)
+
+    @staticmethod
+    def _deliver(cell: _Cell, outcomes: list[Outcome]) -> list[str]:
+        cell.record([o for o in outcomes if isinstance(o, RLMChatCompletion)])
+        return [_text(o) for o in outcomes]
+
+    def _subcall(self, prompt: str, model: str | None) -> Outcome:
+        assert self.subcall_fn is not None
+        try:
+            return self.subcall_fn(prompt, model)
+        except Exception as exc:
+            return f"Error: RLM query failed - {exc}"
+
+    def _complete(self, prompt: Prompt, model: str | None) -> Outcome:
+        try:
+            if self.lm_route is not None:
+                return self.lm_route.llm_query(prompt, model)
+            if not self.lm_handler_address:
+                return NO_HANDLER
+            response = self._request(self._lm_request(prompt=prompt, model=model))
+        except Exception as exc:
+            return f"Error: LM query failed - {exc}"
+        if not response.success or response.chat_completion is None:
+            return f"Error: {response.error}"
+        return response.chat_completion
+
+    def _complete_many(self, prompts: list[Prompt], model: str | None) -> list[Outcome]:
+        if not prompts:
+            return []
+        try:
+            if self.lm_route is not None:
+                return list(self.lm_route.llm_query_batched(prompts, model))
+            if not self.lm_handler_address:
+                return [NO_HANDLER] * len(prompts)
+            response = self._request(self._lm_request(prompts=prompts, model=model))
+        except Exception as exc:
+            return [f"Error: LM query failed - {exc}"] * len(prompts)
+        if not response.success or response.chat_completions is None:
+            return [f"Error: {response.error}"] * len(prompts)
+        return list(response.chat_completions)
+
+    # -- socket transport (out-of-process handler) ---------------------------------
+
+    def _lm_request(self, **fields: Any) -> LMRequest:
+        from rlm.core.comms_utils import LMRequest
+
+        return LMRequest(depth=self.depth, **fields)
+
+    def _request(self, request: LMRequest) -> LMResponse:
+        from rlm.core.comms_utils import LMConnection
+
+        address = self.lm_handler_address
+        assert address is not None
+        # One persistent connection per env, made on first use. The lock only guards
+        # creation: LMConnection serialises its own exchanges and never raises.
+        with self._conn_lock:
+            if self._connection is None or self._connection_address != address:
+                self._close_connection()
+                self._connection = LMConnection(address, token=self.lm_handler_token)
+                self._connection_address = address
+            connection = self._connection
+        return connection.request(request)
+
+    def _close_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    # -- SupportsPersistence ---------------------------------------------------------
+
+    def update_handler_address(self, address: tuple[str, int]) -> None:
+        self.lm_handler_address = address
+        with self._conn_lock:
+            if address != self._connection_address:
+                self._close_connection()
+
+    def add_context(self, context_payload: Any, context_index: int | None = None) -> int:
+        # Containers are copied so the caller can keep mutating its own object.
+        value = (
+            copy.deepcopy(context_payload)
+            if isinstance(context_payload, dict | list)
+            else context_payload
+        )
+        with self._lock:
+            index = self._inputs.add_context(value, context_index)
+            self._inputs.bind(self.globals)
+        return index
+
+    def get_context_count(self) -> int:
+        return self._inputs.context_count
+
+    def add_history(
+        self, message_history: list[dict[str, Any]], history_index: int | None = None
+    ) -> int:
+        value = copy.deepcopy(message_history)
+        with self._lock:
+            index = self._inputs.add_history(value, history_index)
+            self._inputs.bind(self.globals)
+        return index
+
+    def get_history_count(self) -> int:
+        return self._inputs.history_count
+
+    def append_compaction_entry(self, entry: list[dict[str, Any]] | dict[str, Any]) -> None:
+        """Append a trajectory segment or a summary to ``history`` (compaction mode)."""
+        if self._inputs.compaction_history is not None:
+            self._inputs.compaction_history.append(copy.deepcopy(entry))
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Remove ``temp_dir``, clear the namespace and close the LM connection.
+        Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._conn_lock:
+            self._close_connection()
+        self.globals.clear()
+        self._remove_temp_dir()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
