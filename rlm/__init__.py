@@ -1,8 +1,8 @@
 """rlmx: Recursive Language Models, a drop-in engine for the ``rlm`` API.
 
-    from rlm import RLM
-    rlm = RLM(backend="openai", backend_kwargs={"model_name": "gpt-5-mini"})
-    print(rlm.completion(long_text, root_prompt="Who wrote it?").response)
+from rlm import RLM
+rlm = RLM(backend="openai", backend_kwargs={"model_name": "gpt-5-mini"})
+print(rlm.completion(long_text, root_prompt="Who wrote it?").response)
 """
 
 from rlm.core.rlm import RLM

@@ -30,7 +30,9 @@ class RetryPolicy:
     max_delay: float = 30.0
     jitter: float = 0.25
 
-    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    def delay(
+        self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based)."""
         if retry_after is not None and retry_after >= 0:
             return min(retry_after, self.max_delay)

@@ -77,8 +77,12 @@ class BudgetNode:
         """Limits for a child: what remains of this node's budget, time and tokens."""
         lim = self.limits
         return Limits(
-            max_budget=None if lim.max_budget is None else max(lim.max_budget - self.spent_usd, 0.0),
-            max_timeout=None if lim.max_timeout is None else max(lim.max_timeout - self.elapsed, 0.0),
+            max_budget=None
+            if lim.max_budget is None
+            else max(lim.max_budget - self.spent_usd, 0.0),
+            max_timeout=None
+            if lim.max_timeout is None
+            else max(lim.max_timeout - self.elapsed, 0.0),
             max_tokens=None if lim.max_tokens is None else max(lim.max_tokens - self.tokens, 0),
             max_errors=inherited.max_errors,
         )

@@ -36,10 +36,15 @@ def attach_callbacks(
         elif kind == "iteration_finished" and on_iteration_complete:
             on_iteration_complete(event.depth, data["iteration"], data.get("duration") or 0.0)
         elif kind == "subcall_started" and data.get("kind") == "rlm" and on_subcall_start:
-            on_subcall_start(data["child_depth"], str(data.get("model")), data.get("prompt_preview", ""))
+            on_subcall_start(
+                data["child_depth"], str(data.get("model")), data.get("prompt_preview", "")
+            )
         elif kind == "subcall_finished" and data.get("kind") == "rlm" and on_subcall_complete:
             on_subcall_complete(
-                data["child_depth"], str(data.get("model")), data.get("duration", 0.0), data.get("error")
+                data["child_depth"],
+                str(data.get("model")),
+                data.get("duration", 0.0),
+                data.get("error"),
             )
 
     return bus.subscribe(dispatch)

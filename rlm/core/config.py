@@ -29,7 +29,7 @@ class RLMConfig:
     depth: int = 0
     max_depth: int = 1
     max_iterations: int = 30
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     system_prompt: str = RLM_SYSTEM_PROMPT
     other_backends: tuple[str, ...] = ()
     other_backend_kwargs: tuple[dict[str, Any], ...] = ()
@@ -96,7 +96,9 @@ class RLMConfig:
         if not isinstance(backend, str) or not backend:
             raise ConfigurationError(f"backend must be a backend name, got {backend!r}")
         if not isinstance(environment, str) or not environment:
-            raise ConfigurationError(f"environment must be an environment name, got {environment!r}")
+            raise ConfigurationError(
+                f"environment must be an environment name, got {environment!r}"
+            )
         for name, value, low in (
             ("max_iterations", max_iterations, 1),
             ("max_depth", max_depth, 0),
@@ -113,8 +115,12 @@ class RLMConfig:
             ("max_tokens", max_tokens),
             ("max_errors", max_errors),
         ):
-            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0):
-                raise ConfigurationError(f"{name} must be a non-negative number or None, got {limit!r}")
+            if limit is not None and (
+                isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0
+            ):
+                raise ConfigurationError(
+                    f"{name} must be a non-negative number or None, got {limit!r}"
+                )
         if not 0 < compaction_threshold_pct <= 1:
             raise ConfigurationError("compaction_threshold_pct must be in (0, 1]")
         if backend_kwargs is not None and not isinstance(backend_kwargs, dict):

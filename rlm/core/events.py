@@ -126,5 +126,7 @@ class RunScope:
     def emit(self, type: EventType, **data: Any) -> None:
         if self.bus.active:
             self.bus.emit(
-                Event(type, self.run_id, self.parent_id, self.session_id, self.turn, self.depth, data)
+                Event(
+                    type, self.run_id, self.parent_id, self.session_id, self.turn, self.depth, data
+                )
             )

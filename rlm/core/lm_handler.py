@@ -12,6 +12,7 @@ accounting stays right however many calls run at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
 import time
@@ -254,10 +255,8 @@ class LMHandler:
         for client in (self.default_client, self.other_backend_client, *self.clients.values()):
             if client is not None and id(client) not in seen:
                 seen.add(id(client))
-                try:
+                with contextlib.suppress(Exception):
                     client.close()
-                except Exception:
-                    pass
 
     def __enter__(self) -> LMHandler:
         self.start()
@@ -290,7 +289,9 @@ class LMRoute:
         scope = self.scope
         if scope is None or not scope.bus.active:
             return self.handler.call(prompt, model, self.depth, self.sink)
-        scope.emit("subcall_started", kind="llm", model=model, prompt_preview=_preview(prompt), count=1)
+        scope.emit(
+            "subcall_started", kind="llm", model=model, prompt_preview=_preview(prompt), count=1
+        )
         started, error, result = time.perf_counter(), None, None
         try:
             result = self.handler.call(prompt, model, self.depth, self.sink)

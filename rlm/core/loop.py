@@ -115,7 +115,9 @@ def run_turn(
             raise breach_error(breach, st.best_partial, i)
 
         if cfg.compaction and _should_compact(st.messages, cfg):
-            summary = yield CallModel([*st.messages, {"role": "user", "content": COMPACTION_PROMPT}])
+            summary = yield CallModel(
+                [*st.messages, {"role": "user", "content": COMPACTION_PROMPT}]
+            )
             st.compactions += 1
             yield RecordCompaction({"type": "summary", "content": summary.response})
             st.messages[:] = build_compacted_history(st.messages, summary.response, st.compactions)
@@ -216,7 +218,12 @@ def run_turn(
     st.messages.append({"role": "assistant", "content": text})
     last = RLMIteration(prompt=prompt, response=text, code_blocks=[], final_answer=answer)
     st.iterations.append(last)
-    scope.emit("iteration_finished", iteration=cfg.max_iterations + 1, iteration_obj=last, duration=reply.execution_time)
+    scope.emit(
+        "iteration_finished",
+        iteration=cfg.max_iterations + 1,
+        iteration_obj=last,
+        duration=reply.execution_time,
+    )
     scope.emit("final_answer", answer=answer, iterations=cfg.max_iterations, source="default")
     return TurnResult(answer, "default", cfg.max_iterations)
 

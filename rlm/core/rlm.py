@@ -8,6 +8,7 @@ can patch ``rlm.core.rlm.get_client`` as they do with ``rlms``.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -137,7 +138,10 @@ class RLM:
         self.logger = logger
         self.persistent = persistent
         self.on_subcall_start, self.on_subcall_complete = on_subcall_start, on_subcall_complete
-        self.on_iteration_start, self.on_iteration_complete = on_iteration_start, on_iteration_complete
+        self.on_iteration_start, self.on_iteration_complete = (
+            on_iteration_start,
+            on_iteration_complete,
+        )
 
         if cfg.environment not in environment_names():
             raise ConfigurationError(
@@ -153,7 +157,11 @@ class RLM:
         if verbose:
             self.verbose.attach(self.events)
         attach_callbacks(
-            self.events, on_subcall_start, on_subcall_complete, on_iteration_start, on_iteration_complete
+            self.events,
+            on_subcall_start,
+            on_subcall_complete,
+            on_iteration_start,
+            on_iteration_complete,
         )
         self._session: Session | None = None
 
@@ -182,7 +190,9 @@ class RLM:
         if prompt is None:
             raise ConfigurationError("completion() needs a prompt (the context); got None")
         if root_prompt is not None and not isinstance(root_prompt, str):
-            raise ConfigurationError(f"root_prompt must be a str or None, got {type(root_prompt).__name__}")
+            raise ConfigurationError(
+                f"root_prompt must be a str or None, got {type(root_prompt).__name__}"
+            )
         session = self._get_session()
         if self.config.depth >= self.config.max_depth:
             return self._fallback_completion(session, prompt)
@@ -224,7 +234,5 @@ class RLM:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass

@@ -176,7 +176,9 @@ class Session:
         messages = [
             {
                 "role": "system",
-                "content": render_system_prompt(cfg.system_prompt, cfg.custom_tools, cfg.orchestrator),
+                "content": render_system_prompt(
+                    cfg.system_prompt, cfg.custom_tools, cfg.orchestrator
+                ),
             },
             {
                 "role": "user",
@@ -262,11 +264,21 @@ class Session:
             result = drive_sync(run_turn(state, loop_cfg, node, scope), perform)
         except KeyboardInterrupt:
             error = CancellationError(state.best_partial, "Execution cancelled by user (Ctrl+C)")
-            scope.emit("limit_exceeded", kind="cancelled", message=str(error), partial_answer=state.best_partial)
+            scope.emit(
+                "limit_exceeded",
+                kind="cancelled",
+                message=str(error),
+                partial_answer=state.best_partial,
+            )
             raise error from None
         except RLMLimitError as exc:
             error = exc
-            scope.emit("limit_exceeded", kind=type(exc).__name__, message=str(exc), partial_answer=exc.partial_answer)
+            scope.emit(
+                "limit_exceeded",
+                kind=type(exc).__name__,
+                message=str(exc),
+                partial_answer=exc.partial_answer,
+            )
             raise
         except BaseException as exc:
             error = exc
@@ -289,7 +301,8 @@ class Session:
                 detach()
 
         return RLMChatCompletion(
-            root_model=cfg.model_override or str(cfg.backend_kwargs.get("model_name") or handler.default_client.model_name),
+            root_model=cfg.model_override
+            or str(cfg.backend_kwargs.get("model_name") or handler.default_client.model_name),
             prompt=prompt,
             response=result.answer,
             usage_summary=node.usage,
@@ -305,11 +318,7 @@ class Session:
         assert isinstance(env, SupportsPersistence)
         env.add_history(state.messages, index)
         answer = result.answer if result is not None else None
-        setter = getattr(env, "set_variable", None)
-        if setter is not None:
-            setter(f"final_answer_{index}", answer)
-        else:
-            env.execute_code(f"final_answer_{index} = {answer!r}")
+        env.set_variable(f"final_answer_{index}", answer)
         self._answers = max(self._answers, index + 1)
 
     # -- sub-calls -----------------------------------------------------------------------
@@ -355,10 +364,14 @@ class Session:
         except RLMLimitError as exc:
             error = f"{type(exc).__name__}: {exc}"
             partial = f" Partial answer: {exc.partial_answer}" if exc.partial_answer else ""
-            return _error_completion(child_cfg, prompt, f"Error: Child RLM stopped - {exc}.{partial}", started)
+            return _error_completion(
+                child_cfg, prompt, f"Error: Child RLM stopped - {exc}.{partial}", started
+            )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            return _error_completion(child_cfg, prompt, f"Error: Child RLM completion failed - {exc}", started)
+            return _error_completion(
+                child_cfg, prompt, f"Error: Child RLM completion failed - {exc}", started
+            )
         finally:
             child.close()
             scope.emit(
@@ -372,7 +385,9 @@ class Session:
             )
 
 
-def _error_completion(cfg: RLMConfig, prompt: Any, message: str, started: float) -> RLMChatCompletion:
+def _error_completion(
+    cfg: RLMConfig, prompt: Any, message: str, started: float
+) -> RLMChatCompletion:
     return RLMChatCompletion(
         root_model=cfg.root_model,
         prompt=prompt,

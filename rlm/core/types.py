@@ -158,9 +158,7 @@ class UsageSummary:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "model_usage_summaries": {
-                m: s.to_dict() for m, s in self.model_usage_summaries.items()
-            }
+            "model_usage_summaries": {m: s.to_dict() for m, s in self.model_usage_summaries.items()}
         }
         cost = self.total_cost
         if cost is not None:
@@ -289,7 +287,9 @@ class CodeBlock:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodeBlock:
-        return cls(code=data.get("code") or "", result=REPLResult.from_dict(data.get("result") or {}))
+        return cls(
+            code=data.get("code") or "", result=REPLResult.from_dict(data.get("result") or {})
+        )
 
 
 @dataclass

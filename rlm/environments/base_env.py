@@ -66,6 +66,12 @@ class BaseEnv(ABC):
             return None
         return result.stdout
 
+    def set_variable(self, name: str, value: str | int | float | bool | None) -> None:
+        """Bind a simple value in the namespace (the default round-trips it via ``repr``)."""
+        if not name.isidentifier():
+            raise ValueError(f"not a valid variable name: {name!r}")
+        self.execute_code(f"{name} = {value!r}")
+
     def reset_answer(self) -> None:
         """Reset the ``answer`` dict at the start of a turn."""
         self.execute_code('answer = {"content": "", "ready": False}')

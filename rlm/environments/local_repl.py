@@ -12,7 +12,6 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
 from rlm.core.types import Prompt, REPLResult, RLMChatCompletion
@@ -24,6 +23,7 @@ from rlm.environments.base_env import (
 )
 from rlm.environments.namespace import (
     AnswerDict,
+    CellRecord,
     Inputs,
     UserView,
     adopt_answer,
@@ -31,6 +31,7 @@ from rlm.environments.namespace import (
     describe_variables,
     format_cell_error,
     make_builtins,
+    require_prompt_list,
     resolve_final_value,
 )
 from rlm.environments.output_capture import capture
@@ -44,25 +45,6 @@ SubcallFn = Callable[[str, str | None], RLMChatCompletion]
 Outcome = RLMChatCompletion | str
 
 NO_HANDLER = "Error: No LM handler configured"
-
-
-@dataclass
-class _Cell:
-    """What one execute_code call collects while it runs."""
-
-    calls: list[RLMChatCompletion] = field(default_factory=list)
-    final_answer: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def record(self, completions: list[RLMChatCompletion]) -> None:
-        with self.lock:  # sub-calls may finish on worker threads
-            self.calls.extend(completions)
-
-
-def _require_list(prompts: Any, fn: str) -> list[Any]:
-    if not isinstance(prompts, list):
-        raise TypeError(f"{fn}() expects a list of prompts, got {type(prompts).__name__}")
-    return prompts
 
 
 def _text(outcome: Outcome) -> str:
@@ -83,7 +65,8 @@ class LocalREPL(NonIsolatedEnv):
     such as ``pathlib`` still see the process cwd), and ``input()`` raises.
 
     Separate instances run concurrently without sharing output, files or answers;
-    ``execute_code`` on one instance is serialised.
+    ``execute_code`` on one instance is serialised. Output is captured per thread:
+    what threads started by the cell's own code print goes to the host's stdout.
     """
 
     def __init__(
@@ -128,7 +111,7 @@ class LocalREPL(NonIsolatedEnv):
         self._inputs = Inputs(compaction)
         self._sources: dict[str, str] = {}
         self._cell_count = 0
-        self._cell = _Cell()
+        self._cell = CellRecord()
         self._closed = False
         self.setup()
         if context_payload is not None:
@@ -209,7 +192,7 @@ class LocalREPL(NonIsolatedEnv):
             self._cell_count += 1
             filename = cell_filename(self._cell_count)
             self._sources[filename] = code
-            cell, outer = _Cell(), self._cell  # outer: a cell that re-entered us
+            cell, outer = CellRecord(), self._cell  # outer: a cell that re-entered us
             self._cell = cell
             try:
                 with capture() as (out, err):
@@ -245,7 +228,7 @@ class LocalREPL(NonIsolatedEnv):
     def _llm_query_batched(self, prompts: list[Prompt], model: str | None = None) -> list[str]:
         """Ask a language model several prompts concurrently. Returns the replies in
         prompt order; a failed prompt's reply starts with "Error: "."""
-        prompts = _require_list(prompts, "llm_query_batched")
+        prompts = require_prompt_list(prompts, "llm_query_batched")
         cell = self._cell
         return self._deliver(cell, self._complete_many(prompts, model))
 
@@ -259,9 +242,9 @@ class LocalREPL(NonIsolatedEnv):
 
     def _rlm_query_batched(self, prompts: list[str], model: str | None = None) -> list[str]:
         """rlm_query for several prompts, run concurrently. Answers in prompt order."""
-        prompts = _require_list(prompts, "rlm_query_batched")
+        prompts = require_prompt_list(prompts, "rlm_query_batched")
         if self.subcall_fn is None:
-            return self._llm_query_batched(prompts, model)
+            return self._llm_query_batched(list(prompts), model)
         cell = self._cell
         if len(prompts) <= 1:
             return self._deliver(cell, [self._subcall(p, model) for p in prompts])
@@ -279,7 +262,7 @@ class LocalREPL(NonIsolatedEnv):
         return self._deliver(cell, outcomes)
 
     @staticmethod
-    def _deliver(cell: _Cell, outcomes: list[Outcome]) -> list[str]:
+    def _deliver(cell: CellRecord, outcomes: list[Outcome]) -> list[str]:
         cell.record([o for o in outcomes if isinstance(o, RLMChatCompletion)])
         return [_text(o) for o in outcomes]
 

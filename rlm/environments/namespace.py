@@ -10,8 +10,10 @@ from __future__ import annotations
 import builtins
 import functools
 import os
+import threading
 import traceback
 from collections.abc import Callable, Container, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -27,6 +29,28 @@ def cell_filename(number: int) -> str:
 
 def is_dunder(name: str) -> bool:
     return name.startswith("__") and name.endswith("__")
+
+
+@dataclass
+class CellRecord:
+    """What one cell collects while it runs: its sub-call completions and the final
+    answer it submitted (``answer["ready"]``, ``FINAL_VAR``)."""
+
+    calls: list[Any] = field(default_factory=list)
+    final_answer: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, completions: list[Any]) -> None:
+        with self.lock:  # sub-calls may finish on worker threads
+            self.calls.extend(completions)
+
+
+def require_prompt_list(prompts: Any, fn: str) -> list[Any]:
+    """``prompts`` if it is a list; a bare string would otherwise be fanned out per
+    character."""
+    if not isinstance(prompts, list):
+        raise TypeError(f"{fn}() expects a list of prompts, got {type(prompts).__name__}")
+    return prompts
 
 
 # ---------------------------------------------------------------------------

@@ -186,7 +186,7 @@ class ProviderConnectionError(ClientError):
 # ---------------------------------------------------------------------------
 
 
-class EnvironmentError_(RLMError):  # noqa: N801 - avoid shadowing the builtin alias
+class EnvironmentError_(RLMError):
     """An execution environment failed outside the model's code."""
 
 

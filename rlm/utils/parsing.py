@@ -12,7 +12,9 @@ from rlm.core.types import REPLResult, RLMIteration
 # output (totals, the last error) is often what matters most.
 DEFAULT_MAX_OUTPUT_CHARS = 20_000
 
-_REPL_BLOCK = re.compile(r"^[ \t]*```repl[ \t]*\r?\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
+_REPL_BLOCK = re.compile(
+    r"^[ \t]*```repl[ \t]*\r?\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE
+)
 _ANY_FENCE = re.compile(r"^[ \t]*```.*?^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
 _MARKER = re.compile(r"^[ \t]*(FINAL_VAR|FINAL)\(", re.MULTILINE)
 
@@ -42,7 +44,8 @@ def _outside_fences(text: str) -> str:
 def _balanced_argument(text: str, start: int) -> str | None:
     """The text between the '(' before ``start`` and its matching ')', or None.
 
-    Parentheses inside quoted strings are ignored.
+    Parentheses inside quoted strings are ignored. A ``'`` right after a letter or
+    digit is an apostrophe ("it's", "students'"), not the start of a string.
     """
     depth, i, quote = 1, start, ""
     while i < len(text):
@@ -53,7 +56,7 @@ def _balanced_argument(text: str, start: int) -> str | None:
                 continue
             if ch == quote:
                 quote = ""
-        elif ch in "\"'":
+        elif ch == '"' or (ch == "'" and not (i > start and text[i - 1].isalnum())):
             quote = ch
         elif ch == "(":
             depth += 1
@@ -171,7 +174,11 @@ def convert_context_for_repl(context: Any) -> tuple[Any, str | None]:
     """
     if isinstance(context, str):
         return None, context
-    if isinstance(context, list) and context and isinstance(context[0], dict):
-        if "content" in context[0]:
-            return [m.get("content", "") for m in context], None
+    if (
+        isinstance(context, list)
+        and context
+        and isinstance(context[0], dict)
+        and "content" in context[0]
+    ):
+        return [m.get("content", "") for m in context], None
     return context, None

@@ -143,7 +143,10 @@ def build_rlm_system_prompt(
 ) -> list[dict[str, str]]:
     """The opening messages of a single-context run: system prompt and metadata."""
     return [
-        {"role": "system", "content": render_system_prompt(system_prompt, custom_tools, orchestrator)},
+        {
+            "role": "system",
+            "content": render_system_prompt(system_prompt, custom_tools, orchestrator),
+        },
         {"role": "user", "content": build_metadata_prompt([query_metadata], root_prompt)},
     ]
 
