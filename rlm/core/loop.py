@@ -9,7 +9,7 @@ the effects in the calling thread; an async driver performs the same effects wit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -213,7 +213,12 @@ def run_turn(
     reply = yield CallModel(prompt)
     text = reply.response or ""
     marker = find_final_marker(text)
-    answer = marker[1] if marker is not None and marker[0] == "FINAL" else text
+    answer = text
+    if marker is not None:
+        kind, arg = marker
+        value = arg if kind == "FINAL" else (yield ReadVariable(arg))
+        if value is not None:
+            answer = value
     st.messages.extend(prompt[-1:])
     st.messages.append({"role": "assistant", "content": text})
     last = RLMIteration(prompt=prompt, response=text, code_blocks=[], final_answer=answer)
@@ -245,4 +250,21 @@ def drive_sync(
         try:
             value, error = perform(effect), None
         except BaseException as exc:  # delivered into the flow, which decides
+            value, error = None, exc
+
+
+async def drive_async(
+    flow: Generator[Effect, Any, TurnResult], perform: Callable[[Effect], Awaitable[Any]]
+) -> TurnResult:
+    """Run ``flow`` to completion, awaiting each effect."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = flow.send(value) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            value, error = await perform(effect), None
+        except BaseException as exc:
             value, error = None, exc

@@ -24,6 +24,7 @@ from rlm.core.config import RLMConfig
 from rlm.core.events import EventBus
 from rlm.core.lm_handler import DEFAULT_MAX_CONCURRENT_LLM_CALLS
 from rlm.core.session import Session
+from rlm.core.streaming import AsyncEventStream, EventStream
 from rlm.core.types import ClientBackend, EnvironmentType, RLMChatCompletion
 from rlm.environments import (
     BaseEnv,
@@ -187,12 +188,7 @@ class RLM:
 
         Raises the limit errors (``TimeoutExceededError``, ...) with ``partial_answer``.
         """
-        if prompt is None:
-            raise ConfigurationError("completion() needs a prompt (the context); got None")
-        if root_prompt is not None and not isinstance(root_prompt, str):
-            raise ConfigurationError(
-                f"root_prompt must be a str or None, got {type(root_prompt).__name__}"
-            )
+        self._check_prompt(prompt, root_prompt)
         session = self._get_session()
         if self.config.depth >= self.config.max_depth:
             return self._fallback_completion(session, prompt)
@@ -200,6 +196,47 @@ class RLM:
             return session.completion(prompt, root_prompt)
         finally:
             self._persistent_env = session.env if self.persistent else None
+
+    async def acompletion(
+        self, prompt: str | dict[str, Any] | list[Any], root_prompt: str | None = None
+    ) -> RLMChatCompletion:
+        """``completion`` for asyncio, with the same semantics. Model calls use the
+        clients' native async methods; REPL cells run on a worker thread."""
+        self._check_prompt(prompt, root_prompt)
+        session = self._get_session()
+        if self.config.depth >= self.config.max_depth:
+            handler = session.ensure_handler()
+            return await handler.acall(prompt, self.config.model_override, 0, None)
+        try:
+            return await session.acompletion(prompt, root_prompt)
+        finally:
+            self._persistent_env = session.env if self.persistent else None
+
+    def stream(
+        self, prompt: str | dict[str, Any] | list[Any], root_prompt: str | None = None
+    ) -> EventStream:
+        """Run a completion and iterate its events as they happen.
+
+        ``for event in (s := rlm.stream(ctx)): ...`` then ``s.result`` is the completion.
+        """
+        self._check_prompt(prompt, root_prompt)
+        return EventStream(self.events, lambda: self.completion(prompt, root_prompt))
+
+    def astream(
+        self, prompt: str | dict[str, Any] | list[Any], root_prompt: str | None = None
+    ) -> AsyncEventStream:
+        """``async for event in rlm.astream(ctx)``: the async form of ``stream``."""
+        self._check_prompt(prompt, root_prompt)
+        return AsyncEventStream(self.events, lambda: self.acompletion(prompt, root_prompt))
+
+    @staticmethod
+    def _check_prompt(prompt: Any, root_prompt: Any) -> None:
+        if prompt is None:
+            raise ConfigurationError("completion() needs a prompt (the context); got None")
+        if root_prompt is not None and not isinstance(root_prompt, str):
+            raise ConfigurationError(
+                f"root_prompt must be a str or None, got {type(root_prompt).__name__}"
+            )
 
     def _fallback_completion(self, session: Session, prompt: Any) -> RLMChatCompletion:
         """At ``depth >= max_depth`` the RLM is a plain LM call."""

@@ -7,6 +7,7 @@ The handler lives as long as the session, so a turn starts and ends at no cost.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -18,21 +19,11 @@ from rlm.core.budget import BudgetNode
 from rlm.core.config import RLMConfig
 from rlm.core.events import EventBus, RunScope
 from rlm.core.lm_handler import LMHandler, LMRoute
-from rlm.core.loop import (
-    CallModel,
-    Effect,
-    LoopConfig,
-    ReadVariable,
-    RecordCompaction,
-    RunCode,
-    TurnResult,
-    TurnState,
-    drive_sync,
-    run_turn,
-)
+from rlm.core.loop import LoopConfig, TurnResult, TurnState, drive_async, drive_sync
+from rlm.core.turn import Turn
 from rlm.core.types import QueryMetadata, RLMChatCompletion, RLMMetadata, UsageSummary
 from rlm.environments.base_env import BaseEnv, SupportsPersistence
-from rlm.utils.exceptions import CancellationError, RLMLimitError
+from rlm.utils.exceptions import RLMLimitError
 from rlm.utils.prompts import build_metadata_prompt, render_system_prompt
 from rlm.utils.rlm_utils import filter_sensitive_keys
 
@@ -196,9 +187,34 @@ class Session:
     def completion(self, prompt: Any, root_prompt: str | None = None) -> RLMChatCompletion:
         """Run one turn to an answer. Turns of one session never overlap."""
         with self._turn_lock:
-            return self._completion(prompt, root_prompt)
+            turn = self._begin(prompt, root_prompt)
+            try:
+                result = drive_sync(turn.flow(), turn.perform)
+            except BaseException as exc:
+                error = turn.fail(exc)
+                if error is exc:
+                    raise
+                raise error from None
+            return turn.succeed(result)
 
-    def _completion(self, prompt: Any, root_prompt: str | None) -> RLMChatCompletion:
+    async def acompletion(self, prompt: Any, root_prompt: str | None = None) -> RLMChatCompletion:
+        """``completion`` for asyncio: the same turn, with effects awaited."""
+        await asyncio.to_thread(self._turn_lock.acquire)
+        try:
+            turn = await asyncio.to_thread(self._begin, prompt, root_prompt)
+            try:
+                result = await drive_async(turn.flow(), turn.aperform)
+            except BaseException as exc:
+                error = turn.fail(exc)
+                if error is exc:
+                    raise
+                raise error from None
+            return turn.succeed(result)
+        finally:
+            self._turn_lock.release()
+
+    def _begin(self, prompt: Any, root_prompt: str | None) -> Turn:
+        """Open the turn: budget node, event scope, environment with the context bound."""
         cfg = self.config
         started = time.perf_counter()
         meta = QueryMetadata(prompt)  # raises ValueError for a missing payload
@@ -213,9 +229,6 @@ class Session:
             turn=parent.turn if parent else self._turns,
             depth=cfg.depth,
         )
-        trajectory = self.logger
-        detach = _attach_trajectory(trajectory, self.bus, scope.run_id) if trajectory else None
-
         env, index = self._open_environment(prompt, handler)
         if cfg.persistent:
             del self._contexts[index:]
@@ -225,7 +238,7 @@ class Session:
         if self._route is not None:
             self._route.sink, self._route.scope = node, scope
         self._active = (node, scope)
-        state = TurnState(self._opening_messages(root_prompt))
+        detach = _attach_trajectory(self.logger, self.bus, scope.run_id) if self.logger else None
         loop_cfg = LoopConfig(
             max_iterations=cfg.max_iterations,
             root_prompt=root_prompt,
@@ -243,71 +256,33 @@ class Session:
             metadata=self._metadata(handler),
             context_count=loop_cfg.context_count,
         )
-
-        def perform(effect: Effect) -> Any:
-            if isinstance(effect, CallModel):
-                return handler.call(list(effect.messages), cfg.model_override, 0, node)
-            if isinstance(effect, RunCode):
-                return env.execute_code(effect.code)
-            if isinstance(effect, ReadVariable):
-                return env.lookup_variable(effect.name)
-            if isinstance(effect, RecordCompaction):
-                record = getattr(env, "append_compaction_entry", None)
-                if record is not None:
-                    record(effect.entry)
-                return None
-            raise TypeError(f"unknown effect {effect!r}")
-
-        result: TurnResult | None = None
-        error: BaseException | None = None
-        try:
-            result = drive_sync(run_turn(state, loop_cfg, node, scope), perform)
-        except KeyboardInterrupt:
-            error = CancellationError(state.best_partial, "Execution cancelled by user (Ctrl+C)")
-            scope.emit(
-                "limit_exceeded",
-                kind="cancelled",
-                message=str(error),
-                partial_answer=state.best_partial,
-            )
-            raise error from None
-        except RLMLimitError as exc:
-            error = exc
-            scope.emit(
-                "limit_exceeded",
-                kind=type(exc).__name__,
-                message=str(exc),
-                partial_answer=exc.partial_answer,
-            )
-            raise
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            self._active = None
-            self._turns += 1
-            if cfg.persistent:
-                self._close_turn(env, index, state, result)
-            else:
-                env.cleanup()
-            scope.emit(
-                "run_finished",
-                response=result.answer if result else None,
-                usage=node.usage,
-                execution_time=time.perf_counter() - started,
-                error=None if error is None else f"{type(error).__name__}: {error}",
-            )
-            if detach is not None:
-                detach()
-
-        return RLMChatCompletion(
-            root_model=cfg.model_override
-            or str(cfg.backend_kwargs.get("model_name") or handler.default_client.model_name),
+        return Turn(
+            session=self,
             prompt=prompt,
-            response=result.answer,
-            usage_summary=node.usage,
-            execution_time=time.perf_counter() - started,
-            metadata=trajectory.get_trajectory() if trajectory is not None else None,
+            handler=handler,
+            env=env,
+            index=index,
+            node=node,
+            scope=scope,
+            state=TurnState(self._opening_messages(root_prompt)),
+            loop_cfg=loop_cfg,
+            started=started,
+            detach=detach,
+        )
+
+    def _end_turn(self, turn: Turn, result: TurnResult | None) -> None:
+        """Called once per turn, success or not, before the turn's last event."""
+        self._active = None
+        self._turns += 1
+        if self.config.persistent:
+            self._close_turn(turn.env, turn.index, turn.state, result)
+        else:
+            turn.env.cleanup()
+
+    def root_model_name(self, handler: LMHandler) -> str:
+        cfg = self.config
+        return cfg.model_override or str(
+            cfg.backend_kwargs.get("model_name") or handler.default_client.model_name
         )
 
     def _close_turn(

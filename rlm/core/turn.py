@@ -1,0 +1,128 @@
+"""One turn in flight: performs the loop's effects and closes the turn exactly once.
+
+The sync and async drivers share this object; they differ only in how they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rlm.core.budget import BudgetNode
+from rlm.core.events import RunScope
+from rlm.core.lm_handler import LMHandler
+from rlm.core.loop import (
+    CallModel,
+    Effect,
+    LoopConfig,
+    ReadVariable,
+    RecordCompaction,
+    RunCode,
+    TurnResult,
+    TurnState,
+    run_turn,
+)
+from rlm.core.types import RLMChatCompletion
+from rlm.environments.base_env import BaseEnv
+from rlm.utils.exceptions import CancellationError, RLMLimitError
+
+if TYPE_CHECKING:
+    from rlm.core.session import Session
+
+
+@dataclass
+class Turn:
+    session: Session
+    prompt: Any
+    handler: LMHandler
+    env: BaseEnv
+    index: int
+    node: BudgetNode
+    scope: RunScope
+    state: TurnState
+    loop_cfg: LoopConfig
+    started: float
+    detach: Callable[[], None] | None
+
+    def flow(self) -> Generator[Effect, Any, TurnResult]:
+        return run_turn(self.state, self.loop_cfg, self.node, self.scope)
+
+    # -- effects -----------------------------------------------------------------------
+
+    def _model(self) -> str | None:
+        return self.session.config.model_override
+
+    def perform(self, effect: Effect) -> Any:
+        if isinstance(effect, CallModel):
+            return self.handler.call(list(effect.messages), self._model(), 0, self.node)
+        if isinstance(effect, RunCode):
+            return self.env.execute_code(effect.code)
+        return self._perform_local(effect)
+
+    async def aperform(self, effect: Effect) -> Any:
+        if isinstance(effect, CallModel):
+            return await self.handler.acall(list(effect.messages), self._model(), 0, self.node)
+        if isinstance(effect, RunCode):  # cells block: keep them off the event loop
+            return await asyncio.to_thread(self.env.execute_code, effect.code)
+        return self._perform_local(effect)
+
+    def _perform_local(self, effect: Effect) -> Any:
+        if isinstance(effect, ReadVariable):
+            return self.env.lookup_variable(effect.name)
+        if isinstance(effect, RecordCompaction):
+            record = getattr(self.env, "append_compaction_entry", None)
+            if record is not None:
+                record(effect.entry)
+            return None
+        raise TypeError(f"unknown effect {effect!r}")
+
+    # -- closing -----------------------------------------------------------------------
+
+    def _close(self, result: TurnResult | None, error: BaseException | None) -> None:
+        try:
+            self.session._end_turn(self, result)
+        finally:
+            self.scope.emit(
+                "run_finished",
+                response=result.answer if result else None,
+                usage=self.node.usage,
+                execution_time=time.perf_counter() - self.started,
+                error=None if error is None else f"{type(error).__name__}: {error}",
+            )
+            if self.detach is not None:
+                self.detach()
+
+    def fail(self, exc: BaseException) -> BaseException:
+        """Close the turn after ``exc``; returns the exception the caller should raise
+        (Ctrl-C and task cancellation become ``CancellationError``)."""
+        error = exc
+        if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+            partial = self.state.best_partial
+            error = CancellationError(partial, "Execution cancelled by user")
+            self.scope.emit(
+                "limit_exceeded", kind="cancelled", message=str(error), partial_answer=partial
+            )
+        elif isinstance(exc, RLMLimitError):
+            self.scope.emit(
+                "limit_exceeded",
+                kind=type(exc).__name__,
+                message=str(exc),
+                partial_answer=exc.partial_answer,
+            )
+        self._close(None, error)
+        return error
+
+    def succeed(self, result: TurnResult) -> RLMChatCompletion:
+        self._close(result, None)
+        logger = self.session.logger
+        return RLMChatCompletion(
+            root_model=self.session.root_model_name(self.handler),
+            prompt=self.prompt,
+            response=result.answer,
+            usage_summary=self.node.usage,
+            execution_time=time.perf_counter() - self.started,
+            metadata=logger.get_trajectory() if logger is not None else None,
+        )
