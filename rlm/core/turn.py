@@ -99,7 +99,10 @@ class Turn:
         """Close the turn after ``exc``; returns the exception the caller should raise
         (Ctrl-C and task cancellation become ``CancellationError``)."""
         error = exc
-        if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+        cancelled = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+        if cancelled and self.scope.parent_id is not None:
+            pass  # a child run: re-raise as is, so the whole tree stops (not just the child)
+        elif cancelled:
             partial = self.state.best_partial
             error = CancellationError(partial, "Execution cancelled by user")
             self.scope.emit(

@@ -13,9 +13,9 @@ from rlm.core.types import REPLResult, RLMIteration
 DEFAULT_MAX_OUTPUT_CHARS = 20_000
 
 _REPL_BLOCK = re.compile(
-    r"^[ \t]*```repl[ \t]*\r?\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE
+    r"^[ \t]*```repl[ \t]*\r?\n(.*?)^[ \t]*```[ \t]*\r?$", re.DOTALL | re.MULTILINE
 )
-_ANY_FENCE = re.compile(r"^[ \t]*```.*?^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
+_ANY_FENCE = re.compile(r"^[ \t]*```.*?^[ \t]*```[ \t]*\r?$", re.DOTALL | re.MULTILINE)
 _MARKER = re.compile(r"^[ \t]*(FINAL_VAR|FINAL)\(", re.MULTILINE)
 
 

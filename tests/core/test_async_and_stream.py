@@ -32,16 +32,15 @@ def answering_lm(latency: float = 0.0) -> ScriptedLM:
 
 @pytest.fixture
 def patched():
-    def install(lm: ScriptedLM) -> None:
-        patcher.start = mock.patch.object(core_rlm, "get_client", lambda b, k: lm)
-        patcher.start.start()
+    active = []
 
-    class patcher:  # noqa: N801 - a namespace for the active patch
-        start = None
+    def install(lm: ScriptedLM) -> None:
+        active.append(mock.patch.object(core_rlm, "get_client", lambda b, k: lm))
+        active[-1].start()
 
     yield install
-    if patcher.start is not None:
-        patcher.start.stop()
+    for patch in active:
+        patch.stop()
 
 
 def make(**kw) -> RLM:
