@@ -210,6 +210,7 @@ def run_turn(
 
     # Out of iterations: one last call that asks for the answer outright.
     prompt = [*st.messages, {"role": "user", "content": FINAL_ANSWER_PROMPT}]
+    scope.emit("iteration_started", iteration=cfg.max_iterations + 1)
     reply = yield CallModel(prompt)
     text = reply.response or ""
     marker = find_final_marker(text)

@@ -235,28 +235,8 @@ class Session:
             self._contexts.append(meta)
         else:
             self._contexts = [meta]
-        if self._route is not None:
-            self._route.sink, self._route.scope = node, scope
         self._active = (node, scope)
-        detach = _attach_trajectory(self.logger, self.bus, scope.run_id) if self.logger else None
-        loop_cfg = LoopConfig(
-            max_iterations=cfg.max_iterations,
-            root_prompt=root_prompt,
-            context_count=len(self._contexts) if cfg.persistent else 1,
-            history_count=env.get_history_count() if cfg.persistent else 0,  # type: ignore[attr-defined]
-            model_name=cfg.root_model,
-            compaction=cfg.compaction,
-            compaction_threshold_pct=cfg.compaction_threshold_pct,
-            max_output_chars=cfg.max_output_chars,
-        )
-        scope.emit(
-            "run_started",
-            prompt_preview=_preview(prompt),
-            root_prompt=root_prompt,
-            metadata=self._metadata(handler),
-            context_count=loop_cfg.context_count,
-        )
-        return Turn(
+        turn = Turn(
             session=self,
             prompt=prompt,
             handler=handler,
@@ -265,10 +245,35 @@ class Session:
             node=node,
             scope=scope,
             state=TurnState(self._opening_messages(root_prompt)),
-            loop_cfg=loop_cfg,
+            loop_cfg=LoopConfig(max_iterations=cfg.max_iterations),
             started=started,
-            detach=detach,
+            detach=None,
         )
+        try:  # from here on, a failure must still close the turn (env, alignment, events)
+            if self._route is not None:
+                self._route.sink, self._route.scope = node, scope
+            turn.loop_cfg = LoopConfig(
+                max_iterations=cfg.max_iterations,
+                root_prompt=root_prompt,
+                context_count=len(self._contexts) if cfg.persistent else 1,
+                history_count=env.get_history_count() if cfg.persistent else 0,  # type: ignore[attr-defined]
+                model_name=cfg.root_model,
+                compaction=cfg.compaction,
+                compaction_threshold_pct=cfg.compaction_threshold_pct,
+                max_output_chars=cfg.max_output_chars,
+            )
+            if self.logger is not None:
+                turn.detach = _attach_trajectory(self.logger, self.bus, scope.run_id)
+            scope.emit(
+                "run_started",
+                prompt_preview=_preview(prompt),
+                root_prompt=root_prompt,
+                metadata=self._metadata(handler),
+                context_count=turn.loop_cfg.context_count,
+            )
+        except BaseException as exc:
+            raise turn.fail(exc) from None
+        return turn
 
     def _end_turn(self, turn: Turn, result: TurnResult | None) -> None:
         """Called once per turn, success or not, before the turn's last event."""
