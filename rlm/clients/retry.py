@@ -4,6 +4,11 @@ Clients translate their SDK's exceptions into the rlmx error tree (``ProviderErr
 ``RateLimitError``, ``ProviderConnectionError``...) at their boundary; this module then
 decides, without I/O, whether and how long to wait. ``Retry-After`` wins over back-off.
 Errors that will not heal (auth, bad request, context too long) are not retried.
+
+Calls the engine makes go through its concurrency governor (``rlm.core.governor``),
+which applies the client's ``retry_policy`` itself so it can pace the whole call tree.
+While it runs a call, ``suspend_retries`` makes the helpers below try once: the two
+layers never multiply.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -43,6 +49,17 @@ class RetryPolicy:
 
 NO_RETRIES = RetryPolicy(max_retries=0)
 
+_suspended: ContextVar[bool] = ContextVar("rlm_retries_suspended", default=False)
+
+
+def suspend_retries() -> Token[bool]:
+    """Make ``call_with_retries`` try once in this context (the governor retries)."""
+    return _suspended.set(True)
+
+
+def resume_retries(token: Token[bool]) -> None:
+    _suspended.reset(token)
+
 
 def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, ProviderError):
@@ -60,6 +77,8 @@ def call_with_retries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Call ``fn`` until it succeeds, fails for good, or retries run out."""
+    if _suspended.get():
+        return fn()
     attempt = 0
     while True:
         try:
@@ -77,6 +96,8 @@ async def acall_with_retries(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """Async form of ``call_with_retries``."""
+    if _suspended.get():
+        return await fn()
     attempt = 0
     while True:
         try:

@@ -1,0 +1,321 @@
+"""Anthropic Messages API client (``pip install 'rlmx[anthropic]'``).
+
+Anthropic has no system role: system messages travel in ``system``, and consecutive
+same-role messages are merged because the API wants user and assistant to alternate.
+
+With ``prompt_caching=True`` two ephemeral cache breakpoints mark the stable prefix: the
+system prompt and the message just before the newest user turn. Each RLM iteration only
+appends to the history, so the next call re-reads everything before its new turn from
+the cache instead of paying full price for it again.
+
+The SDK's own retries are off; errors are translated once, in ``_translated``, and
+retried by ``rlm.clients.retry`` like every other backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, TrackedLM
+from rlm.clients.openai import to_messages
+from rlm.clients.pricing import estimate_cost, price_of
+from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries, parse_retry_after
+from rlm.core.types import ModelUsageSummary, Prompt
+from rlm.utils.exceptions import (
+    ConfigurationError,
+    MissingAPIKeyError,
+    MissingExtraError,
+    ProviderConnectionError,
+    ProviderError,
+    RateLimitError,
+)
+
+API_KEY_ENV = "ANTHROPIC_API_KEY"
+_CACHE_CONTROL = {"type": "ephemeral"}
+# Anthropic bills cache reads at 0.1x and (5-minute) cache writes at 1.25x the input price.
+_CACHE_READ_RATE = 0.1
+_CACHE_WRITE_RATE = 1.25
+# Besides 429 and 5xx (529 is "overloaded"), a timeout or conflict may heal on retry.
+_RETRYABLE_4XX = frozenset({408, 409})
+# Request options the SDK takes as keywords. Other sampling args go in the JSON body, whose
+# shape is stable, while the SDK's keyword list changes between versions.
+_REQUEST_OPTIONS = ("extra_headers", "extra_query", "timeout")
+
+
+def _load_sdk() -> Any:
+    try:
+        return importlib.import_module("anthropic")
+    except ImportError:
+        raise MissingExtraError("The anthropic backend", "anthropic", "anthropic") from None
+
+
+# ---------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    """Message content as a fresh list of content blocks (the caller's are never mutated)."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if isinstance(content, list):
+        return [
+            dict(b) if isinstance(b, dict) else {"type": "text", "text": str(b)} for b in content
+        ]
+    return [{"type": "text", "text": "" if content is None else str(content)}]
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(b.get("text", "") for b in _blocks(content) if b.get("type") == "text")
+
+
+def prepare_messages(prompt: Prompt) -> tuple[list[dict[str, Any]], str | None]:
+    """(messages, system): system text pulled out, same-role neighbours merged."""
+    system_parts: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for message in to_messages(prompt):
+        role, content = message.get("role"), message.get("content", "")
+        if role in ("system", "developer"):
+            system_parts.append(_text_of(content))
+            continue
+        role = "assistant" if role == "assistant" else "user"
+        if turns and turns[-1]["role"] == role:
+            previous = turns[-1]["content"]
+            if isinstance(previous, str) and isinstance(content, str):
+                turns[-1]["content"] = f"{previous}\n\n{content}"
+            else:
+                turns[-1]["content"] = _blocks(previous) + _blocks(content)
+        else:
+            turns.append(
+                {"role": role, "content": content if isinstance(content, str) else _blocks(content)}
+            )
+    system = "\n\n".join(p for p in system_parts if p) or None
+    if not turns:  # the API needs at least one message: a lone system prompt becomes it
+        return [{"role": "user", "content": system or ""}], None
+    return turns, system
+
+
+def with_cache_breakpoints(
+    messages: list[dict[str, Any]], system: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """Mark the system prompt and the message before the newest user turn as cacheable."""
+    system_blocks = (
+        [{"type": "text", "text": system, "cache_control": _CACHE_CONTROL}] if system else None
+    )
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=0)
+    if last_user == 0:  # nothing before the newest turn: the system prompt is the prefix
+        return messages, system_blocks
+    marked = list(messages)
+    prefix = marked[last_user - 1]
+    blocks = _blocks(prefix["content"])
+    blocks[-1] = {**blocks[-1], "cache_control": _CACHE_CONTROL}
+    marked[last_user - 1] = {**prefix, "content": blocks}
+    return marked, system_blocks
+
+
+# ---------------------------------------------------------------------------
+# Responses and errors
+# ---------------------------------------------------------------------------
+
+
+def usage_of(usage: Any, model: str) -> ModelUsageSummary:
+    """One call's usage. Input counts cached tokens too, so budgets see every token sent."""
+    if usage is None:
+        return ModelUsageSummary(total_calls=1)
+    fresh = int(getattr(usage, "input_tokens", 0) or 0)
+    output = int(getattr(usage, "output_tokens", 0) or 0)
+    read = getattr(usage, "cache_read_input_tokens", None)
+    write = getattr(usage, "cache_creation_input_tokens", None)
+    cost = estimate_cost(model, fresh, output)
+    price = price_of(model)
+    if cost is not None and price is not None:
+        cached = (read or 0) * _CACHE_READ_RATE + (write or 0) * _CACHE_WRITE_RATE
+        cost += cached * price[0] / 1_000_000
+    return ModelUsageSummary(
+        total_calls=1,
+        total_input_tokens=fresh + (read or 0) + (write or 0),
+        total_output_tokens=output,
+        total_cost=cost,
+        cache_read_tokens=None if read is None else int(read),
+        cache_write_tokens=None if write is None else int(write),
+    )
+
+
+def parse_message(message: Any, model: str) -> LMResult:
+    """Text (every text block, concatenated) and usage of a Messages API reply."""
+    blocks = getattr(message, "content", None) or []
+    text = "".join(b.text for b in blocks if getattr(b, "type", None) == "text")
+    return LMResult(text=text, model=model, usage=usage_of(getattr(message, "usage", None), model))
+
+
+def _provider_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, Mapping) else None
+    if isinstance(error, Mapping) and error.get("message"):
+        return str(error["message"])
+    return str(getattr(exc, "message", None) or exc)
+
+
+def _status_error(exc: Any) -> ProviderError:
+    status = int(exc.status_code)
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    message = f"Anthropic API returned HTTP {status}: {_provider_message(exc)}"
+    if status == 429:
+        return RateLimitError(message, retry_after=retry_after)
+    retryable = status >= 500 or status in _RETRYABLE_4XX
+    return ProviderError(message, status=status, retry_after=retry_after, retryable=retryable)
+
+
+@contextmanager
+def _translated(sdk: Any, timeout: float) -> Iterator[None]:
+    """The one place the SDK's exceptions become rlmx errors."""
+    try:
+        yield
+    except sdk.APITimeoutError as exc:
+        raise ProviderConnectionError(f"Anthropic API did not answer within {timeout}s") from exc
+    except sdk.APIConnectionError as exc:
+        cause = exc.__cause__ or exc
+        raise ProviderConnectionError(f"Could not reach the Anthropic API: {cause}") from exc
+    except sdk.APIStatusError as exc:
+        raise _status_error(exc) from exc
+    except sdk.AnthropicError as exc:  # malformed replies and the like: retrying won't help
+        raise ProviderError(f"Anthropic API: {exc}", retryable=False) from exc
+
+
+# ---------------------------------------------------------------------------
+# The client
+# ---------------------------------------------------------------------------
+
+
+class AnthropicClient(TrackedLM):
+    """Claude through the official ``anthropic`` SDK."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        model_name: str | None = None,
+        max_tokens: int = 32768,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        sampling_args: dict[str, Any] | None = None,
+        max_retries: int = 4,
+        prompt_caching: bool = False,
+        retry_policy: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        sdk = _load_sdk()
+        api_key = api_key or os.environ.get(API_KEY_ENV)
+        if not api_key:
+            raise MissingAPIKeyError("anthropic", API_KEY_ENV)
+        if not model_name:
+            raise ConfigurationError(
+                "The Anthropic client needs a model: pass model_name in backend_kwargs "
+                "(for example backend_kwargs={'model_name': 'claude-sonnet-4-6'})."
+            )
+        super().__init__(
+            model_name=model_name, timeout=timeout, sampling_args=sampling_args, **kwargs
+        )
+        self.max_tokens = max_tokens
+        self.base_url = base_url
+        self.prompt_caching = prompt_caching
+        self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self._sdk = sdk
+        self._sdk_kwargs: dict[str, Any] = {
+            "api_key": api_key,
+            "timeout": timeout,
+            "max_retries": 0,
+        }
+        if base_url:
+            self._sdk_kwargs["base_url"] = base_url
+        self.client = sdk.Anthropic(**self._sdk_kwargs)
+        # Pooled async connections belong to the loop that opened them: one client per loop.
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
+        messages, system = prepare_messages(prompt)
+        system_param: str | list[dict[str, Any]] | None = system
+        if self.prompt_caching:
+            messages, system_param = with_cache_breakpoints(messages, system)
+        args = {k: v for k, v in self.sampling_args.items() if v is not None}
+        request: dict[str, Any] = {
+            "model": model,
+            "max_tokens": args.pop("max_tokens", self.max_tokens),
+            "messages": messages,
+        }
+        if system_param:
+            request["system"] = system_param
+        for option in _REQUEST_OPTIONS:
+            if option in args:
+                request[option] = args.pop(option)
+        extra_body = {**(args.pop("extra_body", None) or {}), **args}
+        if extra_body:
+            request["extra_body"] = extra_body
+        return request
+
+    def _async_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async_clients.get(loop)
+            if client is None:
+                client = self._async_clients[loop] = self._sdk.AsyncAnthropic(**self._sdk_kwargs)
+            return client
+
+    def _call(self, prompt: Prompt, model: str) -> LMResult:
+        request = self._request(prompt, model)
+
+        def attempt() -> Any:
+            with _translated(self._sdk, self.timeout):
+                return self.client.messages.create(**request)
+
+        return parse_message(call_with_retries(attempt, self.retry_policy), request["model"])
+
+    async def _acall(self, prompt: Prompt, model: str) -> LMResult:
+        request = self._request(prompt, model)
+        client = self._async_client()
+
+        async def attempt() -> Any:
+            with _translated(self._sdk, self.timeout):
+                return await client.messages.create(**request)
+
+        message = await acall_with_retries(attempt, self.retry_policy)
+        return parse_message(message, request["model"])
+
+    def _complete(self, prompt: Prompt) -> LMResult:
+        return self._call(prompt, self.model_name)
+
+    async def _acomplete(self, prompt: Prompt) -> LMResult:
+        return await self._acall(prompt, self.model_name)
+
+    # ``rlms`` lets a call name another model; its usage is recorded under that name.
+    def completion(self, prompt: Prompt, model: str | None = None) -> str:
+        if not model or model == self.model_name:
+            return super().completion(prompt)
+        result = self._call(prompt, model)
+        self._usage.record(result.model, result.usage)
+        return result.text
+
+    async def acompletion(self, prompt: Prompt, model: str | None = None) -> str:
+        if not model or model == self.model_name:
+            return await super().acompletion(prompt)
+        result = await self._acall(prompt, model)
+        self._usage.record(result.model, result.usage)
+        return result.text
+
+    def close(self) -> None:
+        # Async clients die with their loops; only the sync pool is ours to close here.
+        self.client.close()
+        with self._lock:
+            self._async_clients.clear()

@@ -1,0 +1,233 @@
+"""Google Gemini client through ``google-genai`` (``pip install 'rlmx[gemini]'``).
+
+System messages become ``system_instruction``; ``assistant`` turns become Gemini's
+``model`` role. ``base_url`` (or ``http_options``) points the SDK at another endpoint,
+such as a proxy or a test server.
+
+The SDK does not retry by default; its errors are translated once, in ``_translated``,
+and retried by ``rlm.clients.retry`` like every other backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, TrackedLM
+from rlm.clients.openai import to_messages
+from rlm.clients.pricing import estimate_cost
+from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries, parse_retry_after
+from rlm.core.types import ModelUsageSummary, Prompt
+from rlm.utils.exceptions import (
+    ConfigurationError,
+    MissingAPIKeyError,
+    MissingExtraError,
+    ProviderConnectionError,
+    ProviderError,
+    RateLimitError,
+)
+
+API_KEY_ENV = "GEMINI_API_KEY"
+_FALLBACK_KEY_ENV = "GOOGLE_API_KEY"  # the SDK's own variable
+DEFAULT_MODEL = "gemini-2.5-flash"
+# OpenAI-style names users carry over from other backends.
+_SAMPLING_ALIASES = {"max_tokens": "max_output_tokens", "stop": "stop_sequences"}
+_RETRYABLE_4XX = frozenset({408, 409})
+# Transport failures of httpx, httpx2 and aiohttp (the SDK uses any of them), by class name
+# so that none of them must be importable here.
+_CONNECTION_ERRORS = frozenset({"TransportError", "ClientConnectionError", "ServerTimeoutError"})
+
+
+def _load_sdk() -> tuple[Any, Any, Any]:
+    try:
+        genai = importlib.import_module("google.genai")
+        return genai, importlib.import_module("google.genai.types"), genai.errors
+    except ImportError:
+        raise MissingExtraError("The gemini backend", "gemini", "google-genai") from None
+
+
+def prepare_contents(prompt: Prompt, types: Any) -> tuple[list[Any], str | None]:
+    """(contents, system_instruction) from a string or chat messages."""
+    system_parts: list[str] = []
+    contents: list[Any] = []
+    for message in to_messages(prompt):
+        role, text = message.get("role"), _text_of(message.get("content", ""))
+        if role in ("system", "developer"):
+            system_parts.append(text)
+            continue
+        role = "model" if role in ("assistant", "model") else "user"
+        part = types.Part(text=text)
+        if contents and contents[-1].role == role:  # keep turns alternating
+            contents[-1].parts.append(part)
+        else:
+            contents.append(types.Content(role=role, parts=[part]))
+    return contents, "\n\n".join(p for p in system_parts if p) or None
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI-style content blocks
+        return "\n".join(
+            str(b.get("text", "")) for b in content if isinstance(b, dict) and "text" in b
+        )
+    return "" if content is None else str(content)
+
+
+def usage_of(metadata: Any, model: str) -> ModelUsageSummary:
+    """One call's usage. Thinking tokens are billed as output, so they count as output."""
+    if metadata is None:
+        return ModelUsageSummary(total_calls=1)
+    tokens_in = int(getattr(metadata, "prompt_token_count", 0) or 0)
+    tokens_out = int(getattr(metadata, "candidates_token_count", 0) or 0)
+    tokens_out += int(getattr(metadata, "thoughts_token_count", 0) or 0)
+    cached = getattr(metadata, "cached_content_token_count", None)
+    return ModelUsageSummary(
+        total_calls=1,
+        total_input_tokens=tokens_in,
+        total_output_tokens=tokens_out,
+        total_cost=estimate_cost(model, tokens_in, tokens_out),
+        cache_read_tokens=None if cached is None else int(cached),
+    )
+
+
+def parse_response(response: Any, model: str) -> LMResult:
+    """Text of the first candidate (thought summaries left out) and usage."""
+    candidates = getattr(response, "candidates", None) or []
+    content = getattr(candidates[0], "content", None) if candidates else None
+    parts = getattr(content, "parts", None) or []
+    text = "".join(p.text for p in parts if getattr(p, "text", None) and not p.thought)
+    usage = usage_of(getattr(response, "usage_metadata", None), model)
+    return LMResult(text=text, model=model, usage=usage)
+
+
+def _status_error(exc: Any) -> ProviderError:
+    status = int(exc.code)
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    message = f"Gemini API returned HTTP {status}: {exc.message or exc}"
+    if status == 429:
+        return RateLimitError(message, retry_after=retry_after)
+    retryable = status >= 500 or status in _RETRYABLE_4XX
+    return ProviderError(message, status=status, retry_after=retry_after, retryable=retryable)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return any(cls.__name__ in _CONNECTION_ERRORS for cls in type(exc).__mro__)
+
+
+@contextmanager
+def _translated(errors: Any) -> Iterator[None]:
+    """The one place the SDK's exceptions become rlmx errors."""
+    try:
+        yield
+    except errors.APIError as exc:
+        raise _status_error(exc) from exc
+    except Exception as exc:
+        if _is_connection_error(exc):
+            raise ProviderConnectionError(f"Could not reach the Gemini API: {exc}") from exc
+        raise
+
+
+class GeminiClient(TrackedLM):
+    """Gemini through the official ``google-genai`` SDK."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        model_name: str | None = DEFAULT_MODEL,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        sampling_args: dict[str, Any] | None = None,
+        max_retries: int = 4,
+        api_version: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        genai, types, errors = _load_sdk()
+        api_key = api_key or os.environ.get(API_KEY_ENV) or os.environ.get(_FALLBACK_KEY_ENV)
+        if not api_key:
+            raise MissingAPIKeyError("gemini", API_KEY_ENV)
+        super().__init__(
+            model_name=model_name or DEFAULT_MODEL,
+            timeout=timeout,
+            sampling_args=sampling_args,
+            **kwargs,
+        )
+        self.base_url = base_url
+        self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self._types = types
+        self._errors = errors
+        self._generation = self._generation_args(self.sampling_args)
+        http_options = types.HttpOptions(
+            timeout=int(timeout * 1000), base_url=base_url, api_version=api_version
+        )
+        if hasattr(types, "HttpRetryOptions"):
+            # One attempt, stated explicitly: without retry options the SDK's aiohttp path
+            # silently re-tries refused connections after sleeping 1-10 s.
+            http_options.retry_options = types.HttpRetryOptions(attempts=1)
+        self.client = genai.Client(api_key=api_key, http_options=http_options)
+
+    def _generation_args(self, sampling_args: dict[str, Any]) -> dict[str, Any]:
+        """Sampling args as ``GenerateContentConfig`` fields; typos fail here, not per call."""
+        args = {_SAMPLING_ALIASES.get(k, k): v for k, v in sampling_args.items() if v is not None}
+        known = self._types.GenerateContentConfig.model_fields
+        unknown = sorted(k for k in args if k not in known or k == "system_instruction")
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown Gemini sampling_args {unknown}: use GenerateContentConfig fields "
+                "such as temperature, top_p, top_k, max_output_tokens, stop_sequences."
+            )
+        return args
+
+    def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
+        contents, system = prepare_contents(prompt, self._types)
+        config = self._types.GenerateContentConfig(system_instruction=system, **self._generation)
+        return {"model": model, "contents": contents, "config": config}
+
+    def _call(self, prompt: Prompt, model: str) -> LMResult:
+        request = self._request(prompt, model)
+
+        def attempt() -> Any:
+            with _translated(self._errors):
+                return self.client.models.generate_content(**request)
+
+        return parse_response(call_with_retries(attempt, self.retry_policy), model)
+
+    async def _acall(self, prompt: Prompt, model: str) -> LMResult:
+        request = self._request(prompt, model)
+
+        async def attempt() -> Any:
+            with _translated(self._errors):
+                return await self.client.aio.models.generate_content(**request)
+
+        return parse_response(await acall_with_retries(attempt, self.retry_policy), model)
+
+    def _complete(self, prompt: Prompt) -> LMResult:
+        return self._call(prompt, self.model_name)
+
+    async def _acomplete(self, prompt: Prompt) -> LMResult:
+        return await self._acall(prompt, self.model_name)
+
+    # ``rlms`` lets a call name another model; its usage is recorded under that name.
+    def completion(self, prompt: Prompt, model: str | None = None) -> str:
+        if not model or model == self.model_name:
+            return super().completion(prompt)
+        result = self._call(prompt, model)
+        self._usage.record(result.model, result.usage)
+        return result.text
+
+    async def acompletion(self, prompt: Prompt, model: str | None = None) -> str:
+        if not model or model == self.model_name:
+            return await super().acompletion(prompt)
+        result = await self._acall(prompt, model)
+        self._usage.record(result.model, result.usage)
+        return result.text
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,142 @@
+"""LiteLLM client: any provider LiteLLM routes to (``pip install 'rlmx[litellm]'``).
+
+``model_name`` is a LiteLLM model string such as ``"anthropic/claude-sonnet-4-6"`` or
+``"openai/my-model"`` (with ``api_base`` for a self-hosted server). LiteLLM reads each
+provider's key from that provider's own environment variable, so this client does not
+demand one; a missing key surfaces as the provider's 401.
+
+LiteLLM answers in the OpenAI wire format and raises subclasses of ``openai``'s
+exceptions, so responses and errors go through the helpers of ``rlm.clients.openai``.
+Its retries are off; ``rlm.clients.retry`` retries instead.
+
+Note: importing ``litellm`` fetches its model price map from the network unless
+``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set; offline it falls back to a bundled copy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, TrackedLM
+from rlm.clients.openai import parse_response, to_messages, translate_errors
+from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries
+from rlm.core.types import Prompt
+from rlm.utils.exceptions import ConfigurationError, MissingExtraError
+
+
+def _load_sdk() -> tuple[Any, Any]:
+    try:
+        return importlib.import_module("litellm"), importlib.import_module("openai")
+    except ImportError:
+        raise MissingExtraError("The litellm backend", "litellm", "litellm") from None
+
+
+def _litellm_cost(litellm: Any, response: Any) -> float | None:
+    """LiteLLM's own price for this response, when it knows the model."""
+    hidden = getattr(response, "_hidden_params", None)
+    cost = hidden.get("response_cost") if isinstance(hidden, Mapping) else None
+    if cost is None:
+        try:
+            cost = litellm.completion_cost(completion_response=response)
+        except Exception:  # unknown model: fall back to rlmx's price table
+            return None
+    try:
+        return float(cost) if cost is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class LiteLLMClient(TrackedLM):
+    """Chat completions through ``litellm.completion`` / ``litellm.acompletion``."""
+
+    def __init__(
+        self,
+        model_name: str | None = None,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        sampling_args: dict[str, Any] | None = None,
+        max_retries: int = 4,
+        retry_policy: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        litellm, openai = _load_sdk()
+        if not model_name:
+            raise ConfigurationError(
+                "The LiteLLM client needs a model: pass model_name in backend_kwargs "
+                "(for example backend_kwargs={'model_name': 'anthropic/claude-sonnet-4-6'})."
+            )
+        super().__init__(
+            model_name=model_name, timeout=timeout, sampling_args=sampling_args, **kwargs
+        )
+        self.api_base = api_base or base_url
+        self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        # LiteLLM prints a "Give Feedback / Get Help" banner on every error, retried ones
+        # included; our errors already carry the provider's message.
+        litellm.suppress_debug_info = True
+        self._litellm = litellm
+        self._errors = openai  # LiteLLM's exceptions subclass openai's
+        self._where = f"LiteLLM ({self.api_base or model_name})"
+        self._options: dict[str, Any] = {
+            "timeout": timeout,
+            "num_retries": 0,  # retried by rlm.clients.retry instead
+            "max_retries": 0,
+        }
+        if api_key:
+            self._options["api_key"] = api_key
+        if self.api_base:
+            self._options["api_base"] = self.api_base
+
+    def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
+        args = {k: v for k, v in self.sampling_args.items() if v is not None}
+        return {**self._options, **args, "model": model, "messages": to_messages(prompt)}
+
+    def _result(self, response: Any, model: str) -> LMResult:
+        result = parse_response(response, model)
+        cost = _litellm_cost(self._litellm, response)
+        if cost is not None:
+            result.usage = replace(result.usage, total_cost=cost)
+        return result
+
+    def _call(self, prompt: Prompt, model: str) -> LMResult:
+        request = self._request(prompt, model)
+
+        def attempt() -> Any:
+            with translate_errors(self._errors, self._where, self.timeout):
+                return self._litellm.completion(**request)
+
+        return self._result(call_with_retries(attempt, self.retry_policy), model)
+
+    async def _acall(self, prompt: Prompt, model: str) -> LMResult:
+        request = self._request(prompt, model)
+
+        async def attempt() -> Any:
+            with translate_errors(self._errors, self._where, self.timeout):
+                return await self._litellm.acompletion(**request)
+
+        return self._result(await acall_with_retries(attempt, self.retry_policy), model)
+
+    def _complete(self, prompt: Prompt) -> LMResult:
+        return self._call(prompt, self.model_name)
+
+    async def _acomplete(self, prompt: Prompt) -> LMResult:
+        return await self._acall(prompt, self.model_name)
+
+    # ``rlms`` lets a call name another model; its usage is recorded under that name.
+    def completion(self, prompt: Prompt, model: str | None = None) -> str:
+        if not model or model == self.model_name:
+            return super().completion(prompt)
+        result = self._call(prompt, model)
+        self._usage.record(result.model, result.usage)
+        return result.text
+
+    async def acompletion(self, prompt: Prompt, model: str | None = None) -> str:
+        if not model or model == self.model_name:
+            return await super().acompletion(prompt)
+        result = await self._acall(prompt, model)
+        self._usage.record(result.model, result.usage)
+        return result.text

