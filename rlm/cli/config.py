@@ -1,0 +1,138 @@
+"""What ``rlm run`` needs from its arguments and the environment: a backend and a context.
+
+Everything here is pure apart from reading files, so it is easy to test, and it raises
+``CLIUsageError`` (exit code 2) for anything the user has to fix on the command line.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+EMBEDDED_NOTICE = (
+    "rlm: no API key or --base-url set; using the embedded offline smoke-test model "
+    "(SmolLM2-135M). Answers will be poor. Set OPENAI_API_KEY or pass --base-url for real use."
+)
+DEFAULT_MODELS = {"openai": "gpt-5-mini", "anthropic": "claude-sonnet-4-5"}
+DEFAULT_MAX_ITERATIONS = 30
+# The embedded model is tiny and runs on CPU: a few iterations show the loop working,
+# and starting each reply with a ```repl fence gives it code the loop can execute.
+EMBEDDED_MAX_ITERATIONS = 4
+EMBEDDED_CODE_PREFILL = "```repl\n"
+
+
+class CLIUsageError(Exception):
+    """A problem with the command line or its inputs; reported in one line, exit 2."""
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    backend: str
+    backend_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_iterations: int = DEFAULT_MAX_ITERATIONS
+    notice: str | None = None  # one line for stderr explaining an automatic choice
+
+
+def _is_gguf(model: str | None) -> bool:
+    return bool(model) and str(model).lower().endswith(".gguf")
+
+
+def _embedded(model_path: str | None, notice: str | None) -> BackendChoice:
+    if model_path:  # a user's own GGUF: probably capable, so no training wheels
+        return BackendChoice("llama_cpp", {"model_path": model_path})
+    kwargs = {"code_prefill": EMBEDDED_CODE_PREFILL}
+    return BackendChoice("llama_cpp", kwargs, EMBEDDED_MAX_ITERATIONS, notice)
+
+
+def choose_backend(
+    backend: str | None,
+    model: str | None,
+    base_url: str | None,
+    api_key_env: str | None,
+    environ: Mapping[str, str],
+) -> BackendChoice:
+    """The backend to use: ``--backend`` if given, else the first of ``--base-url``,
+    OPENAI_API_KEY, ANTHROPIC_API_KEY, a ``.gguf`` ``--model``, the embedded model."""
+    if backend is None:
+        if base_url:
+            backend = "openai_compatible"
+        elif environ.get("OPENAI_API_KEY"):
+            backend = "openai"
+        elif environ.get("ANTHROPIC_API_KEY"):
+            backend = "anthropic"
+        elif model and not _is_gguf(model):
+            backend = "openai"  # a named hosted model: fail with the missing-key message
+        else:
+            return _embedded(model, None if model else EMBEDDED_NOTICE)
+    if backend == "llama_cpp":
+        return _embedded(model, None)
+
+    kwargs: dict[str, Any] = {}
+    model = model or DEFAULT_MODELS.get(backend)
+    if model:
+        kwargs["model_name"] = model
+    elif base_url:
+        raise CLIUsageError("--base-url needs --model (the model name the server serves)")
+    if base_url:
+        kwargs["base_url"] = base_url
+    if api_key_env:
+        key = environ.get(api_key_env)
+        if not key:
+            raise CLIUsageError(
+                f"--api-key-env {api_key_env}: that environment variable is not set"
+            )
+        kwargs["api_key"] = key  # never printed: loggers filter credential-like keys
+    return BackendChoice(backend, kwargs)
+
+
+# -- context ------------------------------------------------------------------------
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise CLIUsageError(f"--context {path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise CLIUsageError(f"--context {path}: {exc.strerror or exc}") from None
+
+
+def _files_under(directory: str) -> list[str]:
+    found: list[str] = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # .git, .venv, caches
+        found.extend(os.path.join(root, f) for f in files if not f.startswith("."))
+    return found
+
+
+def _read_many(paths: list[str], spec: str) -> list[str]:
+    """Each UTF-8 file's text, sorted by path; other files are skipped."""
+    texts: list[str] = []
+    for path in sorted(paths):
+        try:
+            texts.append(_read_text(path))
+        except CLIUsageError:
+            continue  # a binary file in a directory is not an error
+    if not texts:
+        raise CLIUsageError(f"--context {spec}: no readable UTF-8 text files")
+    return texts
+
+
+def load_context(spec: str, stdin: IO[str]) -> str | list[str]:
+    """A file's text, a list of texts (directory or glob), or stdin for ``-``."""
+    if spec == "-":
+        return stdin.read()
+    if os.path.isdir(spec):
+        return _read_many(_files_under(spec), spec)
+    if os.path.exists(spec):
+        return _read_text(spec)
+    if glob.has_magic(spec):
+        matches = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
+        if matches:
+            return _read_many(matches, spec)
+        raise CLIUsageError(f"--context {spec}: no files match")
+    raise CLIUsageError(f"--context {spec}: no such file or directory")
