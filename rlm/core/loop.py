@@ -3,7 +3,8 @@
 ``run_turn`` decides; it does no I/O. It yields effects (call the model, run a cell, read
 a variable) and receives their results, like httpx's auth flows. ``drive_sync`` performs
 the effects in the calling thread; an async driver performs the same effects with
-``await``, so ``completion()`` and ``acompletion()`` share every decision.
+``await``, so ``completion()`` and ``acompletion()`` share every decision. Both drivers
+take the call tree's cancel token and check it between effects.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from rlm.core.budget import BudgetNode, breach_error, find_breach
+from rlm.core.cancel import CancelToken
 from rlm.core.events import RunScope
 from rlm.core.types import CodeBlock, REPLResult, RLMChatCompletion, RLMIteration
 from rlm.utils.parsing import (
@@ -110,7 +112,8 @@ def run_turn(
     limits = node.limits
     for i in range(cfg.max_iterations):
         st.iteration = i + 1
-        breach = find_breach(limits, elapsed=node.elapsed)
+        # ``refused``: a sub-call's reservation hit this run's limit during the last cell.
+        breach = node.refused or find_breach(limits, elapsed=node.elapsed)
         if breach:
             raise breach_error(breach, st.best_partial, i)
 
@@ -191,6 +194,8 @@ def run_turn(
             iteration_obj=iteration,
             duration=iteration.iteration_time,
         )
+        if scope.bus.active:
+            scope.emit("budget_update", iteration=i + 1, **node.report())
         if cfg.compaction:
             yield RecordCompaction(new_messages)
 
@@ -198,12 +203,13 @@ def run_turn(
             scope.emit("final_answer", answer=final, iterations=i + 1, source=source)
             return TurnResult(final, source, i + 1)
 
-        breach = find_breach(
+        breach = node.refused or find_breach(
             limits,
             elapsed=node.elapsed,
             spent_usd=node.spent_usd,
             tokens=node.tokens,
             consecutive_errors=st.consecutive_errors,
+            calls=node.calls,
         )
         if breach:
             raise breach_error(breach, st.best_partial, i + 1, st.last_error)
@@ -213,8 +219,15 @@ def run_turn(
     scope.emit("iteration_started", iteration=cfg.max_iterations + 1)
     reply = yield CallModel(prompt)
     text = reply.response or ""
-    marker = find_final_marker(text)
-    answer = text
+    answer, submitted = text, False
+    blocks: list[CodeBlock] = []
+    for code in find_code_blocks(text):  # a reply that submits through code still counts
+        result = yield RunCode(code)
+        blocks.append(CodeBlock(code, result))
+        if result.final_answer is not None:
+            answer, submitted = result.final_answer, True
+            break
+    marker = None if submitted else find_final_marker(text)
     if marker is not None:
         kind, arg = marker
         value = arg if kind == "FINAL" else (yield ReadVariable(arg))
@@ -222,7 +235,7 @@ def run_turn(
             answer = value
     st.messages.extend(prompt[-1:])
     st.messages.append({"role": "assistant", "content": text})
-    last = RLMIteration(prompt=prompt, response=text, code_blocks=[], final_answer=answer)
+    last = RLMIteration(prompt=prompt, response=text, code_blocks=blocks, final_answer=answer)
     st.iterations.append(last)
     scope.emit(
         "iteration_finished",
@@ -238,9 +251,12 @@ def run_turn(
 
 
 def drive_sync(
-    flow: Generator[Effect, Any, TurnResult], perform: Callable[[Effect], Any]
+    flow: Generator[Effect, Any, TurnResult],
+    perform: Callable[[Effect], Any],
+    cancel: CancelToken | None = None,
 ) -> TurnResult:
-    """Run ``flow`` to completion, performing each effect in this thread."""
+    """Run ``flow`` to completion, performing each effect in this thread. Once ``cancel``
+    is set, the next effect is not performed: ``CancellationError`` goes into the flow."""
     value: Any = None
     error: BaseException | None = None
     while True:
@@ -248,6 +264,9 @@ def drive_sync(
             effect = flow.send(value) if error is None else flow.throw(error)
         except StopIteration as stop:
             return stop.value
+        if cancel is not None and cancel.cancelled:
+            value, error = None, cancel.error()
+            continue
         try:
             value, error = perform(effect), None
         except BaseException as exc:  # delivered into the flow, which decides
@@ -255,9 +274,11 @@ def drive_sync(
 
 
 async def drive_async(
-    flow: Generator[Effect, Any, TurnResult], perform: Callable[[Effect], Awaitable[Any]]
+    flow: Generator[Effect, Any, TurnResult],
+    perform: Callable[[Effect], Awaitable[Any]],
+    cancel: CancelToken | None = None,
 ) -> TurnResult:
-    """Run ``flow`` to completion, awaiting each effect."""
+    """Run ``flow`` to completion, awaiting each effect (checking ``cancel`` between)."""
     value: Any = None
     error: BaseException | None = None
     while True:
@@ -265,6 +286,9 @@ async def drive_async(
             effect = flow.send(value) if error is None else flow.throw(error)
         except StopIteration as stop:
             return stop.value
+        if cancel is not None and cancel.cancelled:
+            value, error = None, cancel.error()
+            continue
         try:
             value, error = await perform(effect), None
         except BaseException as exc:

@@ -25,6 +25,7 @@ from rlm.clients.scripted import ScriptedLM
 from rlm.core.types import Prompt, RLMChatCompletion
 from rlm.logger import RLMLogger
 from rlm.utils.prompts import FINAL_ANSWER_PROMPT
+from rlm.utils.token_utils import estimate_tokens
 
 
 def block(code: str) -> str:
@@ -150,6 +151,15 @@ def test_answer_now_reply_may_name_a_variable() -> None:
     assert len(root.prompts) == 2
 
 
+def test_answer_now_reply_may_submit_through_code() -> None:
+    root = ScriptedLM(
+        "root", responses=[block("x = 2"), submit("str(x * 21)") + "\ntrailing prose"]
+    )
+    result = run(root, max_iterations=1)
+    assert result.response == "42"
+    assert len(root.prompts) == 2
+
+
 def test_depth_at_max_depth_is_one_plain_call() -> None:
     root = ScriptedLM("root", responses=["plain reply"])
     envs = Envs()
@@ -176,12 +186,27 @@ def test_max_errors() -> None:
     assert len(root.prompts) == 2
 
 
-def test_max_tokens() -> None:
+def test_max_tokens_refuses_a_call_that_would_not_fit() -> None:
+    # Each call reserves its input tokens plus the sampling max_tokens before it is made.
     root = ScriptedLM("root", responses=["thinking " + block("x = 1")])
     with pytest.raises(TokenLimitExceededError) as info:
         run(root, max_tokens=100)
-    assert info.value.partial_answer == "thinking " + block("x = 1")
-    assert info.value.tokens_used > 100
+    assert info.value.partial_answer is None
+    assert info.value.tokens_used == 0
+    assert "before the first iteration" in str(info.value)
+    assert root.prompts == []
+
+
+def test_max_tokens_keeps_the_partial_answer() -> None:
+    reply = "thinking " + block("x = 1")
+    probe = ScriptedLM("root", responses=[reply], sampling_args={"max_tokens": 20})
+    run(probe, max_iterations=1)
+    first_call = estimate_tokens(probe.prompts[0]) + 20
+    root = ScriptedLM("root", responses=[reply], sampling_args={"max_tokens": 20})
+    with pytest.raises(TokenLimitExceededError) as info:
+        run(root, max_tokens=first_call + 10)  # room for the first call, not the second
+    assert info.value.partial_answer == reply
+    assert 0 < info.value.tokens_used <= first_call + 10
     assert len(root.prompts) == 1
 
 
