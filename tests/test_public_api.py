@@ -120,6 +120,7 @@ def test_top_level_all_is_pinned_and_resolves() -> None:
         "BudgetExceededError",
         "CancellationError",
         "ErrorThresholdExceededError",
+        "LLMCallLimitExceededError",
         "RLMError",
         "RLMLimitError",
         "TimeoutExceededError",

@@ -1,7 +1,10 @@
 """The ``rlm`` command line (``rlm`` or ``python -m rlm``).
 
-Built on the stdlib ``argparse`` so the core keeps no third-party dependencies.
-Each subcommand module adds its parser and sets ``handler`` (args -> exit code).
+Built on the stdlib ``argparse``: ``import rlm`` and ``rlm --help`` need nothing
+beyond the core, and each command imports its extra (rich, prompt_toolkit, starlette,
+uvicorn, mcp) only when it runs. Each subcommand module adds its parser and sets
+``handler`` (args -> exit code). Settings: flags > ``RLM_*`` env vars > ``rlm.toml``
+(see ``rlm.cli.settings``).
 """
 
 from __future__ import annotations
@@ -9,18 +12,31 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from rlm.cli import run
+from rlm.cli import chat, mcp_cmd, run, serve, view
+
+EPILOG = """examples:
+  rlm run -c book.txt "Who finds the key?"
+  rlm chat
+  rlm serve --port 8000
+  rlm mcp
+  rlm view logs/rlm_2025-01-01_12-00-00_ab12cd34.jsonl
+
+Run 'rlm COMMAND --help' for a command's options and examples."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     from rlm import __version__
 
     parser = argparse.ArgumentParser(
-        prog="rlm", description="Recursive Language Models: ask questions of long contexts."
+        prog="rlm",
+        description="Recursive Language Models: ask questions of long contexts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rlmx {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run.add_parser(subparsers)
+    for command in (run, chat, serve, mcp_cmd, view):
+        command.add_parser(subparsers)
     return parser
 
 

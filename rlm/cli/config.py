@@ -91,14 +91,14 @@ def choose_backend(
 # -- context ------------------------------------------------------------------------
 
 
-def _read_text(path: str) -> str:
+def _read_text(path: str, label: str = "--context") -> str:
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except UnicodeDecodeError:
-        raise CLIUsageError(f"--context {path}: not a UTF-8 text file") from None
+        raise CLIUsageError(f"{label} {path}: not a UTF-8 text file") from None
     except OSError as exc:
-        raise CLIUsageError(f"--context {path}: {exc.strerror or exc}") from None
+        raise CLIUsageError(f"{label} {path}: {exc.strerror or exc}") from None
 
 
 def _files_under(directory: str) -> list[str]:
@@ -109,30 +109,32 @@ def _files_under(directory: str) -> list[str]:
     return found
 
 
-def _read_many(paths: list[str], spec: str) -> list[str]:
+def _read_many(paths: list[str], spec: str, label: str) -> list[str]:
     """Each UTF-8 file's text, sorted by path; other files are skipped."""
     texts: list[str] = []
     for path in sorted(paths):
         try:
-            texts.append(_read_text(path))
+            texts.append(_read_text(path, label))
         except CLIUsageError:
             continue  # a binary file in a directory is not an error
     if not texts:
-        raise CLIUsageError(f"--context {spec}: no readable UTF-8 text files")
+        raise CLIUsageError(f"{label} {spec}: no readable UTF-8 text files")
     return texts
 
 
-def load_context(spec: str, stdin: IO[str]) -> str | list[str]:
-    """A file's text, a list of texts (directory or glob), or stdin for ``-``."""
+def load_context(spec: str, stdin: IO[str], label: str = "--context") -> str | list[str]:
+    """A file's text, a list of texts (directory or glob), or stdin for ``-``.
+    ``label`` starts error messages (the flag or command that named ``spec``)."""
     if spec == "-":
         return stdin.read()
+    spec = os.path.expanduser(spec)
     if os.path.isdir(spec):
-        return _read_many(_files_under(spec), spec)
+        return _read_many(_files_under(spec), spec, label)
     if os.path.exists(spec):
-        return _read_text(spec)
+        return _read_text(spec, label)
     if glob.has_magic(spec):
         matches = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
         if matches:
-            return _read_many(matches, spec)
-        raise CLIUsageError(f"--context {spec}: no files match")
-    raise CLIUsageError(f"--context {spec}: no such file or directory")
+            return _read_many(matches, spec, label)
+        raise CLIUsageError(f"{label} {spec}: no files match")
+    raise CLIUsageError(f"{label} {spec}: no such file or directory")

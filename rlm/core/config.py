@@ -40,6 +40,7 @@ class RLMConfig:
     compaction_threshold_pct: float = 0.85
     max_concurrent_subcalls: int = 4
     max_concurrent_llm_calls: int = DEFAULT_MAX_CONCURRENT_LLM_CALLS
+    max_inflight_llm_calls: int | None = None
     orchestrator: bool = True
     user_prologue: str | None = None
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
@@ -91,6 +92,8 @@ class RLMConfig:
         orchestrator: bool,
         user_prologue: str | None,
         max_output_chars: int,
+        max_inflight_llm_calls: int | None = None,
+        max_llm_calls: int | None = None,
     ) -> RLMConfig:
         """Validate the ``RLM(...)`` arguments; raises ``ConfigurationError`` (a ValueError)."""
         if not isinstance(backend, str) or not backend:
@@ -109,11 +112,21 @@ class RLMConfig:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigurationError(f"{name} must be an integer >= {low}, got {value!r}")
+        if max_inflight_llm_calls is not None and (
+            not isinstance(max_inflight_llm_calls, int)
+            or isinstance(max_inflight_llm_calls, bool)
+            or max_inflight_llm_calls < 1
+        ):
+            raise ConfigurationError(
+                f"max_inflight_llm_calls must be an integer >= 1 or None, "
+                f"got {max_inflight_llm_calls!r}"
+            )
         for name, limit in (
             ("max_budget", max_budget),
             ("max_timeout", max_timeout),
             ("max_tokens", max_tokens),
             ("max_errors", max_errors),
+            ("max_llm_calls", max_llm_calls),
         ):
             if limit is not None and (
                 isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0
@@ -160,7 +173,7 @@ class RLMConfig:
             depth=depth,
             max_depth=max_depth,
             max_iterations=max_iterations,
-            limits=Limits(max_budget, max_timeout, max_tokens, max_errors),
+            limits=Limits(max_budget, max_timeout, max_tokens, max_errors, max_llm_calls),
             system_prompt=custom_system_prompt or RLM_SYSTEM_PROMPT,
             other_backends=tuple(others),
             other_backend_kwargs=tuple(other_kwargs),
@@ -171,6 +184,7 @@ class RLMConfig:
             compaction_threshold_pct=compaction_threshold_pct,
             max_concurrent_subcalls=max_concurrent_subcalls,
             max_concurrent_llm_calls=max_concurrent_llm_calls,
+            max_inflight_llm_calls=max_inflight_llm_calls,
             orchestrator=orchestrator,
             user_prologue=user_prologue,
             max_output_chars=max_output_chars,

@@ -14,9 +14,11 @@ Event types and their ``data`` keys:
 ``code_cell_started``  iteration, index, code
 ``code_cell_finished`` iteration, index, code, result (REPLResult), duration
 ``iteration_finished`` iteration, iteration_obj (RLMIteration), duration
-``subcall_started``    kind ("llm"|"rlm"), model, prompt_preview, count
-``subcall_finished``   kind, model, duration, usage (UsageSummary|None), error
-``budget_update``      spent_usd, tokens, calls, elapsed
+``subcall_started``    kind ("llm"|"rlm"), model, prompt_preview, count (+ child_depth for rlm)
+``subcall_finished``   kind, model, duration, usage (UsageSummary|None: an rlm child's is
+                       its whole subtree's), error (+ child_depth, child_run_id for rlm)
+``budget_update``      iteration, spent_usd, tokens, calls, elapsed (this run and its
+                       children), remaining ({calls, tokens, usd, seconds}, None = no limit)
 ``final_answer``       answer, iterations, source ("answer"|"FINAL"|"FINAL_VAR"|"default")
 ``limit_exceeded``     kind, message, partial_answer
 ``run_finished``       response, usage (UsageSummary), execution_time, error

@@ -5,23 +5,32 @@ It lives as long as the session. In-process environments call it directly throug
 reach the same methods through ``LMServer``, a loopback socket that is only started
 when one asks for it (``start()``) and that authenticates every connection by token.
 
-Every call returns its own usage and charges it to the caller's ``UsageSink``, so
-accounting stays right however many calls run at once.
+Every call returns its own usage and charges it to the caller's budget node (its
+``sink``), so accounting stays right however many calls run at once. With a sink, a call
+first reserves its estimated cost on the node (``rlm.core.reservation``) and stops if
+the tree is cancelled. Every call, with or without a sink, runs through the session's
+``Governor`` (``rlm.core.governor``): the tree-wide in-flight window, AIMD on rate
+limits, retries and the circuit breaker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from rlm.clients.base_lm import BaseLM, LMResult
+from rlm.core.budget import BudgetNode
+from rlm.core.governor import Governor, is_fatal, policy_of
+from rlm.core.reservation import reserve_call
 from rlm.core.runtime import AsyncRuntime
-from rlm.core.types import ModelUsageSummary, Prompt, RLMChatCompletion, UsageSummary
+from rlm.core.types import Prompt, RLMChatCompletion, UsageSummary
+from rlm.utils.exceptions import BudgetExhaustedError, CircuitOpenError
 
 if TYPE_CHECKING:
     from rlm.core.events import RunScope
@@ -32,10 +41,8 @@ if TYPE_CHECKING:
 DEFAULT_MAX_CONCURRENT_LLM_CALLS = 256
 
 
-class UsageSink(Protocol):
-    """Where a call's usage is charged (a budget node of the call tree)."""
-
-    def charge(self, model: str, usage: ModelUsageSummary) -> None: ...
+# Where a call is reserved and charged, and whose tree's cancel token it obeys.
+UsageSink = BudgetNode
 
 
 def _preview(prompt: Prompt, limit: int = 80) -> str:
@@ -63,6 +70,7 @@ class LMHandler:
         batch_max_concurrent: int = DEFAULT_MAX_CONCURRENT_LLM_CALLS,
         client_factory: Callable[[str], BaseLM] | None = None,
         auth_token: str | None = None,
+        governor: Governor | None = None,
     ) -> None:
         if batch_max_concurrent < 1:
             raise ValueError("batch_max_concurrent must be >= 1")
@@ -75,6 +83,7 @@ class LMHandler:
         self.client_factory = client_factory
         self.token = auth_token or secrets.token_hex(16)
         self.runtime = AsyncRuntime()
+        self.governor = governor if governor is not None else Governor()
         self._server: LMServer | None = None
         self._lock = threading.Lock()
         self.register_client(client.model_name, client)
@@ -122,13 +131,22 @@ class LMHandler:
         depth: int = 0,
         sink: UsageSink | None = None,
     ) -> RLMChatCompletion:
-        """One completion with its own usage. Raises what the client raises."""
+        """One completion with its own usage. Raises what the client raises, and
+        ``BudgetExhaustedError``, ``CancellationError`` or ``CircuitOpenError``."""
         client = self.get_client(model, depth)
-        started = time.perf_counter()
-        result = client.complete(prompt)
         name = model or client.model_name
-        if sink is not None:
-            sink.charge(name, result.usage)
+        started = time.perf_counter()
+        if sink is None:
+            result = self.governor.run(client.complete, prompt, None, None, client)
+            return self._completion(name, prompt, result, started)
+        hold = reserve_call(sink, client, name, prompt) if sink.guarded else None
+        try:
+            result = self.governor.run(client.complete, prompt, sink.token, None, client)
+        except BaseException:
+            if hold is not None:
+                sink.release(hold)
+            raise
+        sink.settle(name, result.usage, hold)
         return self._completion(name, prompt, result, started)
 
     async def acall(
@@ -138,13 +156,22 @@ class LMHandler:
         depth: int = 0,
         sink: UsageSink | None = None,
     ) -> RLMChatCompletion:
-        """Async form of ``call``."""
+        """Async form of ``call``; cancelling the awaiting task cancels the request."""
         client = self.get_client(model, depth)
-        started = time.perf_counter()
-        result = await self._acomplete(client, prompt)
         name = model or client.model_name
-        if sink is not None:
-            sink.charge(name, result.usage)
+        started = time.perf_counter()
+        run, policy = functools.partial(self._acomplete, client), policy_of(client)
+        if sink is None:
+            result = await self.governor.arun(run, prompt, None, policy, client)
+            return self._completion(name, prompt, result, started)
+        hold = reserve_call(sink, client, name, prompt) if sink.guarded else None
+        try:
+            result = await self.governor.arun(run, prompt, sink.token, policy, client)
+        except BaseException:
+            if hold is not None:
+                sink.release(hold)
+            raise
+        sink.settle(name, result.usage, hold)
         return self._completion(name, prompt, result, started)
 
     @staticmethod
@@ -161,31 +188,62 @@ class LMHandler:
         depth: int = 0,
         sink: UsageSink | None = None,
     ) -> list[RLMChatCompletion]:
-        """All ``prompts`` concurrently (at most ``batch_max_concurrent`` in flight), in
-        prompt order. A failed prompt yields a completion whose ``error`` is set."""
+        """All ``prompts`` concurrently (at most ``batch_max_concurrent`` of this batch,
+        and what the governor's window allows, in flight), in prompt order. A failed
+        prompt yields a completion whose ``error`` is set. An auth or quota error cancels
+        the rest of the batch: those prompts fail with the circuit breaker's error."""
+        if not prompts:
+            return []
         client = self.get_client(model, depth)
         name = model or client.model_name
         gate = asyncio.Semaphore(self.batch_max_concurrent)
+        run, policy = functools.partial(self._acomplete, client), policy_of(client)
+        token = sink.token if sink is not None else None
 
         async def one(prompt: Prompt) -> RLMChatCompletion:
             async with gate:
                 started = time.perf_counter()
+                hold = None
                 try:
-                    result = await self._acomplete(client, prompt)
-                except Exception as exc:
-                    return RLMChatCompletion(
-                        root_model=name,
-                        prompt=prompt,
-                        response="",
-                        usage_summary=UsageSummary(),
-                        execution_time=time.perf_counter() - started,
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
+                    if sink is not None and sink.guarded:
+                        hold = reserve_call(sink, client, name, prompt)
+                    result = await self.governor.arun(run, prompt, token, policy, client)
+                except BaseException as exc:
+                    if hold is not None and sink is not None:
+                        sink.release(hold)
+                    if not isinstance(exc, Exception) or is_fatal(exc):
+                        raise  # cancellation, or a doomed batch (see below)
+                    return _failed(name, prompt, exc, started)
             if sink is not None:
-                sink.charge(name, result.usage)
+                sink.settle(name, result.usage, hold)
             return self._completion(name, prompt, result, started)
 
-        return list(await asyncio.gather(*(one(p) for p in prompts)))
+        tasks = [asyncio.ensure_future(one(p)) for p in prompts]
+        try:
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            if pending:  # an auth/quota error: every other call would fail the same way
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        return [self._outcome(t, client, name, p) for t, p in zip(tasks, prompts, strict=True)]
+
+    def _outcome(
+        self, task: asyncio.Task[RLMChatCompletion], client: BaseLM, name: str, prompt: Prompt
+    ) -> RLMChatCompletion:
+        if task.cancelled():
+            cause = self.governor.tripped(client)
+            error: BaseException = (
+                CircuitOpenError(cause) if cause is not None else asyncio.CancelledError()
+            )
+            return _failed(name, prompt, error, time.perf_counter())
+        exc = task.exception()
+        if exc is not None:
+            return _failed(name, prompt, exc, time.perf_counter())
+        return task.result()
 
     def call_batched(
         self,
@@ -194,10 +252,12 @@ class LMHandler:
         depth: int = 0,
         sink: UsageSink | None = None,
     ) -> list[RLMChatCompletion]:
-        """Sync form of ``acall_batched``, run on the session's event loop."""
+        """Sync form of ``acall_batched``, run on the session's event loop. Cancelling
+        the sink's tree cancels the batch's in-flight calls at once."""
         if not prompts:
             return []
-        return self.runtime.run(self.acall_batched(prompts, model, depth, sink))
+        token = sink.token if sink is not None else None
+        return self.runtime.run(self.acall_batched(prompts, model, depth, sink), token)
 
     def completion(self, prompt: Prompt, model: str | None = None) -> str:
         """Plain text completion with the default (or named) client."""
@@ -285,10 +345,20 @@ class LMRoute:
         self.sink = sink
         self.scope = scope
 
+    def remaining(self) -> dict[str, Any]:
+        """The REPL's ``budget()``: what remains of the run's limits."""
+        if self.sink is None:
+            return {"calls": None, "tokens": None, "usd": None, "seconds": None}
+        return self.sink.remaining()
+
     def llm_query(self, prompt: Prompt, model: str | None = None) -> RLMChatCompletion:
+        """One call; a refused reservation comes back as an ``error`` completion."""
         scope = self.scope
         if scope is None or not scope.bus.active:
-            return self.handler.call(prompt, model, self.depth, self.sink)
+            try:
+                return self.handler.call(prompt, model, self.depth, self.sink)
+            except BudgetExhaustedError as exc:
+                return _failed(model or "", prompt, exc, time.perf_counter())
         scope.emit(
             "subcall_started", kind="llm", model=model, prompt_preview=_preview(prompt), count=1
         )
@@ -296,6 +366,9 @@ class LMRoute:
         try:
             result = self.handler.call(prompt, model, self.depth, self.sink)
             return result
+        except BudgetExhaustedError as exc:
+            error = str(exc)
+            return _failed(model or "", prompt, exc, started)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             raise
@@ -337,6 +410,20 @@ class LMRoute:
             error=f"{len(errors)} of {len(results)} failed: {errors[0]}" if errors else None,
         )
         return results
+
+
+def _failed(name: str, prompt: Prompt, exc: BaseException, started: float) -> RLMChatCompletion:
+    """A completion for a call that failed (or was never made): the REPL shows the model
+    ``Error: <error>``. A refused reservation reads "budget exhausted: ..."."""
+    text = str(exc) if isinstance(exc, BudgetExhaustedError) else f"{type(exc).__name__}: {exc}"
+    return RLMChatCompletion(
+        root_model=name,
+        prompt=prompt,
+        response="",
+        usage_summary=UsageSummary(),
+        execution_time=time.perf_counter() - started,
+        error=text,
+    )
 
 
 def handler_info(handler: LMHandler) -> dict[str, Any]:

@@ -203,13 +203,14 @@ def run_turn(
             scope.emit("final_answer", answer=final, iterations=i + 1, source=source)
             return TurnResult(final, source, i + 1)
 
+        # Each counter takes the tree's lock: read only those a limit needs.
         breach = node.refused or find_breach(
             limits,
             elapsed=node.elapsed,
-            spent_usd=node.spent_usd,
-            tokens=node.tokens,
+            spent_usd=node.spent_usd if limits.max_budget is not None else 0.0,
+            tokens=node.tokens if limits.max_tokens is not None else 0,
             consecutive_errors=st.consecutive_errors,
-            calls=node.calls,
+            calls=node.calls if limits.max_llm_calls is not None else 0,
         )
         if breach:
             raise breach_error(breach, st.best_partial, i + 1, st.last_error)

@@ -8,6 +8,7 @@ can patch ``rlm.core.rlm.get_client`` as they do with ``rlms``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from typing import Any
@@ -54,6 +55,18 @@ class RLM:
     With ``persistent=True`` one environment serves every call: each call adds
     ``context_N`` and, when it ends, ``history_N`` and ``final_answer_N``.
     Use ``close()`` or ``with RLM(...) as rlm:`` to release the session.
+
+    Limits hold across the whole call tree (the root and every ``rlm_query`` child):
+    ``max_budget`` (USD), ``max_tokens``, ``max_timeout`` (seconds) and ``max_llm_calls``
+    are reserved before each LM call, so concurrent children cannot overshoot them; a
+    sub-call that does not fit returns ``"Error: budget exhausted ..."`` to the REPL and
+    the run then raises its limit error with the best partial answer.
+
+    Concurrency: ``max_inflight_llm_calls`` caps LM calls in flight across the tree
+    (``None``: no cap; it still halves on rate limits and recovers step by step);
+    ``max_concurrent_llm_calls`` caps one ``llm_query_batched``; and
+    ``max_concurrent_subcalls`` caps child RLMs running at once, tree-wide. ``cancel()``
+    stops a run from another thread.
     """
 
     def __init__(
@@ -92,6 +105,8 @@ class RLM:
         max_concurrent_llm_calls: int = DEFAULT_MAX_CONCURRENT_LLM_CALLS,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
         session_id: str | None = None,
+        max_inflight_llm_calls: int | None = None,
+        max_llm_calls: int | None = None,
     ) -> None:
         self.config = RLMConfig.build(
             backend=backend,
@@ -120,6 +135,8 @@ class RLM:
             orchestrator=orchestrator,
             user_prologue=user_prologue,
             max_output_chars=max_output_chars,
+            max_inflight_llm_calls=max_inflight_llm_calls,
+            max_llm_calls=max_llm_calls,
         )
         cfg = self.config
         # rlms attribute names, kept for code that reads them.
@@ -130,6 +147,7 @@ class RLM:
         self.depth, self.max_depth, self.max_iterations = depth, max_depth, max_iterations
         self.max_budget, self.max_timeout = max_budget, max_timeout
         self.max_tokens, self.max_errors = max_tokens, max_errors
+        self.max_llm_calls, self.max_inflight_llm_calls = max_llm_calls, max_inflight_llm_calls
         self.system_prompt = cfg.system_prompt
         self.other_backends = list(cfg.other_backends) or None
         self.other_backend_kwargs = list(cfg.other_backend_kwargs) or None
@@ -218,9 +236,15 @@ class RLM:
         """Run a completion and iterate its events as they happen.
 
         ``for event in (s := rlm.stream(ctx)): ...`` then ``s.result`` is the completion.
+        The run is ``acompletion`` on the stream's own thread and loop, so ``cancel()``
+        (or Ctrl-C while iterating) interrupts even an LM call in flight.
         """
         self._check_prompt(prompt, root_prompt)
-        return EventStream(self.events, lambda: self.completion(prompt, root_prompt))
+        return EventStream(
+            self.events,
+            lambda: asyncio.run(self.acompletion(prompt, root_prompt)),
+            cancel=self.cancel,
+        )
 
     def astream(
         self, prompt: str | dict[str, Any] | list[Any], root_prompt: str | None = None
@@ -228,6 +252,19 @@ class RLM:
         """``async for event in rlm.astream(ctx)``: the async form of ``stream``."""
         self._check_prompt(prompt, root_prompt)
         return AsyncEventStream(self.events, lambda: self.acompletion(prompt, root_prompt))
+
+    def cancel(self) -> None:
+        """Cancel the run in progress, from any thread (a no-op when none is running).
+
+        Children stop, queued and in-flight LM calls are cancelled, and the run raises
+        ``CancellationError`` with its best partial answer. A persistent session stays
+        usable. ``completion()`` notices between steps and when it next calls a model
+        (a blocking call in flight finishes first); ``acompletion()`` and ``stream()``
+        are interrupted at once.
+        """
+        session = self._session
+        if session is not None:
+            session.cancel()
 
     @staticmethod
     def _check_prompt(prompt: Any, root_prompt: Any) -> None:
@@ -252,6 +289,12 @@ class RLM:
                 "(update_handler_address, add_context, get_context_count, add_history, "
                 f"get_history_count). Supported environments: {supported}"
             )
+
+    @property
+    def environment(self) -> BaseEnv | None:
+        """The persistent session's environment (``None`` before the first call, after
+        ``close()``, and always when ``persistent=False``)."""
+        return self._persistent_env
 
     @staticmethod
     def _env_supports_persistence(env: BaseEnv) -> bool:

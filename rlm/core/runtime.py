@@ -1,4 +1,5 @@
-"""A background asyncio loop that sync code can submit coroutines to.
+"""A background asyncio loop that sync code can submit coroutines to, and the thread
+pool that async turns use for blocking work.
 
 The handler uses it for batched sub-calls: one long-lived loop per session, so async
 HTTP clients keep their connection pools across batches (``asyncio.run`` per batch
@@ -8,9 +9,15 @@ would build and tear down a loop, and orphan those pools).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from rlm.core.cancel import CancelToken
 
 T = TypeVar("T")
 
@@ -45,17 +52,28 @@ class AsyncRuntime:
     def in_loop_thread(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for it from this (non-loop) thread."""
+    def run(self, coro: Coroutine[Any, Any, T], cancel: CancelToken | None = None) -> T:
+        """Run ``coro`` on the loop and wait for it from this (non-loop) thread.
+
+        Cancelling ``cancel`` cancels the coroutine's task on the loop (so its in-flight
+        calls stop) and raises ``CancellationError`` here at once."""
         if self.in_loop_thread():
             coro.close()
             raise RuntimeError("AsyncRuntime.run() called from its own loop thread")
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        unregister = cancel.on_cancel(future.cancel) if cancel is not None else None
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            if cancel is not None and cancel.cancelled:
+                raise cancel.error() from None
+            raise
         except BaseException:
             future.cancel()
             raise
+        finally:
+            if unregister is not None:
+                unregister()
 
     def close(self) -> None:
         with self._lock:
@@ -68,3 +86,30 @@ class AsyncRuntime:
             thread.join(timeout=5)
         if not loop.is_running():
             loop.close()
+
+
+# Blocking work of async turns (REPL cells, opening a turn) runs here rather than in
+# asyncio's default executor: that one has min(32, cpus + 4) threads, and a cell holds
+# its thread for as long as its sub-calls take, so N concurrent runs would queue behind
+# each other. Threads are made on demand and reused; the cap only bounds a runaway.
+_BLOCKING_WORKERS = 512
+_blocking_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_blocking_lock = threading.Lock()
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _blocking_pool
+    with _blocking_lock:
+        if _blocking_pool is None:
+            _blocking_pool = concurrent.futures.ThreadPoolExecutor(
+                _BLOCKING_WORKERS, thread_name_prefix="rlm-blocking"
+            )
+        return _blocking_pool
+
+
+def run_blocking(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """``fn(*args)`` on a worker thread, in a copy of the caller's context (like
+    ``asyncio.to_thread``), as a future of the running loop."""
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return loop.run_in_executor(_pool(), functools.partial(context.run, fn, *args))

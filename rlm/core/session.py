@@ -1,13 +1,16 @@
 """A session: one handler, one (possibly persistent) environment, and the turns run on them.
 
 The root ``RLM`` owns one ``Session``; every child RLM spawned by ``rlm_query`` is a
-short-lived ``Session`` that shares its parent's handler, event bus and budget tree.
-The handler lives as long as the session, so a turn starts and ends at no cost.
+short-lived ``Session`` that shares its parent's handler (hence its governor), event bus
+and budget tree (hence its cancel token). The handler lives as long as the session, so a
+turn starts and ends at no cost. Each root turn gets a fresh budget tree and cancel
+token, so a cancelled or exhausted turn leaves the session usable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -16,14 +19,18 @@ from typing import Any
 
 from rlm.clients.base_lm import BaseLM
 from rlm.core.budget import BudgetNode
+from rlm.core.cancel import acquire_lock, cancelling_current_task
+from rlm.core.child_slots import ChildSlot
 from rlm.core.config import RLMConfig
 from rlm.core.events import EventBus, RunScope
+from rlm.core.governor import Governor
 from rlm.core.lm_handler import LMHandler, LMRoute
 from rlm.core.loop import LoopConfig, TurnResult, TurnState, drive_async, drive_sync
+from rlm.core.runtime import run_blocking
 from rlm.core.turn import Turn
 from rlm.core.types import QueryMetadata, RLMChatCompletion, RLMMetadata, UsageSummary
 from rlm.environments.base_env import BaseEnv, SupportsPersistence
-from rlm.utils.exceptions import RLMLimitError
+from rlm.utils.exceptions import BudgetExhaustedError, RLMLimitError
 from rlm.utils.prompts import build_metadata_prompt, render_system_prompt
 from rlm.utils.rlm_utils import filter_sensitive_keys
 
@@ -31,9 +38,16 @@ ClientFactory = Callable[[str, dict[str, Any]], BaseLM]
 EnvFactory = Callable[[str, dict[str, Any]], BaseEnv]
 
 # Environments that run in this process get a direct route to the handler (no socket).
-IN_PROCESS_ENVIRONMENTS = frozenset({"local"})
+# Every environment gets a direct route to the handler: in-process ones call it, and
+# worker-based ones relay their worker's sub-calls to it over the worker's own channel
+# (no socket). Environments not listed here also get the loopback socket's address.
+ROUTED_ENVIRONMENTS = frozenset({"local", "sandbox"})
 
 _run_ids = itertools.count(1)
+
+
+def new_run_id() -> str:
+    return f"run{next(_run_ids)}"
 
 
 class Session:
@@ -52,6 +66,8 @@ class Session:
         parent_node: BudgetNode | None = None,
         logger: Any | None = None,
         child_logger_factory: Callable[[], Any] | None = None,
+        child_slot: ChildSlot | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.config = config
         self._make_client = make_client
@@ -71,6 +87,9 @@ class Session:
         self._turns = 0
         self._active: tuple[BudgetNode, RunScope] | None = None
         self._turn_lock = threading.Lock()
+        self.node: BudgetNode | None = None  # the last turn's budget node (its spending)
+        self._child_slot = child_slot  # a child run's slot in the tree's child gate
+        self._run_id = run_id  # a child's run id, announced by its subcall_started event
 
     # -- resources -----------------------------------------------------------------------
 
@@ -91,6 +110,7 @@ class Session:
                 other_backend_client=others[0] if others else None,
                 batch_max_concurrent=cfg.max_concurrent_llm_calls,
                 client_factory=for_model,
+                governor=Governor(cfg.max_inflight_llm_calls, cfg.max_concurrent_subcalls),
             )
             for other in others:
                 handler.register_client(other.model_name, other)
@@ -112,10 +132,9 @@ class Session:
             kwargs["compaction"] = True
         if cfg.max_depth > 1:
             kwargs["subcall_fn"] = self._subcall
-        if cfg.environment in IN_PROCESS_ENVIRONMENTS:
-            self._route = handler.route(cfg.depth + 1)
-            kwargs["lm_route"] = self._route
-        else:
+        self._route = handler.route(cfg.depth + 1)
+        kwargs["lm_route"] = self._route
+        if cfg.environment not in ROUTED_ENVIRONMENTS:
             kwargs["lm_handler_address"] = handler.start()
             kwargs["lm_handler_token"] = handler.token
         return kwargs
@@ -184,12 +203,18 @@ class Session:
             )
         return messages
 
+    def cancel(self) -> None:
+        """Cancel the turn in progress, if any (from any thread)."""
+        active = self._active
+        if active is not None:
+            active[0].token.cancel()
+
     def completion(self, prompt: Any, root_prompt: str | None = None) -> RLMChatCompletion:
         """Run one turn to an answer. Turns of one session never overlap."""
         with self._turn_lock:
             turn = self._begin(prompt, root_prompt)
             try:
-                result = drive_sync(turn.flow(), turn.perform)
+                result = drive_sync(turn.flow(), turn.perform, turn.node.token)
             except BaseException as exc:
                 error = turn.fail(exc)
                 if error is exc:
@@ -198,12 +223,18 @@ class Session:
             return turn.succeed(result)
 
     async def acompletion(self, prompt: Any, root_prompt: str | None = None) -> RLMChatCompletion:
-        """``completion`` for asyncio: the same turn, with effects awaited."""
-        await asyncio.to_thread(self._turn_lock.acquire)
+        """``completion`` for asyncio: the same turn, with effects awaited. Cancelling
+        the task, or the turn's token, stops it with ``CancellationError``."""
+        await acquire_lock(self._turn_lock)
         try:
-            turn = await asyncio.to_thread(self._begin, prompt, root_prompt)
+            begin = run_blocking(self._begin, prompt, root_prompt)
             try:
-                result = await drive_async(turn.flow(), turn.aperform)
+                turn = await asyncio.shield(begin)
+            except asyncio.CancelledError as exc:  # let the turn open, then close it properly
+                raise (await begin).fail(exc) from None
+            try:
+                with cancelling_current_task(turn.node.token):
+                    result = await drive_async(turn.flow(), turn.aperform, turn.node.token)
             except BaseException as exc:
                 error = turn.fail(exc)
                 if error is exc:
@@ -223,7 +254,7 @@ class Session:
         parent = self._parent_scope
         scope = RunScope(
             self.bus,
-            run_id=f"run{next(_run_ids)}",
+            run_id=self._run_id or new_run_id(),
             parent_id=parent.run_id if parent else None,
             session_id=self.session_id,
             turn=parent.turn if parent else self._turns,
@@ -236,6 +267,7 @@ class Session:
         else:
             self._contexts = [meta]
         self._active = (node, scope)
+        self.node = node
         turn = Turn(
             session=self,
             prompt=prompt,
@@ -304,19 +336,34 @@ class Session:
     # -- sub-calls -----------------------------------------------------------------------
 
     def _subcall(self, prompt: str, model: str | None = None) -> RLMChatCompletion:
-        """``rlm_query``: a child RLM, or a plain LM call at the depth limit."""
+        """``rlm_query``: a child RLM, or a plain LM call at the depth limit. A child
+        draws from this run's budget and holds one of the tree's child slots; this run
+        lends its own slot (if it is a child itself) while it waits."""
         active = self._active
         if active is None:
             raise RuntimeError("rlm_query called outside a running turn")
         node, scope = active
         cfg = self.config
         handler = self.ensure_handler()
-        child_depth = cfg.depth + 1
-        if child_depth >= cfg.max_depth:
-            return handler.call(prompt, model, 1, node)
+        node.token.raise_if_cancelled()
+        try:
+            if cfg.depth + 1 >= cfg.max_depth:
+                return handler.call(prompt, model, 1, node)
+            node.ensure_room()  # a child could not make even its first call
+        except BudgetExhaustedError as exc:
+            return _error_completion(cfg, prompt, f"Error: {exc}", time.perf_counter())
+        slot = self._child_slot
+        with slot.lent() if slot is not None else contextlib.nullcontext():
+            return self._run_child(prompt, model, node, scope, handler)
 
+    def _run_child(
+        self, prompt: str, model: str | None, node: BudgetNode, scope: RunScope, handler: LMHandler
+    ) -> RLMChatCompletion:
+        cfg = self.config
         started = time.perf_counter()
+        child_depth = cfg.depth + 1
         child_cfg = cfg.for_child(model, node.child_limits(cfg.limits))
+        run_id = new_run_id()
         scope.emit(
             "subcall_started",
             kind="rlm",
@@ -324,23 +371,32 @@ class Session:
             prompt_preview=_preview(prompt),
             count=1,
             child_depth=child_depth,
+            child_run_id=run_id,
         )
-        child = Session(
-            child_cfg,
-            self._make_client,
-            self._make_env,
-            self.bus,
-            session_id=self.session_id,
-            handler=handler,
-            parent_scope=scope,
-            parent_node=node,
-            logger=self._child_logger_factory() if self._child_logger_factory else None,
-            child_logger_factory=self._child_logger_factory,
-        )
+        gate = handler.governor.children
+        child: Session | None = None
         error: str | None = None
         try:
-            result = child.completion(prompt)
-            return result
+            gate.enter(node.token)
+            slot = ChildSlot(gate)
+            try:
+                child = Session(
+                    child_cfg,
+                    self._make_client,
+                    self._make_env,
+                    self.bus,
+                    session_id=self.session_id,
+                    handler=handler,
+                    parent_scope=scope,
+                    parent_node=node,
+                    logger=self._child_logger_factory() if self._child_logger_factory else None,
+                    child_logger_factory=self._child_logger_factory,
+                    child_slot=slot,
+                    run_id=run_id,
+                )
+                return child.completion(prompt)
+            finally:
+                slot.close()
         except RLMLimitError as exc:
             error = f"{type(exc).__name__}: {exc}"
             partial = f" Partial answer: {exc.partial_answer}" if exc.partial_answer else ""
@@ -353,15 +409,18 @@ class Session:
                 child_cfg, prompt, f"Error: Child RLM completion failed - {exc}", started
             )
         finally:
-            child.close()
+            if child is not None:
+                child.close()
+            spent = child.node if child is not None else None
             scope.emit(
                 "subcall_finished",
                 kind="rlm",
                 model=child_cfg.root_model,
                 duration=time.perf_counter() - started,
-                usage=None,
+                usage=spent.usage if spent is not None else None,
                 error=error,
                 child_depth=child_depth,
+                child_run_id=run_id,
             )
 
 

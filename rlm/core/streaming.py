@@ -21,8 +21,14 @@ _DONE = object()
 class EventStream:
     """Runs the completion on a thread and yields its events in this one."""
 
-    def __init__(self, bus: EventBus, run: Callable[[], RLMChatCompletion]) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        run: Callable[[], RLMChatCompletion],
+        cancel: Callable[[], None] | None = None,
+    ) -> None:
         self.result: RLMChatCompletion | None = None
+        self._cancel = cancel
         self._error: BaseException | None = None
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._unsubscribe = bus.subscribe(self._queue.put)
@@ -40,9 +46,18 @@ class EventStream:
             self._unsubscribe()
             self._queue.put(_DONE)
 
+    def cancel(self) -> None:
+        """Cancel the run (from any thread); iteration then ends with its error."""
+        if self._cancel is not None:
+            self._cancel()
+
     def __iter__(self) -> Iterator[Event]:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get()
+            except KeyboardInterrupt:  # Ctrl-C while waiting: stop the run too
+                self.cancel()
+                raise
             if item is _DONE:
                 break
             assert isinstance(item, Event)
@@ -66,6 +81,8 @@ class AsyncEventStream:
         unsubscribe = self._bus.subscribe(lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
         task = asyncio.ensure_future(self._run())
         task.add_done_callback(lambda _: events.put_nowait(_DONE))
+        # A consumer that stops early never reads the task's exception: mark it read.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
         try:
             while True:
                 item = await events.get()

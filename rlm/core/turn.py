@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rlm.core.budget import BudgetNode
+from rlm.core.budget import BudgetNode, breach_error
 from rlm.core.events import RunScope
 from rlm.core.lm_handler import LMHandler
 from rlm.core.loop import (
@@ -25,12 +25,23 @@ from rlm.core.loop import (
     TurnState,
     run_turn,
 )
+from rlm.core.runtime import run_blocking
 from rlm.core.types import RLMChatCompletion
 from rlm.environments.base_env import BaseEnv
-from rlm.utils.exceptions import CancellationError, RLMLimitError
+from rlm.utils.exceptions import BudgetExhaustedError, CancellationError, RLMLimitError
 
 if TYPE_CHECKING:
     from rlm.core.session import Session
+
+# On cancellation, how long an async turn waits for its running cell to wind down (with
+# the tree cancelled its sub-calls fail fast), so children finish before the root does.
+# A cell stuck in a blocking call is abandoned after this.
+CELL_GRACE = 0.5
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass
@@ -66,7 +77,14 @@ class Turn:
         if isinstance(effect, CallModel):
             return await self.handler.acall(list(effect.messages), self._model(), 0, self.node)
         if isinstance(effect, RunCode):  # cells block: keep them off the event loop
-            return await asyncio.to_thread(self.env.execute_code, effect.code)
+            cell = run_blocking(self.env.execute_code, effect.code)
+            cell.add_done_callback(_retrieve)  # an abandoned cell's error is not "lost"
+            try:
+                return await asyncio.shield(cell)
+            except asyncio.CancelledError:
+                self.node.token.cancel()
+                await asyncio.wait((cell,), timeout=CELL_GRACE)
+                raise
         return self._perform_local(effect)
 
     def _perform_local(self, effect: Effect) -> Any:
@@ -97,9 +115,15 @@ class Turn:
 
     def fail(self, exc: BaseException) -> BaseException:
         """Close the turn after ``exc``; returns the exception the caller should raise
-        (Ctrl-C and task cancellation become ``CancellationError``)."""
+        (Ctrl-C, task cancellation and ``RLM.cancel()`` become ``CancellationError``; a
+        refused reservation becomes the limit error of the limit it hit)."""
         error = exc
-        cancelled = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+        cancelled = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError | CancellationError)
+        if cancelled:
+            self.node.token.cancel()  # whatever started it, the whole tree stops
+        if isinstance(exc, BudgetExhaustedError):
+            st = self.state
+            exc = error = breach_error(exc.breach, st.best_partial, st.iteration - 1, st.last_error)
         if cancelled and self.scope.parent_id is not None:
             pass  # a child run: re-raise as is, so the whole tree stops (not just the child)
         elif cancelled:

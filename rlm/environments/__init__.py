@@ -50,7 +50,7 @@ _REGISTRY: dict[str, _Entry] = {
     "e2b": _Entry("rlm.environments.e2b_repl:E2BREPL"),
     "daytona": _Entry("rlm.environments.daytona_repl:DaytonaREPL"),
     "prime": _Entry("rlm.environments.prime_repl:PrimeREPL"),
-    "sandbox": _Entry("rlm.environments.sandbox_repl:SandboxREPL"),
+    "sandbox": _Entry("rlm.environments.sandbox_repl:SandboxREPL", persistent=True),
 }
 
 ENVIRONMENT_NAMES: tuple[str, ...] = tuple(_REGISTRY)

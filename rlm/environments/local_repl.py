@@ -27,6 +27,7 @@ from rlm.environments.namespace import (
     Inputs,
     UserView,
     adopt_answer,
+    budget_view,
     cell_filename,
     describe_variables,
     format_cell_error,
@@ -131,6 +132,7 @@ class LocalREPL(NonIsolatedEnv):
             "rlm_query_batched": self._rlm_query_batched,
             "SHOW_VARS": self._show_vars,
             "FINAL_VAR": self._final_var,
+            "budget": self._budget,
             **{name: value for name, value in tools.items() if callable(value)},
         }
         self._builtins = make_builtins(self.temp_dir)
@@ -163,6 +165,11 @@ class LocalREPL(NonIsolatedEnv):
         answer = resolve_final_value(self.locals, name_or_value)
         self._cell.final_answer = answer
         return answer
+
+    def _budget(self) -> dict[str, Any]:
+        """What remains of this run's limits: calls, tokens, usd, seconds (None: no limit)."""
+        route = self.lm_route
+        return budget_view(route.remaining() if route is not None else None)
 
     def load_context(self, context_payload: Any) -> None:
         self.add_context(context_payload, 0)

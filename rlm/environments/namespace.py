@@ -1,8 +1,8 @@
 """Mechanics of a REPL namespace: the ``answer`` dict, the user-variable view, builtins,
 ``SHOW_VARS``/``FINAL_VAR`` helpers and cell tracebacks.
 
-Standard library only, on purpose: an out-of-process worker can import this module
-without importing the rest of ``rlm``.
+Standard library only and Python 3.9 compatible, on purpose: the out-of-process worker
+(``rlm.environments.worker``) imports this module without the rest of ``rlm``.
 """
 
 from __future__ import annotations
@@ -234,6 +234,16 @@ def resolve_final_value(variables: Mapping[str, Any], name_or_value: Any) -> str
     return str(name_or_value)
 
 
+BUDGET_KEYS = ("calls", "tokens", "usd", "seconds")
+
+
+def budget_view(remaining: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``budget()``'s value: what remains of each limit of the run (children included),
+    ``None`` where there is no limit."""
+    remaining = remaining or {}
+    return {key: remaining.get(key) for key in BUDGET_KEYS}
+
+
 # ---------------------------------------------------------------------------
 # Builtins
 # ---------------------------------------------------------------------------
@@ -241,7 +251,7 @@ def resolve_final_value(variables: Mapping[str, Any], name_or_value: Any) -> str
 
 def resolve_path(file: Any, base_dir: str) -> Any:
     """``file`` made absolute against ``base_dir`` if it is a relative path."""
-    if not isinstance(file, str | bytes | os.PathLike):
+    if not isinstance(file, (str, bytes, os.PathLike)):
         return file  # a file descriptor, or something open() will reject itself
     path = os.fspath(file)
     if os.path.isabs(path):
@@ -290,23 +300,29 @@ def _source_line(source: str | None, lineno: int | None) -> str:
     return lines[lineno - 1] if 0 < lineno <= len(lines) else ""
 
 
+# Column positions (carets) exist from Python 3.11; the worker may run on 3.9.
+_POSITIONS = ("end_lineno", "colno", "end_colno")
+_HAS_POSITIONS = hasattr(traceback.FrameSummary("f", 1, "n", lookup_line=False), "colno")
+
+
 def _cell_frames(
     stack: traceback.StackSummary, sources: Mapping[str, str]
 ) -> traceback.StackSummary:
-    kept = [
-        traceback.FrameSummary(
-            frame.filename,
-            frame.lineno,
-            frame.name,
-            lookup_line=False,
-            line=_source_line(sources.get(frame.filename), frame.lineno),
-            end_lineno=getattr(frame, "end_lineno", None),
-            colno=getattr(frame, "colno", None),
-            end_colno=getattr(frame, "end_colno", None),
+    kept = []
+    for frame in stack:
+        if not frame.filename.startswith(CELL_FILENAME_PREFIX):
+            continue
+        positions = {k: getattr(frame, k, None) for k in _POSITIONS} if _HAS_POSITIONS else {}
+        kept.append(
+            traceback.FrameSummary(
+                frame.filename,
+                frame.lineno,
+                frame.name,
+                lookup_line=False,
+                line=_source_line(sources.get(frame.filename), frame.lineno),
+                **positions,
+            )
         )
-        for frame in stack
-        if frame.filename.startswith(CELL_FILENAME_PREFIX)
-    ]
     return traceback.StackSummary.from_list(kept)
 
 

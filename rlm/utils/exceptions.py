@@ -6,13 +6,17 @@
     │   ├── TimeoutExceededError      max_timeout (seconds)
     │   ├── TokenLimitExceededError   max_tokens (input + output)
     │   ├── ErrorThresholdExceededError  max_errors consecutive failing iterations
-    │   └── CancellationError         Ctrl-C or task cancellation
+    │   ├── LLMCallLimitExceededError max_llm_calls (LM calls, children included)
+    │   └── CancellationError         Ctrl-C, task cancellation or RLM.cancel()
+    ├── BudgetExhaustedError          a call's reservation would break a limit (a sub-call
+    │                                 sees "Error: budget exhausted ..."; a run, a limit error)
     ├── ClientError                   talking to a model provider
     │   ├── MissingExtraError         the backend's optional dependency is not installed
     │   ├── MissingAPIKeyError        no key configured for the backend
     │   ├── ProviderError             the provider answered with an error
     │   │   └── RateLimitError        429 or the provider's equivalent
-    │   └── ProviderConnectionError   the provider could not be reached
+    │   ├── ProviderConnectionError   the provider could not be reached
+    │   └── CircuitOpenError          an auth/quota error tripped the call tree's breaker
     ├── EnvironmentError_             an execution environment failed (worker, transport)
     │   ├── WorkerCrashedError
     │   └── WorkerTimeoutError
@@ -109,12 +113,40 @@ class ErrorThresholdExceededError(RLMLimitError):
         )
 
 
+class LLMCallLimitExceededError(RLMLimitError):
+    """The run (children included) made ``max_llm_calls`` LM calls and needed another."""
+
+    def __init__(
+        self,
+        calls_used: int,
+        call_limit: int,
+        partial_answer: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.calls_used = calls_used
+        self.call_limit = call_limit
+        self.partial_answer = partial_answer
+        super().__init__(message or f"LM call limit reached: {calls_used} of {call_limit} calls")
+
+
 class CancellationError(RLMLimitError):
-    """The run was cancelled (Ctrl-C or task cancellation)."""
+    """The run was cancelled (Ctrl-C, task cancellation or ``RLM.cancel()``)."""
 
     def __init__(self, partial_answer: str | None = None, message: str | None = None) -> None:
         self.partial_answer = partial_answer
         super().__init__(message or "Execution cancelled by user")
+
+
+class BudgetExhaustedError(RLMError):
+    """Reserving a call's estimated cost would break a limit of the call tree.
+
+    ``breach`` (a ``rlm.core.budget.Breach``) names the limit. Inside the REPL the
+    sub-call returns ``"Error: budget exhausted ..."``; a run turns it into its limit error.
+    """
+
+    def __init__(self, breach: Any, message: str) -> None:
+        self.breach = breach
+        super().__init__(message)
 
 
 # ---------------------------------------------------------------------------
@@ -181,6 +213,18 @@ class ProviderConnectionError(ClientError):
     retryable = True
 
 
+class CircuitOpenError(ClientError):
+    """An auth or quota error tripped the call tree's circuit breaker: further LM calls
+    fail fast with this error until the session is closed. ``cause`` is the first error."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(
+            f"circuit open, LM call not attempted: an earlier call failed with "
+            f"{type(cause).__name__}: {cause}"
+        )
+
+
 # ---------------------------------------------------------------------------
 # Environments and wire
 # ---------------------------------------------------------------------------
@@ -208,11 +252,14 @@ class ConfigurationError(RLMError, ValueError):
 
 __all__ = [
     "BudgetExceededError",
+    "BudgetExhaustedError",
     "CancellationError",
+    "CircuitOpenError",
     "ClientError",
     "ConfigurationError",
     "EnvironmentError_",
     "ErrorThresholdExceededError",
+    "LLMCallLimitExceededError",
     "MissingAPIKeyError",
     "MissingExtraError",
     "ProviderConnectionError",

@@ -115,6 +115,7 @@ def find_final_answer(text: str, environment: _VariableSource | None = None) -> 
 
 def truncate_middle(text: str, limit: int = DEFAULT_MAX_OUTPUT_CHARS) -> str:
     """Keep the first and last parts of ``text`` within about ``limit`` characters."""
+    limit = max(limit, 0)
     if len(text) <= limit:
         return text
     head = limit * 2 // 3
@@ -122,7 +123,7 @@ def truncate_middle(text: str, limit: int = DEFAULT_MAX_OUTPUT_CHARS) -> str:
     omitted = len(text) - head - tail
     return (
         f"{text[:head]}\n... [{omitted:,} characters omitted; print a slice to see them] ...\n"
-        f"{text[-tail:]}"
+        f"{text[len(text) - tail :]}"
     )
 
 
@@ -131,13 +132,19 @@ _SHOWN_TYPES = (str, int, float, bool, list, dict, tuple, set)
 _MAX_LISTED_VARS = 40
 
 
-def format_execution_result(result: REPLResult) -> str:
-    """One block's stdout, stderr and the names of its simple variables."""
-    parts = []
-    if result.stdout:
-        parts.append(result.stdout.rstrip("\n"))
-    if result.stderr:
-        parts.append(result.stderr.rstrip("\n"))
+def format_execution_result(result: REPLResult, max_chars: int | None = None) -> str:
+    """One block's stdout, stderr and the names of its simple variables.
+
+    With ``max_chars``, stdout and stderr share that budget (stderr at most a quarter of
+    it) and are cut, head and tail, before anything else touches them, so a huge print
+    is never copied whole.
+    """
+    stdout, stderr = result.stdout or "", result.stderr or ""
+    if max_chars is not None:
+        err_budget = min(len(stderr), max_chars // 4)
+        stdout = truncate_middle(stdout, max_chars - err_budget)
+        stderr = truncate_middle(stderr, max(err_budget, max_chars - len(stdout), 200))
+    parts = [stream.rstrip("\n") for stream in (stdout, stderr) if stream]
     names = [
         k
         for k, v in result.locals.items()
@@ -161,7 +168,7 @@ def format_iteration(
         many = len(blocks) > 1
         parts = []
         for i, block in enumerate(blocks, 1):
-            body = truncate_middle(format_execution_result(block.result), max_character_length)
+            body = format_execution_result(block.result, max_character_length)
             parts.append(f"REPL output (block {i}):\n{body}" if many else f"REPL output:\n{body}")
         messages.append({"role": "user", "content": "\n\n".join(parts)})
     return messages

@@ -31,6 +31,9 @@ RLM_SYSTEM_PROMPT = textwrap.dedent(
       sub-task to a child RLM that has its own REPL (they act like `llm_query` when recursion
       is off). Use them for sub-tasks that need several steps of their own.
     - `SHOW_VARS()`: returns the names and types of the variables you have made.
+    - `budget()`: what remains of this run's limits, as a dict with `calls`, `tokens`, `usd`
+      and `seconds` (None where there is no limit). Check it before a large fan-out; a
+      sub-call that does not fit returns a string starting with "Error: budget exhausted".
     - `answer`: a dict, {{"content": "", "ready": False}}, through which you submit.
     {custom_tools_section}
 

@@ -41,7 +41,11 @@ needs_model = pytest.mark.skipif(
 def run_cli(
     *args: str, stdin: str | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY") and not k.startswith("RLM_")
+    }
     return subprocess.run(
         [sys.executable, "-m", "rlm", *args],
         input=stdin,

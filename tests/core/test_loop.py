@@ -313,9 +313,13 @@ def test_events_are_emitted() -> None:
         "code_cell_started",
         "code_cell_finished",
         "iteration_finished",
+        "budget_update",
         "final_answer",
     ]
     assert seen[-1].data == {"answer": "1", "iterations": 1, "source": "answer"}
+    update = seen[-2].data
+    assert update["calls"] == 0 and update["iteration"] == 1
+    assert update["remaining"] == {"calls": None, "tokens": None, "usd": None, "seconds": None}
 
 
 def test_drive_sync_performs_effects_and_delivers_errors() -> None:

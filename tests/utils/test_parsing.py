@@ -237,3 +237,22 @@ def test_convert_context_for_repl() -> None:
     messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     assert convert_context_for_repl(messages) == (["q", "a"], None)
     assert convert_context_for_repl([]) == ([], None)
+
+
+def test_truncate_middle_with_a_zero_limit_keeps_nothing_but_the_marker() -> None:
+    from rlm.utils.parsing import truncate_middle
+
+    out = truncate_middle("x" * 1000, 0)
+    assert "x" not in out and "1,000 characters omitted" in out
+
+
+def test_huge_stdout_and_stderr_share_the_budget_head_and_tail_kept() -> None:
+    from rlm.core.types import REPLResult
+    from rlm.utils.parsing import format_execution_result
+
+    stdout = "HEAD" + "o" * 5_000_000 + "TAIL"
+    stderr = "EHEAD" + "e" * 100_000 + "ETAIL"
+    text = format_execution_result(REPLResult(stdout, stderr, {}), 20_000)
+    assert len(text) < 21_000
+    for marker in ("HEAD", "TAIL", "EHEAD", "ETAIL"):
+        assert marker in text

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Shared-harness scenarios re-run with extra ``RLM(...)`` arguments.
+
+The harness always builds ``RLM(backend="openai", environment="local", ...)``. This
+script registers variants of its scenarios that add keyword arguments:
+
+    S1-sandbox  S1 (20 iterations)       with environment="sandbox"
+    S2-sandbox  S2 (llm_query x 200)     with environment="sandbox"
+    S4-sandbox  S4 (10/100/500 MB ctx)   with environment="sandbox"
+    S3-cap16    S3 (batched x 200)       with max_concurrent_llm_calls=16
+
+Everything else (fake LM, timing, memory sampling of the process tree, process
+isolation, JSON shape) is the harness's. A variant whose environment does not exist
+in the imported ``rlm`` is reported as ``skipped``, not as a number.
+
+    python benchmarks/scenarios/rlm_kwargs.py --only S2-sandbox --json out.json
+    python benchmarks/scenarios/rlm_kwargs.py --quick          # every variant, smoke
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import load_harness, pre_parse, run_harness_main
+
+SANDBOX = {"environment": "sandbox"}
+
+# name -> (harness scenario, extra RLM kwargs, headline metrics)
+VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
+    "S1-sandbox": ("S1", SANDBOX, ["wall_ms", "ms_per_iter_steady_ms", "teardown_ms"]),
+    "S2-sandbox": ("S2", SANDBOX, ["us_per_call_inrepl_us"]),
+    "S4-sandbox": ("S4", SANDBOX, ["ttfi_ms", "peak_over_ctx_x"]),
+    "S3-cap16": ("S3", {"max_concurrent_llm_calls": 16}, ["batch_ms", "max_inflight_n"]),
+}
+
+
+def _missing_environment(name: str) -> str | None:
+    """Why ``environment=name`` cannot run with the imported ``rlm``, or ``None``."""
+    try:
+        from rlm.environments import _REGISTRY  # rlmx's registry
+    except ImportError:
+        return f"this rlm has no environment registry, so no {name!r} environment"
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        return f"environment {name!r} is not registered in this rlm"
+    if importlib.util.find_spec(entry.module) is None:
+        return f"environment {name!r} is not implemented yet ({entry.module} does not exist)"
+    return None
+
+
+def _with_kwargs(hb: Any, base_fn: Any, extra: dict[str, Any]) -> Any:
+    def fn(param: dict[str, Any]) -> dict[str, Any]:
+        env = extra.get("environment")
+        if env:
+            reason = _missing_environment(env)
+            if reason:
+                return {"skipped": reason}
+        original = hb.Bench.make
+
+        def make(self: Any, **kw: Any) -> Any:
+            return original(self, **{**extra, **kw})
+
+        hb.Bench.make = make
+        try:
+            return base_fn(param)
+        finally:
+            hb.Bench.make = original
+
+    return fn
+
+
+def register(hb: Any, quick: bool = False, s4_sizes: str | None = None) -> None:
+    """Add the variants to ``hb.SCENARIOS`` (the quick/size rules mirror the harness's)."""
+    for name, (base, extra, headline) in VARIANTS.items():
+        spec = hb.SCENARIOS[base]
+        variants = list(spec["variants"])
+        if base == "S4":
+            if s4_sizes:
+                variants = [(f"{s}MB", {"size_mb": float(s)}) for s in s4_sizes.split(",")]
+            if quick:
+                variants = [v for v in variants if v[1]["size_mb"] <= 10] or variants[:1]
+        args = ", ".join(f"{k}={v!r}" for k, v in extra.items())
+        hb.SCENARIOS[name] = {
+            "title": f"{spec['title']} with RLM({args})",
+            "fn": _with_kwargs(hb, spec["fn"], extra),
+            "variants": variants,
+            "headline": headline,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    hb = load_harness()
+    quick, sizes = pre_parse(argv)
+    register(hb, quick, sizes)
+    return run_harness_main(hb, __file__, argv, ",".join(VARIANTS))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

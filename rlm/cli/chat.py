@@ -1,0 +1,82 @@
+"""``rlm chat``: an interactive persistent session in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from rlm.cli.chat_session import HELP, ChatSession
+from rlm.cli.config import CLIUsageError
+from rlm.cli.factory import SettingsFactory, from_args
+from rlm.cli.line_input import default_history_path, make_reader
+from rlm.cli.live import use_live
+from rlm.cli.settings import add_model_options
+from rlm.utils.exceptions import ConfigurationError
+
+EXAMPLES = """examples:
+  rlm chat
+  rlm chat --base-url http://127.0.0.1:8080/v1 --model qwen --max-budget 0.10
+
+  rlm> /add report.pdf.txt
+  rlm> What are the three main findings?
+  rlm> Which of them does context_0 contradict?
+  rlm> /vars
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "chat",
+        help="an interactive persistent session",
+        description="Chat with a persistent RLM: each message is a turn whose context "
+        "stays in the REPL as context_N.\n\n" + HELP,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--history-file",
+        metavar="PATH",
+        help=f"input history (default: {default_history_path()}); '' for none",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_model_options(p)
+    p.set_defaults(handler=chat)
+
+
+def chat(
+    args: argparse.Namespace,
+    stdin: IO[str] | None = None,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+) -> int:
+    stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
+    try:
+        settings, setup = from_args(args)
+        session = ChatSession(
+            SettingsFactory(settings, setup), out, err,
+            quiet=args.quiet, live=use_live(err, args.quiet),
+        )  # fmt: skip
+    except (CLIUsageError, ConfigurationError) as exc:
+        print(f"rlm: error: {exc}", file=err, flush=True)
+        return 2
+    if setup.notice:
+        print(setup.notice, file=err, flush=True)
+    history = args.history_file
+    reader = make_reader(stdin, default_history_path() if history is None else
+                         (Path(history) if history else None))  # fmt: skip
+    session.say(f"rlm chat · {setup.label} · /help for commands, /quit to leave")
+    try:
+        while True:
+            try:
+                line = reader("rlm> ")
+            except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
+                continue
+            except EOFError:
+                break
+            if not session.handle(line):
+                break
+    finally:
+        session.close()
+    return 0

@@ -1,0 +1,97 @@
+"""From resolved ``Settings`` to RLM instances: the one place every command builds them.
+
+``run`` and ``chat`` call the factory directly; ``serve`` and ``mcp`` hand it to their
+servers, which only know the ``RLMFactory`` protocol (``rlm.server.sessions``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlm.cli.config import BackendChoice, choose_backend
+from rlm.cli.settings import Settings
+from rlm.core.rlm import RLM
+from rlm.logger import RLMLogger
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """The backend the settings resolve to, and the one-line notice about it, if any."""
+
+    backend: str
+    backend_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_iterations: int = 30
+    notice: str | None = None
+
+    @property
+    def label(self) -> str:
+        """A short name for the root model: its name, its file's stem or the backend."""
+        kwargs = self.backend_kwargs
+        if kwargs.get("model_name"):
+            return str(kwargs["model_name"])
+        if kwargs.get("model_path"):
+            return os.path.basename(str(kwargs["model_path"])).removesuffix(".gguf")
+        return "embedded" if self.backend == "llama_cpp" else self.backend
+
+
+def model_setup(settings: Settings, environ: Mapping[str, str] | None = None) -> ModelSetup:
+    """``choose_backend`` on the settings, with ``backend_kwargs`` merged over its choice.
+    Raises ``CLIUsageError`` for a setting the user has to fix."""
+    choice: BackendChoice = choose_backend(
+        settings.backend,
+        settings.model,
+        settings.base_url,
+        settings.api_key_env,
+        os.environ if environ is None else environ,
+    )
+    return ModelSetup(
+        backend=choice.backend,
+        backend_kwargs={**choice.backend_kwargs, **settings.backend_kwargs},
+        max_iterations=settings.max_iterations or choice.max_iterations,
+        notice=choice.notice,
+    )
+
+
+class SettingsFactory:
+    """Builds RLMs from settings; implements ``rlm.server.sessions.RLMFactory``.
+
+    ``session_id`` set means a persistent session (``context_N``/``history_N`` carry
+    over); ``trajectory=True`` attaches an in-memory ``RLMLogger`` (``rlm.logger``),
+    which also writes JSONL when ``log_dir`` is set.
+    """
+
+    def __init__(self, settings: Settings, setup: ModelSetup) -> None:
+        self.settings = settings
+        self.setup = setup
+
+    @property
+    def model_ids(self) -> list[str]:
+        return ["rlm", f"rlm:{self.setup.label}"]
+
+    def __call__(self, *, session_id: str | None = None, trajectory: bool = False) -> RLM:
+        s = self.settings
+        logger = RLMLogger(log_dir=s.log_dir) if (s.log_dir or trajectory) else None
+        return RLM(
+            backend=self.setup.backend,
+            backend_kwargs=dict(self.setup.backend_kwargs),
+            environment=s.env,
+            max_iterations=self.setup.max_iterations,
+            max_depth=s.max_depth,
+            max_budget=s.max_budget,
+            max_timeout=s.max_timeout,
+            max_tokens=s.max_tokens,
+            logger=logger,
+            persistent=session_id is not None,
+            session_id=session_id,
+        )
+
+
+def from_args(args: Any) -> tuple[Settings, ModelSetup]:
+    """Resolve the settings for a parsed command line (raises ``CLIUsageError``)."""
+    from rlm.cli.settings import resolve
+
+    settings = resolve(args)
+    return settings, model_setup(settings)

@@ -1,0 +1,111 @@
+"""``rlm serve``: the OpenAI-compatible HTTP server (``rlmx[server]``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import ipaddress
+import os
+import secrets
+import sys
+from typing import IO, Any
+
+from rlm.cli.config import CLIUsageError
+from rlm.cli.factory import SettingsFactory, from_args
+from rlm.cli.settings import Settings, add_model_options
+
+MIB = 1024 * 1024
+EXAMPLES = """examples:
+  rlm serve                                   # prints a generated token
+  RLM_SERVER_TOKEN=s3cret rlm serve --port 9000 --base-url http://127.0.0.1:8080/v1 --model qwen
+
+  from openai import OpenAI
+  client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="<token>")
+  client.chat.completions.create(model="rlm", messages=[{"role": "user", "content": "..."}],
+                                 extra_body={"session_id": "notes"})
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the OpenAI-compatible HTTP server",
+        description="Serve POST /v1/chat/completions (streaming too) and GET /v1/models. "
+        "Needs the server extra: pip install 'rlmx[server]'.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("server (flags > RLM_* env vars > [serve] in rlm.toml)")
+    g.add_argument("--host", help="interface to bind (default: 127.0.0.1)")
+    g.add_argument("--port", type=int, help="default: 8000")
+    g.add_argument(
+        "--token",
+        help="the bearer token clients must send (default: $RLM_SERVER_TOKEN, else a "
+        "generated one, printed at start); prefer the env var: flags show in ps",
+    )
+    g.add_argument("--max-concurrency", type=int, help="completions at once; more get 429 "
+                   "(default: 4)")  # fmt: skip
+    g.add_argument("--max-body-mb", type=float, help="request size limit (default: 32)")
+    g.add_argument("--max-sessions", type=int, help="sessions kept in memory (default: 64)")
+    g.add_argument("--session-ttl", type=float, metavar="SECONDS",
+                   help="idle sessions are closed after this long (default: 3600)")  # fmt: skip
+    add_model_options(p)
+    p.set_defaults(handler=serve)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_app(settings: Settings, factory: SettingsFactory, token: str) -> Any:
+    from rlm.server import create_app
+    from rlm.server.sessions import InMemorySessionRegistry
+
+    return create_app(
+        factory,
+        token=token,
+        model_ids=factory.model_ids,
+        sessions=InMemorySessionRegistry(settings.max_sessions, settings.session_ttl),
+        max_body_bytes=int(settings.max_body_mb * MIB),
+        max_concurrency=settings.max_concurrency,
+    )
+
+
+def serve(args: argparse.Namespace, err: IO[str] | None = None) -> int:
+    err = err or sys.stderr
+    if not all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn")):
+        print("rlm: error: rlm serve needs the server extra: pip install 'rlmx[server]'",
+              file=err)  # fmt: skip
+        return 2
+    try:
+        settings, setup = from_args(args)
+    except CLIUsageError as exc:
+        print(f"rlm: error: {exc}", file=err, flush=True)
+        return 2
+    if setup.notice:
+        print(setup.notice, file=err, flush=True)
+    given = args.token or os.environ.get("RLM_SERVER_TOKEN")
+    token = given or secrets.token_urlsafe(24)
+    factory = SettingsFactory(settings, setup)
+    app = build_app(settings, factory, token)
+
+    url = f"http://{settings.host}:{settings.port}/v1"
+    print(f"rlm: serving {url} · models: {', '.join(factory.model_ids)}", file=err)
+    if given:
+        print("rlm: clients authenticate with the token you gave", file=err)
+    else:  # generated: the only way the user learns it
+        print(f"rlm: token: {token}  (set RLM_SERVER_TOKEN to choose one)", file=err)
+    if not _is_loopback(settings.host):
+        print(f"rlm: warning: {settings.host} is reachable from other machines; anyone "
+              "with the token can spend your model budget", file=err)  # fmt: skip
+    err.flush()
+
+    import uvicorn
+
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    return 0

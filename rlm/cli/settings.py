@@ -1,0 +1,253 @@
+"""Layered configuration for every ``rlm`` command: flags > environment > ``rlm.toml``.
+
+The file is the first of ``--config``, ``$RLM_CONFIG``, ``./rlm.toml`` and
+``~/.config/rlm/rlm.toml`` that exists. Model settings are top-level keys, backend
+keyword arguments a ``[backend_kwargs]`` table and server settings a ``[serve]`` table::
+
+    backend = "openai_compatible"
+    base_url = "http://127.0.0.1:8080/v1"
+    model = "qwen2.5-7b-instruct"
+    max_iterations = 20
+
+    [serve]
+    port = 8000
+
+Secrets come from the environment only: a key that looks like one (``api_key``,
+``token``, ...) in the file or in ``--backend-kwargs`` is an error, and ``api_key_env``
+names the variable that holds the key instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlm.cli.config import CLIUsageError
+
+SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its name (also the flag's dest and the toml key), its parser, its
+    environment variable and the toml table it lives in (``""`` is the top level)."""
+
+    name: str
+    parse: Callable[[str], Any]
+    env: str
+    table: str = ""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    if text.startswith("@"):  # @FILE: scripts and long kwargs live better in a file
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read {text[1:]}: {exc.strerror or exc}") from None
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    return value
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("backend", str, "RLM_BACKEND"),
+    Option("model", str, "RLM_MODEL"),
+    Option("base_url", str, "RLM_BASE_URL"),
+    Option("api_key_env", str, "RLM_API_KEY_ENV"),
+    Option("backend_kwargs", _json_object, "RLM_BACKEND_KWARGS"),
+    Option("env", str, "RLM_ENV"),
+    Option("max_iterations", _positive_int, "RLM_MAX_ITERATIONS"),
+    Option("max_depth", _positive_int, "RLM_MAX_DEPTH"),
+    Option("max_budget", _positive_float, "RLM_MAX_BUDGET"),
+    Option("max_timeout", _positive_float, "RLM_MAX_TIMEOUT"),
+    Option("max_tokens", _positive_int, "RLM_MAX_TOKENS"),
+    Option("log_dir", str, "RLM_LOG_DIR"),
+    Option("host", str, "RLM_HOST", "serve"),
+    Option("port", int, "RLM_PORT", "serve"),
+    Option("max_concurrency", _positive_int, "RLM_MAX_CONCURRENCY", "serve"),
+    Option("max_body_mb", _positive_float, "RLM_MAX_BODY_MB", "serve"),
+    Option("max_sessions", _positive_int, "RLM_MAX_SESSIONS", "serve"),
+    Option("session_ttl", _positive_float, "RLM_SESSION_TTL", "serve"),
+)
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration; ``sources`` says where each non-default came from."""
+
+    backend: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    backend_kwargs: dict[str, Any] = field(default_factory=dict)
+    env: str = "local"
+    max_iterations: int | None = None  # None: the backend's default (30, or 4 embedded)
+    max_depth: int = 1
+    max_budget: float | None = None
+    max_timeout: float | None = None
+    max_tokens: int | None = None
+    log_dir: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_concurrency: int = 4
+    max_body_mb: float = 32.0
+    max_sessions: int = 64
+    session_ttl: float = 3600.0
+    config_path: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+# -- the three layers ----------------------------------------------------------------
+
+
+def find_config_file(
+    flag: str | None, environ: Mapping[str, str], cwd: Path, home: Path
+) -> Path | None:
+    explicit = flag or environ.get("RLM_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise CLIUsageError(f"config file {explicit}: no such file")
+        return path
+    for candidate in (cwd / "rlm.toml", home / ".config" / "rlm" / "rlm.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _reject_secrets(where: str, mapping: Mapping[str, Any]) -> None:
+    for key, value in mapping.items():
+        if key != "api_key_env" and any(word in key.lower() for word in SECRET_WORDS):
+            raise CLIUsageError(
+                f"{where}: {key!r} looks like a secret; secrets come from the environment "
+                "only (set api_key_env to the variable that holds the key)"
+            )
+        if isinstance(value, Mapping):
+            _reject_secrets(where, value)
+
+
+def _coerce(option: Option, value: Any, where: str) -> Any:
+    try:
+        if option.name == "backend_kwargs":
+            if isinstance(value, str):
+                return _json_object(value)
+            if not isinstance(value, dict):
+                raise ValueError("must be a table")
+            return dict(value)
+        if isinstance(value, bool):  # bool is an int subclass; never a valid setting here
+            raise ValueError("expected a number or a string")
+        return option.parse(str(value))
+    except ValueError as exc:
+        raise CLIUsageError(f"{where}: invalid value {value!r} ({exc})") from None
+
+
+def file_layer(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CLIUsageError(f"config file {path}: {exc}") from None
+    _reject_secrets(str(path), data)
+    layer: dict[str, Any] = {}
+    serve = data.pop("serve", {})
+    if not isinstance(serve, dict):
+        raise CLIUsageError(f"{path}: [serve] must be a table")
+    for table, entries in (("", data), ("serve", serve)):
+        for key, value in entries.items():
+            option = _BY_NAME.get(key)
+            if option is None or option.table != table:
+                where = f"[{table}] " if table else ""
+                raise CLIUsageError(f"{path}: unknown setting {where}{key!r}")
+            layer[key] = _coerce(option, value, f"{path}: {key}")
+    return layer
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    return {o.name: _coerce(o, environ[o.env], o.env) for o in OPTIONS if environ.get(o.env)}
+
+
+def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for option in OPTIONS:
+        value = getattr(args, option.name, None)
+        if value is not None:
+            layer[option.name] = value
+    if "backend_kwargs" in layer:
+        _reject_secrets("--backend-kwargs", layer["backend_kwargs"])
+    return layer
+
+
+def resolve(
+    args: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    home: Path | None = None,
+) -> Settings:
+    """Merge the layers: a flag beats an environment variable beats the file."""
+    environ = os.environ if environ is None else environ
+    path = find_config_file(
+        getattr(args, "config", None), environ, cwd or Path.cwd(), home or Path.home()
+    )
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for origin, layer in (
+        ("file", file_layer(path)),
+        ("env", env_layer(environ)),
+        ("flag", flag_layer(args)),
+    ):
+        values.update(layer)
+        sources.update(dict.fromkeys(layer, origin))
+    return Settings(**values, config_path=str(path) if path else None, sources=sources)
+
+
+# -- flags ---------------------------------------------------------------------------
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The flags every command that builds an RLM shares (all default to None, so an
+    unset flag lets the environment or the file decide)."""
+    g = parser.add_argument_group("model and limits (flags > RLM_* env vars > rlm.toml)")
+    g.add_argument("--config", metavar="FILE", help="an rlm.toml (default: ./rlm.toml, "
+                   "then ~/.config/rlm/rlm.toml; env RLM_CONFIG)")  # fmt: skip
+    g.add_argument("--backend", help="default: from --base-url / API keys, else embedded")
+    g.add_argument("--model", help="model name (or a .gguf path for llama_cpp)")
+    g.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key")
+    g.add_argument(
+        "--backend-kwargs",
+        metavar="JSON|@FILE",
+        type=_json_object,
+        help="extra client arguments as a JSON object, e.g. '{\"timeout\": 60}'",
+    )
+    g.add_argument("--env", help="execution environment (default: local)")
+    g.add_argument(
+        "--max-iterations", type=int, help="default 30 (4 for the embedded smoke-test model)"
+    )
+    g.add_argument("--max-depth", type=int, help="recursion depth (default: 1)")
+    g.add_argument("--max-budget", type=float, metavar="USD", help="stop above this spend")
+    g.add_argument("--max-timeout", type=float, metavar="SECONDS", help="stop after this long")
+    g.add_argument("--max-tokens", type=int, help="stop above this many tokens in + out")
+    g.add_argument("--log-dir", help="write trajectories as JSONL into this directory")

@@ -1,0 +1,173 @@
+"""SandboxREPL: the worker under bubblewrap, the isolated default on Linux.
+
+What the sandboxed worker gets (``BwrapTransport``):
+
+* no network (its own empty network namespace), its own PID, IPC, UTS and cgroup
+  namespaces, and a user namespace with every capability dropped (so it cannot
+  remount anything) and no further user namespaces;
+* a read-only view of ``/usr`` (and the ``/lib*``, ``/bin``, ``/sbin`` links), of
+  ``/etc/ld.so.cache`` and ``/etc/localtime`` only, of the Python installation and
+  of the worker zipapp; nothing of ``$HOME`` (other than the Python installation if it
+  lives there), ``/root``, ``/home``, ``/var``, ``/run`` or the rest of ``/etc``;
+* a private, size-capped tmpfs at ``/tmp``, which is its working directory (lost when
+  the worker is restarted);
+* a scrubbed environment (``PATH``, ``LANG``, ``LC_ALL``, ``HOME=/tmp``, ``TMPDIR``);
+  bubblewrap itself is started with that environment too, so no API key is visible
+  anywhere in the sandbox, not even in ``/proc/1/environ``;
+* ``--die-with-parent`` and ``--new-session``;
+* the rlimits of ``SandboxLimits`` (address space, CPU seconds, processes, file size,
+  open files), each configurable.
+
+``isolation="process"`` runs the same worker as a plain subprocess (private temp dir,
+scrubbed environment, rlimits except the process count) with none of the above, and
+warns that it does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from rlm.environments.base_env import IsolatedEnv
+from rlm.environments.process_transport import SAFE_ENV, SubprocessTransport
+from rlm.environments.sandbox_limits import PidsCgroup, SandboxLimits, process_guard
+from rlm.environments.worker.zipapp import default_zipapp
+from rlm.environments.worker_env import WorkerEnv
+from rlm.utils.exceptions import EnvironmentError_
+
+Isolation = Literal["bwrap", "process"]
+
+BWRAP_INSTALL_HINT = (
+    "The 'sandbox' environment needs bubblewrap (bwrap), which was not found. Install it "
+    "with `sudo apt-get install bubblewrap` (Debian/Ubuntu; `dnf install bubblewrap` on "
+    "Fedora), or pass environment_kwargs={'isolation': 'process'} to run the worker "
+    "without isolation."
+)
+WORKER_PATH = "/opt/rlmx/worker.pyz"  # where the zipapp appears inside the sandbox
+_SANDBOX_UID = 65534  # "nobody", inside the sandbox's own user namespace
+
+
+def _python_dirs(python: str) -> list[str]:
+    """Directories the host Python needs, outside ``/usr`` (bound read-only)."""
+    dirs = {sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix}
+    dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(python))))
+    kept = sorted(d for d in dirs if d and not d.startswith("/usr/") and d != "/usr")
+    # Drop directories inside another one already bound.
+    return [d for d in kept if not any(d != o and d.startswith(o + os.sep) for o in kept)]
+
+
+class BwrapTransport(SubprocessTransport):
+    """Runs the worker under bubblewrap (see the module docstring)."""
+
+    files_survive_restart = False
+
+    def __init__(
+        self,
+        limits: SandboxLimits,
+        bwrap: str,
+        python: str | None = None,
+        ro_binds: Sequence[str] = (),
+    ) -> None:
+        super().__init__(python)
+        self.limits = limits
+        self.bwrap = bwrap
+        self.ro_binds = list(ro_binds)
+        self.cgroup: PidsCgroup | None = process_guard(limits)
+
+    def environment(self) -> dict[str, str]:
+        return dict(SAFE_ENV, HOME="/tmp", TMPDIR="/tmp")
+
+    def command(self, worker_args: Sequence[str]) -> list[str]:
+        argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
+        argv += ["--uid", str(_SANDBOX_UID), "--gid", str(_SANDBOX_UID), "--cap-drop", "ALL"]
+        argv += ["--die-with-parent", "--new-session"]
+        argv += ["--ro-bind", "/usr", "/usr"]
+        for name in ("lib", "lib32", "lib64", "libx32", "bin", "sbin"):
+            path = f"/{name}"
+            if os.path.islink(path):
+                argv += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                argv += ["--ro-bind", path, path]
+        for path in ("/etc/ld.so.cache", "/etc/localtime"):
+            argv += ["--ro-bind-try", path, path]
+        for path in [*_python_dirs(self.python), *self.ro_binds]:
+            argv += ["--ro-bind", path, path]
+        argv += ["--ro-bind", default_zipapp(), WORKER_PATH]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        if self.limits.tmp_size_mb is not None:
+            argv += ["--size", str(int(self.limits.tmp_size_mb) << 20)]
+        argv += ["--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
+        for key, value in self.environment().items():
+            argv += ["--setenv", key, value]
+        argv += [self.python, "-I", WORKER_PATH, *worker_args]
+        return self.cgroup.wrap(argv) if self.cgroup is not None else argv
+
+    def close(self) -> None:
+        super().close()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+
+class SandboxREPL(WorkerEnv, IsolatedEnv):
+    """A persistent REPL whose code runs in a bubblewrap sandbox (Linux).
+
+    Keyword arguments (``environment_kwargs``), besides WorkerEnv's (``cell_timeout``
+    default 120 s, ``interrupt_grace`` 2 s, ``output_limit`` 1,000,000 characters per
+    stream, ``snapshot_limit_mb`` 1024, ``snapshots`` True):
+
+    * ``isolation``: ``"bwrap"`` (default) or ``"process"`` (no namespaces: warns);
+    * ``memory_mb`` (4096), ``cpu_seconds`` (3600), ``max_processes`` (64),
+      ``max_file_size_mb`` (1024), ``max_open_files`` (256), ``tmp_size_mb`` (1024):
+      the limits of ``SandboxLimits``; ``None`` disables one;
+    * ``python``: the interpreter to run (default: this one; must be visible in the
+      sandbox, add its directory to ``ro_binds`` if it is not the host's own);
+    * ``ro_binds``: extra host paths to show read-only inside the sandbox;
+    * ``bwrap_path``: where bubblewrap is (default: found on ``PATH``).
+    """
+
+    def __init__(
+        self,
+        isolation: Isolation = "bwrap",
+        memory_mb: int | None = 4096,
+        cpu_seconds: int | None = 3600,
+        max_processes: int | None = 64,
+        max_file_size_mb: int | None = 1024,
+        max_open_files: int | None = 256,
+        tmp_size_mb: int | None = 1024,
+        python: str | None = None,
+        ro_binds: Sequence[str] = (),
+        bwrap_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.isolation = isolation
+        self.limits = SandboxLimits(
+            memory_mb, cpu_seconds, max_processes, max_file_size_mb, max_open_files, tmp_size_mb
+        )
+        super().__init__(self._make_transport(python, ro_binds, bwrap_path), **kwargs)
+
+    def _make_transport(
+        self, python: str | None, ro_binds: Sequence[str], bwrap_path: str | None
+    ) -> SubprocessTransport:
+        if self.isolation == "process":
+            warnings.warn(
+                "SandboxREPL(isolation='process') runs model code as a plain subprocess: "
+                "no filesystem, network or process isolation (only a scrubbed environment "
+                "and rlimits). Use it only for trusted code.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return SubprocessTransport(python)
+        if self.isolation != "bwrap":
+            raise ValueError(f"isolation must be 'bwrap' or 'process', not {self.isolation!r}")
+        bwrap = bwrap_path or shutil.which("bwrap") or "/usr/bin/bwrap"
+        if not os.access(bwrap, os.X_OK):
+            raise EnvironmentError_(BWRAP_INSTALL_HINT)
+        return BwrapTransport(self.limits, bwrap, python, ro_binds)
+
+    def worker_args(self) -> list[str]:
+        processes = self.isolation == "bwrap"
+        return [*super().worker_args(), *self.limits.worker_args(processes)]

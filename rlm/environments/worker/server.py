@@ -1,0 +1,244 @@
+"""The worker process: serves one host over stdin/stdout until the host goes away.
+
+Threads: a reader thread owns the input side of the channel. It answers the worker's
+own pending sub-calls, turns ``interrupt`` into a SIGINT for the main thread, decodes
+streamed values, and queues every other request for the main thread, which runs them
+one at a time (cells run on the main thread, so SIGINT can interrupt them).
+
+Standard library only, Python 3.9 compatible.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from rlm.environments.worker.host import HostBridge
+from rlm.environments.worker.payloads import read_value
+from rlm.environments.worker.protocol import Channel, ChannelClosed, ProtocolError
+from rlm.environments.worker.repl import WorkerRepl
+from rlm.environments.worker.snapshot import Snapshotter
+
+PROTOCOL_VERSION = 1
+_STREAMED_OPS = ("add_context", "add_history", "append_compaction", "set", "restore", "tools")
+
+
+class Server:
+    """Dispatches the host's requests to a ``WorkerRepl``."""
+
+    def __init__(self, channel: Channel, settings: dict[str, Any]) -> None:
+        self.channel = channel
+        self.pid = os.getpid()
+        self.bridge = HostBridge(channel, lambda: self.repl.cell_number)
+        self.repl = WorkerRepl(
+            self.bridge.ask,
+            output_limit=int(settings.get("output_limit", 1_000_000)),
+            base_dir=os.getcwd(),
+            compaction=bool(settings.get("compaction", False)),
+            remaining=lambda: (self.bridge.request("budget") or {}).get("value"),
+        )
+        self.snapshots = Snapshotter(self.repl, int(settings.get("max_value_bytes", 1 << 30)))
+        self.snapshot_cells = bool(settings.get("snapshots", True))
+        self.requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.main_thread = threading.main_thread().ident
+
+    # -- reader thread ----------------------------------------------------------------
+
+    def read_loop(self) -> None:
+        try:
+            while True:
+                message = self.channel.recv()
+                if "re" in message:
+                    self.bridge.deliver(message)
+                elif message.get("op") == "interrupt":
+                    self._interrupt(message.get("cell"))
+                else:
+                    if message.get("op") in _STREAMED_OPS and message.get("stream"):
+                        self._decode_stream(message)
+                    self.requests.put(message)
+        except (ChannelClosed, ProtocolError, OSError, ValueError):
+            pass
+        finally:
+            self.bridge.close()
+            self.requests.put(None)
+
+    def _decode_stream(self, message: dict[str, Any]) -> None:
+        try:
+            if message["op"] == "restore":
+                message["body"] = self.channel.read_stream()
+            else:
+                message["value"] = read_value(self.channel, message)
+        except (ChannelClosed, ProtocolError):
+            raise
+        except BaseException as exc:  # e.g. MemoryError, or a class missing here
+            message["decode_error"] = f"{type(exc).__name__}: {exc}"
+
+    def _interrupt(self, cell: Any) -> None:
+        if self.repl.running and (cell is None or cell == self.repl.cell_number):
+            signal.pthread_kill(self.main_thread, signal.SIGINT)  # type: ignore[arg-type]
+
+    # -- main thread ----------------------------------------------------------------
+
+    def serve(self) -> None:
+        threading.Thread(target=self.read_loop, name="rlm-worker-reader", daemon=True).start()
+        self.channel.send(
+            {
+                "op": "ready",
+                "protocol": PROTOCOL_VERSION,
+                "pid": self.pid,
+                "python": sys.version.split()[0],
+                "pickler": self.snapshots.extra_name or "pickle",
+            }
+        )
+        while True:
+            message = self.requests.get()
+            if message is None or os.getpid() != self.pid:
+                return
+            try:
+                self.handle(message)
+            except (ChannelClosed, OSError):
+                return
+            except KeyboardInterrupt:  # a late interrupt, after its cell ended
+                continue
+            if os.getpid() != self.pid:  # a forked child returning from a cell
+                os._exit(0)
+            if message.get("op") == "shutdown":
+                return
+
+    def reply(self, message: dict[str, Any], **fields: Any) -> None:
+        self.channel.send(dict(fields, re=message.get("id")))
+
+    def handle(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if "decode_error" in message:
+            self.reply(message, error=f"could not load the value: {message['decode_error']}")
+            return
+        handler = getattr(self, f"op_{op}", None)
+        if handler is None:
+            self.reply(message, error=f"unknown request {op!r}")
+            return
+        try:
+            handler(message)
+        except (ChannelClosed, OSError):
+            raise
+        except BaseException as exc:
+            self.reply(message, error=f"{type(exc).__name__}: {exc}")
+
+    # -- operations -------------------------------------------------------------------
+
+    def op_exec(self, message: dict[str, Any]) -> None:
+        cell = int(message.get("cell", 0))
+        result = self.repl.execute(str(message.get("code", "")), cell)
+        _install_signals()  # the cell may have replaced our handlers
+        # The host stops the cell's clock here; the snapshot is then sent before the
+        # reply, so a host holding the reply also holds a snapshot including the cell.
+        self.channel.send({"op": "cell_done", "cell": cell})
+        self.send_snapshot()
+        self.reply(message, **result)
+
+    def op_snapshot(self, message: dict[str, Any]) -> None:
+        self.send_snapshot(full=True)
+        self.reply(message)
+
+    def send_snapshot(self, full: bool = False) -> None:
+        """Send the snapshot delta (everything if ``full``), closed by a ``snapshot``
+        message. Interruptible: a value whose pickling hangs is skipped, not fatal."""
+        if not (self.snapshot_cells or full):
+            return
+        started = time.perf_counter()
+        self.repl.running = True
+        try:
+            entries, deleted, unsaved = self.snapshots.collect(full=full)
+        except KeyboardInterrupt:  # outside any one value: resend everything next time
+            self.snapshots.reset()
+            entries, deleted, unsaved = [], [], {}
+        finally:
+            self.repl.running = False
+        tag = {"after_cell": self.repl.cell_number, "full": full}
+        for meta, body in entries:
+            out = dict(meta, op="entry", **tag)
+            if body is None:
+                self.channel.send(out)
+            else:
+                self.channel.send_chunks(out, [body])
+        summary = dict(tag, deleted=deleted, unsaved=unsaved, time=time.perf_counter() - started)
+        self.channel.send(dict(summary, op="snapshot"))
+
+    def op_restore(self, message: dict[str, Any]) -> None:
+        body = memoryview(message.get("body") or b"")
+        entries: list[tuple[dict[str, Any], Any]] = []
+        offset = 0
+        for meta in message.get("entries", []):
+            size = meta.get("size")
+            if isinstance(size, int) and meta.get("kind") not in ("module", "source"):
+                entries.append((meta, body[offset : offset + size]))
+                offset += size
+            else:
+                entries.append((meta, None))
+        failed = self.snapshots.restore(entries)
+        self.reply(message, failed=failed)
+
+    def op_add_context(self, message: dict[str, Any]) -> None:
+        index = self.repl.inputs.add_context(message.get("value"), message.get("index"))
+        self.repl.inputs.bind(self.repl.ns)
+        self.reply(message, index=index)
+
+    def op_add_history(self, message: dict[str, Any]) -> None:
+        index = self.repl.inputs.add_history(message.get("value"), message.get("index"))
+        self.repl.inputs.bind(self.repl.ns)
+        self.reply(message, index=index)
+
+    def op_append_compaction(self, message: dict[str, Any]) -> None:
+        history = self.repl.inputs.compaction_history
+        if history is not None:
+            history.append(message.get("value"))
+        self.reply(message)
+
+    def op_counts(self, message: dict[str, Any]) -> None:
+        inputs = self.repl.inputs
+        self.reply(message, contexts=inputs.context_count, histories=inputs.history_count)
+
+    def op_lookup(self, message: dict[str, Any]) -> None:
+        self.reply(message, value=self.repl.lookup(str(message.get("name"))))
+
+    def op_set(self, message: dict[str, Any]) -> None:
+        self.repl.set_variable(str(message.get("name")), message.get("value"))
+        self.send_snapshot()
+        self.reply(message)
+
+    def op_reset_answer(self, message: dict[str, Any]) -> None:
+        self.repl.reset_answer()
+        self.send_snapshot()
+        self.reply(message)
+
+    def op_tools(self, message: dict[str, Any]) -> None:
+        value = message.get("value") or {}
+        errors = self.repl.define_tools(value.get("values", {}), value.get("sources", {}))
+        self.reply(message, errors=errors)
+
+    def op_ping(self, message: dict[str, Any]) -> None:
+        self.reply(message, pid=self.pid)
+
+    def op_shutdown(self, message: dict[str, Any]) -> None:
+        self.reply(message)
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    # Only a running cell is interrupted; anywhere else the worker keeps going.
+    server = _current
+    if server is not None and server.repl.running:
+        raise KeyboardInterrupt
+
+
+def _install_signals() -> None:
+    signal.signal(signal.SIGINT, _on_sigint)
+    if hasattr(signal, "SIGXFSZ"):  # over the file-size limit: EFBIG, not death
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+_current: Server | None = None

@@ -1,0 +1,355 @@
+"""The host side of the worker protocol: a transport interface and one client.
+
+A ``Transport`` only places the worker somewhere and controls its process: it
+launches it with the given worker arguments and hands back two byte pipes, and can
+poll, wait for, kill and clean up that process. It knows nothing of the
+protocol. ``WorkerClient`` speaks the protocol over those pipes: its reader threads
+match replies to requests (``Future``\\s, so waiting can time out) and pass every
+other message, such as the worker's sub-call requests and snapshot entries, to an
+``on_message`` callback.
+
+Nothing a worker sends is ever unpickled, executed or evaluated on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import signal
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import IO, Any
+
+from rlm.environments.worker.payloads import send_value
+from rlm.environments.worker.protocol import Channel
+from rlm.environments.worker.zipapp import bootstrap_payload
+from rlm.utils.exceptions import EnvironmentError_, WorkerCrashedError, WorkerTimeoutError
+
+# Largest stream (one snapshot entry) the host accepts from a worker.
+DEFAULT_MAX_STREAM_BYTES = 4 << 30
+
+NO_VALUE: Any = object()  # no payload follows the request
+
+
+class WorkerRequestError(EnvironmentError_):
+    """The worker answered a request with an error (the worker itself is fine)."""
+
+
+@dataclass
+class WorkerPipes:
+    """The worker's channel as seen from the host.
+
+    ``to_worker`` needs ``write`` and ``flush``. ``from_worker`` is a binary file
+    object, or any iterator of ``bytes`` chunks (what provider SDKs tend to give).
+    """
+
+    to_worker: IO[bytes]  # the worker's stdin
+    from_worker: IO[bytes] | Iterator[bytes]  # the worker's stdout
+
+
+class ChunkReader(io.RawIOBase):
+    """A raw binary stream over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left = bytes(chunk)
+        view = memoryview(buffer).cast("B")
+        size = min(len(view), len(self._left))
+        view[:size] = self._left[:size]
+        self._left = self._left[size:]
+        return size
+
+
+class Transport(ABC):
+    """Places and controls one worker process at a time (a new one after ``kill``).
+
+    Implementations: ``SubprocessTransport`` (a local child process, the base of the
+    ``sandbox`` transport). A transport for a container or a cloud sandbox only needs
+    these methods; every REPL semantic lives in the worker and in ``WorkerEnv``.
+    """
+
+    #: Whether files the worker wrote survive a restart (told to the model if not).
+    files_survive_restart: bool = True
+    #: True if ``launch`` runs ``bootstrap_argv(...)``: the client then sends the
+    #: zipapp on stdin first (for places where no file can be put beforehand).
+    bootstrap: bool = False
+
+    @abstractmethod
+    def launch(self, worker_args: Sequence[str]) -> WorkerPipes:
+        """Start the worker (``python -I worker.pyz *worker_args`` or equivalent)."""
+
+    @abstractmethod
+    def poll(self) -> int | None:
+        """The exit status if the worker has exited (negative: killed by that signal)."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop the worker and everything it started, at once. Idempotent."""
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for the worker to exit; its status or None."""
+        event = threading.Event()
+        for _ in range(max(1, int(timeout / 0.01))):
+            status = self.poll()
+            if status is not None:
+                return status
+            event.wait(0.01)
+        return self.poll()
+
+    def stderr_tail(self) -> str:
+        """The end of what the worker wrote to stderr (crash reports), if kept."""
+        return ""
+
+    def close(self) -> None:
+        """Kill the worker and release everything (temp dirs, cgroups). Idempotent."""
+        self.kill()
+
+
+def describe_status(status: int | None) -> str:
+    """``killed by SIGSEGV``, ``exit status 1``... (128 + N is how wrappers such as
+    bubblewrap or a shell report death by signal N)."""
+    if status is None:
+        return "it stopped answering"
+    signum = -status if status < 0 else status - 128 if 128 < status < 160 else 0
+    try:
+        name = signal.Signals(signum).name if signum else ""
+    except ValueError:
+        name = ""
+    if status < 0:
+        return f"killed by {name or f'signal {signum}'}"
+    return f"exit status {status}" + (f", killed by {name}" if name else "")
+
+
+# Handles a message from the worker, in channel order; returns slow work (answering a
+# sub-call) to run after the channel has been handed to another reader, or None.
+MessageHandler = Callable[[dict[str, Any]], Callable[[], None] | None]
+_SPARE_READERS = 2
+
+
+class WorkerClient:
+    """One running worker: requests, replies and the worker's own messages.
+
+    Reading uses leader/followers threads: one thread reads at a time; when a message
+    brings slow work (a sub-call to answer), that thread hands reading to a spare one
+    and does the work itself. The answer then costs no thread hand-off, and sub-calls
+    from several worker threads still run concurrently.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        on_message: MessageHandler,
+        max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
+    ) -> None:
+        self.transport = transport
+        self._on_message = on_message
+        self._max_stream_bytes = max_stream_bytes
+        self._pending: dict[int, Future[dict[str, Any]]] = {}
+        self._ready: Future[dict[str, Any]] = Future()
+        self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._readers = 0  # reader threads alive
+        self._working = 0  # of which doing slow work
+        self._ids = itertools.count(1)
+        self._channel: Channel | None = None
+        self._dead: BaseException | None = None
+        self.info: dict[str, Any] = {}
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self, worker_args: Sequence[str], timeout: float) -> dict[str, Any]:
+        """Launch the worker and wait for its ``ready`` message (returned)."""
+        pipes = self.transport.launch(worker_args)
+        reader: Any = pipes.from_worker
+        if not hasattr(reader, "readinto"):
+            reader = ChunkReader(iter(reader))
+        if not isinstance(reader, io.BufferedReader):
+            reader = io.BufferedReader(reader, 1 << 16)
+        self._channel = Channel(reader, pipes.to_worker)
+        if self.transport.bootstrap:
+            with contextlib.suppress(OSError, ValueError):  # a dead worker shows below
+                self._channel.send_raw(bootstrap_payload())
+        with self._lock:
+            self._spawn_reader()
+        try:
+            self.info = self._ready.result(timeout)
+        except FutureTimeout:
+            self.kill()
+            raise WorkerTimeoutError(f"the worker did not start within {timeout:g} s") from None
+        return self.info
+
+    @property
+    def alive(self) -> bool:
+        return self._dead is None and self.transport.poll() is None
+
+    def kill(self) -> None:
+        self.transport.kill()
+        self._fail(WorkerCrashedError("the worker was stopped"))
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Ask the worker to exit, then make sure it has."""
+        if self._dead is None:
+            with contextlib.suppress(Exception):
+                self.request("shutdown", timeout=timeout)
+            self.transport.wait(timeout)
+        self.transport.close()
+        self._fail(WorkerCrashedError("the worker was closed"))
+
+    def death(self) -> str:
+        """Why the worker is gone, for messages: its exit and its last stderr line."""
+        status = self.transport.wait(1.0)
+        text = describe_status(status)
+        if status is None and self._dead is not None:  # alive, but its channel broke
+            text = f"its channel broke: {self._dead}"
+        lines = [ln for ln in self.transport.stderr_tail().splitlines() if ln.strip()]
+        fatal = [ln for ln in lines if ln.startswith(("Fatal Python error", "MemoryError"))]
+        return f"{text}: {fatal[-1].strip()}" if fatal else text
+
+    # -- requests ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        op: str,
+        value: Any = NO_VALUE,
+        chunks: Iterable[bytes] | None = None,
+        **fields: Any,
+    ) -> Future[dict[str, Any]]:
+        """Send request ``op`` and return its future. ``value`` is streamed after it as
+        a payload (see ``payloads``), or ``chunks`` as raw bytes. The future fails with
+        WorkerCrashedError if the worker dies first."""
+        future: Future[dict[str, Any]] = Future()
+        with self._lock:
+            if self._dead is not None or self._channel is None:
+                raise WorkerCrashedError("the worker is not running")
+            request_id = next(self._ids)
+            self._pending[request_id] = future
+        message = dict(fields, op=op, id=request_id)
+        try:
+            if chunks is not None:
+                self._channel.send_chunks(message, chunks)
+            elif value is NO_VALUE:
+                self._channel.send(message)
+            else:
+                send_value(self._channel, message, value)
+        except TypeError:
+            with self._lock:
+                self._pending.pop(request_id, None)
+            raise
+        except (OSError, ValueError, EOFError) as exc:
+            self._fail(WorkerCrashedError(f"the worker's channel broke: {exc}"))
+        return future
+
+    def request(
+        self,
+        op: str,
+        value: Any = NO_VALUE,
+        timeout: float | None = None,
+        chunks: Iterable[bytes] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """``submit`` and wait. Raises WorkerTimeoutError, WorkerCrashedError, or
+        WorkerRequestError when the worker reports an error."""
+        future = self.submit(op, value, chunks, **fields)
+        try:
+            reply = future.result(timeout)
+        except FutureTimeout:
+            raise WorkerTimeoutError(f"the worker did not answer {op!r} in {timeout:g} s") from None
+        if reply.get("error") is not None:
+            raise WorkerRequestError(str(reply["error"]))
+        return reply
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send a message that expects no reply (a reply to the worker, an interrupt).
+        A dead channel is ignored: the reader reports the death."""
+        channel = self._channel
+        if channel is None or self._dead is not None:
+            return
+        with contextlib.suppress(OSError, ValueError, EOFError):
+            channel.send(message)
+
+    def interrupt(self, cell: int) -> None:
+        """Interrupt ``cell`` if it is still running. In-band: the worker raises
+        SIGINT in its own main thread, so no transport needs to deliver signals (and
+        a cell blocked in a system call still wakes up)."""
+        self.send({"op": "interrupt", "cell": cell})
+
+    # -- reader threads ---------------------------------------------------------------
+
+    def _spawn_reader(self) -> None:
+        """Start one more reader thread (caller holds ``_lock``)."""
+        self._readers += 1
+        threading.Thread(target=self._read_loop, name="rlm-worker-client", daemon=True).start()
+
+    def _read_loop(self) -> None:
+        while True:
+            with self._read_lock:
+                if self._dead is not None:
+                    break
+                try:
+                    work = self._read_one()
+                except BaseException as exc:  # EOF, garbage on the channel, a failing callback
+                    self._fail(WorkerCrashedError(str(exc) or type(exc).__name__))
+                    break
+                if work is not None:
+                    with self._lock:  # someone must read while this thread works
+                        self._working += 1
+                        if self._readers - self._working == 0:
+                            self._spawn_reader()
+            if work is None:
+                continue
+            try:
+                work()
+            finally:
+                with self._lock:
+                    self._working -= 1
+                    retire = self._readers - self._working > _SPARE_READERS
+                    if retire:
+                        self._readers -= 1
+            if retire:
+                return
+        with self._lock:
+            self._readers -= 1
+
+    def _read_one(self) -> Callable[[], None] | None:
+        """Read and dispatch one message; returns its slow work, if any."""
+        channel = self._channel
+        assert channel is not None
+        message = channel.recv()
+        if message.get("stream"):
+            message["body"] = channel.read_stream(self._max_stream_bytes)
+        if "re" in message:
+            with self._lock:
+                future = self._pending.pop(message["re"], None)
+            if future is not None:
+                future.set_result(message)
+            return None
+        if message.get("op") == "ready" and not self._ready.done():
+            self._ready.set_result(message)
+            return None
+        return self._on_message(message)
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self._dead is None:
+                self._dead = error
+            pending, self._pending = list(self._pending.values()), {}
+        for future in pending:
+            if not future.done():
+                future.set_exception(error)
+        if not self._ready.done():
+            self._ready.set_exception(error)

@@ -1,0 +1,288 @@
+"""WorkerEnv: a persistent REPL whose code runs in a worker process, on any transport.
+
+It gives out-of-process environments LocalREPL's behaviour (``SupportsPersistence``,
+``SupportsSnapshot``, ``execute_code`` & co.) and the guarantees an in-process REPL
+cannot give: every cell has a time limit, and a cell that hangs or kills its worker
+costs that cell only.
+
+Timeout policy, per cell (``cell_timeout`` seconds of the cell's own running time;
+time the cell spends waiting for ``llm_query``/``rlm_query`` answers is not counted):
+
+1. interrupt the cell in the worker (``KeyboardInterrupt``): the namespace survives;
+2. if it has not stopped ``interrupt_grace`` seconds later, kill the worker, start a
+   new one and restore the namespace from the last snapshot;
+3. the cell's stderr says which cell timed out and which names could not be restored.
+
+A worker that dies (segfault, ``os._exit``, the OOM killer, a resource limit) is
+handled like step 2, and reported as that cell's error. Snapshots are taken by the
+worker after every cell (see ``rlm.environments.worker.snapshot`` for the policy);
+``WorkerSupervisor`` carries the policy out.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from rlm.core.types import REPLResult
+from rlm.environments.base_env import (
+    DEFAULT_MAX_CONCURRENT_SUBCALLS,
+    BaseEnv,
+    validate_custom_tools,
+)
+from rlm.environments.subcall_relay import SubcallFn, SubcallRelay
+from rlm.environments.worker_client import NO_VALUE, Transport, WorkerRequestError
+from rlm.environments.worker_recovery import WorkerValue, to_locals
+from rlm.environments.worker_state import WorkerState, host_copy
+from rlm.environments.worker_supervisor import Reply, Timeouts, WorkerSupervisor
+from rlm.environments.worker_tools import split_tools
+
+if TYPE_CHECKING:
+    from rlm.core.lm_handler import LMRoute
+
+DEFAULT_CELL_TIMEOUT = 120.0  # seconds of a cell's own running time
+MAX_CELL_TIMEOUT = 3600.0  # host cap: larger requests are clamped
+DEFAULT_INTERRUPT_GRACE = 2.0
+DEFAULT_SNAPSHOT_TIMEOUT = 60.0  # saving one cell's snapshot delta
+DEFAULT_OUTPUT_LIMIT = 1_000_000  # characters kept per stream and cell (head + tail)
+MAX_OUTPUT_LIMIT = 16_000_000
+DEFAULT_SNAPSHOT_LIMIT_MB = 1024
+
+__all__ = ["DEFAULT_CELL_TIMEOUT", "MAX_CELL_TIMEOUT", "WorkerEnv", "WorkerValue"]
+
+
+class WorkerEnv(BaseEnv):
+    """A REPL served by a worker process that ``transport`` places and controls.
+
+    Keyword arguments besides BaseEnv's and LocalREPL's: ``cell_timeout`` (120 s,
+    capped at 3600), ``interrupt_grace`` (2 s), ``start_timeout`` (60 s),
+    ``control_timeout`` (300 s, for requests outside cells), ``snapshot_timeout``
+    (60 s), ``output_limit`` (1,000,000 characters per stream and cell, head and tail
+    kept), ``snapshots`` (True: snapshot after every cell) and ``snapshot_limit_mb``
+    (1024: the most snapshot data kept on the host, and per variable).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        lm_handler_address: tuple[str, int] | None = None,
+        context_payload: Any = None,
+        setup_code: str | None = None,
+        persistent: bool = False,
+        depth: int = 1,
+        subcall_fn: SubcallFn | None = None,
+        custom_tools: dict[str, Any] | None = None,
+        custom_sub_tools: dict[str, Any] | None = None,
+        compaction: bool = False,
+        max_concurrent_subcalls: int = DEFAULT_MAX_CONCURRENT_SUBCALLS,
+        lm_route: LMRoute | None = None,
+        lm_handler_token: str | None = None,
+        cell_timeout: float = DEFAULT_CELL_TIMEOUT,
+        interrupt_grace: float = DEFAULT_INTERRUPT_GRACE,
+        start_timeout: float = 60.0,
+        control_timeout: float = 300.0,
+        snapshot_timeout: float = DEFAULT_SNAPSHOT_TIMEOUT,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        snapshots: bool = True,
+        snapshot_limit_mb: float = DEFAULT_SNAPSHOT_LIMIT_MB,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            persistent=persistent,
+            depth=depth,
+            max_concurrent_subcalls=max_concurrent_subcalls,
+            **kwargs,
+        )
+        self.transport = transport
+        self._close_transport = weakref.finalize(self, transport.close)  # if never cleaned up
+        validate_custom_tools(custom_tools)
+        self.lm_handler_address = lm_handler_address
+        self.lm_route = lm_route
+        self.subcall_fn = subcall_fn
+        self.compaction = compaction
+        self.custom_tools: dict[str, Any] = dict(custom_tools or {})
+        self.custom_sub_tools = (
+            custom_sub_tools if custom_sub_tools is not None else self.custom_tools
+        )
+        self.cell_timeout = min(float(cell_timeout), MAX_CELL_TIMEOUT)
+        self.output_limit = max(1000, min(int(output_limit), MAX_OUTPUT_LIMIT))
+        self.snapshots = snapshots
+        self.state = WorkerState(compaction, int(snapshot_limit_mb * 2**20))
+        values, sources = split_tools(self.custom_tools)
+        relay = SubcallRelay(
+            depth,
+            max_concurrent_subcalls,
+            lm_route,
+            lm_handler_address,
+            lm_handler_token,
+            subcall_fn,
+        )
+        timeouts = Timeouts(
+            self.cell_timeout, interrupt_grace, start_timeout, control_timeout, snapshot_timeout
+        )
+        tools = {"values": values, "sources": sources} if values or sources else None
+        # The supervisor gets no reference back to this env (its arguments are computed
+        # here), so a forgotten env is collected and its finalizer stops the worker.
+        self.supervisor = WorkerSupervisor(
+            transport, self.state, relay, timeouts, self.worker_args(), tools, type(self).__name__
+        )
+        self._lock = threading.RLock()
+        self._cell = 0
+        self._last_vars: dict[str, list[Any]] = {}
+        self._closed = False
+        try:
+            self.setup()
+            if context_payload is not None:
+                self.load_context(context_payload)
+            if setup_code:
+                self.execute_code(setup_code)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def worker_args(self) -> list[str]:
+        """Arguments for the worker program; subclasses add their own (limits)."""
+        limit = self.state.limit_bytes
+        args = ["--output-limit", str(self.output_limit), "--max-value-bytes", str(limit)]
+        if self.compaction:
+            args.append("--compaction")
+        if not self.snapshots:
+            args.append("--no-snapshots")
+        return args
+
+    def setup(self) -> None:
+        """Start the worker (called once, by the constructor)."""
+        with self._lock:
+            self.supervisor.start()
+
+    def _control(self, op: str, value: Any = NO_VALUE, **fields: Any) -> Reply:
+        with self._lock:
+            self._check_open()
+            return self.supervisor.control(op, self._cell, value, **fields)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} has been cleaned up")
+
+    # -- cells ------------------------------------------------------------------------------
+
+    def execute_code(self, code: str) -> REPLResult:
+        started = time.perf_counter()
+        with self._lock:
+            self._check_open()
+            supervisor = self.supervisor
+            client = supervisor.alive_client(self._cell)
+            self._cell += 1
+            cell = self._cell
+            supervisor.collect_calls(cell)
+            try:
+                reply, error = supervisor.run_cell(client, code, cell)
+            except KeyboardInterrupt:
+                supervisor.abandon(cell)
+                raise
+            finally:
+                calls = supervisor.collect_calls(None)
+            notes, supervisor.notes = supervisor.notes, []
+            reply = reply or {}
+            if "vars" in reply:
+                self._last_vars = reply["vars"] or {}
+            stderr = "".join(f"{note}\n" for note in notes) + str(reply.get("stderr") or "")
+            if error:
+                stderr += ("" if not stderr or stderr.endswith("\n") else "\n") + error + "\n"
+            return REPLResult(
+                stdout=str(reply.get("stdout") or ""),
+                stderr=stderr,
+                locals=to_locals(self._last_vars),
+                execution_time=time.perf_counter() - started,
+                rlm_calls=calls,
+                final_answer=reply.get("final_answer"),
+            )
+
+    # -- SupportsPersistence ----------------------------------------------------------------
+
+    def load_context(self, context_payload: Any) -> None:
+        self.add_context(context_payload, 0)
+
+    def add_context(self, context_payload: Any, context_index: int | None = None) -> int:
+        with self._lock:
+            inputs = self.state.inputs
+            index = inputs.add_context(host_copy(context_payload), context_index)
+            self._control("add_context", inputs.contexts[index], index=index)
+            return index
+
+    def get_context_count(self) -> int:
+        return self.state.inputs.context_count
+
+    def add_history(
+        self, message_history: list[dict[str, Any]], history_index: int | None = None
+    ) -> int:
+        with self._lock:
+            inputs = self.state.inputs
+            index = inputs.add_history(host_copy(message_history), history_index)
+            self._control("add_history", inputs.histories[index], index=index)
+            return index
+
+    def get_history_count(self) -> int:
+        return self.state.inputs.history_count
+
+    def append_compaction_entry(self, entry: list[dict[str, Any]] | dict[str, Any]) -> None:
+        """Append a trajectory segment or a summary to ``history`` (compaction mode)."""
+        history = self.state.inputs.compaction_history
+        if history is not None:
+            with self._lock:
+                history.append(host_copy(entry))
+                self._control("append_compaction", history[-1])
+
+    def update_handler_address(self, address: tuple[str, int]) -> None:
+        self.lm_handler_address = address
+        self.supervisor.relay.lm_handler_address = address
+
+    # -- variables -----------------------------------------------------------------------------
+
+    def lookup_variable(self, name: str) -> str | None:
+        if not isinstance(name, str) or not name.isidentifier():
+            return None
+        value = self._control("lookup", name=name).get("value")
+        return value if isinstance(value, str) else None
+
+    def set_variable(self, name: str, value: Any) -> None:
+        """Bind ``name`` in the namespace (e.g. the engine's ``final_answer_N``)."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"Cannot bind {name!r} in the REPL namespace")
+        try:
+            self._control("set", value, name=name)
+        except WorkerRequestError as exc:
+            raise ValueError(str(exc)) from None
+
+    def reset_answer(self) -> None:
+        self._control("reset_answer")
+
+    # -- SupportsSnapshot ------------------------------------------------------------------------
+
+    def snapshot(self) -> tuple[bytes, list[str]]:
+        """A full snapshot: inputs plus every variable that could be saved, and the
+        names that could not."""
+        with self._lock:
+            self._control("snapshot")  # its entries are committed before the reply
+            return self.state.to_blob(), sorted(self.state.unsaved)
+
+    def restore(self, data: bytes) -> list[str]:
+        """Replace the namespace with snapshot ``data`` (on a fresh worker); returns the
+        names that could not be restored."""
+        with self._lock:
+            self._check_open()
+            state = WorkerState.from_blob(data, self.compaction, self.state.limit_bytes)
+            self.state = self.supervisor.state = state
+            return sorted(self.supervisor.restart())
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Stop the worker and release the transport. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self.supervisor.close()
+        self._close_transport()

@@ -1,0 +1,160 @@
+"""What the host keeps to rebuild a worker: inputs and the namespace snapshot.
+
+* Inputs: host-side copies of every context and history (``Inputs``, the same class
+  the REPLs bind from), re-sent to a fresh worker. A ``str`` context is kept by
+  reference (it is immutable), so a 500 MB context costs nothing extra here.
+* Snapshot: the worker's entries, as opaque bytes. The host only stores them and sends
+  them back to a worker; it never unpickles them (a worker is untrusted).
+
+``to_blob``/``from_blob`` give ``SupportsSnapshot`` its bytes. The blob is a pickle
+made by the host of host-made data plus those opaque entries: treat it like any pickle
+(restore only blobs this host stored).
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import threading
+from typing import Any
+
+from rlm.environments.namespace import Inputs
+
+BLOB_FORMAT = "rlmx-worker-snapshot"
+BLOB_VERSION = 1
+
+Entry = tuple[dict[str, Any], bytes | None]
+
+
+def host_copy(value: Any) -> Any:
+    """What the host keeps of a value it sends: containers are copied so the caller
+    may keep mutating its own (``deepcopy`` returns str/bytes/numbers themselves)."""
+    return copy.deepcopy(value)
+
+
+class WorkerState:
+    """Inputs and snapshot entries of one environment. Entries arrive on the client's
+    reader thread (``stage``/``commit``) while the env thread reads them: one lock."""
+
+    def __init__(self, compaction: bool, limit_bytes: int) -> None:
+        self.inputs = Inputs(compaction)
+        self.limit_bytes = limit_bytes
+        self.entries: dict[str, Entry] = {}
+        self.unsaved: dict[str, str] = {}
+        self.after_cell = 0  # the cell the stored snapshot was taken after
+        self._staged: list[Entry] = []
+        self._lock = threading.Lock()
+
+    # -- snapshot deltas (reader thread) -----------------------------------------------
+
+    def stage(self, message: dict[str, Any]) -> None:
+        """Hold one ``entry`` message until its snapshot is complete. Bodies beyond the
+        limit are dropped at once: a worker cannot make the host hoard memory."""
+        body = message.pop("body", None)
+        meta = {k: v for k, v in message.items() if k not in ("op", "stream", "full")}
+        meta.pop("after_cell", None)
+        with self._lock:
+            staged = sum(_size(b) for _, b in self._staged)
+            if body is not None and staged + len(body) > self.limit_bytes:
+                meta["dropped"] = True
+                body = None
+            self._staged.append((meta, body))
+
+    def commit(self, message: dict[str, Any]) -> None:
+        """Apply the staged entries with the ``snapshot`` summary that closes them.
+        A full snapshot replaces everything stored."""
+        with self._lock:
+            staged, self._staged = self._staged, []
+            if message.get("full"):
+                self.entries, self.unsaved = {}, {}
+            for name in message.get("deleted") or []:
+                self.entries.pop(name, None)
+                self.unsaved.pop(name, None)
+            for name, reason in (message.get("unsaved") or {}).items():
+                self.entries.pop(name, None)  # a stale value must not come back silently
+                self.unsaved[name] = str(reason)
+            for meta, body in staged:
+                name = str(meta.get("name"))
+                if meta.get("dropped"):
+                    self.entries.pop(name, None)
+                    self.unsaved[name] = self._over_limit
+                    continue
+                self.entries[name] = (meta, body)
+                self.unsaved.pop(name, None)
+            self._enforce_limit()
+            self.after_cell = int(message.get("after_cell") or self.after_cell)
+
+    def forget(self, lost: dict[str, str]) -> None:
+        """After a restore: the ``lost`` names no longer exist in the worker, and were
+        reported once; stop carrying them."""
+        with self._lock:
+            for name in lost:
+                self.entries.pop(name, None)
+            self.unsaved = {}
+
+    def discard_staged(self) -> None:
+        """Drop entries of a snapshot that never completed (the worker died)."""
+        with self._lock:
+            self._staged = []
+
+    def _enforce_limit(self) -> None:
+        total = 0
+        for name, (_, body) in sorted(self.entries.items(), key=lambda kv: _size(kv[1][1])):
+            total += _size(body)
+            if total > self.limit_bytes:
+                del self.entries[name]
+                self.unsaved[name] = self._over_limit
+
+    @property
+    def _over_limit(self) -> str:
+        return f"over the {self.limit_bytes // 2**20} MB snapshot limit"
+
+    # -- restore --------------------------------------------------------------------------
+
+    def restore_payload(self) -> tuple[list[dict[str, Any]], list[bytes]]:
+        """Entry metas (with sizes) and their bodies in the same order, for the
+        ``restore`` op (streamed one after the other, never joined)."""
+        with self._lock:
+            metas, bodies = [], []
+            for meta, body in self.entries.values():
+                metas.append(dict(meta, size=_size(body) if body is not None else None))
+                if body is not None:
+                    bodies.append(body)
+            return metas, bodies
+
+    # -- SupportsSnapshot blob ------------------------------------------------------------
+
+    def to_blob(self) -> bytes:
+        with self._lock:
+            data = {
+                "format": BLOB_FORMAT,
+                "version": BLOB_VERSION,
+                "contexts": self.inputs.contexts,
+                "histories": self.inputs.histories,
+                "compaction": self.inputs.compaction_history,
+                "entries": self.entries,
+                "unsaved": self.unsaved,
+                "after_cell": self.after_cell,
+            }
+            return pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_blob(cls, blob: bytes, compaction: bool, limit_bytes: int) -> WorkerState:
+        data = pickle.loads(blob)
+        if not isinstance(data, dict) or data.get("format") != BLOB_FORMAT:
+            raise ValueError("not an rlmx worker snapshot")
+        if data.get("version") != BLOB_VERSION:
+            raise ValueError(f"unsupported worker snapshot version {data.get('version')!r}")
+        state = cls(compaction, limit_bytes)
+        state.inputs.contexts = dict(data["contexts"])
+        state.inputs.histories = dict(data["histories"])
+        if compaction:
+            state.inputs.compaction_history = list(data.get("compaction") or [])
+        state.entries = dict(data["entries"])
+        state.unsaved = dict(data["unsaved"])
+        state.after_cell = int(data.get("after_cell", 0))
+        return state
+
+
+def _size(body: bytes | None) -> int:
+    return len(body) if body is not None else 0

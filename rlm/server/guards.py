@@ -1,0 +1,69 @@
+"""The checks every request passes before it reaches an RLM: token, size, load."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from rlm.server.errors import APIError
+
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+def check_token(authorization: str | None, token: str) -> None:
+    """``Authorization: Bearer <token>``, compared in constant time; else 401."""
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise APIError(401, "Missing bearer token: send 'Authorization: Bearer <token>' "
+                       "(the token rlm serve printed, or RLM_SERVER_TOKEN)",
+                       code="invalid_api_key")  # fmt: skip
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise APIError(401, "Incorrect API key provided", code="invalid_api_key")
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(413, f"Request body too large: the limit is {limit:,} bytes",
+                    code="request_too_large")  # fmt: skip
+
+
+async def read_json(request: Any, limit: int) -> Any:
+    """The request's JSON body, refusing more than ``limit`` bytes (413) before it is
+    all read, whether or not the client sent a Content-Length."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise _too_large(limit)
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise APIError(400, f"The request body is not valid JSON: {exc}",
+                       code="invalid_json") from None  # fmt: skip
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` completions at once; one more is refused with 429 at once
+    (queueing would only hide the overload from the client's retry logic)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the concurrency limit must be at least 1")
+        self.limit = limit
+        self.active = 0  # touched only on the event loop's thread
+
+    def acquire(self) -> None:
+        if self.active >= self.limit:
+            raise APIError(
+                429,
+                f"Server overloaded: {self.active} of {self.limit} completions are running. "
+                "Retry shortly, or start rlm serve with a higher --max-concurrency.",
+                code="overloaded",
+            )
+        self.active += 1
+
+    def release(self) -> None:
+        self.active = max(self.active - 1, 0)

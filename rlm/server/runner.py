@@ -1,0 +1,92 @@
+"""Runs one chat-completions request on an RLM: a one-off, or a leased session's.
+
+``complete`` returns the ``chat.completion`` body; ``stream`` yields SSE text: a role
+chunk, the run's events as comments, the answer as one content chunk, a finish chunk,
+the usage chunk when asked for (``stream_options.include_usage``), then ``[DONE]``.
+
+A limit (budget, tokens, time, ...) is not an error here: the partial answer comes back
+with ``finish_reason: "length"`` and ``rlm.limit`` naming the limit, as a model cut off
+by ``max_tokens`` would. Cancellation and every other failure are errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import cast
+
+from rlm.core.events import Event
+from rlm.core.rlm import RLM
+from rlm.core.types import RLMChatCompletion, UsageSummary
+from rlm.server import sse
+from rlm.server.errors import translate
+from rlm.server.openai_types import ChatCompletion, FinishReason
+from rlm.server.sessions import RLMFactory, SessionRegistry
+from rlm.server.translate import RLMRequest, chunk, completion_body, rlm_info
+from rlm.utils.exceptions import CancellationError, RLMLimitError
+
+
+class Runner:
+    def __init__(self, factory: RLMFactory, sessions: SessionRegistry[RLM]) -> None:
+        self.factory = factory
+        self.sessions = sessions
+
+    @contextlib.asynccontextmanager
+    async def _rlm(self, req: RLMRequest) -> AsyncIterator[RLM]:
+        sid = req.session_id
+        if sid is None:
+            rlm = self.factory()
+            try:
+                yield rlm
+            finally:
+                await asyncio.to_thread(rlm.close)  # environment cleanup may block
+            return
+        async with self.sessions.lease(sid, lambda: self.factory(session_id=sid)) as rlm:
+            yield rlm
+
+    async def complete(self, req: RLMRequest) -> ChatCompletion:
+        async with self._rlm(req) as rlm:
+            try:
+                result = await rlm.acompletion(req.context, req.root_prompt)
+            except RLMLimitError as exc:
+                if not _is_limit(exc):
+                    raise
+                info = rlm_info(req, None, type(exc).__name__)
+                return completion_body(req, exc.partial_answer or "", "length", None, info)
+        info = rlm_info(req, result, None)
+        return completion_body(req, result.response, "stop", result.usage_summary, info)
+
+    async def stream(self, req: RLMRequest) -> AsyncIterator[str]:
+        yield sse.data(chunk(req, {"role": "assistant", "content": ""}))
+        result: RLMChatCompletion | None = None
+        limit: str | None = None
+        try:
+            async with self._rlm(req) as rlm:
+                events = rlm.astream(req.context, req.root_prompt)
+                iterator = cast(AsyncGenerator[Event, None], events.__aiter__())
+                async with contextlib.aclosing(iterator):  # a client gone: stop the run
+                    async for event in iterator:
+                        if req.events:
+                            yield sse.comment(event)
+                result = events.result
+            answer = result.response if result is not None else ""
+        except Exception as exc:
+            if not _is_limit(exc):  # the status line is sent: the error goes in the stream
+                yield sse.data(translate(exc)[1])
+                yield sse.DONE
+                return
+            limit, answer = type(exc).__name__, getattr(exc, "partial_answer", None) or ""
+        finish: FinishReason = "length" if limit else "stop"
+        if answer:
+            yield sse.data(chunk(req, {"content": answer}))
+        yield sse.data(chunk(req, {}, finish))
+        if req.include_usage:
+            usage = result.usage_summary if result is not None else None
+            yield sse.data(chunk(req, usage=usage or UsageSummary()))
+        yield sse.DONE
+
+
+def _is_limit(exc: BaseException) -> bool:
+    """A limit (budget, tokens, time, ...) stopped the run; a cancellation is an error."""
+    return isinstance(exc, RLMLimitError) and not isinstance(exc, CancellationError)

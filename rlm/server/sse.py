@@ -1,0 +1,71 @@
+"""Server-sent events: OpenAI's ``data:`` lines plus rlmx's trajectory comments.
+
+While a streamed completion runs, each trajectory event goes out as one SSE comment
+line, which SSE clients (the official openai client among them) skip::
+
+    : rlm-event {"type": "iteration_started", "run_id": "run3", "depth": 0, ...}
+
+The JSON is one line: ``type``, ``id``, ``run_id``, ``parent_id``, ``session_id``,
+``turn``, ``depth``, ``time`` and ``data`` (the event's data as in ``rlm.core.events``,
+made JSON-safe: strings over ``MAX_CHARS`` are cut with a ``…[+N chars]`` mark, lists
+over ``MAX_ITEMS`` items are cut, and ``iteration_obj`` is left out because
+``model_reply`` and ``code_cell_finished`` already carry its parts).
+``rlm.server.client.iter_events`` reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rlm.core.events import Event
+from rlm.core.types import serialize_value
+
+EVENT_PREFIX = ": rlm-event "
+DONE = "data: [DONE]\n\n"
+MAX_CHARS = 2000
+MAX_ITEMS = 50
+_SKIPPED_KEYS = frozenset({"iteration_obj"})
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    if hasattr(value, "to_dict") and callable(value.to_dict):
+        value = value.to_dict()
+    if isinstance(value, str):
+        extra = len(value) - MAX_CHARS
+        return value if extra <= 0 else f"{value[:MAX_CHARS]}…[+{extra} chars]"
+    if depth > 8:  # deep nesting (child trajectories) says little in a progress event
+        return "…"
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_jsonable(v, depth + 1) for v in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(f"…[+{len(value) - MAX_ITEMS} items]")
+        return items
+    return serialize_value(value)
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    """The JSON object one ``rlm-event`` comment carries."""
+    data = {k: v for k, v in event.data.items() if k not in _SKIPPED_KEYS}
+    return {
+        "type": event.type,
+        "id": event.id,
+        "run_id": event.run_id,
+        "parent_id": event.parent_id,
+        "session_id": event.session_id,
+        "turn": event.turn,
+        "depth": event.depth,
+        "time": event.time,
+        "data": _jsonable(data),
+    }
+
+
+def comment(event: Event) -> str:
+    # json.dumps escapes newlines, so the payload stays on the one comment line.
+    return f"{EVENT_PREFIX}{json.dumps(event_payload(event), ensure_ascii=False)}\n\n"
+
+
+def data(payload: Any) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"

@@ -1,0 +1,70 @@
+"""From a loaded log to the page's data: the run tree plus a header summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlm.viewer.model import RunView, ViewModel, number, text
+from rlm.viewer.source import LoadedLog
+from rlm.viewer.tree import TreeBuilder
+from rlm.viewer.usage import add_usage
+
+_META_SHOWN = ("backend", "environment_type", "max_depth", "max_iterations", "other_backends")
+
+
+def build_view(log: LoadedLog, title: str | None = None) -> ViewModel:
+    """Build the page's data (the ``ViewModel`` JSON schema) from a loaded log."""
+    builder = TreeBuilder()
+    roots = builder.add_log(log.records, None, 0)
+    extra = [r for r in log.records if r.get("type") != "iteration" and "usage_summary" in r]
+    builder.finish(log.completion.get("usage_summary"), extra)
+    runs, iters = builder.runs, builder.iters
+    main = runs[roots[0]] if roots else None
+    return {
+        "title": title or (f"RLM trajectory · {log.name}" if log.name else "RLM trajectory"),
+        "source": log.name,
+        "roots": roots,
+        "runs": runs,
+        "iters": iters,
+        "summary": _summary(log, main, runs, builder),
+    }
+
+
+def _final_answer(main: RunView | None, builder: TreeBuilder) -> str | None:
+    if main is None:
+        return None
+    for index in reversed(main["iterations"]):
+        iteration = builder.iters[index]
+        if iteration["final"] is not None:
+            return iteration["final"]
+        for block in reversed(iteration["blocks"]):
+            if block["final"] is not None:
+                return block["final"]
+    return None
+
+
+def _summary(
+    log: LoadedLog, main: RunView | None, runs: list[RunView], builder: TreeBuilder
+) -> dict[str, Any]:
+    meta = (main["metadata"] if main else None) or {}
+    completion = log.completion
+    calls = [c for i in builder.iters for b in i["blocks"] for c in b["calls"]]
+    tops = [r for r in runs if r["parent"] is None]
+    usage = tops[0]["usage"] if len(tops) == 1 else add_usage(r["usage"] for r in tops)
+    answer = completion.get("response")
+    return {
+        "model": meta.get("root_model") or completion.get("root_model"),
+        "meta": {k: meta[k] for k in _META_SHOWN if meta.get(k) is not None},
+        "started": meta.get("timestamp") if isinstance(meta.get("timestamp"), str) else None,
+        "runs": len(runs),
+        "child_runs": len(runs) - len(tops),
+        "iterations": len(main["iterations"]) if main else 0,
+        "all_iterations": len(builder.iters),
+        "subcalls": len(calls),
+        "errors": sum(1 for i in builder.iters if i["error"]),
+        "usage": usage,
+        "usage_reported": all(r["usage_reported"] for r in tops) if tops else False,
+        "answer": text(answer) if answer is not None else _final_answer(main, builder),
+        "execution_time": number(completion.get("execution_time")),
+        "error": text(completion["error"]) if completion.get("error") else None,
+    }

@@ -1,0 +1,291 @@
+"""The hostile-code suite: model code that attacks the host, run in the bubblewrap sandbox.
+
+Every snippet runs in a fresh sandbox that already holds ``marker`` and a function
+``keep()``. Whatever the snippet does, the host process must survive and the next cell
+must still see both. Each case also checks its specific containment, and records what
+happened; ``RLMX_HOSTILE_REPORT=path.md`` writes those records as the table that
+``docs/security.md`` shows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from worker_env_support import needs_bwrap
+
+from rlm.core.types import REPLResult
+from rlm.environments.sandbox_repl import SandboxREPL
+
+pytestmark = needs_bwrap
+
+FAKE_SECRET = "sk-rlmx-FAKE-SECRET-0123456789"
+FAKE_KEY = "-----BEGIN FAKE RLMX PRIVATE KEY-----"
+LIMITS = {
+    "cell_timeout": 1.5,
+    "interrupt_grace": 1.0,
+    "memory_mb": 512,
+    "max_processes": 32,
+    "max_file_size_mb": 8,
+    "tmp_size_mb": 16,
+    "output_limit": 20_000,
+}
+_records: list[tuple[str, str, str]] = []
+PLACEHOLDERS = {
+    "home": "$HOME",
+    "host_dir": "<host dir>",
+    "host_file": "<host dir>/secret.txt",
+    "port": "<port>",
+}
+
+
+def _shown(text: str, host: dict[str, Any] | None = None) -> str:
+    """``text`` for the report table: one line, host paths as placeholders."""
+    for key, value in (host or {}).items():
+        text = text.replace(str(value), PLACEHOLDERS[key])
+    return text.replace("\n", " ⏎ ").replace("|", "\\|")
+
+
+@dataclass
+class Case:
+    id: str
+    code: str
+    check: Callable[[REPLResult, dict[str, Any]], str]  # asserts; returns what happened
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def last_line(result: REPLResult) -> str:
+    lines = result.stderr.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def no_secret(result: REPLResult) -> None:
+    text = result.stdout + result.stderr
+    assert FAKE_SECRET not in text and FAKE_KEY not in text
+
+
+def raised(kind: str) -> Callable[[REPLResult, dict[str, Any]], str]:
+    def check(result: REPLResult, ctx: dict[str, Any]) -> str:
+        no_secret(result)
+        assert last_line(result).startswith(kind), result.stderr
+        return f"`{last_line(result)[:110]}`"
+
+    return check
+
+
+def printed(expected: str) -> Callable[[REPLResult, dict[str, Any]], str]:
+    def check(result: REPLResult, ctx: dict[str, Any]) -> str:
+        no_secret(result)
+        assert result.stdout.strip() == expected.format(**ctx), result.stdout + result.stderr
+        return f"prints `{result.stdout.strip()[:110]}`"
+
+    return check
+
+
+def restarted(kind: str, why: str) -> Callable[[REPLResult, dict[str, Any]], str]:
+    def check(result: REPLResult, ctx: dict[str, Any]) -> str:
+        line = last_line(result)
+        assert line.startswith(tuple(kind.split("|"))) and why in line, result.stderr
+        assert "restored from the snapshot taken after cell 1" in line
+        return f"{why}; worker restarted, namespace restored (`{line[: line.index(',')]}`)"
+
+    return check
+
+
+def subprocess_runs(result: REPLResult, ctx: dict[str, Any]) -> str:
+    no_secret(result)
+    out = result.stdout
+    assert "uid=65534" in out and "home" not in out.split() and "work" not in out.split()
+    return "runs, confined: " + " ".join(out.split())[:110]
+
+
+def truncated(result: REPLResult, ctx: dict[str, Any]) -> str:
+    assert len(result.stdout) < 25_000 and "truncated by the worker" in result.stdout
+    return f"output capped: {len(result.stdout):,} characters reach the host"
+
+
+def interrupted(result: REPLResult, ctx: dict[str, Any]) -> str:
+    assert "was interrupted; the namespace is intact" in last_line(result), result.stderr
+    return "interrupted at the cell timeout; namespace intact"
+
+
+def unaffected(result: REPLResult, ctx: dict[str, Any]) -> str:
+    assert result.stderr == "", result.stderr
+    return "no effect beyond the cell"
+
+
+CASES = [
+    Case("read ~/.ssh", "print(open('{home}/.ssh/id_rsa').read())", raised("FileNotFoundError")),
+    Case("list $HOME", "import os\nprint(os.listdir('{home}'))", raised("FileNotFoundError")),
+    Case(
+        "host env vars",
+        "import os\nprint(sorted(os.environ), 'RLMX_FAKE_SECRET' in os.environ)",
+        printed("['HOME', 'LANG', 'LC_ALL', 'PATH', 'PWD', 'TMPDIR'] False"),
+    ),
+    Case(
+        "/proc/1/environ",
+        "print('RLMX' in open('/proc/1/environ', 'rb').read().decode(errors='replace'))",
+        printed("False"),
+    ),
+    Case(
+        "see host processes",
+        "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]) < 10)",
+        printed("True"),
+    ),
+    Case("read host file", "print(open('{host_file}').read())", raised("FileNotFoundError")),
+    Case("write /usr", "open('/usr/evil', 'w').write('x')", raised("OSError: [Errno 30]")),
+    Case("write /", "open('/evil', 'w').write('x')", raised("OSError: [Errno 30]")),
+    Case("write host dir", "open('{host_dir}/evil', 'w').write('x')", raised("FileNotFoundError")),
+    Case(
+        "TCP to the internet",
+        "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)",
+        raised("OSError: [Errno 101] Network is unreachable"),
+    ),
+    Case(
+        "TCP to the host's LM socket",
+        "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)",
+        raised("ConnectionRefusedError"),
+    ),
+    Case("DNS", "import socket\nsocket.getaddrinfo('example.com', 80)", raised("socket.gaierror")),
+    Case(
+        "subprocess",
+        "import subprocess\nr = subprocess.run(['sh', '-c', 'id; ls /'], capture_output=True, text=True)\nprint(r.stdout)",
+        subprocess_runs,
+    ),
+    Case(
+        "nested user namespace",
+        "import subprocess\nr = subprocess.run(['unshare', '-r', 'id'], capture_output=True, text=True)\nprint(r.returncode != 0)",
+        printed("True"),
+    ),
+    Case(
+        "mount",
+        "import subprocess\nr = subprocess.run(['mount', '-t', 'tmpfs', 'x', '/usr'], capture_output=True)\nprint(r.returncode != 0)",
+        printed("True"),
+    ),
+    Case(
+        "raise rlimits",
+        "import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))",
+        raised("ValueError"),
+    ),
+    Case("fork bomb", "import os\nwhile True:\n    os.fork()", raised("BlockingIOError")),
+    Case("memory bomb", "x = bytearray(2 * 1024 ** 3)", raised("MemoryError")),
+    Case(
+        "memory bomb (many small)",
+        "hog = []\nwhile True:\n    hog.append(bytearray(10 ** 6))",
+        raised("MemoryError"),
+    ),
+    Case("disk fill", "open('big', 'wb').write(b'0' * 50_000_000)", raised("OSError: [Errno 27]")),
+    Case("infinite loop", "while True:\n    pass", interrupted),
+    Case("sleep forever", "import time\ntime.sleep(10 ** 6)", interrupted),
+    Case(
+        "while True + except BaseException",
+        "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass",
+        restarted("TimeoutError", "did not stop when interrupted"),
+    ),
+    Case(
+        "ignore SIGINT",
+        "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",
+        restarted("TimeoutError", "did not stop when interrupted"),
+    ),
+    Case("sys.exit", "import sys\nsys.exit(1)", raised("SystemExit: 1")),
+    Case("os._exit", "import os\nos._exit(0)", restarted("WorkerCrashedError", "exit status 0")),
+    Case(
+        "kill parent", "import os\nos.kill(os.getppid(), 9)\nprint('survived')", printed("survived")
+    ),
+    Case("kill -1", "import os\nos.kill(-1, 9)", raised("ProcessLookupError")),
+    Case(
+        "ctypes segfault",
+        "import ctypes\nctypes.string_at(0)",
+        restarted("WorkerCrashedError", "SIGSEGV"),
+    ),
+    Case("50 MB print", "print('x' * 50_000_000)", truncated),
+    Case("50 MB to fd 1", "import os\nos.write(1, b'y' * 50_000_000)\nprint('ok')", printed("ok")),
+    Case("print flood", "while True:\n    print('spam ' * 100)", interrupted),
+    Case("recursion bomb", "def f():\n    return f()\nf()", raised("RecursionError")),
+    Case(
+        "C stack overflow",
+        "import json, sys\nsys.setrecursionlimit(10 ** 8)\njson.loads('[' * 10 ** 6 + ']' * 10 ** 6)",
+        restarted("WorkerCrashedError", "SIGSEGV"),
+    ),
+    Case("delete context", "del context\ndel context_0", unaffected),
+    Case("rebind llm_query", "llm_query = lambda p: 'hacked'\nanswer = 'nope'", unaffected),
+    Case(
+        "garbage on the channel",
+        "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'\\xff' * 64)\n    except OSError:\n        pass",
+        restarted("WorkerCrashedError", "the worker died while running cell 2"),
+    ),
+    Case(
+        # The worker notices when the host's interrupt arrives: it either exits at once
+        # (crash) or is killed after the grace period (timeout), depending on timing.
+        "close every fd",
+        "import os\nos.closerange(0, 1024)\nwhile True:\n    pass",
+        restarted("WorkerCrashedError|TimeoutError", "cell 2"),
+    ),
+    Case("read stdin", "import sys\nprint(repr(sys.stdin.read()))", printed("''")),
+    Case(
+        "break the worker's json",
+        "import json\njson.dumps = json.loads = None\nprint('patched')",
+        printed("patched"),
+    ),
+    Case("replace sys.stdout", "import sys\nsys.stdout = None", unaffected),
+    Case(
+        "threads left running",
+        "import threading\nthreading.Thread(target=lambda: [0 for _ in iter(int, 1)], daemon=True).start()",
+        unaffected,
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A fake home with a key, a host file and a secret env var, set before any sandbox
+    starts; plus a listening socket on the host's loopback."""
+    home = tmp_path_factory.mktemp("home")
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "id_rsa").write_text(FAKE_KEY)
+    host_dir = tmp_path_factory.mktemp("hostdir")
+    (host_dir / "secret.txt").write_text(FAKE_SECRET)
+    saved = {k: os.environ.get(k) for k in ("HOME", "RLMX_FAKE_SECRET")}
+    os.environ.update(HOME=str(home), RLMX_FAKE_SECRET=FAKE_SECRET)
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        yield {
+            "home": str(home),
+            "host_dir": str(host_dir),
+            "host_file": str(host_dir / "secret.txt"),
+            "port": server.getsockname()[1],
+        }
+    finally:
+        server.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        assert not (host_dir / "evil").exists()
+        report = os.environ.get("RLMX_HOSTILE_REPORT")
+        if report:
+            rows = [f"| {i} | `{code}` | {what} |" for i, code, what in _records]
+            head = "| attack | snippet | what happened (measured) |\n| --- | --- | --- |\n"
+            Path(report).write_text(head + "\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_snippet(case: Case, host: dict[str, Any]) -> None:
+    env = SandboxREPL(context_payload="the context", **{**LIMITS, **case.kwargs})
+    try:
+        env.execute_code("marker = 'intact'\ndef keep():\n    return marker.upper()")
+        result = env.execute_code(case.code.format(**host))
+        what = case.check(result, host)
+        after = env.execute_code(
+            "print(marker, keep(), context, callable(llm_query), answer['ready'])"
+        )
+        assert after.stdout == "intact INTACT the context True False\n", after.stderr
+        _records.append((case.id, _shown(case.code.format(**PLACEHOLDERS)), _shown(what, host)))
+    finally:
+        env.cleanup()

@@ -1,0 +1,121 @@
+"""The in-memory session registry (LRU, idle TTL, leases) and the one error translator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rlm.server.errors import APIError, translate
+from rlm.server.sessions import InMemorySessionRegistry
+from rlm.server.translate import context_and_root_prompt
+from rlm.utils.exceptions import (
+    CancellationError,
+    ConfigurationError,
+    ProviderError,
+    RLMError,
+)
+
+
+class Value:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lru_eviction_closes_the_oldest() -> None:
+    registry: InMemorySessionRegistry[Value] = InMemorySessionRegistry(max_sessions=2)
+    a = registry.get_or_create("a", lambda: Value("a"))
+    b = registry.get_or_create("b", lambda: Value("b"))
+    assert registry.get_or_create("a", lambda: Value("new")) is a  # touches a
+    c = registry.get_or_create("c", lambda: Value("c"))
+    assert b.closed and not a.closed and not c.closed
+    assert sorted(i.session_id for i in registry.list()) == ["a", "c"]
+    assert registry.get("b") is None
+    assert registry.drop("a") and a.closed and not registry.drop("a")
+    registry.close()
+    assert c.closed and len(registry) == 0
+
+
+def test_idle_ttl_expires_unused_sessions() -> None:
+    clock = Clock()
+    registry: InMemorySessionRegistry[Value] = InMemorySessionRegistry(idle_ttl=10, clock=clock)
+    old = registry.get_or_create("old", lambda: Value("old"))
+    clock.now = 5
+    fresh = registry.get_or_create("fresh", lambda: Value("fresh"))
+    clock.now = 12
+    assert [i.session_id for i in registry.list()] == ["fresh"]
+    assert old.closed and not fresh.closed
+
+
+def test_a_leased_session_is_pinned_and_turns_queue() -> None:
+    registry: InMemorySessionRegistry[Value] = InMemorySessionRegistry(max_sessions=1)
+    order: list[str] = []
+
+    async def turn(name: str, hold: float) -> None:
+        async with registry.lease("s", lambda: Value("s")) as value:
+            order.append(f"{name} in")
+            # while leased, another session cannot push this one out
+            registry.get_or_create(f"other-{name}", lambda: Value("o"))
+            assert not value.closed
+            await asyncio.sleep(hold)
+            order.append(f"{name} out")
+
+    async def main() -> None:
+        await asyncio.gather(turn("a", 0.05), turn("b", 0))
+
+    asyncio.run(main())
+    assert order == ["a in", "a out", "b in", "b out"]  # one turn at a time per session
+    (info,) = [i for i in registry.list() if i.session_id == "s"]
+    assert info.turns == 2 and not info.in_use
+
+
+def test_dropping_a_session_in_use_closes_it_on_release() -> None:
+    registry: InMemorySessionRegistry[Value] = InMemorySessionRegistry()
+
+    async def main() -> Value:
+        async with registry.lease("s", lambda: Value("s")) as value:
+            assert registry.drop("s")
+            assert not value.closed
+        return value
+
+    assert asyncio.run(main()).closed
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "kind", "code"),
+    [
+        (APIError(429, "busy", code="overloaded"), 429, "rate_limit_error", "overloaded"),
+        (ConfigurationError("bad env"), 500, "server_error", "configuration_error"),
+        (ProviderError("upstream 500"), 502, "api_error", "upstream_error"),
+        (CancellationError("stop"), 503, "server_error", "cancelled"),
+        (RLMError("boom"), 500, "server_error", "rlm_error"),
+        (KeyError("x"), 500, "server_error", "internal_error"),
+    ],
+)
+def test_translate(exc: BaseException, status: int, kind: str, code: str) -> None:
+    got_status, body = translate(exc)
+    assert got_status == status
+    assert body["error"]["type"] == kind and body["error"]["code"] == code
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+
+
+def test_context_rule() -> None:
+    user = {"role": "user", "content": "q?"}
+    doc = {"role": "user", "content": "doc"}
+    assistant = {"role": "assistant", "content": "a"}
+    assert context_and_root_prompt([user], None) == ("q?", "q?")
+    assert context_and_root_prompt([doc, user], None) == ("doc", "q?")
+    assert context_and_root_prompt([doc, assistant], None) == ([doc, assistant], None)
+    assert context_and_root_prompt([doc, user], "why?") == ([doc, user], "why?")

@@ -1,0 +1,139 @@
+"""Trajectories for the viewer tests (imported by ``conftest.py`` and the tests): a real run log, and a big synthetic one.
+
+The real log comes from ``RLM(logger=RLMLogger(log_dir=...))`` driven by the scripted
+model at ``max_depth=2``: the root makes an ``llm_query`` sub-call, spawns a child RLM
+(which makes its own sub-call), hits an exception, prints a long output and replies
+with a script-injection payload before it answers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import rlm.core.rlm
+from rlm import RLM
+from rlm.clients.scripted import ScriptedLM
+from rlm.core.types import Prompt, RLMChatCompletion
+from rlm.logger import RLMLogger
+
+MODEL = "scripted-viewer-model"
+ROOT_TASK = "VIEWER ROOT TASK"
+XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+LONG_TAIL = "END-OF-LONG-OUTPUT"
+
+ROOT_REPLIES = [
+    "Let me look.\n```repl\nprint('hello stdout', len(context))\nx = llm_query('summarise')\n"
+    "print(x)\n```",
+    "Delegate to a child.\n```repl\ny = rlm_query('child task')\nprint('child said', y)\n1/0\n```",
+    "A long print.\n```repl\nprint('x' * 6000 + '" + LONG_TAIL + "')\n```",
+    f"Careful with {XSS} here.\n```repl\nanswer['content'] = 'done'\nanswer['ready'] = True\n```",
+]
+CHILD_REPLY = (
+    "child thinking\n```repl\nz = llm_query('leaf question')\nprint('child out', z)\n"
+    "answer['content'] = 'child:' + z\nanswer['ready'] = True\n```"
+)
+
+
+def _is_root(prompt: Prompt) -> bool:
+    return isinstance(prompt, list) and any(
+        ROOT_TASK in str(m.get("content")) for m in prompt if isinstance(m, dict)
+    )
+
+
+def scripted_client() -> ScriptedLM:
+    replies = iter(ROOT_REPLIES)
+
+    def respond(prompt: Prompt) -> str:
+        if isinstance(prompt, str):
+            return "plain:" + prompt
+        return next(replies) if _is_root(prompt) else CHILD_REPLY
+
+    return ScriptedLM(MODEL, responder=respond, cost_per_token=1e-6)
+
+
+def run_logged(log_dir: Path) -> tuple[Path, RLMChatCompletion]:
+    client = scripted_client()
+    logger = RLMLogger(log_dir=str(log_dir))
+    with (
+        mock.patch.object(rlm.core.rlm, "get_client", lambda backend, kwargs: client),
+        RLM(
+            backend="openai",
+            backend_kwargs={"model_name": MODEL},
+            max_depth=2,
+            logger=logger,
+        ) as r,
+    ):
+        result = r.completion("root context", root_prompt=ROOT_TASK)
+    logger.close()
+    assert logger.log_file_path is not None
+    return Path(logger.log_file_path), result
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_big_log(path: Path, iterations: int = 2000) -> Path:
+    """A synthetic RLMLogger file: each iteration has a code block, stdout, one sub-call;
+    every 7th an error and every 100th a long output."""
+    meta = {
+        "type": "metadata",
+        "timestamp": "2025-01-01T00:00:00",
+        "root_model": "big-model",
+        "max_depth": 1,
+        "max_iterations": iterations,
+        "backend": "openai",
+        "backend_kwargs": {"model_name": "big-model"},
+        "environment_type": "local",
+        "environment_kwargs": {},
+        "other_backends": None,
+    }
+    usage = {
+        "model_usage_summaries": {
+            "sub": {
+                "total_calls": 1,
+                "total_input_tokens": 250,
+                "total_output_tokens": 20,
+                "total_cost": 0.0001,
+            }
+        }
+    }
+
+    def line(i: int) -> dict[str, Any]:
+        code = f"chunk = context[{i * 1000}:{(i + 1) * 1000}]\nprint(len(chunk))"
+        stdout = f"line {i} of output\n" * (400 if i % 100 == 0 else 3)
+        call = {
+            "root_model": "sub",
+            "prompt": f"summarise chunk {i}",
+            "response": f"summary {i}",
+            "usage_summary": usage,
+            "execution_time": 0.2,
+        }
+        result = {
+            "stdout": stdout,
+            "stderr": f"Traceback: needle-{i}" if i % 7 == 0 else "",
+            "locals": {"chunk": "x" * 50},
+            "execution_time": 0.01,
+            "rlm_calls": [call],
+            "final_answer": None,
+        }
+        return {
+            "type": "iteration",
+            "iteration": i,
+            "timestamp": "2025-01-01T00:00:01",
+            "prompt": [{"role": "user", "content": f"Turn {i}"}],
+            "response": f"Iteration {i}: reading chunk {i}.\n```repl\n{code}\n```",
+            "code_blocks": [{"code": code, "result": result}],
+            "final_answer": "all done" if i == iterations else None,
+            "iteration_time": 0.3,
+            "some_future_key": {"ignored": True},
+        }
+
+    with path.open("w", encoding="utf-8") as f:
+        f.write(json.dumps(meta) + "\n")
+        for i in range(1, iterations + 1):
+            f.write(json.dumps(line(i)) + "\n")
+    return path
