@@ -38,91 +38,12 @@ from typing import Any, TypeVar
 from rlm.clients.retry import RetryPolicy, is_retryable, resume_retries, suspend_retries
 from rlm.core.cancel import CancelToken
 from rlm.core.child_slots import ChildGate
-from rlm.utils.exceptions import CircuitOpenError, MissingAPIKeyError, ProviderError
+from rlm.core.error_kinds import is_fatal, is_rate_limit, policy_of
+from rlm.core.waiters import TaskWaiter, ThreadWaiter, Waiter
+from rlm.utils.exceptions import CircuitOpenError, ProviderError
 
 A = TypeVar("A")
 T = TypeVar("T")
-
-DEFAULT_POLICY = RetryPolicy()
-_FATAL_STATUS = frozenset({401, 402, 403})
-# Billing problems, not pacing: OpenAI's insufficient_quota arrives as a 429.
-_QUOTA_MARKERS = (
-    "insufficient_quota",
-    "exceeded your current quota",
-    "billing",
-    "credit balance",
-    "payment required",
-)
-
-
-def _status(exc: BaseException) -> int | None:
-    if isinstance(exc, ProviderError):
-        return exc.status
-    status = getattr(exc, "status_code", None)  # SDK errors from rlms-style clients
-    return status if isinstance(status, int) else None
-
-
-def is_fatal(exc: BaseException) -> bool:
-    """Auth and quota errors: retrying, or making any other call, will not help."""
-    if isinstance(exc, MissingAPIKeyError | CircuitOpenError):
-        return True
-    if _status(exc) in _FATAL_STATUS:
-        return True
-    if isinstance(exc, ProviderError):
-        text = str(exc).lower()
-        return any(marker in text for marker in _QUOTA_MARKERS)
-    return False
-
-
-def is_rate_limit(exc: BaseException) -> bool:
-    return _status(exc) == 429
-
-
-def policy_of(client: Any) -> RetryPolicy:
-    """The client's own ``retry_policy`` (so ``max_retries`` keeps working), or the default."""
-    policy = getattr(client, "retry_policy", None)
-    return policy if isinstance(policy, RetryPolicy) else DEFAULT_POLICY
-
-
-class _Waiter:
-    """A queued call. ``wake`` may be called from any thread, more than once."""
-
-    __slots__ = ("epoch", "granted", "key")
-
-    def __init__(self, key: object) -> None:
-        self.granted = False
-        self.epoch = 0  # the epoch it was admitted in (not the one it resumes in)
-        self.key = key
-
-    def wake(self) -> None:
-        raise NotImplementedError
-
-
-class _ThreadWaiter(_Waiter):
-    __slots__ = ("event",)
-
-    def __init__(self, key: object) -> None:
-        super().__init__(key)
-        self.event = threading.Event()
-
-    def wake(self) -> None:
-        self.event.set()
-
-
-class _TaskWaiter(_Waiter):
-    __slots__ = ("future", "loop")
-
-    def __init__(self, key: object, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(key)
-        self.loop = loop
-        self.future: asyncio.Future[None] = loop.create_future()
-
-    def _resolve(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
-
-    def wake(self) -> None:
-        self.loop.call_soon_threadsafe(self._resolve)
 
 
 def _noop() -> None:
@@ -153,7 +74,7 @@ class Governor:
         # One entry per call in flight. list.append/pop are atomic, so while nothing
         # throttles the tree, calls enter and leave without the lock.
         self._slots: list[None] = []
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[Waiter] = deque()
         self._paused_until = 0.0
         self._epoch = 0  # bumped by every cut: a call from an older epoch cannot cut again
         self._tripped: dict[object, BaseException] = {}  # client key -> the error
@@ -239,7 +160,7 @@ class Governor:
         for waiter in doomed:
             waiter.wake()
 
-    def _poll(self, waiter: _Waiter, token: CancelToken | None) -> tuple[bool, float | None]:
+    def _poll(self, waiter: Waiter, token: CancelToken | None) -> tuple[bool, float | None]:
         """For a queued call: admitted yet? If not, how long to sleep (``None``: until
         woken). Raises, after cleaning up, if its circuit opened or the tree was cancelled."""
         with self._lock:
@@ -257,19 +178,19 @@ class Governor:
             left = self._paused_until - self._clock() if self._paused_until else None
             return False, None if left is None else max(left, 0.0)
 
-    def _forget(self, waiter: _Waiter) -> None:
+    def _forget(self, waiter: Waiter) -> None:
         if waiter.granted:
             self._release()
         elif waiter in self._waiters:
             self._waiters.remove(waiter)
 
-    def _abandon(self, waiter: _Waiter) -> None:
+    def _abandon(self, waiter: Waiter) -> None:
         with self._lock:
             self._forget(waiter)
 
     # -- admission ---------------------------------------------------------------------
 
-    def _try_enter(self, token: CancelToken | None, waiter: _Waiter) -> int | None:
+    def _try_enter(self, token: CancelToken | None, waiter: Waiter) -> int | None:
         """The epoch if admitted at once; else ``waiter`` joins the queue (``None``)."""
         if token is not None and token.cancelled:
             raise token.error()
@@ -284,7 +205,7 @@ class Governor:
         return None
 
     def _enter(self, token: CancelToken | None, key: object) -> int:
-        waiter = _ThreadWaiter(key)
+        waiter = ThreadWaiter(key)
         epoch = self._try_enter(token, waiter)
         if epoch is not None:
             return epoch
@@ -308,7 +229,7 @@ class Governor:
                 raise token.error()
             self._admit()  # atomic append; never queues, so no waiter to build
             return self._epoch
-        waiter = _TaskWaiter(key, asyncio.get_running_loop())
+        waiter = TaskWaiter(key, asyncio.get_running_loop())
         epoch = self._try_enter(token, waiter)
         if epoch is not None:
             return epoch

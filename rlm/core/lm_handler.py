@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from rlm.clients.base_lm import BaseLM, LMResult
 from rlm.core.budget import BudgetNode
-from rlm.core.governor import Governor, is_fatal, policy_of
+from rlm.core.error_kinds import is_fatal, policy_of
+from rlm.core.governor import Governor
 from rlm.core.reservation import reserve_call
 from rlm.core.runtime import AsyncRuntime
 from rlm.core.types import Prompt, RLMChatCompletion, UsageSummary

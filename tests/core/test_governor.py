@@ -22,7 +22,8 @@ from rlm.clients.base_lm import LMResult, TrackedLM
 from rlm.clients.retry import RetryPolicy, call_with_retries
 from rlm.clients.scripted import ScriptedLM
 from rlm.core.cancel import CancelToken
-from rlm.core.governor import Governor, is_fatal, is_rate_limit
+from rlm.core.error_kinds import is_fatal, is_rate_limit
+from rlm.core.governor import Governor
 from rlm.core.lm_handler import LMHandler
 from rlm.core.types import Prompt
 from rlm.utils.exceptions import (
