@@ -14,36 +14,30 @@ retried by ``rlm.clients.retry`` like every other backend.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import os
-import threading
-import weakref
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, TrackedLM
+from rlm.clients.async_pool import PerLoop
+from rlm.clients.base_lm import (
+    DEFAULT_TIMEOUT,
+    LMResult,
+    ProviderLM,
+    require_api_key,
+    require_model,
+)
 from rlm.clients.openai import to_messages
 from rlm.clients.pricing import estimate_cost, price_of
-from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries, parse_retry_after
+from rlm.clients.retry import RetryPolicy, http_error, parse_retry_after
 from rlm.core.types import ModelUsageSummary, Prompt
-from rlm.utils.exceptions import (
-    ConfigurationError,
-    MissingAPIKeyError,
-    MissingExtraError,
-    ProviderConnectionError,
-    ProviderError,
-    RateLimitError,
-)
+from rlm.utils.exceptions import MissingExtraError, ProviderConnectionError, ProviderError
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 _CACHE_CONTROL = {"type": "ephemeral"}
 # Anthropic bills cache reads at 0.1x and (5-minute) cache writes at 1.25x the input price.
 _CACHE_READ_RATE = 0.1
 _CACHE_WRITE_RATE = 1.25
-# Besides 429 and 5xx (529 is "overloaded"), a timeout or conflict may heal on retry.
-_RETRYABLE_4XX = frozenset({408, 409})
 # Request options the SDK takes as keywords. Other sampling args go in the JSON body, whose
 # shape is stable, while the SDK's keyword list changes between versions.
 _REQUEST_OPTIONS = ("extra_headers", "extra_query", "timeout")
@@ -170,10 +164,7 @@ def _status_error(exc: Any) -> ProviderError:
     headers = getattr(getattr(exc, "response", None), "headers", None) or {}
     retry_after = parse_retry_after(headers.get("retry-after"))
     message = f"Anthropic API returned HTTP {status}: {_provider_message(exc)}"
-    if status == 429:
-        return RateLimitError(message, retry_after=retry_after)
-    retryable = status >= 500 or status in _RETRYABLE_4XX
-    return ProviderError(message, status=status, retry_after=retry_after, retryable=retryable)
+    return http_error(status, message, retry_after)
 
 
 @contextmanager
@@ -197,7 +188,7 @@ def _translated(sdk: Any, timeout: float) -> Iterator[None]:
 # ---------------------------------------------------------------------------
 
 
-class AnthropicClient(TrackedLM):
+class AnthropicClient(ProviderLM):
     """Claude through the official ``anthropic`` SDK."""
 
     def __init__(
@@ -214,21 +205,15 @@ class AnthropicClient(TrackedLM):
         **kwargs: Any,
     ) -> None:
         sdk = _load_sdk()
-        api_key = api_key or os.environ.get(API_KEY_ENV)
-        if not api_key:
-            raise MissingAPIKeyError("anthropic", API_KEY_ENV)
-        if not model_name:
-            raise ConfigurationError(
-                "The Anthropic client needs a model: pass model_name in backend_kwargs "
-                "(for example backend_kwargs={'model_name': 'claude-sonnet-4-6'})."
-            )
+        api_key = require_api_key(api_key, "anthropic", API_KEY_ENV)
+        model_name = require_model(model_name, "Anthropic", example="claude-sonnet-4-6")
         super().__init__(
             model_name=model_name, timeout=timeout, sampling_args=sampling_args, **kwargs
         )
+        self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
         self.max_tokens = max_tokens
         self.base_url = base_url
         self.prompt_caching = prompt_caching
-        self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
         self._sdk = sdk
         self._sdk_kwargs: dict[str, Any] = {
             "api_key": api_key,
@@ -238,11 +223,7 @@ class AnthropicClient(TrackedLM):
         if base_url:
             self._sdk_kwargs["base_url"] = base_url
         self.client = sdk.Anthropic(**self._sdk_kwargs)
-        # Pooled async connections belong to the loop that opened them: one client per loop.
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
+        self._async_clients: PerLoop[Any] = PerLoop()  # left to die with their loops
 
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
         messages, system = prepare_messages(prompt)
@@ -265,57 +246,23 @@ class AnthropicClient(TrackedLM):
             request["extra_body"] = extra_body
         return request
 
-    def _async_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = self._async_clients[loop] = self._sdk.AsyncAnthropic(**self._sdk_kwargs)
-            return client
+    def _new_async_client(self) -> Any:
+        return self._sdk.AsyncAnthropic(**self._sdk_kwargs)
 
-    def _call(self, prompt: Prompt, model: str) -> LMResult:
-        request = self._request(prompt, model)
+    def _send(self, request: dict[str, Any]) -> Any:
+        return self.client.messages.create(**request)
 
-        def attempt() -> Any:
-            with _translated(self._sdk, self.timeout):
-                return self.client.messages.create(**request)
+    async def _asend(self, request: dict[str, Any]) -> Any:
+        client = self._async_clients.get(self._new_async_client)
+        return await client.messages.create(**request)
 
-        return parse_message(call_with_retries(attempt, self.retry_policy), request["model"])
+    def _translate_errors(self) -> AbstractContextManager[None]:
+        return _translated(self._sdk, self.timeout)
 
-    async def _acall(self, prompt: Prompt, model: str) -> LMResult:
-        request = self._request(prompt, model)
-        client = self._async_client()
-
-        async def attempt() -> Any:
-            with _translated(self._sdk, self.timeout):
-                return await client.messages.create(**request)
-
-        message = await acall_with_retries(attempt, self.retry_policy)
-        return parse_message(message, request["model"])
-
-    def _complete(self, prompt: Prompt) -> LMResult:
-        return self._call(prompt, self.model_name)
-
-    async def _acomplete(self, prompt: Prompt) -> LMResult:
-        return await self._acall(prompt, self.model_name)
-
-    # ``rlms`` lets a call name another model; its usage is recorded under that name.
-    def completion(self, prompt: Prompt, model: str | None = None) -> str:
-        if not model or model == self.model_name:
-            return super().completion(prompt)
-        result = self._call(prompt, model)
-        self._usage.record(result.model, result.usage)
-        return result.text
-
-    async def acompletion(self, prompt: Prompt, model: str | None = None) -> str:
-        if not model or model == self.model_name:
-            return await super().acompletion(prompt)
-        result = await self._acall(prompt, model)
-        self._usage.record(result.model, result.usage)
-        return result.text
+    def _parse(self, response: Any, model: str) -> LMResult:
+        return parse_message(response, model)
 
     def close(self) -> None:
         # Async clients die with their loops; only the sync pool is ours to close here.
         self.client.close()
-        with self._lock:
-            self._async_clients.clear()
+        self._async_clients.close_all()

@@ -7,17 +7,15 @@ and the deployment-based URL differ, and the SDK handles those.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import os
-import threading
-import weakref
 from typing import Any
 
-from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, TrackedLM
-from rlm.clients.openai import parse_response, to_messages, translate_errors
-from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries
+from rlm.clients.async_pool import PerLoop
+from rlm.clients.base_lm import DEFAULT_TIMEOUT
+from rlm.clients.openai import ChatCompletionsLM, request_args, to_messages
+from rlm.clients.retry import RetryPolicy
 from rlm.core.types import Prompt
 from rlm.utils.exceptions import ConfigurationError, MissingAPIKeyError, MissingExtraError
 
@@ -35,18 +33,7 @@ def _load_sdk() -> Any:
         raise MissingExtraError("The azure_openai backend", "openai", "openai") from None
 
 
-def request_args(sampling_args: dict[str, Any], create_params: frozenset[str]) -> dict[str, Any]:
-    """Sampling args the SDK names as keywords; the rest (server knobs) in ``extra_body``."""
-    args = {k: v for k, v in sampling_args.items() if v is not None}
-    extra_body = dict(args.pop("extra_body", None) or {})
-    for key in [k for k in args if k not in create_params]:
-        extra_body[key] = args.pop(key)
-    if extra_body:
-        args["extra_body"] = extra_body
-    return args
-
-
-class AzureOpenAIClient(TrackedLM):
+class AzureOpenAIClient(ChatCompletionsLM):
     """Chat completions on an Azure OpenAI deployment."""
 
     def __init__(
@@ -87,7 +74,7 @@ class AzureOpenAIClient(TrackedLM):
         self.azure_deployment = azure_deployment
         self.api_version = api_version or os.environ.get(API_VERSION_ENV, DEFAULT_API_VERSION)
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
-        self._sdk = sdk
+        self._sdk = self._errors = sdk
         self._where = f"Azure OpenAI at {azure_endpoint}"
         self._sdk_kwargs: dict[str, Any] = {
             "api_key": api_key,
@@ -101,64 +88,12 @@ class AzureOpenAIClient(TrackedLM):
             "max_retries": 0,  # retried by rlm.clients.retry instead
         }
         self.client = sdk.AzureOpenAI(**self._sdk_kwargs)
-        # Pooled async connections belong to the loop that opened them: one client per loop.
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
+        self._async_clients = PerLoop()  # close() leaves them to die with their loops
         create_params = inspect.signature(self.client.chat.completions.create).parameters
         self._args = request_args(self.sampling_args, frozenset(create_params))
 
-    def _async_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = self._async_clients[loop] = self._sdk.AsyncAzureOpenAI(**self._sdk_kwargs)
-            return client
+    def _new_async_client(self) -> Any:
+        return self._sdk.AsyncAzureOpenAI(**self._sdk_kwargs)
 
-    def _call(self, prompt: Prompt, model: str) -> LMResult:
-        request = {**self._args, "model": model, "messages": to_messages(prompt)}
-
-        def attempt() -> Any:
-            with translate_errors(self._sdk, self._where, self.timeout):
-                return self.client.chat.completions.create(**request)
-
-        return parse_response(call_with_retries(attempt, self.retry_policy), model)
-
-    async def _acall(self, prompt: Prompt, model: str) -> LMResult:
-        request = {**self._args, "model": model, "messages": to_messages(prompt)}
-        client = self._async_client()
-
-        async def attempt() -> Any:
-            with translate_errors(self._sdk, self._where, self.timeout):
-                return await client.chat.completions.create(**request)
-
-        return parse_response(await acall_with_retries(attempt, self.retry_policy), model)
-
-    def _complete(self, prompt: Prompt) -> LMResult:
-        return self._call(prompt, self.model_name)
-
-    async def _acomplete(self, prompt: Prompt) -> LMResult:
-        return await self._acall(prompt, self.model_name)
-
-    # ``rlms`` lets a call name another model; its usage is recorded under that name.
-    def completion(self, prompt: Prompt, model: str | None = None) -> str:
-        if not model or model == self.model_name:
-            return super().completion(prompt)
-        result = self._call(prompt, model)
-        self._usage.record(result.model, result.usage)
-        return result.text
-
-    async def acompletion(self, prompt: Prompt, model: str | None = None) -> str:
-        if not model or model == self.model_name:
-            return await super().acompletion(prompt)
-        result = await self._acall(prompt, model)
-        self._usage.record(result.model, result.usage)
-        return result.text
-
-    def close(self) -> None:
-        # Async clients die with their loops; only the sync pool is ours to close here.
-        self.client.close()
-        with self._lock:
-            self._async_clients.clear()
+    def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
+        return {**self._args, "model": model, "messages": to_messages(prompt)}

@@ -7,17 +7,24 @@
 
 New clients should subclass ``TrackedLM`` and implement only ``_complete`` and
 ``_acomplete``: usage accounting, ``completion``/``acompletion`` and the usage getters
-come for free and are safe under concurrency.
+come for free and are safe under concurrency. Clients of a remote provider subclass
+``ProviderLM`` instead and describe only their wire format.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries
 from rlm.clients.usage import UsageTracker
 from rlm.core.types import ModelUsageSummary, Prompt, UsageSummary
+from rlm.utils.exceptions import ConfigurationError, MissingAPIKeyError
 
 DEFAULT_TIMEOUT: float = 300.0
 
@@ -117,3 +124,113 @@ class TrackedLM(BaseLM):
 
     def get_last_usage(self) -> ModelUsageSummary:
         return self._usage.last()
+
+
+def require_api_key(api_key: str | None, backend: str, env_var: str, *fallbacks: str) -> str:
+    """The explicit key, else the first of ``env_var`` and ``fallbacks`` that is set.
+
+    Raises ``MissingAPIKeyError`` naming ``env_var`` when there is none.
+    """
+    for name in (env_var, *fallbacks):
+        api_key = api_key or os.environ.get(name)
+    if not api_key:
+        raise MissingAPIKeyError(backend, env_var)
+    return api_key
+
+
+def require_model(model_name: str | None, client: str, example: str | None = None) -> str:
+    """``model_name``, or a ``ConfigurationError`` saying how to pass one."""
+    if not model_name:
+        hint = f" (for example backend_kwargs={{'model_name': {example!r}}})" if example else ""
+        raise ConfigurationError(
+            f"The {client} client needs a model: pass model_name in backend_kwargs{hint}."
+        )
+    return model_name
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)  # looked up per call so tests can patch time.sleep
+
+
+async def _asleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+class ProviderLM(TrackedLM):
+    """A remote provider's client: one request, sent with retries, parsed into a result.
+
+    Subclasses describe their wire format only: ``_request`` (prompt and model as the
+    SDK's keyword arguments), ``_send`` / ``_asend`` (one attempt), ``_translate_errors``
+    (the SDK's exceptions as the rlmx error tree) and ``_parse`` (the reply as an
+    ``LMResult``). The request is built once, outside the retries, so a bad prompt fails
+    before anything is sent; only translated, retryable errors are retried, under
+    ``retry_policy`` (which the engine's governor reads too).
+
+    As in ``rlms``, a call may name another model (``completion(prompt, model=...)``);
+    its usage is recorded under the model it names.
+    """
+
+    retry_policy: RetryPolicy = RetryPolicy()  # subclasses set their own in __init__
+
+    # -- the wire format -------------------------------------------------------------
+
+    @abstractmethod
+    def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
+        """The SDK call's keyword arguments."""
+
+    @abstractmethod
+    def _send(self, request: dict[str, Any]) -> Any:
+        """One attempt: the SDK's raw reply."""
+
+    @abstractmethod
+    async def _asend(self, request: dict[str, Any]) -> Any:
+        """Async form of ``_send``."""
+
+    @abstractmethod
+    def _translate_errors(self) -> AbstractContextManager[None]:
+        """A context in which the SDK's exceptions are re-raised as rlmx errors."""
+
+    @abstractmethod
+    def _parse(self, response: Any, model: str) -> LMResult:
+        """Text and usage of the SDK's reply."""
+
+    # -- one call, retried -----------------------------------------------------------
+
+    def _call(self, prompt: Prompt, model: str) -> LMResult:
+        request = self._request(prompt, model)
+
+        def attempt() -> Any:
+            with self._translate_errors():
+                return self._send(request)
+
+        return self._parse(call_with_retries(attempt, self.retry_policy, _sleep), model)
+
+    async def _acall(self, prompt: Prompt, model: str) -> LMResult:
+        request = self._request(prompt, model)
+
+        async def attempt() -> Any:
+            with self._translate_errors():
+                return await self._asend(request)
+
+        return self._parse(await acall_with_retries(attempt, self.retry_policy, _asleep), model)
+
+    def _complete(self, prompt: Prompt) -> LMResult:
+        return self._call(prompt, self.model_name)
+
+    async def _acomplete(self, prompt: Prompt) -> LMResult:
+        return await self._acall(prompt, self.model_name)
+
+    # ``rlms`` lets a call name another model; its usage is recorded under that name.
+    def completion(self, prompt: Prompt, model: str | None = None) -> str:
+        if not model or model == self.model_name:
+            return super().completion(prompt)
+        result = self._call(prompt, model)
+        self._usage.record(result.model, result.usage)
+        return result.text
+
+    async def acompletion(self, prompt: Prompt, model: str | None = None) -> str:
+        if not model or model == self.model_name:
+            return await super().acompletion(prompt)
+        result = await self._acall(prompt, model)
+        self._usage.record(result.model, result.usage)
+        return result.text

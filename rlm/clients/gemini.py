@@ -11,23 +11,20 @@ and retried by ``rlm.clients.retry`` like every other backend.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, TrackedLM
+from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_api_key
 from rlm.clients.openai import to_messages
 from rlm.clients.pricing import estimate_cost
-from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries, parse_retry_after
+from rlm.clients.retry import RetryPolicy, http_error, parse_retry_after
 from rlm.core.types import ModelUsageSummary, Prompt
 from rlm.utils.exceptions import (
     ConfigurationError,
-    MissingAPIKeyError,
     MissingExtraError,
     ProviderConnectionError,
     ProviderError,
-    RateLimitError,
 )
 
 API_KEY_ENV = "GEMINI_API_KEY"
@@ -35,7 +32,6 @@ _FALLBACK_KEY_ENV = "GOOGLE_API_KEY"  # the SDK's own variable
 DEFAULT_MODEL = "gemini-2.5-flash"
 # OpenAI-style names users carry over from other backends.
 _SAMPLING_ALIASES = {"max_tokens": "max_output_tokens", "stop": "stop_sequences"}
-_RETRYABLE_4XX = frozenset({408, 409})
 # Transport failures of httpx, httpx2 and aiohttp (the SDK uses any of them), by class name
 # so that none of them must be importable here.
 _CONNECTION_ERRORS = frozenset({"TransportError", "ClientConnectionError", "ServerTimeoutError"})
@@ -109,10 +105,7 @@ def _status_error(exc: Any) -> ProviderError:
     headers = getattr(getattr(exc, "response", None), "headers", None) or {}
     retry_after = parse_retry_after(headers.get("retry-after"))
     message = f"Gemini API returned HTTP {status}: {exc.message or exc}"
-    if status == 429:
-        return RateLimitError(message, retry_after=retry_after)
-    retryable = status >= 500 or status in _RETRYABLE_4XX
-    return ProviderError(message, status=status, retry_after=retry_after, retryable=retryable)
+    return http_error(status, message, retry_after)
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -134,7 +127,7 @@ def _translated(errors: Any) -> Iterator[None]:
         raise
 
 
-class GeminiClient(TrackedLM):
+class GeminiClient(ProviderLM):
     """Gemini through the official ``google-genai`` SDK."""
 
     def __init__(
@@ -150,9 +143,7 @@ class GeminiClient(TrackedLM):
         **kwargs: Any,
     ) -> None:
         genai, types, errors = _load_sdk()
-        api_key = api_key or os.environ.get(API_KEY_ENV) or os.environ.get(_FALLBACK_KEY_ENV)
-        if not api_key:
-            raise MissingAPIKeyError("gemini", API_KEY_ENV)
+        api_key = require_api_key(api_key, "gemini", API_KEY_ENV, _FALLBACK_KEY_ENV)
         super().__init__(
             model_name=model_name or DEFAULT_MODEL,
             timeout=timeout,
@@ -190,44 +181,17 @@ class GeminiClient(TrackedLM):
         config = self._types.GenerateContentConfig(system_instruction=system, **self._generation)
         return {"model": model, "contents": contents, "config": config}
 
-    def _call(self, prompt: Prompt, model: str) -> LMResult:
-        request = self._request(prompt, model)
+    def _send(self, request: dict[str, Any]) -> Any:
+        return self.client.models.generate_content(**request)
 
-        def attempt() -> Any:
-            with _translated(self._errors):
-                return self.client.models.generate_content(**request)
+    async def _asend(self, request: dict[str, Any]) -> Any:
+        return await self.client.aio.models.generate_content(**request)
 
-        return parse_response(call_with_retries(attempt, self.retry_policy), model)
+    def _translate_errors(self) -> AbstractContextManager[None]:
+        return _translated(self._errors)
 
-    async def _acall(self, prompt: Prompt, model: str) -> LMResult:
-        request = self._request(prompt, model)
-
-        async def attempt() -> Any:
-            with _translated(self._errors):
-                return await self.client.aio.models.generate_content(**request)
-
-        return parse_response(await acall_with_retries(attempt, self.retry_policy), model)
-
-    def _complete(self, prompt: Prompt) -> LMResult:
-        return self._call(prompt, self.model_name)
-
-    async def _acomplete(self, prompt: Prompt) -> LMResult:
-        return await self._acall(prompt, self.model_name)
-
-    # ``rlms`` lets a call name another model; its usage is recorded under that name.
-    def completion(self, prompt: Prompt, model: str | None = None) -> str:
-        if not model or model == self.model_name:
-            return super().completion(prompt)
-        result = self._call(prompt, model)
-        self._usage.record(result.model, result.usage)
-        return result.text
-
-    async def acompletion(self, prompt: Prompt, model: str | None = None) -> str:
-        if not model or model == self.model_name:
-            return await super().acompletion(prompt)
-        result = await self._acall(prompt, model)
-        self._usage.record(result.model, result.usage)
-        return result.text
+    def _parse(self, response: Any, model: str) -> LMResult:
+        return parse_response(response, model)
 
     def close(self) -> None:
         self.client.close()

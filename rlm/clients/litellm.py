@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
-from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, TrackedLM
+from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
 from rlm.clients.openai import parse_response, to_messages, translate_errors
-from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries
+from rlm.clients.retry import RetryPolicy
 from rlm.core.types import Prompt
-from rlm.utils.exceptions import ConfigurationError, MissingExtraError
+from rlm.utils.exceptions import MissingExtraError
 
 
 def _load_sdk() -> tuple[Any, Any]:
@@ -49,7 +50,7 @@ def _litellm_cost(litellm: Any, response: Any) -> float | None:
         return None
 
 
-class LiteLLMClient(TrackedLM):
+class LiteLLMClient(ProviderLM):
     """Chat completions through ``litellm.completion`` / ``litellm.acompletion``."""
 
     def __init__(
@@ -65,11 +66,7 @@ class LiteLLMClient(TrackedLM):
         **kwargs: Any,
     ) -> None:
         litellm, openai = _load_sdk()
-        if not model_name:
-            raise ConfigurationError(
-                "The LiteLLM client needs a model: pass model_name in backend_kwargs "
-                "(for example backend_kwargs={'model_name': 'anthropic/claude-sonnet-4-6'})."
-            )
+        model_name = require_model(model_name, "LiteLLM", example="anthropic/claude-sonnet-4-6")
         super().__init__(
             model_name=model_name, timeout=timeout, sampling_args=sampling_args, **kwargs
         )
@@ -95,48 +92,18 @@ class LiteLLMClient(TrackedLM):
         args = {k: v for k, v in self.sampling_args.items() if v is not None}
         return {**self._options, **args, "model": model, "messages": to_messages(prompt)}
 
-    def _result(self, response: Any, model: str) -> LMResult:
+    def _send(self, request: dict[str, Any]) -> Any:
+        return self._litellm.completion(**request)
+
+    async def _asend(self, request: dict[str, Any]) -> Any:
+        return await self._litellm.acompletion(**request)
+
+    def _translate_errors(self) -> AbstractContextManager[None]:
+        return translate_errors(self._errors, self._where, self.timeout)
+
+    def _parse(self, response: Any, model: str) -> LMResult:
         result = parse_response(response, model)
         cost = _litellm_cost(self._litellm, response)
         if cost is not None:
             result.usage = replace(result.usage, total_cost=cost)
         return result
-
-    def _call(self, prompt: Prompt, model: str) -> LMResult:
-        request = self._request(prompt, model)
-
-        def attempt() -> Any:
-            with translate_errors(self._errors, self._where, self.timeout):
-                return self._litellm.completion(**request)
-
-        return self._result(call_with_retries(attempt, self.retry_policy), model)
-
-    async def _acall(self, prompt: Prompt, model: str) -> LMResult:
-        request = self._request(prompt, model)
-
-        async def attempt() -> Any:
-            with translate_errors(self._errors, self._where, self.timeout):
-                return await self._litellm.acompletion(**request)
-
-        return self._result(await acall_with_retries(attempt, self.retry_policy), model)
-
-    def _complete(self, prompt: Prompt) -> LMResult:
-        return self._call(prompt, self.model_name)
-
-    async def _acomplete(self, prompt: Prompt) -> LMResult:
-        return await self._acall(prompt, self.model_name)
-
-    # ``rlms`` lets a call name another model; its usage is recorded under that name.
-    def completion(self, prompt: Prompt, model: str | None = None) -> str:
-        if not model or model == self.model_name:
-            return super().completion(prompt)
-        result = self._call(prompt, model)
-        self._usage.record(result.model, result.usage)
-        return result.text
-
-    async def acompletion(self, prompt: Prompt, model: str | None = None) -> str:
-        if not model or model == self.model_name:
-            return await super().acompletion(prompt)
-        result = await self._acall(prompt, model)
-        self._usage.record(result.model, result.usage)
-        return result.text

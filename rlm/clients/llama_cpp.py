@@ -16,6 +16,8 @@ else the GGUF's own Jinja template when it has one (SmolLM2's is ChatML); else C
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import itertools
 import logging
 import os
@@ -51,6 +53,20 @@ class _LoadedModel:
 # in one process share a single copy of the weights.
 _MODELS: dict[tuple[str, int], _LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _free_models() -> None:
+    # Free while llama.cpp's module globals still exist: freed during interpreter
+    # teardown, Llama.__del__ finds them already set to None and prints a traceback.
+    with _MODELS_LOCK:
+        models = list(_MODELS.values())
+        _MODELS.clear()
+    for loaded in models:
+        close = getattr(loaded.llama, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
 
 
 def _import_llama_cpp() -> Any:

@@ -11,21 +11,19 @@ every provider backs off the same way.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import os
-import threading
-import time
-import weakref
+from abc import abstractmethod
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import urlparse
 
-from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, TrackedLM
+from rlm.clients.async_pool import PerLoop
+from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
 from rlm.clients.pricing import estimate_cost
-from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries, parse_retry_after
+from rlm.clients.retry import RetryPolicy, http_error, parse_retry_after
 from rlm.core.types import ModelUsageSummary, Prompt
 from rlm.utils.exceptions import (
     ConfigurationError,
@@ -33,7 +31,6 @@ from rlm.utils.exceptions import (
     MissingExtraError,
     ProviderConnectionError,
     ProviderError,
-    RateLimitError,
 )
 
 # Sent to servers that need no key (vLLM, llama.cpp...): the SDK refuses an empty one.
@@ -45,9 +42,6 @@ _HOSTED: dict[str, tuple[str, str]] = {
     "openrouter.ai": ("openrouter", "OPENROUTER_API_KEY"),
     "vercel.sh": ("vercel", "AI_GATEWAY_API_KEY"),
 }
-
-# Statuses below 500 that are worth another try (timeout, conflict) besides 429.
-_RETRYABLE_4XX = frozenset({408, 409})
 
 # SDK constructor arguments the client sets itself; other SDK arguments pass through.
 _OWN_SDK_ARGS = frozenset(
@@ -138,10 +132,7 @@ def _status_error(exc: Any, where: str) -> ProviderError:
     response = getattr(exc, "response", None)
     retry_after = _retry_after_seconds(getattr(response, "headers", None))
     message = f"{where} returned HTTP {status}: {_provider_message(exc)}"
-    if status == 429:
-        return RateLimitError(message, retry_after=retry_after)
-    retryable = status >= 500 or status in _RETRYABLE_4XX
-    return ProviderError(message, status=status, retry_after=retry_after, retryable=retryable)
+    return http_error(status, message, retry_after)
 
 
 @contextmanager
@@ -213,20 +204,68 @@ def parse_response(response: Any, model: str) -> LMResult:
     )
 
 
-def _sleep(seconds: float) -> None:
-    time.sleep(seconds)  # looked up per call so tests can patch time.sleep
+def request_args(
+    sampling_args: dict[str, Any], create_params: frozenset[str], *, official: bool = False
+) -> dict[str, Any]:
+    """Sampling args the SDK names as keywords; the rest (server knobs) in ``extra_body``.
 
-
-async def _asleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)
+    ``official``: the endpoint is OpenAI's own, whose reasoning models reject
+    ``max_tokens`` (other servers may only know it), so it is sent under its new name.
+    """
+    args = {k: v for k, v in sampling_args.items() if v is not None}
+    if official and "max_tokens" in args and "max_completion_tokens" not in args:
+        args["max_completion_tokens"] = args.pop("max_tokens")
+    # Server-specific knobs (vLLM's top_k, min_p...) travel in the JSON body.
+    extra_body = dict(args.pop("extra_body", None) or {})
+    for key in [k for k in args if k not in create_params]:
+        extra_body[key] = args.pop(key)
+    if extra_body:
+        args["extra_body"] = extra_body
+    return args
 
 
 # ---------------------------------------------------------------------------
-# The client
+# The clients
 # ---------------------------------------------------------------------------
 
 
-class OpenAIClient(TrackedLM):
+class ChatCompletionsLM(ProviderLM):
+    """Base of the clients whose SDK is OpenAI's or shaped like it (Azure, Portkey).
+
+    Subclasses set ``client`` (the sync SDK client), ``_errors`` (the module whose
+    exception classes the chat calls raise), ``_where`` (the server, for messages) and
+    ``_async_clients``, and implement ``_request`` and ``_new_async_client``.
+    """
+
+    client: Any
+    _errors: Any
+    _where: str
+    _async_clients: PerLoop[Any]
+
+    @abstractmethod
+    def _new_async_client(self) -> Any:
+        """A fresh async SDK client (one is made per event loop)."""
+
+    def _send(self, request: dict[str, Any]) -> Any:
+        return self.client.chat.completions.create(**request)
+
+    async def _asend(self, request: dict[str, Any]) -> Any:
+        client = self._async_clients.get(self._new_async_client)
+        return await client.chat.completions.create(**request)
+
+    def _translate_errors(self) -> AbstractContextManager[None]:
+        return translate_errors(self._errors, self._where, self.timeout)
+
+    def _parse(self, response: Any, model: str) -> LMResult:
+        return parse_response(response, model)
+
+    def close(self) -> None:
+        """Close the sync client and let go of the async ones (``PerLoop.close_all``)."""
+        self.client.close()
+        self._async_clients.close_all()
+
+
+class OpenAIClient(ChatCompletionsLM):
     """Chat completions through the official ``openai`` SDK (``pip install 'rlmx[openai]'``)."""
 
     def __init__(
@@ -246,11 +285,7 @@ class OpenAIClient(TrackedLM):
             sdk = importlib.import_module("openai")
         except ImportError:
             raise MissingExtraError("The openai backend", "openai", "openai") from None
-        if not model_name:
-            raise ConfigurationError(
-                "The OpenAI client needs a model: pass model_name in backend_kwargs "
-                "(for example backend_kwargs={'model_name': 'gpt-5-nano'})."
-            )
+        model_name = require_model(model_name, "OpenAI", example="gpt-5-nano")
         sdk_args = set(inspect.signature(sdk.OpenAI.__init__).parameters) - _OWN_SDK_ARGS
         passthrough = {k: kwargs.pop(k) for k in list(kwargs) if k in sdk_args and k[0] != "_"}
         super().__init__(
@@ -259,7 +294,7 @@ class OpenAIClient(TrackedLM):
         self.base_url = base_url
         self.api_key_env = api_key_env
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
-        self._sdk = sdk
+        self._sdk = self._errors = sdk
         self._official = base_url is None or _hosted_endpoint(base_url) == _HOSTED["openai.com"]
         self._where = base_url or "api.openai.com"
         self._sdk_kwargs: dict[str, Any] = {
@@ -271,111 +306,15 @@ class OpenAIClient(TrackedLM):
             **passthrough,
         }
         self.client = sdk.OpenAI(**self._sdk_kwargs)
-        # One async client per event loop: pooled connections belong to the loop that
-        # opened them, and callers may use several loops (asyncio.run per batch).
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
+        # Async clients whose loop still runs are closed on it by close().
+        self._async_clients = PerLoop(aclose=lambda client: client.close())
         self._create_params = frozenset(
             inspect.signature(self.client.chat.completions.create).parameters
         )
 
-    # -- requests -----------------------------------------------------------------
+    def _new_async_client(self) -> Any:
+        return self._sdk.AsyncOpenAI(**self._sdk_kwargs)
 
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
-        args = {k: v for k, v in self.sampling_args.items() if v is not None}
-        # OpenAI's reasoning models reject max_tokens; other servers may only know it.
-        if self._official and "max_tokens" in args and "max_completion_tokens" not in args:
-            args["max_completion_tokens"] = args.pop("max_tokens")
-        # Server-specific knobs (vLLM's top_k, min_p...) travel in the JSON body.
-        extra_body = dict(args.pop("extra_body", None) or {})
-        for key in [k for k in args if k not in self._create_params]:
-            extra_body[key] = args.pop(key)
-        if extra_body:
-            args["extra_body"] = extra_body
+        args = request_args(self.sampling_args, self._create_params, official=self._official)
         return {**args, "model": model, "messages": to_messages(prompt)}
-
-    def _async_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = self._sdk.AsyncOpenAI(**self._sdk_kwargs)
-                self._async_clients[loop] = client
-            return client
-
-    def _call(self, prompt: Prompt, model: str) -> LMResult:
-        request = self._request(prompt, model)
-
-        def attempt() -> Any:
-            with translate_errors(self._sdk, self._where, self.timeout):
-                return self.client.chat.completions.create(**request)
-
-        return parse_response(call_with_retries(attempt, self.retry_policy, _sleep), model)
-
-    async def _acall(self, prompt: Prompt, model: str) -> LMResult:
-        request = self._request(prompt, model)
-        client = self._async_client()
-
-        async def attempt() -> Any:
-            with translate_errors(self._sdk, self._where, self.timeout):
-                return await client.chat.completions.create(**request)
-
-        response = await acall_with_retries(attempt, self.retry_policy, _asleep)
-        return parse_response(response, model)
-
-    def _complete(self, prompt: Prompt) -> LMResult:
-        return self._call(prompt, self.model_name)
-
-    async def _acomplete(self, prompt: Prompt) -> LMResult:
-        return await self._acall(prompt, self.model_name)
-
-    # ``rlms`` lets a call name another model; its usage is recorded under that name.
-    def completion(self, prompt: Prompt, model: str | None = None) -> str:
-        if not model or model == self.model_name:
-            return super().completion(prompt)
-        result = self._call(prompt, model)
-        self._usage.record(result.model, result.usage)
-        return result.text
-
-    async def acompletion(self, prompt: Prompt, model: str | None = None) -> str:
-        if not model or model == self.model_name:
-            return await super().acompletion(prompt)
-        result = await self._acall(prompt, model)
-        self._usage.record(result.model, result.usage)
-        return result.text
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the sync client and every async client whose loop can still run it."""
-        self.client.close()
-        with self._lock:
-            pending = list(self._async_clients.items())
-            self._async_clients.clear()
-        for loop, client in pending:
-            # Best effort: an async client's connections die with its loop anyway.
-            with suppress(Exception):
-                _close_on_loop(loop, client)
-
-
-_closing: set[Any] = set()  # keeps fire-and-forget close tasks alive until they finish
-
-
-def _close_on_loop(loop: asyncio.AbstractEventLoop, client: Any) -> None:
-    if loop.is_closed():
-        return
-    if not loop.is_running():
-        loop.run_until_complete(client.close())
-        return
-    try:
-        current = asyncio.get_running_loop()
-    except RuntimeError:
-        current = None
-    if current is loop:
-        task = loop.create_task(client.close())
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
-    else:
-        asyncio.run_coroutine_threadsafe(client.close(), loop)

@@ -6,18 +6,15 @@ so prompts, responses and errors go through the helpers of ``rlm.clients.openai`
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import os
-import threading
-import weakref
 from typing import Any
 
-from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, TrackedLM
-from rlm.clients.openai import parse_response, to_messages, translate_errors
-from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries
+from rlm.clients.async_pool import PerLoop
+from rlm.clients.base_lm import DEFAULT_TIMEOUT, require_api_key, require_model
+from rlm.clients.openai import ChatCompletionsLM, to_messages
+from rlm.clients.retry import RetryPolicy
 from rlm.core.types import Prompt
-from rlm.utils.exceptions import ConfigurationError, MissingAPIKeyError, MissingExtraError
+from rlm.utils.exceptions import MissingExtraError
 
 API_KEY_ENV = "PORTKEY_API_KEY"
 DEFAULT_BASE_URL = "https://api.portkey.ai/v1"  # as rlms
@@ -43,7 +40,7 @@ def _without_sdk_retries(client: Any) -> Any:
     return client
 
 
-class PortkeyClient(TrackedLM):
+class PortkeyClient(ChatCompletionsLM):
     """Chat completions through the Portkey gateway."""
 
     def __init__(
@@ -61,13 +58,8 @@ class PortkeyClient(TrackedLM):
         **kwargs: Any,
     ) -> None:
         sdk = _load_sdk()
-        api_key = api_key or os.environ.get(API_KEY_ENV)
-        if not api_key:
-            raise MissingAPIKeyError("portkey", API_KEY_ENV)
-        if not model_name:
-            raise ConfigurationError(
-                "The Portkey client needs a model: pass model_name in backend_kwargs."
-            )
+        api_key = require_api_key(api_key, "portkey", API_KEY_ENV)
+        model_name = require_model(model_name, "Portkey")
         super().__init__(
             model_name=model_name, timeout=timeout, sampling_args=sampling_args, **kwargs
         )
@@ -85,66 +77,15 @@ class PortkeyClient(TrackedLM):
             if value is not None:
                 self._sdk_kwargs[name] = value
         self.client = _without_sdk_retries(sdk.Portkey(**self._sdk_kwargs))
-        # Pooled async connections belong to the loop that opened them: one client per loop.
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
+        self._async_clients = PerLoop()  # close() leaves them to die with their loops
+
+    def _new_async_client(self) -> Any:
+        return _without_sdk_retries(self._sdk.AsyncPortkey(**self._sdk_kwargs))
 
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
         # Portkey's create() forwards unknown keywords in the JSON body itself.
         args = {k: v for k, v in self.sampling_args.items() if v is not None}
         return {"timeout": self.timeout, **args, "model": model, "messages": to_messages(prompt)}
 
-    def _async_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = _without_sdk_retries(self._sdk.AsyncPortkey(**self._sdk_kwargs))
-                self._async_clients[loop] = client
-            return client
-
-    def _call(self, prompt: Prompt, model: str) -> LMResult:
-        request = self._request(prompt, model)
-
-        def attempt() -> Any:
-            with translate_errors(self._errors, self._where, self.timeout):
-                return self.client.chat.completions.create(**request)
-
-        return parse_response(call_with_retries(attempt, self.retry_policy), model)
-
-    async def _acall(self, prompt: Prompt, model: str) -> LMResult:
-        request = self._request(prompt, model)
-        client = self._async_client()
-
-        async def attempt() -> Any:
-            with translate_errors(self._errors, self._where, self.timeout):
-                return await client.chat.completions.create(**request)
-
-        return parse_response(await acall_with_retries(attempt, self.retry_policy), model)
-
-    def _complete(self, prompt: Prompt) -> LMResult:
-        return self._call(prompt, self.model_name)
-
-    async def _acomplete(self, prompt: Prompt) -> LMResult:
-        return await self._acall(prompt, self.model_name)
-
-    # ``rlms`` lets a call name another model; its usage is recorded under that name.
-    def completion(self, prompt: Prompt, model: str | None = None) -> str:
-        if not model or model == self.model_name:
-            return super().completion(prompt)
-        result = self._call(prompt, model)
-        self._usage.record(result.model, result.usage)
-        return result.text
-
-    async def acompletion(self, prompt: Prompt, model: str | None = None) -> str:
-        if not model or model == self.model_name:
-            return await super().acompletion(prompt)
-        result = await self._acall(prompt, model)
-        self._usage.record(result.model, result.usage)
-        return result.text
-
     def close(self) -> None:
-        with self._lock:
-            self._async_clients.clear()
+        self._async_clients.close_all()  # the sync client is left open, as it always was

@@ -21,7 +21,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TypeVar
 
-from rlm.utils.exceptions import ProviderConnectionError, ProviderError
+from rlm.utils.exceptions import ProviderConnectionError, ProviderError, RateLimitError
 
 T = TypeVar("T")
 
@@ -65,6 +65,22 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, ProviderError):
         return exc.retryable
     return isinstance(exc, ProviderConnectionError)
+
+
+# Statuses below 500 that are worth another try (timeout, conflict) besides 429.
+_RETRYABLE_4XX = frozenset({408, 409})
+
+
+def http_error(status: int, message: str, retry_after: float | None = None) -> ProviderError:
+    """The rlmx error for a provider's HTTP error status.
+
+    429 is a ``RateLimitError``; 5xx (Anthropic's 529 "overloaded" included), 408 and
+    409 may heal on retry; any other status will not.
+    """
+    if status == 429:
+        return RateLimitError(message, retry_after=retry_after)
+    retryable = status >= 500 or status in _RETRYABLE_4XX
+    return ProviderError(message, status=status, retry_after=retry_after, retryable=retryable)
 
 
 def _retry_after(exc: BaseException) -> float | None:
