@@ -247,7 +247,11 @@ def test_non_persistent_calls_get_a_fresh_environment(scripted):
     assert rlm._persistent_env is None
 
 
-def test_persistent_with_unsupported_environment_fails_at_construction():
+def test_persistent_with_unsupported_environment_fails_at_construction(monkeypatch):
+    # Every built-in environment supports persistence now: pretend one does not.
+    monkeypatch.setattr(
+        "rlm.core.rlm.environment_supports_persistence", lambda name: name != "modal"
+    )
     with pytest.raises(ValueError, match="persistent=True is not supported for environment"):
         RLM(backend="openai", environment="modal", persistent=True)
 

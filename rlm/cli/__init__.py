@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from rlm.cli import chat, mcp_cmd, run, serve, view
+from rlm.cli import chat, mcp_cmd, run, serve, sessions_cmd, view
 
 EPILOG = """examples:
   rlm run -c book.txt "Who finds the key?"
   rlm chat
+  rlm chat --session notes          # durable: resume it tomorrow
+  rlm sessions list
   rlm serve --port 8000
   rlm mcp
   rlm view logs/rlm_2025-01-01_12-00-00_ab12cd34.jsonl
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rlmx {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (run, chat, serve, mcp_cmd, view):
+    for command in (run, chat, serve, mcp_cmd, view, sessions_cmd):
         command.add_parser(subparsers)
     return parser
 

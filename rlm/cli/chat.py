@@ -13,10 +13,12 @@ from rlm.cli.factory import SettingsFactory, from_args
 from rlm.cli.line_input import default_history_path, make_reader
 from rlm.cli.live import use_live
 from rlm.cli.settings import add_model_options
-from rlm.utils.exceptions import ConfigurationError
+from rlm.sessions.store import STORE_ENV_VAR, default_store_path
+from rlm.utils.exceptions import ConfigurationError, SessionError
 
 EXAMPLES = """examples:
   rlm chat
+  rlm chat --session notes        # durable: quit, come back later, go on
   rlm chat --base-url http://127.0.0.1:8080/v1 --model qwen --max-budget 0.10
 
   rlm> /add report.pdf.txt
@@ -41,6 +43,18 @@ def add_parser(subparsers: Any) -> None:
         help=f"input history (default: {default_history_path()}); '' for none",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--session",
+        metavar="NAME",
+        help="a durable session: resumed if it exists (variables, contexts, histories), "
+        "saved after every message; see 'rlm sessions'",
+    )
+    p.add_argument(
+        "--store",
+        metavar="PATH|URL",
+        help=f"the session store for --session (default: ${STORE_ENV_VAR}, else "
+        f"{default_store_path()})",
+    )
     add_model_options(p)
     p.set_defaults(handler=chat)
 
@@ -52,21 +66,28 @@ def chat(
     err: IO[str] | None = None,
 ) -> int:
     stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
+    name = getattr(args, "session", None)
+    store = (getattr(args, "store", None) or str(default_store_path())) if name else None
     try:
         settings, setup = from_args(args)
         session = ChatSession(
-            SettingsFactory(settings, setup), out, err,
-            quiet=args.quiet, live=use_live(err, args.quiet),
+            SettingsFactory(settings, setup, session_store=store), out, err,
+            quiet=args.quiet, live=use_live(err, args.quiet), session=name,
         )  # fmt: skip
     except (CLIUsageError, ConfigurationError) as exc:
         print(f"rlm: error: {exc}", file=err, flush=True)
         return 2
+    except SessionError as exc:  # in use by another process, or an unusable store
+        print(f"rlm: error: {exc}", file=err, flush=True)
+        return 1
     if setup.notice:
         print(setup.notice, file=err, flush=True)
     history = args.history_file
     reader = make_reader(stdin, default_history_path() if history is None else
                          (Path(history) if history else None))  # fmt: skip
     session.say(f"rlm chat · {setup.label} · /help for commands, /quit to leave")
+    if session.durable_note:
+        session.say(session.durable_note)
     try:
         while True:
             try:

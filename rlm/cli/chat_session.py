@@ -4,7 +4,9 @@ Every message is one turn of a persistent RLM. Its root prompt is the message; i
 context is the files queued with ``/add`` since the last message (one file's text, or
 a list of texts in the order added), or the message itself when none are queued. Turn
 ``N``'s context is ``context_N`` in the REPL, next to ``history_N`` and
-``final_answer_N``, so later messages can refer back to earlier material.
+``final_answer_N``, so later messages can refer back to earlier material. With
+``session=NAME`` the session is durable (``rlm.sessions``): an existing one is resumed,
+and every message is saved as it ends.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rlm.cli.progress import RunTracker
 from rlm.core.rlm import RLM
 from rlm.core.types import UsageSummary
 from rlm.logger.verbose import format_duration, format_usage, one_line
+from rlm.sessions import api as stored
 from rlm.utils.exceptions import RLMError, RLMLimitError
 
 HELP = """commands:
@@ -29,7 +32,8 @@ HELP = """commands:
   /vars       list the REPL's variables (context_N, history_N, your model's own)
   /budget     tokens and spend so far, and the limits each message runs under
   /history    this session's messages and answers
-  /reset      start a fresh session (drops variables and queued files)
+  /reset      start a fresh session (drops variables and queued files; a --session
+              is deleted from the store and started again under its name)
   /quit       leave (also /exit or Ctrl-D)
   /help       this text
 A message's context is the queued files, or the message itself when none are queued."""
@@ -53,15 +57,18 @@ class ChatSession:
         *,
         quiet: bool = False,
         live: bool = False,
+        session: str | None = None,
     ) -> None:
         self.factory = factory
         self.out, self.err = out, err
         self.quiet, self.live = quiet, live
+        self.session_name = session  # a durable session's name
         self.rlm: RLM = self._new_rlm()
         self.queued: list[tuple[str, Any]] = []  # (path as typed, text or list of texts)
         self.turns: list[Turn] = []
         self.usage = UsageSummary()
         self._started = 0  # turns started, including failed ones: the next context_N
+        self.durable_note = self._load_stored_turns() if session else None
         self.commands: dict[str, Callable[[str], bool]] = {
             "add": self.cmd_add,
             "vars": self.cmd_vars,
@@ -76,7 +83,24 @@ class ChatSession:
     def _new_rlm(self) -> RLM:
         import uuid
 
-        return self.factory(session_id=f"chat-{uuid.uuid4().hex[:12]}")
+        return self.factory(session_id=self.session_name or f"chat-{uuid.uuid4().hex[:12]}")
+
+    def _load_stored_turns(self) -> str:
+        """A resumed durable session's earlier messages, for /history; the notice."""
+        name, store = self.session_name, self.factory.session_store
+        assert name is not None
+        for t in stored.show(name, store).turns:
+            note = "" if t.status == "completed" else f"{t.status}: {t.error}"
+            meta = t.context_meta
+            described = (
+                f"{meta.get('context_type', '?')}, {meta.get('context_total_length', 0):,} chars"
+            )
+            self.turns.append(Turn(t.index, t.root_prompt or "", described, t.answer or "", note))
+            self._started = t.index + 1
+        if not self.turns:
+            return f"new durable session {name!r} (saved in {store})"
+        return (f"resumed session {name!r}: {len(self.turns)} earlier message(s); their "
+                "contexts and your model's variables are back (/history, /vars)")  # fmt: skip
 
     def say(self, text: str) -> None:
         print(text, file=self.err, flush=True)
@@ -200,6 +224,8 @@ class ChatSession:
 
     def cmd_reset(self, rest: str) -> bool:
         self.rlm.close()
+        if self.session_name is not None:  # its lock is released: the store can drop it
+            stored.delete(self.session_name, self.factory.session_store)
         self.rlm = self._new_rlm()
         self.queued, self.turns, self.usage, self._started = [], [], UsageSummary(), 0
         self.say("new session: variables, history and queued files cleared")

@@ -59,13 +59,17 @@ class SettingsFactory:
     """Builds RLMs from settings; implements ``rlm.server.sessions.RLMFactory``.
 
     ``session_id`` set means a persistent session (``context_N``/``history_N`` carry
-    over); ``trajectory=True`` attaches an in-memory ``RLMLogger`` (``rlm.logger``),
-    which also writes JSONL when ``log_dir`` is set.
+    over), durable in ``session_store`` when one is given (``rlm.sessions``);
+    ``trajectory=True`` attaches an in-memory ``RLMLogger`` (``rlm.logger``), which also
+    writes JSONL when ``log_dir`` is set.
     """
 
-    def __init__(self, settings: Settings, setup: ModelSetup) -> None:
+    def __init__(
+        self, settings: Settings, setup: ModelSetup, session_store: str | None = None
+    ) -> None:
         self.settings = settings
         self.setup = setup
+        self.session_store = session_store
 
     @property
     def model_ids(self) -> list[str]:
@@ -86,6 +90,7 @@ class SettingsFactory:
             logger=logger,
             persistent=session_id is not None,
             session_id=session_id,
+            session_store=self.session_store if session_id is not None else None,
         )
 
 

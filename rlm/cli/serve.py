@@ -49,6 +49,9 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--max-sessions", type=int, help="sessions kept in memory (default: 64)")
     g.add_argument("--session-ttl", type=float, metavar="SECONDS",
                    help="idle sessions are closed after this long (default: 3600)")  # fmt: skip
+    g.add_argument("--session-store", metavar="PATH|URL",
+                   help="keep sessions in this store: they survive eviction and restarts "
+                   "(default: in memory only; see 'rlm sessions')")  # fmt: skip
     add_model_options(p)
     p.set_defaults(handler=serve)
 
@@ -64,13 +67,19 @@ def _is_loopback(host: str) -> bool:
 
 def build_app(settings: Settings, factory: SettingsFactory, token: str) -> Any:
     from rlm.server import create_app
-    from rlm.server.sessions import InMemorySessionRegistry
+    from rlm.server.sessions import InMemorySessionRegistry, StoreBackedSessionRegistry
 
+    store = factory.session_store
+    registry: Any = (
+        StoreBackedSessionRegistry(store, settings.max_sessions, settings.session_ttl)
+        if store
+        else InMemorySessionRegistry(settings.max_sessions, settings.session_ttl)
+    )
     return create_app(
         factory,
         token=token,
         model_ids=factory.model_ids,
-        sessions=InMemorySessionRegistry(settings.max_sessions, settings.session_ttl),
+        sessions=registry,
         max_body_bytes=int(settings.max_body_mb * MIB),
         max_concurrency=settings.max_concurrency,
     )
@@ -91,7 +100,7 @@ def serve(args: argparse.Namespace, err: IO[str] | None = None) -> int:
         print(setup.notice, file=err, flush=True)
     given = args.token or os.environ.get("RLM_SERVER_TOKEN")
     token = given or secrets.token_urlsafe(24)
-    factory = SettingsFactory(settings, setup)
+    factory = SettingsFactory(settings, setup, session_store=getattr(args, "session_store", None))
     app = build_app(settings, factory, token)
 
     url = f"http://{settings.host}:{settings.port}/v1"

@@ -79,7 +79,11 @@ class LoopConfig:
 
 @dataclass
 class TurnState:
-    """What a turn has produced so far. Readable after any exception."""
+    """What a turn has produced so far. Readable after any exception.
+
+    ``completed`` counts the iterations that finished and ``committed`` is the length of
+    ``messages`` when the last one did: together they are the checkpoint a stopped turn
+    resumes from (a turn built with ``completed=n`` starts at iteration ``n + 1``)."""
 
     messages: list[dict[str, Any]]
     iteration: int = 0
@@ -88,6 +92,12 @@ class TurnState:
     best_partial: str | None = None
     compactions: int = 0
     iterations: list[RLMIteration] = field(default_factory=list)
+    completed: int = 0
+    committed: int = -1  # -1: all of the initial messages
+
+    def __post_init__(self) -> None:
+        if self.committed < 0:
+            self.committed = len(self.messages)
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,7 @@ def run_turn(
 ) -> Generator[Effect, Any, TurnResult]:
     """Iterate until the code submits an answer, a limit breaks, or turns run out."""
     limits = node.limits
-    for i in range(cfg.max_iterations):
+    for i in range(st.completed, cfg.max_iterations):
         st.iteration = i + 1
         # ``refused``: a sub-call's reservation hit this run's limit during the last cell.
         breach = node.refused or find_breach(limits, elapsed=node.elapsed)
@@ -124,6 +134,7 @@ def run_turn(
             st.compactions += 1
             yield RecordCompaction({"type": "summary", "content": summary.response})
             st.messages[:] = build_compacted_history(st.messages, summary.response, st.compactions)
+            st.committed = len(st.messages)  # the summary replaces what came before
 
         st.messages.append(
             build_user_prompt(
@@ -198,6 +209,7 @@ def run_turn(
             scope.emit("budget_update", iteration=i + 1, **node.report())
         if cfg.compaction:
             yield RecordCompaction(new_messages)
+        st.completed, st.committed = i + 1, len(st.messages)
 
         if final is not None:  # an answer wins over any limit broken in the same iteration
             scope.emit("final_answer", answer=final, iterations=i + 1, source=source)

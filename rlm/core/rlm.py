@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm.clients import BaseLM, get_client
 from rlm.core.callbacks import (
@@ -35,8 +36,13 @@ from rlm.environments import (
     get_environment,
 )
 from rlm.logger import RLMLogger, VerbosePrinter
+from rlm.sessions.resume import Resume
 from rlm.utils.exceptions import ConfigurationError
 from rlm.utils.parsing import DEFAULT_MAX_OUTPUT_CHARS
+
+if TYPE_CHECKING:  # the store is imported when a session is durable, not by ``import rlm``
+    from rlm.sessions.durable import DurableSession
+    from rlm.sessions.store import SessionStore
 
 
 def _make_client(backend: str, backend_kwargs: dict[str, Any]) -> BaseLM:
@@ -67,6 +73,14 @@ class RLM:
     ``max_concurrent_llm_calls`` caps one ``llm_query_batched``; and
     ``max_concurrent_subcalls`` caps child RLMs running at once, tree-wide. ``cancel()``
     stops a run from another thread.
+
+    Durable sessions (``docs/sessions.md``): with ``persistent=True`` and
+    ``session_store`` (a path, ``sqlite:`` URL or ``SessionStore``) or ``durable=True``
+    (the default store), every turn is saved, and ``RLM(..., session_id=ID)`` in a later
+    process resumes session ``ID``: contexts, histories, answers and REPL variables.
+    Without either, ``session_id`` only labels events, as before. A limit error carries
+    ``checkpoint``; ``completion(..., resume=checkpoint)`` goes on from there.
+    ``fork(new_id)`` branches a durable session.
     """
 
     def __init__(
@@ -107,7 +121,11 @@ class RLM:
         session_id: str | None = None,
         max_inflight_llm_calls: int | None = None,
         max_llm_calls: int | None = None,
+        session_store: SessionStore | str | os.PathLike[str] | None = None,
+        durable: bool = False,
     ) -> None:
+        # Every argument, so fork() can build the same RLM for another session.
+        self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.config = RLMConfig.build(
             backend=backend,
             backend_kwargs=backend_kwargs,
@@ -171,6 +189,11 @@ class RLM:
             self._validate_persistent_environment_support()
 
         self.session_id = session_id or uuid.uuid4().hex
+        self.session_store = session_store
+        self.durable = durable or session_store is not None
+        self._durable: DurableSession | None = None
+        if self.durable:  # fails fast: a locked, foreign, corrupt or newer store
+            self._durable = self._open_durable()
         self.events = EventBus()
         self.verbose = VerbosePrinter(enabled=verbose)
         if verbose:
@@ -186,8 +209,19 @@ class RLM:
 
     # -- session -------------------------------------------------------------------------
 
+    def _open_durable(self) -> DurableSession:
+        from rlm.sessions.durable import open_durable
+
+        cfg = self.config
+        summary = {"backend": cfg.backend, "model": cfg.root_model, "environment": cfg.environment}
+        return open_durable(
+            self.session_store, self.session_id, persistent=self.persistent, config=summary
+        )
+
     def _get_session(self) -> Session:
         if self._session is None:
+            if self.durable and self._durable is None:  # used again after close()
+                self._durable = self._open_durable()
             self._session = Session(
                 self.config,
                 _make_client,
@@ -196,27 +230,40 @@ class RLM:
                 session_id=self.session_id,
                 logger=self.logger,
                 child_logger_factory=RLMLogger if self.logger is not None else None,
+                durable=self._durable,
             )
         return self._session
 
     def completion(
-        self, prompt: str | dict[str, Any] | list[Any], root_prompt: str | None = None
+        self,
+        prompt: str | dict[str, Any] | list[Any],
+        root_prompt: str | None = None,
+        *,
+        resume: Resume = None,
     ) -> RLMChatCompletion:
         """Answer ``root_prompt`` (or the task implied by ``prompt``) over ``prompt``.
 
-        Raises the limit errors (``TimeoutExceededError``, ...) with ``partial_answer``.
+        Raises the limit errors (``TimeoutExceededError``, ...) with ``partial_answer``
+        and ``checkpoint``. ``resume=checkpoint`` goes on from the checkpoint's last
+        completed iteration (no model call is made twice); ``resume=True`` from this
+        session's stopped last turn. A durable session asked the same again after a
+        stop resumes by itself (``resume=False`` starts over).
         """
         self._check_prompt(prompt, root_prompt)
         session = self._get_session()
         if self.config.depth >= self.config.max_depth:
             return self._fallback_completion(session, prompt)
         try:
-            return session.completion(prompt, root_prompt)
+            return session.completion(prompt, root_prompt, resume)
         finally:
             self._persistent_env = session.env if self.persistent else None
 
     async def acompletion(
-        self, prompt: str | dict[str, Any] | list[Any], root_prompt: str | None = None
+        self,
+        prompt: str | dict[str, Any] | list[Any],
+        root_prompt: str | None = None,
+        *,
+        resume: Resume = None,
     ) -> RLMChatCompletion:
         """``completion`` for asyncio, with the same semantics. Model calls use the
         clients' native async methods; REPL cells run on a worker thread."""
@@ -226,12 +273,16 @@ class RLM:
             handler = session.ensure_handler()
             return await handler.acall(prompt, self.config.model_override, 0, None)
         try:
-            return await session.acompletion(prompt, root_prompt)
+            return await session.acompletion(prompt, root_prompt, resume)
         finally:
             self._persistent_env = session.env if self.persistent else None
 
     def stream(
-        self, prompt: str | dict[str, Any] | list[Any], root_prompt: str | None = None
+        self,
+        prompt: str | dict[str, Any] | list[Any],
+        root_prompt: str | None = None,
+        *,
+        resume: Resume = None,
     ) -> EventStream:
         """Run a completion and iterate its events as they happen.
 
@@ -242,16 +293,22 @@ class RLM:
         self._check_prompt(prompt, root_prompt)
         return EventStream(
             self.events,
-            lambda: asyncio.run(self.acompletion(prompt, root_prompt)),
+            lambda: asyncio.run(self.acompletion(prompt, root_prompt, resume=resume)),
             cancel=self.cancel,
         )
 
     def astream(
-        self, prompt: str | dict[str, Any] | list[Any], root_prompt: str | None = None
+        self,
+        prompt: str | dict[str, Any] | list[Any],
+        root_prompt: str | None = None,
+        *,
+        resume: Resume = None,
     ) -> AsyncEventStream:
         """``async for event in rlm.astream(ctx)``: the async form of ``stream``."""
         self._check_prompt(prompt, root_prompt)
-        return AsyncEventStream(self.events, lambda: self.acompletion(prompt, root_prompt))
+        return AsyncEventStream(
+            self.events, lambda: self.acompletion(prompt, root_prompt, resume=resume)
+        )
 
     def cancel(self) -> None:
         """Cancel the run in progress, from any thread (a no-op when none is running).
@@ -293,19 +350,43 @@ class RLM:
     @property
     def environment(self) -> BaseEnv | None:
         """The persistent session's environment (``None`` before the first call, after
-        ``close()``, and always when ``persistent=False``)."""
+        ``close()``, and always when ``persistent=False``). A resumed durable session's
+        is restored on first access."""
+        if self._persistent_env is None and self._durable is not None and self._durable.thread:
+            self._persistent_env = self._get_session().ensure_environment()
         return self._persistent_env
+
+    def fork(self, new_session_id: str | None = None) -> RLM:
+        """A new durable session (``new_session_id``, or a generated one) that shares this
+        one's turns so far and diverges after: an RLM with the same arguments, resumed
+        from the fork. This session is unaffected."""
+        if self._durable is None:
+            if not self.durable:
+                raise ConfigurationError(
+                    "fork() needs a durable session: pass session_store=... or durable=True"
+                )
+            self._get_session()  # closed before: open it again
+        assert self._durable is not None
+        new_id = new_session_id or uuid.uuid4().hex
+        self._durable.fork(new_id)
+        return RLM(**{**self._init_kwargs, "session_id": new_id})
 
     @staticmethod
     def _env_supports_persistence(env: BaseEnv) -> bool:
         return isinstance(env, SupportsPersistence)
 
     def close(self) -> None:
-        """Release the environment and the handler. The object can be used again after."""
+        """Release the environment, the handler and a durable session's lock. The object
+        can be used again after."""
         session, self._session = self._session, None
+        durable, self._durable = getattr(self, "_durable", None), None
         self._persistent_env = None
-        if session is not None:
-            session.close()
+        try:
+            if session is not None:
+                session.close()
+        finally:
+            if durable is not None:
+                durable.close()
 
     def __enter__(self) -> RLM:
         return self

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import itertools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm.clients.base_lm import BaseLM
 from rlm.core.budget import BudgetNode
@@ -30,9 +31,14 @@ from rlm.core.runtime import run_blocking
 from rlm.core.turn import Turn
 from rlm.core.types import QueryMetadata, RLMChatCompletion, RLMMetadata, UsageSummary
 from rlm.environments.base_env import BaseEnv, SupportsPersistence
+from rlm.sessions.checkpoint import Checkpoint
+from rlm.sessions.resume import Resume, restore_note, restore_one_shot, resume_point
 from rlm.utils.exceptions import BudgetExhaustedError, RLMLimitError
 from rlm.utils.prompts import build_metadata_prompt, render_system_prompt
 from rlm.utils.rlm_utils import filter_sensitive_keys
+
+if TYPE_CHECKING:
+    from rlm.sessions.durable import DurableSession
 
 ClientFactory = Callable[[str, dict[str, Any]], BaseLM]
 EnvFactory = Callable[[str, dict[str, Any]], BaseEnv]
@@ -41,7 +47,9 @@ EnvFactory = Callable[[str, dict[str, Any]], BaseEnv]
 # Every environment gets a direct route to the handler: in-process ones call it, and
 # worker-based ones relay their worker's sub-calls to it over the worker's own channel
 # (no socket). Environments not listed here also get the loopback socket's address.
-ROUTED_ENVIRONMENTS = frozenset({"local", "sandbox"})
+ROUTED_ENVIRONMENTS = frozenset(
+    {"local", "sandbox", "docker", "ipython", "modal", "e2b", "daytona", "prime"}
+)
 
 _run_ids = itertools.count(1)
 
@@ -68,6 +76,7 @@ class Session:
         child_logger_factory: Callable[[], Any] | None = None,
         child_slot: ChildSlot | None = None,
         run_id: str | None = None,
+        durable: DurableSession | None = None,
     ) -> None:
         self.config = config
         self._make_client = make_client
@@ -90,6 +99,10 @@ class Session:
         self.node: BudgetNode | None = None  # the last turn's budget node (its spending)
         self._child_slot = child_slot  # a child run's slot in the tree's child gate
         self._run_id = run_id  # a child's run id, announced by its subcall_started event
+        self.durable = durable  # the store side of a durable root session
+        self._note: str | None = None  # told to the model once, after a resume
+        self._pending: Checkpoint | None = None  # the last turn's, if it stopped
+        self._stopped_index: int | None = None  # its context index (persistent)
 
     # -- resources -----------------------------------------------------------------------
 
@@ -139,22 +152,54 @@ class Session:
             kwargs["lm_handler_token"] = handler.token
         return kwargs
 
-    def _open_environment(self, prompt: Any, handler: LMHandler) -> tuple[BaseEnv, int]:
-        """The turn's environment with ``prompt`` bound, and the context's index."""
+    def ensure_environment(self) -> BaseEnv:
+        """The persistent environment, made on first use; a durable session's is first
+        restored from the store (variables, then contexts, histories and answers)."""
+        if self.env is None:
+            handler = self.ensure_handler()
+            self.env = self._make_env(self.config.environment, self._env_kwargs(handler))
+            if self.durable is not None:
+                restored = self.durable.restore(self.env)
+                self._contexts = list(restored.contexts)
+                self._answers = self._turns = restored.turns
+                self._stopped_index = restored.stopped_index
+                self._note = restore_note(restored.lost, "this session was resumed from storage")
+        return self.env
+
+    def _open_environment(
+        self, prompt: Any, handler: LMHandler, index: int | None = None
+    ) -> tuple[BaseEnv, int]:
+        """The turn's environment with ``prompt`` bound (at ``index``: a resumed turn's
+        own slot), and the context's index."""
         if not self.config.persistent:
             kwargs = self._env_kwargs(handler)
             kwargs["context_payload"] = prompt
             return self._make_env(self.config.environment, kwargs), 0
-        if self.env is None:
-            self.env = self._make_env(self.config.environment, self._env_kwargs(handler))
-        env = self.env
+        env = self.ensure_environment()
         if not isinstance(env, SupportsPersistence):
             raise RuntimeError(
                 f"Environment {type(env).__name__} does not implement SupportsPersistence"
             )
-        index = env.add_context(prompt)
+        index = env.add_context(prompt, index)
         env.reset_answer()
         return env, index
+
+    def _turn_state(self, root_prompt: str | None, checkpoint: Checkpoint | None) -> TurnState:
+        if checkpoint is None:
+            return TurnState(self._opening_messages(root_prompt))
+        state = TurnState(
+            copy.deepcopy(checkpoint.messages),
+            consecutive_errors=checkpoint.consecutive_errors,
+            last_error=checkpoint.last_error,
+            best_partial=checkpoint.best_partial,
+            compactions=checkpoint.compactions,
+            completed=checkpoint.iteration,
+        )
+        note, self._note = self._note, None
+        if note:
+            state.messages.append({"role": "user", "content": note})
+            state.committed = len(state.messages)
+        return state
 
     def close(self) -> None:
         """Release the environment and, if this session created it, the handler."""
@@ -201,6 +246,9 @@ class Session:
             messages[0]["content"] += (
                 "\n\nThe full record of this run (and any summaries) is in the REPL list `history`."
             )
+        note, self._note = self._note, None
+        if note:  # e.g. which variables a resume could not bring back
+            messages[1]["content"] += "\n\n" + note
         return messages
 
     def cancel(self) -> None:
@@ -209,10 +257,12 @@ class Session:
         if active is not None:
             active[0].token.cancel()
 
-    def completion(self, prompt: Any, root_prompt: str | None = None) -> RLMChatCompletion:
+    def completion(
+        self, prompt: Any, root_prompt: str | None = None, resume: Resume = None
+    ) -> RLMChatCompletion:
         """Run one turn to an answer. Turns of one session never overlap."""
         with self._turn_lock:
-            turn = self._begin(prompt, root_prompt)
+            turn = self._begin(prompt, root_prompt, resume)
             try:
                 result = drive_sync(turn.flow(), turn.perform, turn.node.token)
             except BaseException as exc:
@@ -222,12 +272,14 @@ class Session:
                 raise error from None
             return turn.succeed(result)
 
-    async def acompletion(self, prompt: Any, root_prompt: str | None = None) -> RLMChatCompletion:
+    async def acompletion(
+        self, prompt: Any, root_prompt: str | None = None, resume: Resume = None
+    ) -> RLMChatCompletion:
         """``completion`` for asyncio: the same turn, with effects awaited. Cancelling
         the task, or the turn's token, stops it with ``CancellationError``."""
         await acquire_lock(self._turn_lock)
         try:
-            begin = run_blocking(self._begin, prompt, root_prompt)
+            begin = run_blocking(self._begin, prompt, root_prompt, resume)
             try:
                 turn = await asyncio.shield(begin)
             except asyncio.CancelledError as exc:  # let the turn open, then close it properly
@@ -240,16 +292,32 @@ class Session:
                 if error is exc:
                     raise
                 raise error from None
-            return turn.succeed(result)
+            if self.durable is None:
+                return turn.succeed(result)
+            closing = run_blocking(turn.succeed, result)  # the checkpoint: off the loop
+            try:
+                return await asyncio.shield(closing)
+            except asyncio.CancelledError:
+                await asyncio.wait((closing,))  # closed before another turn may start
+                raise
         finally:
             self._turn_lock.release()
 
-    def _begin(self, prompt: Any, root_prompt: str | None) -> Turn:
+    def _begin(self, prompt: Any, root_prompt: str | None, resume: Resume = None) -> Turn:
         """Open the turn: budget node, event scope, environment with the context bound."""
         cfg = self.config
         started = time.perf_counter()
         meta = QueryMetadata(prompt)  # raises ValueError for a missing payload
         handler = self.ensure_handler()
+        if cfg.persistent:
+            self.ensure_environment()  # a durable session's thread is back before we look
+        checkpoint = resume_point(resume, self._pending, self.durable, prompt, root_prompt)
+        slot = None  # a resumed stopped turn keeps its context_N if it was the last turn
+        if checkpoint is not None:
+            root_prompt = root_prompt if root_prompt is not None else checkpoint.root_prompt
+            last = len(self._contexts) - 1
+            if cfg.persistent and checkpoint.context_index == self._stopped_index == last:
+                slot = last
         node = self._parent_node.child(cfg.limits) if self._parent_node else BudgetNode(cfg.limits)
         parent = self._parent_scope
         scope = RunScope(
@@ -260,7 +328,10 @@ class Session:
             turn=parent.turn if parent else self._turns,
             depth=cfg.depth,
         )
-        env, index = self._open_environment(prompt, handler)
+        env, index = self._open_environment(prompt, handler, slot)
+        # Another session's stopped turn brings its variables along, into a fresh REPL.
+        if checkpoint is not None and checkpoint.session_id != self.session_id and index == 0:
+            self._note = restore_one_shot(env, checkpoint, owned=not cfg.persistent)
         if cfg.persistent:
             del self._contexts[index:]
             self._contexts.append(meta)
@@ -276,10 +347,11 @@ class Session:
             index=index,
             node=node,
             scope=scope,
-            state=TurnState(self._opening_messages(root_prompt)),
+            state=self._turn_state(root_prompt, checkpoint),
             loop_cfg=LoopConfig(max_iterations=cfg.max_iterations),
             started=started,
             detach=None,
+            resumed=checkpoint,
         )
         try:  # from here on, a failure must still close the turn (env, alignment, events)
             if self._route is not None:
@@ -307,14 +379,39 @@ class Session:
             raise turn.fail(exc) from None
         return turn
 
-    def _end_turn(self, turn: Turn, result: TurnResult | None) -> None:
+    def _end_turn(
+        self, turn: Turn, result: TurnResult | None, error: BaseException | None = None
+    ) -> None:
         """Called once per turn, success or not, before the turn's last event."""
         self._active = None
         self._turns += 1
+        self._pending = None if result is not None else turn.checkpoint
         if self.config.persistent:
             self._close_turn(turn.env, turn.index, turn.state, result)
+            self._stopped_index = None if result is not None else turn.index
         else:
             turn.env.cleanup()
+        if self.durable is not None and self._parent_scope is None:
+            self._record(turn, result, error)
+
+    def _record(self, turn: Turn, result: TurnResult | None, error: BaseException | None) -> None:
+        """Save the turn to the durable store. A failure to save a turn that failed
+        anyway is noted on its error rather than raised over it."""
+        assert self.durable is not None
+        resumed, state = turn.resumed, turn.state
+        try:
+            self.durable.record(
+                turn.env, index=turn.index, prompt=turn.prompt,
+                root_prompt=turn.loop_cfg.root_prompt, messages=state.messages,
+                answer=result.answer if result is not None else None, error=error,
+                usage=turn.usage, iterations=result.iterations if result else state.completed,
+                started=turn.started, checkpoint=turn.checkpoint,
+                replaces=resumed is not None and resumed.context_index == turn.index,
+            )  # fmt: skip
+        except Exception as exc:
+            if error is None:
+                raise
+            error.add_note(f"This turn could not be saved to the session store: {exc}")
 
     def root_model_name(self, handler: LMHandler) -> str:
         cfg = self.config

@@ -6,6 +6,8 @@ The sync and async drivers share this object; they differ only in how they wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -26,8 +28,9 @@ from rlm.core.loop import (
     run_turn,
 )
 from rlm.core.runtime import run_blocking
-from rlm.core.types import RLMChatCompletion
-from rlm.environments.base_env import BaseEnv
+from rlm.core.types import RLMChatCompletion, UsageSummary
+from rlm.environments.base_env import BaseEnv, SupportsSnapshot
+from rlm.sessions.checkpoint import Checkpoint
 from rlm.utils.exceptions import BudgetExhaustedError, CancellationError, RLMLimitError
 
 if TYPE_CHECKING:
@@ -57,6 +60,9 @@ class Turn:
     loop_cfg: LoopConfig
     started: float
     detach: Callable[[], None] | None
+    resumed: Checkpoint | None = None  # the stopped turn this one continues
+    checkpoint: Checkpoint | None = None  # set when the turn ends without an answer
+    abandoned: asyncio.Future[Any] | None = None  # a cell left running by a cancel
 
     def flow(self) -> Generator[Effect, Any, TurnResult]:
         return run_turn(self.state, self.loop_cfg, self.node, self.scope)
@@ -84,6 +90,7 @@ class Turn:
             except asyncio.CancelledError:
                 self.node.token.cancel()
                 await asyncio.wait((cell,), timeout=CELL_GRACE)
+                self.abandoned = cell
                 raise
         return self._perform_local(effect)
 
@@ -99,9 +106,45 @@ class Turn:
 
     # -- closing -----------------------------------------------------------------------
 
+    @property
+    def usage(self) -> UsageSummary:
+        """What this turn has spent, earlier attempts of a resumed turn included."""
+        if self.resumed is None:
+            return self.node.usage
+        total = UsageSummary()
+        total.merge(self.resumed.usage)
+        total.merge(self.node.usage)
+        return total
+
+    def _checkpoint(self, error: BaseException) -> Checkpoint:
+        """The turn at the end of its last completed iteration, with the REPL variables
+        (a one-shot run's environment is cleaned up next; another RLM may resume it)."""
+        st, persistent = self.state, self.session.config.persistent
+        snapshot: bytes | None = None
+        unsaved: list[str] = []
+        running = self.abandoned is not None and not self.abandoned.done()
+        if isinstance(self.env, SupportsSnapshot) and not running:  # else: it holds the REPL
+            with contextlib.suppress(Exception):  # best effort: the error matters more
+                snapshot, unsaved = self.env.snapshot()
+        return Checkpoint(
+            messages=copy.deepcopy(st.messages[: st.committed]),
+            iteration=st.completed,
+            consecutive_errors=st.consecutive_errors,
+            last_error=st.last_error,
+            best_partial=st.best_partial,
+            compactions=st.compactions,
+            usage=self.usage,
+            context_index=self.index if persistent else None,
+            root_prompt=self.loop_cfg.root_prompt,
+            session_id=self.session.session_id,
+            error=f"{type(error).__name__}: {error}",
+            snapshot=snapshot,
+            unsaved=list(unsaved),
+        )
+
     def _close(self, result: TurnResult | None, error: BaseException | None) -> None:
         try:
-            self.session._end_turn(self, result)
+            self.session._end_turn(self, result, error)
         finally:
             self.scope.emit(
                 "run_finished",
@@ -139,6 +182,10 @@ class Turn:
                 message=str(exc),
                 partial_answer=exc.partial_answer,
             )
+        if self.scope.parent_id is None:  # a root run: it can be resumed
+            self.checkpoint = self._checkpoint(error)
+            if isinstance(error, RLMLimitError):
+                error.checkpoint = self.checkpoint
         self._close(None, error)
         return error
 

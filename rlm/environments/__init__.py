@@ -44,12 +44,12 @@ class _Entry:
 
 _REGISTRY: dict[str, _Entry] = {
     "local": _Entry("rlm.environments.local_repl:LocalREPL", persistent=True),
-    "ipython": _Entry("rlm.environments.ipython_repl:IPythonREPL"),
-    "docker": _Entry("rlm.environments.docker_repl:DockerREPL"),
-    "modal": _Entry("rlm.environments.modal_repl:ModalREPL"),
-    "e2b": _Entry("rlm.environments.e2b_repl:E2BREPL"),
-    "daytona": _Entry("rlm.environments.daytona_repl:DaytonaREPL"),
-    "prime": _Entry("rlm.environments.prime_repl:PrimeREPL"),
+    "ipython": _Entry("rlm.environments.ipython_repl:IPythonREPL", persistent=True),
+    "docker": _Entry("rlm.environments.docker_repl:DockerREPL", persistent=True),
+    "modal": _Entry("rlm.environments.modal_repl:ModalREPL", persistent=True),
+    "e2b": _Entry("rlm.environments.e2b_repl:E2BREPL", persistent=True),
+    "daytona": _Entry("rlm.environments.daytona_repl:DaytonaREPL", persistent=True),
+    "prime": _Entry("rlm.environments.prime_repl:PrimeREPL", persistent=True),
     "sandbox": _Entry("rlm.environments.sandbox_repl:SandboxREPL", persistent=True),
 }
 

@@ -21,6 +21,12 @@ from rlm.environments.base_env import (
     extract_tool_value,
     validate_custom_tools,
 )
+from rlm.environments.local_snapshot import (
+    DEFAULT_MAX_VALUE_BYTES,
+    Delta,
+    LocalNamespace,
+    LocalSnapshots,
+)
 from rlm.environments.namespace import (
     AnswerDict,
     CellRecord,
@@ -68,6 +74,9 @@ class LocalREPL(NonIsolatedEnv):
     Separate instances run concurrently without sharing output, files or answers;
     ``execute_code`` on one instance is serialised. Output is captured per thread:
     what threads started by the cell's own code print goes to the host's stdout.
+
+    ``SupportsSnapshot``: ``snapshot()``/``restore()`` save and rebind the user variables
+    with the worker environments' policy and format (``rlm.environments.local_snapshot``).
     """
 
     def __init__(
@@ -115,6 +124,10 @@ class LocalREPL(NonIsolatedEnv):
         self._cell = CellRecord()
         self._closed = False
         self.setup()
+        self._snapshots = LocalSnapshots(
+            LocalNamespace(self.globals, self.locals, self._inputs, self._sources, self._restore),
+            int(kwargs.get("snapshot_limit_mb", 0) * 2**20) or DEFAULT_MAX_VALUE_BYTES,
+        )
         if context_payload is not None:
             self.load_context(context_payload)
         if setup_code:
@@ -213,6 +226,7 @@ class LocalREPL(NonIsolatedEnv):
                         err.write(format_cell_error(exc, self._sources))
                     finally:
                         self._restore()
+                        self._snapshots.namespace.record_defs(code, self._cell_count)
             finally:
                 self._cell = outer
             return REPLResult(
@@ -375,6 +389,38 @@ class LocalREPL(NonIsolatedEnv):
         """Append a trajectory segment or a summary to ``history`` (compaction mode)."""
         if self._inputs.compaction_history is not None:
             self._inputs.compaction_history.append(copy.deepcopy(entry))
+
+    # -- SupportsSnapshot -------------------------------------------------------------
+
+    def snapshot(self) -> tuple[bytes, list[str]]:
+        """The user variables as bytes, and the names that could not be saved."""
+        with self._lock:
+            return self._snapshots.snapshot()
+
+    def restore(self, data: bytes) -> list[str]:
+        """Replace the user variables with snapshot ``data``; returns the names that
+        could not be restored."""
+        with self._lock:
+            lost = self._snapshots.restore(data)
+            self._cell_count = max(self._cell_count, self._snapshots.namespace.last_cell)
+            return lost
+
+    def snapshot_delta(self) -> Delta:
+        """For durable stores: entries, bodies changed since the last delta, unsaved."""
+        with self._lock:
+            return self._snapshots.delta()
+
+    def snapshot_reset(self) -> None:
+        """The last delta was not stored: the next one carries every body."""
+        with self._lock:
+            self._snapshots.reset()
+
+    def restore_parts(self, metas: list[dict[str, Any]], load: Callable[[str], bytes]) -> list[str]:
+        """Restore from a delta's entries, loading bodies by digest with ``load``."""
+        with self._lock:
+            lost = self._snapshots.restore_parts(metas, load)
+            self._cell_count = max(self._cell_count, self._snapshots.namespace.last_cell)
+            return lost
 
     # -- lifecycle -------------------------------------------------------------------
 

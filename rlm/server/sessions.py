@@ -1,16 +1,21 @@
 """Where the servers keep persistent sessions between requests.
 
-``SessionRegistry`` is the interface the HTTP and MCP servers use; a durable session
-store implements the same six methods later. ``InMemorySessionRegistry`` keeps values
-in this process: least recently used first out beyond ``max_sessions``, dropped after
-``idle_ttl`` seconds unused, and ``close()``d whenever it lets one go. A session in use
-(inside ``lease``) is never evicted; one dropped while in use closes when released.
+``SessionRegistry`` is the interface the HTTP and MCP servers use.
+``InMemorySessionRegistry`` (the default) keeps values in this process: least recently
+used first out beyond ``max_sessions``, dropped after ``idle_ttl`` seconds unused, and
+``close()``d whenever it lets one go. A session in use (inside ``lease``) is never
+evicted; one dropped while in use closes when released.
+
+``StoreBackedSessionRegistry`` keeps the same live set in memory, but the sessions are
+durable RLMs in a session store (``rlm serve --session-store PATH``): an evicted,
+expired or restarted-away session is resumed from the store by its next request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from rlm.core.rlm import RLM
+    from rlm.sessions.store import SessionStore
 
 
 class Closable(Protocol):
@@ -190,6 +196,53 @@ class InMemorySessionRegistry(Generic[T]):
             if entry.users == 0 and sid != next(reversed(self._entries)):
                 released += self._release(self._entries.pop(sid))
         return released
+
+
+class StoreBackedSessionRegistry(InMemorySessionRegistry[T]):
+    """Live sessions in memory as ``InMemorySessionRegistry`` keeps them, backed by the
+    session store ``store`` (a path, URL or ``SessionStore``). The factory must build
+    durable RLMs in that store (``SettingsFactory(..., session_store=store)``): closing
+    one releases its lock, and building it again resumes it. ``list()`` adds the stored
+    sessions that are not in memory; ``drop()`` also deletes the stored session (unless
+    a request, here or in another process, is using it: then only the live one goes)."""
+
+    def __init__(
+        self,
+        store: SessionStore | str | os.PathLike[str],
+        max_sessions: int = 64,
+        idle_ttl: float | None = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(max_sessions, idle_ttl, clock)
+        self.store = store
+
+    def __bool__(self) -> bool:  # empty is still a registry (``sessions or default``)
+        return True
+
+    def list(self) -> builtins.list[SessionInfo]:
+        from rlm.sessions import list_sessions
+
+        live = super().list()
+        known = {info.session_id for info in live}
+        now = time.time()
+        return live + [
+            SessionInfo(s.id, s.created_at, max(0.0, now - s.updated_at), s.turns, False)
+            for s in list_sessions(self.store)
+            if s.id not in known
+        ]
+
+    def drop(self, session_id: str) -> bool:
+        from rlm.sessions import delete
+        from rlm.utils.exceptions import SessionLockedError, SessionNotFoundError
+
+        dropped = super().drop(session_id)  # closes it now unless a request holds it
+        try:
+            delete(session_id, self.store)
+        except SessionNotFoundError:
+            return dropped
+        except SessionLockedError:
+            return dropped
+        return True
 
 
 def _close_all(values: builtins.list[T]) -> None:

@@ -21,9 +21,17 @@
     │   ├── WorkerCrashedError
     │   └── WorkerTimeoutError
     ├── WireProtocolError             a malformed frame on the handler socket
+    ├── SessionError                  a durable session (``rlm.sessions``)
+    │   ├── SessionLockedError        another live process holds the session's write lock
+    │   ├── SessionNotFoundError      no such session in the store (also a LookupError)
+    │   └── SessionStoreError         the store file is corrupt, foreign or of a newer
+    │                                 schema, or a checkpoint could not be written
     └── ConfigurationError            (also a ValueError) bad arguments to RLM(...)
 
 The five limit errors keep the names and constructor signatures of ``rlms`` 0.1.3.
+Every limit error raised by a root run carries ``checkpoint`` (an
+``rlm.sessions.Checkpoint``): pass it to ``completion(..., resume=checkpoint)`` to go
+on from the last completed iteration.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ class RLMLimitError(RLMError):
     """A run stopped before it submitted an answer. ``partial_answer`` is the best so far."""
 
     partial_answer: str | None = None
+    # The turn so far (an ``rlm.sessions.Checkpoint``), set by the run that raised it.
     checkpoint: Any = None
 
 
@@ -246,6 +255,33 @@ class WireProtocolError(RLMError):
     """A frame on the handler socket was malformed, oversized or unauthenticated."""
 
 
+# ---------------------------------------------------------------------------
+# Durable sessions
+# ---------------------------------------------------------------------------
+
+
+class SessionError(RLMError):
+    """A durable session could not be opened, saved or changed."""
+
+
+class SessionLockedError(SessionError):
+    """Another live process holds the session's write lock (after the bounded wait).
+    ``holder`` describes it (pid, hostname, since), when known."""
+
+    def __init__(self, message: str, holder: Any = None) -> None:
+        self.holder = holder
+        super().__init__(message)
+
+
+class SessionNotFoundError(SessionError, LookupError):
+    """No session with that id in the store."""
+
+
+class SessionStoreError(SessionError):
+    """The store cannot be used: not a SQLite file, corrupt, not an rlmx store, written
+    by a newer rlmx, or a write failed. The file is left as it was."""
+
+
 class ConfigurationError(RLMError, ValueError):
     """Invalid arguments; also a ``ValueError`` so ``rlms``-style handlers still catch it."""
 
@@ -267,6 +303,10 @@ __all__ = [
     "RLMError",
     "RLMLimitError",
     "RateLimitError",
+    "SessionError",
+    "SessionLockedError",
+    "SessionNotFoundError",
+    "SessionStoreError",
     "TimeoutExceededError",
     "TokenLimitExceededError",
     "WireProtocolError",

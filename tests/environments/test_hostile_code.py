@@ -1,10 +1,15 @@
-"""The hostile-code suite: model code that attacks the host, run in the bubblewrap sandbox.
+"""The hostile-code suite: model code that attacks the host, run in the bubblewrap sandbox
+(every case), and in ``docker`` and ``ipython`` where their claims apply.
 
 Every snippet runs in a fresh sandbox that already holds ``marker`` and a function
 ``keep()``. Whatever the snippet does, the host process must survive and the next cell
 must still see both. Each case also checks its specific containment, and records what
-happened; ``RLMX_HOSTILE_REPORT=path.md`` writes those records as the table that
+happened; ``RLMX_HOSTILE_REPORT=path.md`` writes those records as the tables that
 ``docs/security.md`` shows.
+
+``ipython`` is not a security boundary: only the cases about the session surviving run
+there. ``docker`` runs those too; its isolation cases need a real Docker engine and are
+skipped when only the fake CLI is available (it runs the worker unisolated).
 """
 
 from __future__ import annotations
@@ -17,12 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from worker_env_support import needs_bwrap
+from worker_env_support import DOCKER_ENGINE_PROBLEM, make_env, needs_bwrap
 
 from rlm.core.types import REPLResult
 from rlm.environments.sandbox_repl import SandboxREPL
-
-pytestmark = needs_bwrap
 
 FAKE_SECRET = "sk-rlmx-FAKE-SECRET-0123456789"
 FAKE_KEY = "-----BEGIN FAKE RLMX PRIVATE KEY-----"
@@ -36,6 +39,7 @@ LIMITS = {
     "output_limit": 20_000,
 }
 _records: list[tuple[str, str, str]] = []
+_other_records: list[tuple[str, str, str]] = []  # (environment, attack, what happened)
 PLACEHOLDERS = {
     "home": "$HOME",
     "host_dir": "<host dir>",
@@ -272,20 +276,73 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         if report:
             rows = [f"| {i} | `{code}` | {what} |" for i, code, what in _records]
             head = "| attack | snippet | what happened (measured) |\n| --- | --- | --- |\n"
-            Path(report).write_text(head + "\n".join(rows) + "\n")
+            others = [f"| {kind} | {i} | {what} |" for kind, i, what in _other_records]
+            other_head = (
+                "\n| environment | attack | what happened (measured) |\n| --- | --- | --- |\n"
+            )
+            text = head + "\n".join(rows) + "\n" if rows else ""
+            if others:
+                text += other_head + "\n".join(others) + "\n"
+            Path(report).write_text(text)
 
 
+def _attack(env: Any, case: Case, host: dict[str, Any]) -> str:
+    """Run ``case`` after a first cell; check it and that the session survived."""
+    env.execute_code("marker = 'intact'\ndef keep():\n    return marker.upper()")
+    result = env.execute_code(case.code.format(**host))
+    what = case.check(result, host)
+    after = env.execute_code("print(marker, keep(), context, callable(llm_query), answer['ready'])")
+    assert after.stdout == "intact INTACT the context True False\n", after.stderr
+    return what
+
+
+@needs_bwrap
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_snippet(case: Case, host: dict[str, Any]) -> None:
     env = SandboxREPL(context_payload="the context", **{**LIMITS, **case.kwargs})
     try:
-        env.execute_code("marker = 'intact'\ndef keep():\n    return marker.upper()")
-        result = env.execute_code(case.code.format(**host))
-        what = case.check(result, host)
-        after = env.execute_code(
-            "print(marker, keep(), context, callable(llm_query), answer['ready'])"
-        )
-        assert after.stdout == "intact INTACT the context True False\n", after.stderr
+        what = _attack(env, case, host)
         _records.append((case.id, _shown(case.code.format(**PLACEHOLDERS)), _shown(what, host)))
+    finally:
+        env.cleanup()
+
+
+# The session survives: these hold wherever the worker runs, isolated or not.
+SURVIVAL = ["sys.exit", "infinite loop", "os._exit", "recursion bomb", "delete context",
+            "rebind llm_query"]  # fmt: skip
+DOCKER_SURVIVAL = [*SURVIVAL, "while True + except BaseException", "ctypes segfault",
+                   "50 MB print"]  # fmt: skip
+# Isolation claims of docker (--network none, no host mounts): a real engine only.
+DOCKER_ISOLATION = ["read ~/.ssh", "read host file", "write host dir", "TCP to the internet",
+                    "TCP to the host's LM socket", "DNS"]  # fmt: skip
+NO_ENGINE = (
+    f"{DOCKER_ENGINE_PROBLEM}; the fake docker CLI runs the worker as a plain local "
+    "process, so docker's isolation claims cannot be tested here"
+)
+_BY_ID = {case.id: case for case in CASES}
+OTHER_CASES = [
+    *(pytest.param("ipython", _BY_ID[i], id=f"ipython-{i}") for i in SURVIVAL),
+    *(pytest.param("docker", _BY_ID[i], id=f"docker-{i}") for i in DOCKER_SURVIVAL),
+    *(
+        pytest.param(
+            "docker",
+            _BY_ID[i],
+            id=f"docker-{i}",
+            marks=pytest.mark.skipif(DOCKER_ENGINE_PROBLEM is not None, reason=NO_ENGINE),
+        )
+        for i in DOCKER_ISOLATION
+    ),
+]
+OTHER_LIMITS = {"cell_timeout": 1.5, "interrupt_grace": 1.0, "output_limit": 20_000}
+
+
+@pytest.mark.parametrize(("kind", "case"), OTHER_CASES)
+def test_hostile_snippet_elsewhere(kind: str, case: Case, host: dict[str, Any]) -> None:
+    env = make_env(kind, context_payload="the context", **OTHER_LIMITS)
+    try:
+        what = _attack(env, case, host)
+        engine = "fake CLI" if kind == "docker" and DOCKER_ENGINE_PROBLEM else ""
+        label = f"{kind} ({engine})" if engine else kind
+        _other_records.append((label, case.id, _shown(what, host)))
     finally:
         env.cleanup()

@@ -1,0 +1,158 @@
+"""``rlm sessions``: list, show, delete and export durable sessions (read through
+``rlm.sessions``; inspection never waits for a session in use)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import IO, Any
+
+from rlm.logger.verbose import one_line
+from rlm.sessions import api
+from rlm.sessions.store import STORE_ENV_VAR, default_store_path
+from rlm.utils.exceptions import ConfigurationError, SessionError
+
+EXAMPLES = f"""examples:
+  rlm sessions list
+  rlm sessions list --json --store ~/notes.db
+  rlm sessions show notes
+  rlm sessions export notes -o notes.json
+  rlm sessions rm notes old-draft
+
+The store is --store, else ${STORE_ENV_VAR}, else {default_store_path()}."""
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "sessions",
+        help="list, show, delete and export durable sessions",
+        description="Inspect and manage durable sessions (RLM(session_store=...), "
+        "rlm chat --session NAME). Reading never needs a session's lock.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(handler=lambda args: _usage(p))
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+
+    def verb(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--store", metavar="PATH|URL", help="the session store file")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    verb("list", "every session, most recently used first", cmd_list).add_argument(
+        "--json", action="store_true", help="JSON output"
+    )
+    show = verb("show", "a session and its turns", cmd_show)
+    show.add_argument("session_id", metavar="ID")
+    show.add_argument("--json", action="store_true", help="JSON output")
+    rm = verb("rm", "delete sessions (what no other session shares is freed)", cmd_rm)
+    rm.add_argument("session_ids", metavar="ID", nargs="+")
+    rm.add_argument("--force", action="store_true", help="even if a live process uses it")
+    export = verb("export", "a session as JSON (contexts, histories, answers)", cmd_export)
+    export.add_argument("session_id", metavar="ID")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    export.add_argument("--no-contexts", action="store_true", help="leave the contexts out")
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _when(stamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+
+
+def _run(fn: Any, err: IO[str] | None = None) -> int:
+    try:
+        return int(fn())
+    except (SessionError, ConfigurationError) as exc:
+        print(f"rlm: error: {exc}", file=err or sys.stderr, flush=True)
+        return 1
+
+
+def cmd_list(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    out = out or sys.stdout
+
+    def run() -> int:
+        sessions = api.list_sessions(args.store)
+        if args.json:
+            rows = [
+                {**s.__dict__, "locked_by": s.locked_by.__dict__ if s.locked_by else None}
+                for s in sessions
+            ]
+            print(json.dumps(rows, indent=2), file=out)
+            return 0
+        if not sessions:
+            print(f"no sessions in {args.store or default_store_path()}", file=out)
+            return 0
+        width = max(len("ID"), *(len(s.id) for s in sessions))
+        print(f"{'ID':<{width}}  TURNS  LAST       UPDATED           IN USE", file=out)
+        for s in sessions:
+            user = s.locked_by.describe() if s.locked_by else "-"
+            last = s.last_status or "-"
+            print(f"{s.id:<{width}}  {s.turns:>5}  {last:<9}  {_when(s.updated_at)}  {user}",
+                  file=out)  # fmt: skip
+        return 0
+
+    return _run(run)
+
+
+def cmd_show(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    out = out or sys.stdout
+
+    def run() -> int:
+        detail = api.show(args.session_id, args.store)
+        if args.json:
+            print(json.dumps(detail.to_dict(), indent=2, default=str), file=out)
+            return 0
+        s = detail.session
+        line = f"session {s.id} · {len(detail.turns)} turn(s) · created {_when(s.created_at)}"
+        if s.forked_from:
+            line += f" · forked from {s.forked_from}"
+        print(line, file=out)
+        config = ", ".join(f"{k} {v}" for k, v in s.config.items())
+        print(f"  {config}" + (f" · in use by {detail.locked_by.describe()}" if detail.locked_by
+                                else ""), file=out)  # fmt: skip
+        for t in detail.turns:
+            cost = f" ${t.cost:.4f}" if t.cost else ""
+            result = one_line(t.answer, 70) if t.answer is not None else f"({t.error})"
+            question = one_line(t.root_prompt or "", 50)
+            print(f"[{t.index}] {t.status:<9} {question!r} -> {result}{cost}", file=out)
+            if t.unrestorable:
+                print(f"    not saved: {', '.join(sorted(t.unrestorable))}", file=out)
+        return 0
+
+    return _run(run)
+
+
+def cmd_rm(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    out = out or sys.stdout
+
+    def run() -> int:
+        for sid in args.session_ids:
+            api.delete(sid, args.store, force=args.force)
+            print(f"deleted {sid}", file=out)
+        return 0
+
+    return _run(run)
+
+
+def cmd_export(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    out = out or sys.stdout
+
+    def run() -> int:
+        data = api.export(args.session_id, args.store, contexts=not args.no_contexts)
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+            print(f"exported {args.session_id} to {args.output}", file=sys.stderr)
+        else:
+            print(text, file=out)
+        return 0
+
+    return _run(run)

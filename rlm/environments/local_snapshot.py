@@ -1,0 +1,166 @@
+"""``SupportsSnapshot`` for LocalREPL, on the worker's snapshot code (one implementation).
+
+LocalREPL's namespace is a plain dict, not a worker's ``__main__`` module, so
+``LocalNamespace`` presents it to ``Snapshotter`` the way ``WorkerRepl`` presents the
+worker's: the user view, the versioned inputs (never saved: their owner adds them
+again), the ``def``/``class`` sources recorded after each cell, and the scaffold to put
+back after a restore. What can and cannot be saved is therefore exactly the worker's
+policy (see ``rlm.environments.worker.snapshot``).
+
+Two forms:
+
+* ``snapshot()``/``restore()``: bytes in the worker's blob format (``WorkerState``), so a
+  LocalREPL snapshot restores into a worker environment and a worker's into LocalREPL.
+  LocalREPL leaves its inputs out (a context can be large); a worker blob's inputs are
+  bound on restore.
+* ``delta()``: every saved entry's metadata, with the bodies that changed since the last
+  delta keyed by their sha256, so a durable store writes only what changed (this is
+  what ``rlm.sessions`` reads). ``reset()`` after a delta that was not stored: the next
+  one carries every body again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from rlm.environments.namespace import Inputs
+from rlm.environments.worker.repl import WorkerRepl
+from rlm.environments.worker.snapshot import Entry, Snapshotter
+from rlm.environments.worker_state import WorkerState
+
+DEFAULT_MAX_VALUE_BYTES = 1 << 30  # per variable, as the worker environments
+
+# A delta: (every saved entry's meta, new bodies by sha256 hex, {name: why unsaved}).
+Delta = tuple[list[dict[str, Any]], dict[str, bytes], dict[str, str]]
+
+
+class LocalNamespace(WorkerRepl):
+    """LocalREPL's namespace seen as a ``WorkerRepl``. It borrows WorkerRepl's def
+    recording and source restore, and never runs its ``__init__`` (which would take over
+    the host's ``sys.modules['__main__']``)."""
+
+    def __init__(  # a view of LocalREPL's state, not a REPL of its own
+        self,
+        ns: dict[str, Any],
+        view: MutableMapping[str, Any],
+        inputs: Inputs,
+        sources: dict[str, str],
+        rebind: Callable[[], None],
+    ) -> None:
+        self.ns = ns
+        self.view = view  # type: ignore[assignment]
+        self.inputs = inputs
+        self.sources = sources
+        self.defs = {}
+        self._rebind = rebind
+
+    def restore_scaffold(self) -> None:
+        self._rebind()
+
+    @property
+    def last_cell(self) -> int:
+        """The highest cell number a recorded or restored source belongs to (a restored
+        REPL numbers its next cells after it, so tracebacks keep the right lines)."""
+        numbers = [r.cell for r in self.defs.values()]
+        return max(numbers, default=0)
+
+    def record_defs(self, code: str, cell: int) -> None:
+        """Remember the source of the cell's top-level ``def``/``class`` statements."""
+        try:
+            self._record_defs(code, cell)
+        except Exception:  # e.g. ValueError for NUL bytes: the cell failed to compile anyway
+            return
+
+
+class LocalSnapshots:
+    """Snapshots of one LocalREPL namespace. Callers hold the REPL's lock."""
+
+    def __init__(self, namespace: LocalNamespace, max_value_bytes: int) -> None:
+        self.namespace = namespace
+        self.max_value_bytes = max_value_bytes
+        self._snapshotter: Snapshotter | None = None  # made on first use (it probes picklers)
+        self._entries: dict[str, dict[str, Any]] = {}  # name -> meta, "digest" for bodies
+        self._unsaved: dict[str, str] = {}
+
+    def _delta_snapshotter(self) -> Snapshotter:
+        if self._snapshotter is None:
+            self._snapshotter = Snapshotter(self.namespace, self.max_value_bytes)
+        return self._snapshotter
+
+    # -- bytes -------------------------------------------------------------------------
+
+    def snapshot(self) -> tuple[bytes, list[str]]:
+        """Every variable that can be saved, as a worker-format blob; and the names that
+        could not be saved. Independent of ``delta()``'s bookkeeping."""
+        entries, _, unsaved = Snapshotter(self.namespace, self.max_value_bytes).collect(full=True)
+        state = WorkerState(self.namespace.inputs.compaction_history is not None, 1 << 62)
+        state.entries = {meta["name"]: (meta, body) for meta, body in entries}
+        state.unsaved = dict(unsaved)
+        return state.to_blob(), sorted(unsaved)
+
+    def restore(self, data: bytes) -> list[str]:
+        """Replace the user variables with those of blob ``data``; returns the names that
+        could not be restored (saved ones that failed, and those never saved)."""
+        state = WorkerState.from_blob(data, True, 1 << 62)
+        inputs = self.namespace.inputs
+        inputs.contexts.update(state.inputs.contexts)  # a worker blob carries its inputs
+        inputs.histories.update(state.inputs.histories)
+        failed = self._restore_entries(list(state.entries.values()))
+        return sorted({**state.unsaved, **failed})
+
+    # -- deltas ------------------------------------------------------------------------
+
+    def delta(self) -> Delta:
+        entries, deleted, unsaved = self._delta_snapshotter().collect()
+        for name in deleted:
+            self._entries.pop(name, None)
+            self._unsaved.pop(name, None)
+        for name, reason in unsaved.items():
+            self._entries.pop(name, None)  # a stale value must not come back silently
+            self._unsaved[name] = reason
+        bodies: dict[str, bytes] = {}
+        for meta, body in entries:
+            meta = dict(meta)
+            if body is not None:
+                meta["digest"] = hashlib.sha256(body).hexdigest()
+                bodies[meta["digest"]] = body
+            self._entries[meta["name"]] = meta
+            self._unsaved.pop(meta["name"], None)
+        return [self._entries[n] for n in sorted(self._entries)], bodies, dict(self._unsaved)
+
+    def reset(self) -> None:
+        """The last delta was not stored: the next one carries every body."""
+        self._snapshotter = None
+        self._entries.clear()
+        self._unsaved.clear()
+
+    def restore_parts(self, metas: list[dict[str, Any]], load: Callable[[str], bytes]) -> list[str]:
+        """Restore from a delta's metadata, loading each body by its digest."""
+        failed: dict[str, str] = {}
+        entries: list[Entry] = []
+        for meta in metas:
+            digest = meta.get("digest")
+            try:
+                entries.append((meta, load(digest) if digest else None))
+            except Exception as exc:
+                failed[str(meta.get("name"))] = f"{type(exc).__name__}: {exc}"[:200]
+        failed.update(self._restore_entries(entries))
+        return sorted(failed)
+
+    def _restore_entries(self, entries: list[Entry]) -> dict[str, str]:
+        view = self.namespace.view
+        for name in list(view):  # replace, as a worker restore does on a fresh worker
+            del view[name]
+        self.namespace.defs.clear()
+        self.reset()
+        failed = self._delta_snapshotter().restore(entries)  # seeds what the next delta skips
+        for meta, body in entries:
+            name = meta["name"]
+            if name not in failed:
+                digest = meta.get("digest")
+                if digest is None and body is not None:
+                    digest = hashlib.sha256(body).hexdigest()
+                self._entries[name] = {**meta, "digest": digest} if digest else dict(meta)
+        return failed

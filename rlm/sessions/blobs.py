@@ -1,0 +1,249 @@
+"""Content-addressed, chunked, compressed blobs in the store's SQLite file.
+
+A blob is identified by the sha256 of its bytes and stored once, however many turns or
+sessions refer to it. Its bytes are cut into ``CHUNK_SIZE`` chunks, each stored once
+per content hash and compressed with zlib when that pays (a quick probe skips data that
+does not compress). Writing streams: ``BlobWriter`` hashes and stores each chunk as it
+fills, so a 1 GB context is never held twice in memory (a ``str`` is encoded a slice at
+a time, a pickle is dumped straight into the writer). Reading a large text goes through
+a temporary file and ``mmap``, so only the resulting ``str`` is held in memory.
+
+How a blob's bytes are decoded is the referrer's business (a turn records its context's
+codec: ``text``, ``bytes`` or ``pickle``). Writes happen inside the caller's transaction.
+Pickled values run code when loaded: open only stores you trust, as with any pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import mmap
+import pickle
+import sqlite3
+import tempfile
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from rlm.utils.exceptions import SessionStoreError
+
+CHUNK_SIZE = 1 << 20
+MMAP_TEXT_BYTES = 64 << 20  # texts above this are decoded from a mapped temp file
+_PROBE = 16 * 1024
+_RAW, _ZLIB = 0, 1
+_TEXT_SLICE = 1 << 20  # characters encoded at a time
+_JSON_BATCH = 64 * 1024
+
+
+def _pack(chunk: bytes | memoryview) -> tuple[int, bytes]:
+    """(codec, stored bytes): zlib level 1 when it saves at least 10%."""
+    size = len(chunk)
+    if size >= 256:
+        # A probe first: zlib is slow on data that does not compress (~20 ms per MB).
+        probe = chunk[:_PROBE]
+        if size <= 4 * _PROBE or len(zlib.compress(probe, 1)) < 0.9 * len(probe):
+            packed = zlib.compress(chunk, 1)
+            if len(packed) < 0.9 * size:
+                return _ZLIB, packed
+    return _RAW, bytes(chunk)
+
+
+class BlobWriter(io.RawIOBase):
+    """A write-only file that stores what it receives as one blob; ``finish()`` returns
+    its hash. With ``db=None`` it only hashes (to compare contents without storing)."""
+
+    def __init__(self, db: sqlite3.Connection | None, chunk_size: int = CHUNK_SIZE) -> None:
+        super().__init__()
+        self.db = db
+        self.chunk_size = chunk_size
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._buf = bytearray()
+        self._chunk_ids: list[int] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        self._hash.update(view)
+        self.size += n
+        if self._buf:
+            take = min(n, self.chunk_size - len(self._buf))
+            self._buf += view[:take]
+            view = view[take:]
+            if len(self._buf) == self.chunk_size:
+                self._store(self._buf)
+                self._buf = bytearray()
+        while len(view) >= self.chunk_size:
+            self._store(view[: self.chunk_size])
+            view = view[self.chunk_size :]
+        if len(view):
+            self._buf += view
+        return n
+
+    def _store(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self.db is None:
+            return
+        digest = hashlib.sha256(chunk).hexdigest()
+        row = self.db.execute("SELECT id FROM chunks WHERE hash = ?", (digest,)).fetchone()
+        if row is None:
+            codec, data = _pack(chunk if isinstance(chunk, memoryview) else bytes(chunk))
+            cursor = self.db.execute(
+                "INSERT INTO chunks (hash, codec, size, data) VALUES (?, ?, ?, ?)",
+                (digest, codec, len(chunk), data),
+            )
+            row = (cursor.lastrowid,)
+        self._chunk_ids.append(int(row[0]))
+
+    def finish(self) -> str:
+        """Store the last chunk and the blob's row (if new); return the blob's hash."""
+        if self._buf:
+            self._store(self._buf)
+            self._buf = bytearray()
+        digest = self._hash.hexdigest()
+        db = self.db
+        if db is not None and not has_blob(db, digest):
+            db.execute(
+                "INSERT INTO blobs (hash, size, chunk_count) VALUES (?, ?, ?)",
+                (digest, self.size, len(self._chunk_ids)),
+            )
+            db.executemany(
+                "INSERT INTO blob_chunks (blob_hash, seq, chunk_id) VALUES (?, ?, ?)",
+                [(digest, seq, cid) for seq, cid in enumerate(self._chunk_ids)],
+            )
+        return digest
+
+
+# -- writing -------------------------------------------------------------------------
+
+
+def put_bytes(db: sqlite3.Connection | None, data: bytes | bytearray | memoryview) -> str:
+    writer = BlobWriter(db)
+    writer.write(data)
+    return writer.finish()
+
+
+def put_text(db: sqlite3.Connection | None, text: str) -> str:
+    writer = BlobWriter(db)
+    for start in range(0, len(text), _TEXT_SLICE):
+        writer.write(text[start : start + _TEXT_SLICE].encode("utf-8", "surrogatepass"))
+    return writer.finish()
+
+
+def put_json(db: sqlite3.Connection | None, value: Any) -> str:
+    writer = BlobWriter(db)
+    batch: list[str] = []
+    pending = 0
+    for piece in json.JSONEncoder(default=repr, ensure_ascii=False).iterencode(value):
+        batch.append(piece)
+        pending += len(piece)
+        if pending >= _JSON_BATCH:
+            writer.write("".join(batch).encode("utf-8", "surrogatepass"))
+            batch, pending = [], 0
+    writer.write("".join(batch).encode("utf-8", "surrogatepass"))
+    return writer.finish()
+
+
+def put_value(db: sqlite3.Connection | None, value: Any) -> tuple[str, str]:
+    """Store a context payload exactly: ``(hash, codec)``. A ``str`` is stored as UTF-8
+    text, ``bytes`` as is, anything else as a pickle (dicts and lists round-trip)."""
+    if isinstance(value, str):
+        return put_text(db, value), "text"
+    if isinstance(value, bytes | bytearray):
+        return put_bytes(db, value), "bytes"
+    writer = BlobWriter(db)
+    pickle.dump(value, writer, protocol=5)
+    return writer.finish(), "pickle"
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+def has_blob(db: sqlite3.Connection, digest: str) -> bool:
+    return db.execute("SELECT 1 FROM blobs WHERE hash = ?", (digest,)).fetchone() is not None
+
+
+def blob_size(db: sqlite3.Connection, digest: str) -> int:
+    row = db.execute("SELECT size FROM blobs WHERE hash = ?", (digest,)).fetchone()
+    if row is None:
+        raise SessionStoreError(f"blob {digest[:12]} is missing: the store is damaged")
+    return int(row[0])
+
+
+def iter_chunks(db: sqlite3.Connection, digest: str) -> Iterator[bytes]:
+    """The blob's bytes, one decompressed chunk at a time."""
+    size = blob_size(db, digest)
+    rows = db.execute(
+        "SELECT c.codec, c.size, c.data FROM blob_chunks b JOIN chunks c ON c.id = b.chunk_id "
+        "WHERE b.blob_hash = ? ORDER BY b.seq",
+        (digest,),
+    )
+    seen = 0
+    for codec, raw_size, data in rows:
+        chunk = zlib.decompress(data) if codec == _ZLIB else bytes(data)
+        if len(chunk) != raw_size:
+            raise SessionStoreError(f"blob {digest[:12]}: a chunk has the wrong size (damaged)")
+        seen += raw_size
+        yield chunk
+    if seen != size:
+        raise SessionStoreError(f"blob {digest[:12]}: chunks are missing (damaged store)")
+
+
+def read_bytes(db: sqlite3.Connection, digest: str) -> bytearray:
+    """The blob's bytes, filled into one buffer of the right size (no joined copy)."""
+    buf = bytearray(blob_size(db, digest))
+    pos = 0
+    for chunk in iter_chunks(db, digest):
+        buf[pos : pos + len(chunk)] = chunk
+        pos += len(chunk)
+    return buf
+
+
+def read_text(db: sqlite3.Connection, digest: str) -> str:
+    if blob_size(db, digest) <= MMAP_TEXT_BYTES:
+        return read_bytes(db, digest).decode("utf-8", "surrogatepass")
+    with tempfile.TemporaryFile() as spool:  # file pages, not a second copy in the heap
+        for chunk in iter_chunks(db, digest):
+            spool.write(chunk)
+        spool.flush()
+        with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return str(mapped, "utf-8", "surrogatepass")
+
+
+def read_json(db: sqlite3.Connection, digest: str) -> Any:
+    return json.loads(read_bytes(db, digest))
+
+
+class _ChunkReader(io.RawIOBase):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._current = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not len(self._current):
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return 0
+            self._current = memoryview(nxt)
+        n = min(len(target), len(self._current))
+        target[:n] = self._current[:n]
+        self._current = self._current[n:]
+        return n
+
+
+def read_value(db: sqlite3.Connection, digest: str, codec: str) -> Any:
+    """The payload stored by ``put_value``."""
+    if codec == "text":
+        return read_text(db, digest)
+    if codec == "bytes":
+        return bytes(read_bytes(db, digest))
+    if codec == "pickle":
+        return pickle.load(io.BufferedReader(_ChunkReader(iter_chunks(db, digest))))
+    raise SessionStoreError(f"unknown context codec {codec!r} (written by a newer rlmx?)")

@@ -1,0 +1,257 @@
+"""The SQLite store below the engine: content-addressed chunked blobs, atomic turns,
+threads and forks as pointers, garbage collection."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rlm.sessions import (
+    SessionLockedError,
+    SessionNotFoundError,
+    SessionStoreError,
+    SQLiteSessionStore,
+    blobs,
+    delete,
+    export,
+    fork,
+    list_sessions,
+    show,
+)
+from rlm.sessions.models import SnapshotWrite, TurnWrite
+from rlm.sessions.store import MissingPartsError, open_store, parse_spec
+from rlm.utils.exceptions import ConfigurationError
+
+
+def write(index: int, context: Any, **kw: Any) -> TurnWrite:
+    fields: dict[str, Any] = dict(
+        index=index, status="completed", root_prompt="q", context=context,
+        context_meta={}, messages=[{"role": "user", "content": f"m{index}"}], answer=f"a{index}",
+        error=None, usage={}, cost=None, iterations=1, execution_time=0.0, snapshot=None,
+        checkpoint=None,
+    )  # fmt: skip
+    fields.update(kw)
+    return TurnWrite(**fields)
+
+
+def counts(store: SQLiteSessionStore) -> dict[str, int]:
+    db = sqlite3.connect(store.path)
+    try:
+        return {
+            t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            for t in ("turns", "blobs", "chunks", "sessions")
+        }
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    opened = SQLiteSessionStore(tmp_path / "s.db")
+    yield opened
+    opened.close()
+
+
+def session(store: SQLiteSessionStore, sid: str = "s") -> str:
+    store.ensure_session(sid, {"backend": "scripted"})
+    return store.acquire_lock(sid).owner
+
+
+# -- blobs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "plain", "ünïcödé \ud800 lone surrogate", b"\x00\x01bytes", {"k": [1, (2, 3)]},
+     [{"role": "user", "content": "x"}], {3: "int keys"}],
+    ids=["empty", "str", "unicode", "bytes", "dict", "messages", "int-keys"],
+)  # fmt: skip
+def test_values_round_trip_exactly(store: SQLiteSessionStore, value: Any) -> None:
+    owner = session(store)
+    turn = store.write_turn("s", owner, write(0, value))
+    assert store.read_context(turn) == value
+    assert type(store.read_context(turn)) is type(value)
+
+
+def test_a_context_is_stored_once_per_content(store: SQLiteSessionStore) -> None:
+    owner = session(store)
+    big = "lorem ipsum dolor " * 200_000  # 3.6 MB: 4 chunks
+    store.write_turn("s", owner, write(0, big))
+    before = counts(store)
+    store.write_turn("s", owner, write(1, "".join(big)))  # equal content, another object
+    after = counts(store)
+    # Only the new turn's history is new: the 3.6 MB context is not written again.
+    assert after["chunks"] == before["chunks"] + 1 and after["blobs"] == before["blobs"] + 1
+    turns = store.thread("s")
+    assert turns[0].context_hash == turns[1].context_hash
+
+
+def test_chunks_are_shared_between_blobs_and_compressed(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
+    from rlm.sessions.migrations import migrate
+
+    migrate(db)
+    writer = blobs.BlobWriter(db, chunk_size=1024)
+    writer.write(b"a" * 4096)
+    first = writer.finish()
+    writer = blobs.BlobWriter(db, chunk_size=1024)
+    writer.write(b"a" * 2048 + b"b" * 10)
+    second = writer.finish()
+    assert db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 2  # 'a'*1024, 'b'*10
+    assert blobs.read_bytes(db, first) == b"a" * 4096
+    assert blobs.read_bytes(db, second) == b"a" * 2048 + b"b" * 10
+    codecs = {r[0] for r in db.execute("SELECT codec FROM chunks WHERE size = 1024")}
+    assert codecs == {1}  # zlib
+    random = blobs.put_bytes(db, bytes(range(256)) * 7 + __import__("os").urandom(5000))
+    assert blobs.read_bytes(db, random)[:256] == bytes(range(256))
+    db.close()
+
+
+def test_a_large_text_is_written_and_read_without_a_second_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteSessionStore(tmp_path / "big.db")
+    owner = session(store)
+    text = "".join(f"line {i} of a long document\n" for i in range(1_000_000))  # ~29 MB
+    tracemalloc.start()
+    turn = store.write_turn("s", owner, write(0, text))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 0.25 * len(text), peak  # chunk-sized buffers, never the whole text
+    monkeypatch.setattr(blobs, "MMAP_TEXT_BYTES", 1 << 20)  # take the mmap path
+    tracemalloc.start()
+    back = store.read_context(turn)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert back == text
+    assert peak < 1.25 * len(text), peak  # the str itself, plus a chunk
+    store.close()
+
+
+def test_a_damaged_blob_is_a_store_error(store: SQLiteSessionStore) -> None:
+    owner = session(store)
+    turn = store.write_turn("s", owner, write(0, "x" * 3_000_000))
+    db = sqlite3.connect(store.path)
+    db.execute(
+        "DELETE FROM chunks WHERE id = (SELECT MAX(chunk_id) FROM blob_chunks WHERE blob_hash = ?)",
+        (turn.context_hash,),
+    )
+    db.commit()
+    db.close()
+    with pytest.raises(SessionStoreError, match="damaged"):
+        store.read_context(turn)
+
+
+# -- turns and threads -------------------------------------------------------------------
+
+
+class Exploding:
+    def __reduce__(self) -> Any:
+        raise RuntimeError("cannot pickle me")
+
+
+def test_a_failed_write_leaves_no_partial_rows(store: SQLiteSessionStore) -> None:
+    owner = session(store)
+    store.write_turn("s", owner, write(0, "fine"))
+    before = counts(store)
+    # The context streams several MB of chunks before its pickling fails.
+    with pytest.raises(RuntimeError, match="cannot pickle me"):
+        store.write_turn("s", owner, write(1, ["x" * 3_000_000, Exploding()]))
+    assert counts(store) == before
+    assert [t.index for t in store.thread("s")] == [0]
+
+
+def test_parts_snapshots_need_their_bodies(store: SQLiteSessionStore) -> None:
+    owner = session(store)
+    body = b"pickled body"
+    digest = __import__("hashlib").sha256(body).hexdigest()
+    manifest = json.dumps({"entries": [{"name": "v", "digest": digest}]}).encode()
+    missing = SnapshotWrite("parts", manifest, {}, [digest])
+    with pytest.raises(MissingPartsError):
+        store.write_turn("s", owner, write(0, "c", snapshot=missing))
+    present = SnapshotWrite("parts", manifest, {digest: body}, [digest])
+    turn = store.write_turn("s", owner, write(0, "c", snapshot=present))
+    assert store.read_part(digest) == body
+    # The next turn refers to the same body without sending it again.
+    store.write_turn("s", owner, write(1, "c", snapshot=missing))
+    assert turn.snapshot_kind == "parts"
+
+
+def test_writes_need_the_lock(store: SQLiteSessionStore) -> None:
+    session(store)
+    with pytest.raises(SessionLockedError, match="lost its write lock"):
+        store.write_turn("s", "not-the-owner", write(0, "c"))
+
+
+def test_a_resumed_turn_replaces_its_stopped_one(store: SQLiteSessionStore) -> None:
+    owner = session(store)
+    store.write_turn("s", owner, write(0, "c0"))
+    store.write_turn("s", owner, write(1, "c1", status="stopped", answer=None))
+    store.write_turn("s", owner, write(1, "c1", replaces_head=True))
+    assert [(t.index, t.status) for t in store.thread("s")] == [(0, "completed"), (1, "completed")]
+    # Without replaces_head (a new request after a stop) both stay.
+    store.write_turn("s", owner, write(2, "c2", status="failed", answer=None))
+    store.write_turn("s", owner, write(3, "c3"))
+    assert [t.status for t in store.thread("s")] == ["completed"] * 2 + ["failed", "completed"]
+
+
+def test_forks_share_turns_and_deletion_frees_only_what_is_unshared(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    store = SQLiteSessionStore(path)
+    owner = session(store, "a")
+    store.write_turn("a", owner, write(0, "shared context " * 10_000))
+    fork("a", "b", path)
+    with pytest.raises(Exception, match="already exists"):
+        fork("a", "b", path)
+    owner_b = store.acquire_lock("b").owner
+    store.write_turn("b", owner_b, write(1, "only b"))
+    store.write_turn("a", owner, write(1, "only a"))
+    assert [t.answer for t in show("b", path).turns] == ["a0", "a1"]
+    assert show("a", path).turns[0].id == show("b", path).turns[0].id
+
+    with pytest.raises(SessionLockedError, match="in use by pid"):
+        delete("a", path)
+    delete("a", path, force=True)
+    with pytest.raises(SessionNotFoundError):
+        show("a", path)
+    turns = show("b", path).turns
+    assert [store.read_context(t) for t in turns] == ["shared context " * 10_000, "only b"]
+    delete("b", path, force=True)
+    assert counts(store) == {"turns": 0, "blobs": 0, "chunks": 0, "sessions": 0}
+    store.close()
+
+
+def test_listing_showing_and_exporting(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    store = SQLiteSessionStore(path)
+    owner = session(store, "one")
+    store.write_turn("one", owner, write(0, {"doc": "text"}, usage={"x": 1}, cost=0.5))
+    (summary,) = list_sessions(path)
+    assert (summary.id, summary.turns, summary.last_status) == ("one", 1, "completed")
+    assert summary.locked_by is not None and summary.locked_by.owner == owner
+    detail = show("one", path)
+    json.dumps(detail.to_dict())  # JSON-able for --json
+    data = export("one", path)
+    assert json.loads(json.dumps(data)) == data
+    assert data["turns"][0]["context"] == {"doc": "text"}
+    assert data["turns"][0]["history"] == [{"role": "user", "content": "m0"}]
+    assert "context" not in export("one", path, contexts=False)["turns"][0]
+    store.close()
+
+
+def test_store_specs(tmp_path: Path) -> None:
+    assert parse_spec(f"sqlite:///{tmp_path}/a.db?lock_timeout=2")[1] == {"lock_timeout": 2.0}
+    assert parse_spec("sqlite:rel.db")[0] == Path("rel.db")
+    with pytest.raises(ConfigurationError, match="only sqlite"):
+        parse_spec("postgres://host/db")
+    with pytest.raises(ConfigurationError, match="unknown session store URL option"):
+        parse_spec("sqlite:///x.db?nope=1")
+    opened = open_store(f"sqlite:///{tmp_path}/u.db?synchronous=full&lock_timeout=0.5")
+    assert opened.lock_timeout == 0.5
+    assert open_store(opened) is opened
+    opened.close()
