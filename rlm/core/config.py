@@ -8,10 +8,12 @@ from typing import Any
 
 from rlm.core.budget import Limits
 from rlm.core.lm_handler import DEFAULT_MAX_CONCURRENT_LLM_CALLS
+from rlm.core.types import RLMMetadata
 from rlm.environments.tools import validate_custom_tools
 from rlm.utils.exceptions import ConfigurationError
 from rlm.utils.parsing import DEFAULT_MAX_OUTPUT_CHARS
 from rlm.utils.prompts import RLM_SYSTEM_PROMPT
+from rlm.utils.rlm_utils import filter_sensitive_keys
 
 
 def _merge_sampling(kwargs: dict[str, Any] | None, sampling: dict[str, Any]) -> dict[str, Any]:
@@ -49,6 +51,19 @@ class RLMConfig:
     @property
     def root_model(self) -> str:
         return self.model_override or str(self.backend_kwargs.get("model_name") or "unknown")
+
+    def metadata(self, root_model: str | None = None) -> RLMMetadata:
+        """The run's configuration as logged at its start, secrets filtered out."""
+        return RLMMetadata(
+            root_model=root_model or self.root_model,
+            max_depth=self.max_depth,
+            max_iterations=self.max_iterations,
+            backend=self.backend,
+            backend_kwargs=filter_sensitive_keys(self.backend_kwargs),
+            environment_type=self.environment,
+            environment_kwargs=filter_sensitive_keys(self.environment_kwargs),
+            other_backends=list(self.other_backends) or None,
+        )
 
     def for_child(self, model: str | None, limits: Limits) -> RLMConfig:
         """The configuration of a child RLM spawned by ``rlm_query``."""

@@ -28,14 +28,15 @@ from rlm.core.governor import Governor
 from rlm.core.lm_handler import LMHandler, LMRoute
 from rlm.core.loop import LoopConfig, TurnResult, TurnState, drive_async, drive_sync
 from rlm.core.runtime import run_blocking
+from rlm.core.subcalls import error_completion, preview, run_child
 from rlm.core.turn import Turn
-from rlm.core.types import QueryMetadata, RLMChatCompletion, RLMMetadata, UsageSummary
+from rlm.core.types import QueryMetadata, RLMChatCompletion
 from rlm.environments.base_env import BaseEnv, SupportsPersistence
+from rlm.logger.rlm_logger import record_run
 from rlm.sessions.checkpoint import Checkpoint
 from rlm.sessions.resume import Resume, restore_note, restore_one_shot, resume_point
-from rlm.utils.exceptions import BudgetExhaustedError, RLMLimitError
+from rlm.utils.exceptions import BudgetExhaustedError
 from rlm.utils.prompts import build_metadata_prompt, render_system_prompt
-from rlm.utils.rlm_utils import filter_sensitive_keys
 
 if TYPE_CHECKING:
     from rlm.sessions.durable import DurableSession
@@ -213,19 +214,6 @@ class Session:
 
     # -- turns ---------------------------------------------------------------------------
 
-    def _metadata(self, handler: LMHandler) -> RLMMetadata:
-        cfg = self.config
-        return RLMMetadata(
-            root_model=cfg.model_override or handler.default_client.model_name or cfg.root_model,
-            max_depth=cfg.max_depth,
-            max_iterations=cfg.max_iterations,
-            backend=cfg.backend,
-            backend_kwargs=filter_sensitive_keys(cfg.backend_kwargs),
-            environment_type=cfg.environment,
-            environment_kwargs=filter_sensitive_keys(cfg.environment_kwargs),
-            other_backends=list(cfg.other_backends) or None,
-        )
-
     def _opening_messages(self, root_prompt: str | None) -> list[dict[str, Any]]:
         cfg = self.config
         messages = [
@@ -367,12 +355,14 @@ class Session:
                 max_output_chars=cfg.max_output_chars,
             )
             if self.logger is not None:
-                turn.detach = _attach_trajectory(self.logger, self.bus, scope.run_id)
+                turn.detach = record_run(self.logger, self.bus, scope.run_id)
             scope.emit(
                 "run_started",
-                prompt_preview=_preview(prompt),
+                prompt_preview=preview(prompt),
                 root_prompt=root_prompt,
-                metadata=self._metadata(handler),
+                metadata=self.config.metadata(
+                    self.config.model_override or handler.default_client.model_name
+                ),
                 context_count=turn.loop_cfg.context_count,
             )
         except BaseException as exc:
@@ -448,107 +438,7 @@ class Session:
                 return handler.call(prompt, model, 1, node)
             node.ensure_room()  # a child could not make even its first call
         except BudgetExhaustedError as exc:
-            return _error_completion(cfg, prompt, f"Error: {exc}", time.perf_counter())
+            return error_completion(cfg, prompt, f"Error: {exc}", time.perf_counter())
         slot = self._child_slot
         with slot.lent() if slot is not None else contextlib.nullcontext():
-            return self._run_child(prompt, model, node, scope, handler)
-
-    def _run_child(
-        self, prompt: str, model: str | None, node: BudgetNode, scope: RunScope, handler: LMHandler
-    ) -> RLMChatCompletion:
-        cfg = self.config
-        started = time.perf_counter()
-        child_depth = cfg.depth + 1
-        child_cfg = cfg.for_child(model, node.child_limits(cfg.limits))
-        run_id = new_run_id()
-        scope.emit(
-            "subcall_started",
-            kind="rlm",
-            model=child_cfg.root_model,
-            prompt_preview=_preview(prompt),
-            count=1,
-            child_depth=child_depth,
-            child_run_id=run_id,
-        )
-        gate = handler.governor.children
-        child: Session | None = None
-        error: str | None = None
-        try:
-            gate.enter(node.token)
-            slot = ChildSlot(gate)
-            try:
-                child = Session(
-                    child_cfg,
-                    self._make_client,
-                    self._make_env,
-                    self.bus,
-                    session_id=self.session_id,
-                    handler=handler,
-                    parent_scope=scope,
-                    parent_node=node,
-                    logger=self._child_logger_factory() if self._child_logger_factory else None,
-                    child_logger_factory=self._child_logger_factory,
-                    child_slot=slot,
-                    run_id=run_id,
-                )
-                return child.completion(prompt)
-            finally:
-                slot.close()
-        except RLMLimitError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            partial = f" Partial answer: {exc.partial_answer}" if exc.partial_answer else ""
-            return _error_completion(
-                child_cfg, prompt, f"Error: Child RLM stopped - {exc}.{partial}", started
-            )
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            return _error_completion(
-                child_cfg, prompt, f"Error: Child RLM completion failed - {exc}", started
-            )
-        finally:
-            if child is not None:
-                child.close()
-            spent = child.node if child is not None else None
-            scope.emit(
-                "subcall_finished",
-                kind="rlm",
-                model=child_cfg.root_model,
-                duration=time.perf_counter() - started,
-                usage=spent.usage if spent is not None else None,
-                error=error,
-                child_depth=child_depth,
-                child_run_id=run_id,
-            )
-
-
-def _error_completion(
-    cfg: RLMConfig, prompt: Any, message: str, started: float
-) -> RLMChatCompletion:
-    return RLMChatCompletion(
-        root_model=cfg.root_model,
-        prompt=prompt,
-        response=message,
-        usage_summary=UsageSummary(),
-        execution_time=time.perf_counter() - started,
-        error=message,
-    )
-
-
-def _preview(prompt: Any, limit: int = 80) -> str:
-    text = prompt if isinstance(prompt, str) else repr(prompt)
-    return text[:limit]
-
-
-def _attach_trajectory(logger: Any, bus: EventBus, run_id: str) -> Callable[[], None]:
-    """Feed one run's metadata and iterations into ``logger`` (an ``RLMLogger``)."""
-    logger.clear_iterations()
-
-    def on_event(event: Any) -> None:
-        if event.run_id != run_id:
-            return
-        if event.type == "run_started":
-            logger.log_metadata(event.data["metadata"])
-        elif event.type == "iteration_finished":
-            logger.log(event.data["iteration_obj"])
-
-    return bus.subscribe(on_event)
+            return run_child(self, prompt, model, node, scope, handler)

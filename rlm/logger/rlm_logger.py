@@ -165,3 +165,19 @@ class RLMLogger:
         return (
             f"RLMLogger(log_file_path={self.log_file_path!r}, iterations={self._iteration_count})"
         )
+
+
+def record_run(logger: Any, bus: EventBus, run_id: str) -> Callable[[], None]:
+    """Feed one run's metadata and iterations into ``logger`` (a trajectory is per
+    completion, as in rlms). Returns the unsubscribe function."""
+    logger.clear_iterations()
+
+    def on_event(event: Event) -> None:
+        if event.run_id != run_id:
+            return
+        if event.type == "run_started":
+            logger.log_metadata(event.data["metadata"])
+        elif event.type == "iteration_finished":
+            logger.log(event.data["iteration_obj"])
+
+    return bus.subscribe(on_event)

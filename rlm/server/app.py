@@ -121,7 +121,7 @@ def create_app(
     ``sessions`` keeps persistent ones (default: in memory, 64 sessions, 1 h idle)."""
     if not token:
         raise ValueError("the server needs a token")
-    registry: SessionRegistry[RLM] = sessions or InMemorySessionRegistry()
+    registry: SessionRegistry[RLM] = sessions if sessions is not None else InMemorySessionRegistry()
     options = ServerOptions(token, tuple(model_ids), max_body_bytes, max_concurrency)
     server = ChatServer(Runner(rlm_factory, registry), options)
 

@@ -1,0 +1,115 @@
+"""Child RLMs spawned by ``rlm_query``: a short-lived ``Session`` per prompt."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from rlm.core.budget import BudgetNode
+from rlm.core.child_slots import ChildSlot
+from rlm.core.config import RLMConfig
+from rlm.core.events import RunScope
+from rlm.core.lm_handler import LMHandler
+from rlm.core.types import RLMChatCompletion, UsageSummary
+from rlm.utils.exceptions import RLMLimitError
+
+if TYPE_CHECKING:
+    from rlm.core.session import Session
+
+
+def run_child(
+    parent: Session,
+    prompt: str,
+    model: str | None,
+    node: BudgetNode,
+    scope: RunScope,
+    handler: LMHandler,
+) -> RLMChatCompletion:
+    """Run ``prompt`` in a child RLM of ``parent``; failures become an ``Error: ...`` reply.
+
+    The child shares the parent's handler, bus and budget tree, and holds one of the
+    tree's child slots while it runs.
+    """
+    cfg = parent.config
+    started = time.perf_counter()
+    child_depth = cfg.depth + 1
+    child_cfg = cfg.for_child(model, node.child_limits(cfg.limits))
+    from rlm.core.session import new_run_id
+
+    run_id = new_run_id()
+    scope.emit(
+        "subcall_started",
+        kind="rlm",
+        model=child_cfg.root_model,
+        prompt_preview=preview(prompt),
+        count=1,
+        child_depth=child_depth,
+        child_run_id=run_id,
+    )
+    gate = handler.governor.children
+    child: Session | None = None
+    error: str | None = None
+    try:
+        gate.enter(node.token)
+        slot = ChildSlot(gate)
+        try:
+            child = type(parent)(
+                child_cfg,
+                parent._make_client,
+                parent._make_env,
+                parent.bus,
+                session_id=parent.session_id,
+                handler=handler,
+                parent_scope=scope,
+                parent_node=node,
+                logger=parent._child_logger_factory() if parent._child_logger_factory else None,
+                child_logger_factory=parent._child_logger_factory,
+                child_slot=slot,
+                run_id=run_id,
+            )
+            return child.completion(prompt)
+        finally:
+            slot.close()
+    except RLMLimitError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        partial = f" Partial answer: {exc.partial_answer}" if exc.partial_answer else ""
+        return error_completion(
+            child_cfg, prompt, f"Error: Child RLM stopped - {exc}.{partial}", started
+        )
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        return error_completion(
+            child_cfg, prompt, f"Error: Child RLM completion failed - {exc}", started
+        )
+    finally:
+        if child is not None:
+            child.close()
+        spent = child.node if child is not None else None
+        scope.emit(
+            "subcall_finished",
+            kind="rlm",
+            model=child_cfg.root_model,
+            duration=time.perf_counter() - started,
+            usage=spent.usage if spent is not None else None,
+            error=error,
+            child_depth=child_depth,
+            child_run_id=run_id,
+        )
+
+
+def error_completion(
+    cfg: RLMConfig, prompt: Any, message: str, started: float
+) -> RLMChatCompletion:
+    return RLMChatCompletion(
+        root_model=cfg.root_model,
+        prompt=prompt,
+        response=message,
+        usage_summary=UsageSummary(),
+        execution_time=time.perf_counter() - started,
+        error=message,
+    )
+
+
+def preview(prompt: Any, limit: int = 80) -> str:
+    text = prompt if isinstance(prompt, str) else repr(prompt)
+    return text[:limit]
