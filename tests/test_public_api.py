@@ -140,18 +140,21 @@ def test_environments_all_resolves() -> None:
 def test_reserved_tool_names_are_exactly_the_rlms_set() -> None:
     from rlm.environments import RESERVED_TOOL_NAMES
 
-    assert frozenset(
-        {
-            "llm_query",
-            "llm_query_batched",
-            "rlm_query",
-            "rlm_query_batched",
-            "SHOW_VARS",
-            "answer",
-            "context",
-            "history",
-        }
-    ) == RESERVED_TOOL_NAMES
+    assert (
+        frozenset(
+            {
+                "llm_query",
+                "llm_query_batched",
+                "rlm_query",
+                "rlm_query_batched",
+                "SHOW_VARS",
+                "answer",
+                "context",
+                "history",
+            }
+        )
+        == RESERVED_TOOL_NAMES
+    )
 
 
 def test_rlm_constructor_accepts_every_rlms_keyword() -> None:
@@ -216,7 +219,16 @@ def test_base_lm_contract() -> None:
 
 def test_core_import_needs_no_optional_dependency() -> None:
     """Importing the package and building an RLM works with every SDK made unimportable."""
-    blocked = ["openai", "anthropic", "google", "portkey_ai", "litellm", "llama_cpp", "rich", "dotenv"]
+    blocked = [
+        "openai",
+        "anthropic",
+        "google",
+        "portkey_ai",
+        "litellm",
+        "llama_cpp",
+        "rich",
+        "dotenv",
+    ]
     code = (
         "import sys\n"
         f"for name in {blocked!r}:\n"
