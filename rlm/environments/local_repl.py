@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import copy
 import shutil
@@ -42,24 +41,11 @@ from rlm.environments.namespace import (
     resolve_final_value,
 )
 from rlm.environments.output_capture import capture
+from rlm.environments.subcall_relay import Outcome, SubcallFn, SubcallRelay
+from rlm.environments.subcall_relay import outcome_text as _text
 
 if TYPE_CHECKING:
-    from rlm.core.comms_utils import LMConnection, LMRequest, LMResponse
     from rlm.core.lm_handler import LMRoute
-
-SubcallFn = Callable[[str, str | None], RLMChatCompletion]
-# A sub-call's outcome: its completion, or the "Error: ..." text the model will see.
-Outcome = RLMChatCompletion | str
-
-NO_HANDLER = "Error: No LM handler configured"
-
-
-def _text(outcome: Outcome) -> str:
-    if isinstance(outcome, str):
-        return outcome
-    if outcome.error and not outcome.response:
-        return f"Error: {outcome.error}"
-    return outcome.response
 
 
 class LocalREPL(NonIsolatedEnv):
@@ -102,10 +88,15 @@ class LocalREPL(NonIsolatedEnv):
             **kwargs,
         )
         validate_custom_tools(custom_tools)
-        self.lm_handler_address = lm_handler_address
-        self.lm_handler_token = lm_handler_token
-        self.lm_route = lm_route
-        self.subcall_fn = subcall_fn
+        # Routing and error texts are shared with the worker environments' relay.
+        self._relay = SubcallRelay(
+            depth,
+            max_concurrent_subcalls,
+            lm_route,
+            lm_handler_address,
+            lm_handler_token,
+            subcall_fn,
+        )
         self.compaction = compaction
         self.custom_tools: dict[str, Any] = dict(custom_tools or {})
         self.custom_sub_tools = (
@@ -115,9 +106,6 @@ class LocalREPL(NonIsolatedEnv):
         # Removes temp_dir on cleanup(), on garbage collection or at exit, whichever first.
         self._remove_temp_dir = weakref.finalize(self, shutil.rmtree, self.temp_dir, True)
         self._lock = threading.RLock()
-        self._conn_lock = threading.Lock()
-        self._connection: LMConnection | None = None
-        self._connection_address: tuple[str, int] | None = None
         self._inputs = Inputs(compaction)
         self._sources: dict[str, str] = {}
         self._cell_count = 0
@@ -288,75 +276,48 @@ class LocalREPL(NonIsolatedEnv):
         return [_text(o) for o in outcomes]
 
     def _subcall(self, prompt: str, model: str | None) -> Outcome:
-        assert self.subcall_fn is not None
-        try:
-            return self.subcall_fn(prompt, model)
-        except Exception as exc:
-            return f"Error: RLM query failed - {exc}"
+        return self._relay._subcall(prompt, model)
 
     def _complete(self, prompt: Prompt, model: str | None) -> Outcome:
-        try:
-            if self.lm_route is not None:
-                return self.lm_route.llm_query(prompt, model)
-            if not self.lm_handler_address:
-                return NO_HANDLER
-            response = self._request(self._lm_request(prompt=prompt, model=model))
-        except Exception as exc:
-            return f"Error: LM query failed - {exc}"
-        if not response.success or response.chat_completion is None:
-            return f"Error: {response.error}"
-        return response.chat_completion
+        return self._relay._complete(prompt, model)
 
     def _complete_many(self, prompts: list[Prompt], model: str | None) -> list[Outcome]:
-        if not prompts:
-            return []
-        try:
-            if self.lm_route is not None:
-                return list(self.lm_route.llm_query_batched(prompts, model))
-            if not self.lm_handler_address:
-                return [NO_HANDLER] * len(prompts)
-            response = self._request(self._lm_request(prompts=prompts, model=model))
-        except Exception as exc:
-            return [f"Error: LM query failed - {exc}"] * len(prompts)
-        if not response.success or response.chat_completions is None:
-            return [f"Error: {response.error}"] * len(prompts)
-        return list(response.chat_completions)
+        return self._relay._complete_many(prompts, model)
 
-    # -- socket transport (out-of-process handler) ---------------------------------
+    # -- routing state, kept under the rlms attribute names --------------------------
 
-    def _lm_request(self, **fields: Any) -> LMRequest:
-        from rlm.core.comms_utils import LMRequest
+    @property
+    def lm_handler_address(self) -> tuple[str, int] | None:
+        return self._relay.lm_handler_address
 
-        return LMRequest(depth=self.depth, **fields)
+    @lm_handler_address.setter
+    def lm_handler_address(self, address: tuple[str, int] | None) -> None:
+        self._relay.lm_handler_address = address  # the relay reconnects on change
 
-    def _request(self, request: LMRequest) -> LMResponse:
-        from rlm.core.comms_utils import LMConnection
+    @property
+    def lm_handler_token(self) -> str | None:
+        return self._relay.lm_handler_token
 
-        address = self.lm_handler_address
-        assert address is not None
-        # One persistent connection per env, made on first use. The lock only guards
-        # creation: LMConnection serialises its own exchanges and never raises.
-        with self._conn_lock:
-            if self._connection is None or self._connection_address != address:
-                self._close_connection()
-                self._connection = LMConnection(address, token=self.lm_handler_token)
-                self._connection_address = address
-            connection = self._connection
-        return connection.request(request)
+    @property
+    def lm_route(self) -> LMRoute | None:
+        return self._relay.lm_route
 
-    def _close_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                connection.close()
+    @lm_route.setter
+    def lm_route(self, route: LMRoute | None) -> None:
+        self._relay.lm_route = route
+
+    @property
+    def subcall_fn(self) -> SubcallFn | None:
+        return self._relay.subcall_fn
+
+    @subcall_fn.setter
+    def subcall_fn(self, fn: SubcallFn | None) -> None:
+        self._relay.subcall_fn = fn
 
     # -- SupportsPersistence ---------------------------------------------------------
 
     def update_handler_address(self, address: tuple[str, int]) -> None:
-        self.lm_handler_address = address
-        with self._conn_lock:
-            if address != self._connection_address:
-                self._close_connection()
+        self.lm_handler_address = address  # the relay opens a new connection on change
 
     def add_context(self, context_payload: Any, context_index: int | None = None) -> int:
         # Containers are copied so the caller can keep mutating its own object.
@@ -430,8 +391,7 @@ class LocalREPL(NonIsolatedEnv):
         if self._closed:
             return
         self._closed = True
-        with self._conn_lock:
-            self._close_connection()
+        self._relay.close()
         self.globals.clear()
         self._remove_temp_dir()
 
