@@ -31,7 +31,6 @@ from rlm.environments.namespace import (
     CellRecord,
     Inputs,
     UserView,
-    adopt_answer,
     budget_view,
     cell_filename,
     describe_variables,
@@ -39,6 +38,7 @@ from rlm.environments.namespace import (
     make_builtins,
     require_prompt_list,
     resolve_final_value,
+    restore_namespace,
 )
 from rlm.environments.output_capture import capture
 from rlm.environments.subcall_relay import Outcome, SubcallFn, SubcallRelay
@@ -145,14 +145,14 @@ class LocalREPL(NonIsolatedEnv):
 
     def _restore(self) -> None:
         """Undo model rebinding of scaffold names and of the read-only inputs."""
-        ns = self.globals
-        ns.update(self._scaffold)
-        ns["__builtins__"] = self._builtins
-        answer, submitted = adopt_answer(ns.get("answer"), self._on_answer_ready)
-        ns["answer"] = answer
-        if submitted is not None and self._cell.final_answer is None:
-            self._cell.final_answer = submitted
-        self._inputs.bind(ns)
+        restore_namespace(
+            self.globals,
+            self._scaffold,
+            self._builtins,
+            self._inputs,
+            self._cell,
+            self._on_answer_ready,
+        )
 
     def _on_answer_ready(self, content: Any) -> None:
         self._cell.final_answer = str(content)

@@ -224,6 +224,25 @@ def describe_variables(variables: Mapping[str, Any]) -> str:
     return f"Available variables: {shown}"
 
 
+def restore_namespace(
+    ns: dict[str, Any],
+    scaffold: Mapping[str, Any],
+    builtins: dict[str, Any],
+    inputs: Inputs,
+    cell: CellRecord,
+    on_ready: AnswerCallback,
+) -> None:
+    """After a cell: undo rebinding of scaffold names, builtins, ``answer`` and the
+    read-only inputs; an answer submitted by rebinding ``answer`` lands in ``cell``."""
+    ns.update(scaffold)
+    ns["__builtins__"] = builtins
+    answer, submitted = adopt_answer(ns.get("answer"), on_ready)
+    ns["answer"] = answer
+    if submitted is not None and cell.final_answer is None:
+        cell.final_answer = submitted
+    inputs.bind(ns)
+
+
 def resolve_final_value(variables: Mapping[str, Any], name_or_value: Any) -> str:
     """``FINAL_VAR``'s answer: the named variable's ``str()`` if ``name_or_value`` names
     one, else ``str(name_or_value)``."""

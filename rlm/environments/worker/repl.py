@@ -27,7 +27,6 @@ from rlm.environments.namespace import (
     CellRecord,
     Inputs,
     UserView,
-    adopt_answer,
     budget_view,
     cell_filename,
     describe_variables,
@@ -35,6 +34,7 @@ from rlm.environments.namespace import (
     make_builtins,
     require_prompt_list,
     resolve_final_value,
+    restore_namespace,
 )
 from rlm.environments.worker.capture import Capture
 
@@ -134,14 +134,9 @@ class WorkerRepl:
 
     def restore_scaffold(self) -> None:
         """Undo cell rebinding of scaffold names and of the read-only inputs."""
-        ns = self.ns
-        ns.update(self.scaffold)
-        ns["__builtins__"] = self.builtins
-        answer, submitted = adopt_answer(ns.get("answer"), self._on_ready)
-        ns["answer"] = answer
-        if submitted is not None and self.cell.final_answer is None:
-            self.cell.final_answer = submitted
-        self.inputs.bind(ns)
+        restore_namespace(
+            self.ns, self.scaffold, self.builtins, self.inputs, self.cell, self._on_ready
+        )
 
     def _on_ready(self, content: Any) -> None:
         self.cell.final_answer = str(content)
