@@ -29,6 +29,32 @@ from rlm.utils.exceptions import ConfigurationError, MissingAPIKeyError
 DEFAULT_TIMEOUT: float = 300.0
 
 
+def reply_text(client: Any, text: Any) -> str:
+    """``text`` if it is a ``str``; else a ``TypeError`` naming the client."""
+    if isinstance(text, str):
+        return text
+    raise TypeError(
+        f"{type(client).__name__}.completion() returned {type(text).__name__}, expected str "
+        "(a model client must return the reply's text)"
+    )
+
+
+def usage_of(value: Any) -> ModelUsageSummary:
+    """One call's usage from what an rlms-era ``get_last_usage()`` returned.
+
+    A ``UsageSummary`` is summed over its models; anything that is not a usage object
+    counts as one call with unknown (zero) tokens, never as an error.
+    """
+    if isinstance(value, ModelUsageSummary):
+        return value.copy()
+    if isinstance(value, UsageSummary):
+        total = ModelUsageSummary()
+        for usage in value.model_usage_summaries.values():
+            total.add(usage)
+        return total
+    return ModelUsageSummary(1, 0, 0)
+
+
 @dataclass
 class LMResult:
     """One completion: its text, the model that produced it and its own usage."""
@@ -72,14 +98,15 @@ class BaseLM(ABC):
     # -- what the engine calls -------------------------------------------------------
 
     def complete(self, prompt: Prompt) -> LMResult:
-        """One call with its own usage. The default suits clients written for ``rlms``."""
-        text = self.completion(prompt)
-        return LMResult(text=text, model=self.model_name, usage=self.get_last_usage())
+        """One call with its own usage. The default suits clients written for ``rlms``:
+        the reply must be a ``str``; ``get_last_usage()`` may be a ``UsageSummary``."""
+        text = reply_text(self, self.completion(prompt))
+        return LMResult(text=text, model=self.model_name, usage=usage_of(self.get_last_usage()))
 
     async def acomplete(self, prompt: Prompt) -> LMResult:
         """Async form of ``complete``."""
-        text = await self.acompletion(prompt)
-        return LMResult(text=text, model=self.model_name, usage=self.get_last_usage())
+        text = reply_text(self, await self.acompletion(prompt))
+        return LMResult(text=text, model=self.model_name, usage=usage_of(self.get_last_usage()))
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release connections. Called when the session that owns the client closes."""

@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from rlm.core import local_tokens
 from rlm.core.types import Prompt, RLMChatCompletion
 from rlm.utils.exceptions import WireProtocolError
 
@@ -267,6 +268,8 @@ def send_lm_request(
             request.depth = depth
         if token is not None:
             request.token = token
+        elif request.token is None:  # a handler started in this process: its token
+            request.token = local_tokens.lookup(address)
         return LMResponse.from_dict(socket_request(address, request.to_dict(), timeout))
     except Exception as exc:
         return LMResponse.error_response(f"Request failed: {exc}")
@@ -296,6 +299,8 @@ def send_lm_request_batched(
 ) -> list[LMResponse]:
     """Send a batch on a new connection: one response per prompt, in prompt order."""
     try:
+        if token is None:  # a handler started in this process: its token
+            token = local_tokens.lookup(address)
         request = LMRequest(prompts=prompts, model=model, depth=depth, token=token)
         data = socket_request(address, request.to_dict(), timeout)
         return split_batched(LMResponse.from_dict(data), len(prompts))
@@ -328,7 +333,7 @@ class LMConnection:
     def request(self, req: LMRequest) -> LMResponse:
         self._after_fork()
         with self._lock:
-            req.token = self.token
+            req.token = self.token if self.token is not None else local_tokens.lookup(self.address)
             req.id = next(self._ids)
             try:
                 data = self._exchange(req.to_dict())

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rlm.clients.base_lm import BaseLM, LMResult
+from rlm.clients.legacy import as_client
 from rlm.core.budget import BudgetNode
 from rlm.core.error_kinds import is_fatal, policy_of
 from rlm.core.governor import Governor
@@ -64,10 +65,10 @@ class LMHandler:
 
     def __init__(
         self,
-        client: BaseLM,
+        client: BaseLM | Any,
         host: str = "127.0.0.1",
         port: int = 0,
-        other_backend_client: BaseLM | None = None,
+        other_backend_client: BaseLM | Any | None = None,
         batch_max_concurrent: int = DEFAULT_MAX_CONCURRENT_LLM_CALLS,
         client_factory: Callable[[str], BaseLM] | None = None,
         auth_token: str | None = None,
@@ -75,8 +76,12 @@ class LMHandler:
     ) -> None:
         if batch_max_concurrent < 1:
             raise ValueError("batch_max_concurrent must be >= 1")
+        # Clients written for rlms (only completion/get_last_usage) are adapted here, once.
+        client = as_client(client)
         self.default_client = client
-        self.other_backend_client = other_backend_client
+        self.other_backend_client = (
+            as_client(other_backend_client) if other_backend_client is not None else None
+        )
         self.clients: dict[str, BaseLM] = {}
         self.host = host
         self._port = port
@@ -91,8 +96,8 @@ class LMHandler:
 
     # -- clients ---------------------------------------------------------------------
 
-    def register_client(self, model_name: str, client: BaseLM) -> None:
-        self.clients[model_name] = client
+    def register_client(self, model_name: str, client: BaseLM | Any) -> None:
+        self.clients[model_name] = as_client(client)
 
     def get_client(self, model: str | None = None, depth: int = 0) -> BaseLM:
         """A named ``model`` wins; else depth 1 goes to the other backend when set."""
@@ -104,7 +109,7 @@ class LMHandler:
                 with self._lock:
                     client = self.clients.get(model)
                     if client is None:
-                        client = self.client_factory(model)
+                        client = as_client(self.client_factory(model))
                         self.clients[model] = client
                 return client
         if depth == 1 and self.other_backend_client is not None:

@@ -15,6 +15,7 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
+from rlm.core import local_tokens
 from rlm.core.comms_utils import (
     FrameTooLargeError,
     LMRequest,
@@ -116,6 +117,7 @@ class LMServer:
                 target=self._accept_loop, args=(listener,), name="rlm-lm-server", daemon=True
             )
             self._thread.start()
+            local_tokens.register(self.address, self._token.decode("utf-8"))
         return self.address
 
     def stop(self) -> None:
@@ -126,6 +128,7 @@ class LMServer:
             conns = list(self._conns)
             thread = self._thread
         if listener is not None:
+            local_tokens.unregister(self.address)
             try:
                 listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
             except OSError:

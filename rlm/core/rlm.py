@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from rlm.core.callbacks import (
 from rlm.core.config import RLMConfig
 from rlm.core.events import EventBus
 from rlm.core.lm_handler import DEFAULT_MAX_CONCURRENT_LLM_CALLS
+from rlm.core.rlms_hooks import RLMSHooks
 from rlm.core.session import Session
 from rlm.core.streaming import AsyncEventStream, EventStream
 from rlm.core.types import ClientBackend, EnvironmentType, RLMChatCompletion
@@ -53,7 +55,7 @@ def _make_environment(name: str, kwargs: dict[str, Any]) -> BaseEnv:
     return get_environment(name, kwargs)  # module global: patchable
 
 
-class RLM:
+class RLM(RLMSHooks):
     """A Recursive Language Model: answers a query over a context of any length.
 
     ``completion(prompt, root_prompt=None)`` puts ``prompt`` in a REPL as ``context`` and
@@ -250,6 +252,7 @@ class RLM:
         stop resumes by itself (``resume=False`` starts over).
         """
         self._check_prompt(prompt, root_prompt)
+        self._completion_start_time = time.perf_counter()
         session = self._get_session()
         if self.config.depth >= self.config.max_depth:
             return self._fallback_completion(session, prompt)
@@ -268,6 +271,7 @@ class RLM:
         """``completion`` for asyncio, with the same semantics. Model calls use the
         clients' native async methods; REPL cells run on a worker thread."""
         self._check_prompt(prompt, root_prompt)
+        self._completion_start_time = time.perf_counter()
         session = self._get_session()
         if self.config.depth >= self.config.max_depth:
             handler = session.ensure_handler()
@@ -331,6 +335,11 @@ class RLM:
             raise ConfigurationError(
                 f"root_prompt must be a str or None, got {type(root_prompt).__name__}"
             )
+
+    def _new_child(self, kwargs: dict[str, Any]) -> RLM:
+        """A child RLM for ``_subcall``, made through this module's global ``RLM`` (so
+        patching ``rlm.core.rlm.RLM`` captures it, as with ``rlms``)."""
+        return RLM(**kwargs)
 
     def _fallback_completion(self, session: Session, prompt: Any) -> RLMChatCompletion:
         """At ``depth >= max_depth`` the RLM is a plain LM call."""

@@ -239,6 +239,11 @@ class Session:
             messages[1]["content"] += "\n\n" + note
         return messages
 
+    @property
+    def running(self) -> bool:
+        """Whether a turn is in progress."""
+        return self._active is not None
+
     def cancel(self) -> None:
         """Cancel the turn in progress, if any (from any thread)."""
         active = self._active
@@ -360,9 +365,7 @@ class Session:
                 "run_started",
                 prompt_preview=preview(prompt),
                 root_prompt=root_prompt,
-                metadata=self.config.metadata(
-                    self.config.model_override or handler.default_client.model_name
-                ),
+                metadata=self.config.metadata(self.root_model_name(handler)),
                 context_count=turn.loop_cfg.context_count,
             )
         except BaseException as exc:

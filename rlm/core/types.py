@@ -50,6 +50,9 @@ def serialize_value(value: Any) -> Any:
         return f"<{type(value).__name__}>"
 
 
+_serialize_value = serialize_value  # the rlms name, imported by code written for rlms
+
+
 # ---------------------------------------------------------------------------
 # Usage
 # ---------------------------------------------------------------------------
@@ -253,7 +256,14 @@ class REPLResult:
             f"rlm_calls={len(self.rlm_calls)})"
         )
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        """rlms's layout (``stdout=text`` unquoted); the namespace as its names only,
+        since dumping every local can print a whole context."""
+        return (
+            f"REPLResult(stdout={self.stdout}, stderr={self.stderr}, "
+            f"locals=<{len(self.locals)} names>, execution_time={self.execution_time}, "
+            f"rlm_calls={len(self.rlm_calls)})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

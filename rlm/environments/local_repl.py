@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -39,6 +40,7 @@ from rlm.environments.namespace import (
     require_prompt_list,
     resolve_final_value,
     restore_namespace,
+    unbound_final_var,
 )
 from rlm.environments.output_capture import capture
 from rlm.environments.subcall_relay import Outcome, SubcallFn, SubcallRelay
@@ -164,6 +166,10 @@ class LocalREPL(NonIsolatedEnv):
     def _final_var(self, name_or_value: Any) -> str:
         """Submit the final answer: the named variable's value, or the value itself."""
         answer = resolve_final_value(self.locals, name_or_value)
+        if answer is None:  # an error the model sees (stderr), and nothing submitted
+            message = unbound_final_var(self.locals, name_or_value)
+            print(message, file=sys.stderr)
+            return message
         self._cell.final_answer = answer
         return answer
 

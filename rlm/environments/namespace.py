@@ -243,14 +243,26 @@ def restore_namespace(
     inputs.bind(ns)
 
 
-def resolve_final_value(variables: Mapping[str, Any], name_or_value: Any) -> str:
-    """``FINAL_VAR``'s answer: the named variable's ``str()`` if ``name_or_value`` names
-    one, else ``str(name_or_value)``."""
+def resolve_final_value(variables: Mapping[str, Any], name_or_value: Any) -> str | None:
+    """``FINAL_VAR``'s answer: the named variable's ``str()`` if ``name_or_value`` is a
+    bound name; ``None`` if it is a name that is not bound (nothing is submitted: see
+    ``unbound_final_var``); else ``str(name_or_value)``, a value passed directly."""
     if isinstance(name_or_value, str):
-        name = name_or_value.strip()
-        if name.isidentifier() and name in variables:
-            return str(variables[name])
+        name = name_or_value.strip().strip("\"'")
+        if name.isidentifier():
+            return str(variables[name]) if name in variables else None
     return str(name_or_value)
+
+
+def unbound_final_var(variables: Mapping[str, Any], name: Any) -> str:
+    """What ``FINAL_VAR`` returns to the model for a name that is not bound."""
+    shown = sorted(k for k in variables if not k.startswith("_") and k.isidentifier())
+    listed = ", ".join(shown[:40]) + (", ..." if len(shown) > 40 else "")
+    return (
+        f"Error: Variable '{str(name).strip()}' not found, so no final answer was submitted. "
+        f"Available variables: [{listed}]. Assign the variable before calling FINAL_VAR "
+        "on it, or pass the answer itself: FINAL_VAR(value)."
+    )
 
 
 BUDGET_KEYS = ("calls", "tokens", "usd", "seconds")

@@ -98,11 +98,14 @@ class _VariableSource(Protocol):
     def lookup_variable(self, name: str) -> str | None: ...
 
 
-def find_final_answer(text: str, environment: _VariableSource | None = None) -> str | None:
+def find_final_answer(text: str, environment: Any | None = None) -> str | None:
     """The final answer a reply declares with ``FINAL(...)`` or ``FINAL_VAR(name)``.
 
-    ``FINAL_VAR`` is resolved by reading the variable from ``environment`` directly (no
-    extra LM call); without an environment, or if the name is unbound, it is ``None``.
+    ``FINAL_VAR`` is resolved by reading the variable from ``environment``: an rlmx
+    environment (one with ``lookup_variable``) is read directly, with no extra cell; any
+    other object is asked the ``rlms`` way, by running ``print(FINAL_VAR('name'))`` in it
+    and taking what it printed. Without an environment, or if the name is unbound, it is
+    ``None``.
     """
     marker = find_final_marker(text)
     if marker is None:
@@ -110,7 +113,13 @@ def find_final_answer(text: str, environment: _VariableSource | None = None) -> 
     kind, arg = marker
     if kind == "FINAL":
         return arg
-    return environment.lookup_variable(arg) if environment is not None else None
+    if environment is None:
+        return None
+    if callable(getattr(type(environment), "lookup_variable", None)):
+        source: _VariableSource = environment
+        return source.lookup_variable(arg)
+    result = environment.execute_code(f"print(FINAL_VAR({arg!r}))")
+    return str(result.stdout).strip() or str(result.stderr).strip()
 
 
 def truncate_middle(text: str, limit: int = DEFAULT_MAX_OUTPUT_CHARS) -> str:

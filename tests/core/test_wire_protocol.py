@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 
 from rlm.clients.scripted import ScriptedLM
-from rlm.core import comms_utils
+from rlm.core import comms_utils, local_tokens
 from rlm.core.comms_utils import (
     FrameTooLargeError,
     LMConnection,
@@ -213,12 +215,53 @@ def test_batched_item_error_is_per_item(server: LMServer, handler: LMHandler) ->
     assert out[2].chat_completion is not None and out[2].chat_completion.response == "echo:c"
 
 
-@pytest.mark.parametrize("token", [None, "wrong", "ünïcode"])
+@pytest.mark.parametrize("token", ["wrong", "ünïcode"])
 def test_bad_token_is_unauthorized(server: LMServer, token: str | None) -> None:
     resp = send_lm_request(server.address, LMRequest(prompt="hi"), token=token)
     assert resp.error == "unauthorized"
     batched = send_lm_request_batched(server.address, ["a", "b"], token=token)
     assert [r.error for r in batched] == ["unauthorized", "unauthorized"]
+
+
+def test_no_token_in_this_process_finds_the_servers_own(server: LMServer) -> None:
+    """rlms-era code knows only the address (LMHandler(client) + send_lm_request(
+    handler.address, ...)): a server started in this process lends its token to it."""
+    resp = send_lm_request(server.address, LMRequest(prompt="hi"))
+    assert resp.success and resp.chat_completion is not None
+    assert resp.chat_completion.response == "echo:hi"
+    batched = send_lm_request_batched(("localhost", server.address[1]), ["a", "b"])
+    assert [r.chat_completion.response for r in batched if r.chat_completion] == [
+        "echo:a",
+        "echo:b",
+    ]
+    with LMConnection(server.address) as conn:
+        assert conn.request(LMRequest(prompt="c")).success
+
+
+def test_no_token_from_another_process_is_unauthorized(server: LMServer) -> None:
+    """The registry is this process's memory: another process without the token is
+    refused, single and batched."""
+    code = (
+        "import sys, json\n"
+        "from rlm.core.comms_utils import LMRequest, send_lm_request, send_lm_request_batched\n"
+        "addr = (sys.argv[1], int(sys.argv[2]))\n"
+        "one = send_lm_request(addr, LMRequest(prompt='hi'))\n"
+        "many = send_lm_request_batched(addr, ['a', 'b'])\n"
+        "print(json.dumps([one.error] + [r.error for r in many]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, server.address[0], str(server.address[1])],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert json.loads(out) == ["unauthorized"] * 3
+
+
+def test_stopped_server_forgets_its_token(handler: LMHandler) -> None:
+    srv = LMServer(handler, token=handler.token)
+    address = srv.start()
+    assert local_tokens.lookup(address) == handler.token
+    srv.stop()
+    assert local_tokens.lookup(address) is None
 
 
 def test_unauthorized_closes_connection(server: LMServer) -> None:

@@ -35,6 +35,7 @@ from rlm.environments.namespace import (
     require_prompt_list,
     resolve_final_value,
     restore_namespace,
+    unbound_final_var,
 )
 from rlm.environments.worker.capture import Capture
 
@@ -148,6 +149,10 @@ class WorkerRepl:
     def _final_var(self, name_or_value: Any) -> str:
         """Submit the final answer: the named variable's value, or the value itself."""
         answer = resolve_final_value(self.view, name_or_value)
+        if answer is None:  # an error the model sees (stderr), and nothing submitted
+            message = unbound_final_var(self.view, name_or_value)
+            print(message, file=sys.stderr)
+            return message
         self.cell.final_answer = answer
         return answer
 
