@@ -7,10 +7,14 @@ What the sandboxed worker gets (``BwrapTransport``):
   remount anything) and no further user namespaces;
 * a read-only view of ``/usr`` (and the ``/lib*``, ``/bin``, ``/sbin`` links), of
   ``/etc/ld.so.cache`` and ``/etc/localtime`` only, of the Python installation and
-  of the worker zipapp; nothing of ``$HOME`` (other than the Python installation if it
-  lives there), ``/root``, ``/home``, ``/var``, ``/run`` or the rest of ``/etc``;
+  of the worker zipapp; nothing of ``$HOME``, ``/root``, ``/home``, ``/tmp``, ``/var``,
+  ``/run`` or the rest of ``/etc``;
+* the Python installation at its real paths wherever it lives (a venv under ``/tmp``
+  or ``$HOME``, ``/opt``, conda, pyenv): the interpreter is asked for its prefixes and
+  import path (``python_binds``) and exactly those directories are bound, never a
+  directory that is or contains ``/tmp``, ``$HOME``, ``/root``, ``/home``, ``/etc``...;
 * a private, size-capped tmpfs at ``/tmp``, which is its working directory (lost when
-  the worker is restarted);
+  the worker is restarted); an interpreter bound under ``/tmp`` is mounted over it;
 * a scrubbed environment (``PATH``, ``LANG``, ``LC_ALL``, ``HOME=/tmp``, ``TMPDIR``);
   bubblewrap itself is started with that environment too, so no API key is visible
   anywhere in the sandbox, not even in ``/proc/1/environ``;
@@ -25,9 +29,12 @@ warns that it does.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -47,17 +54,81 @@ BWRAP_INSTALL_HINT = (
     "Fedora), or pass environment_kwargs={'isolation': 'process'} to run the worker "
     "without isolation."
 )
+_SYSTEM_DIRS = ("lib", "lib32", "lib64", "libx32", "bin", "sbin")  # bound like /usr
 WORKER_PATH = "/opt/rlmx/worker.pyz"  # where the zipapp appears inside the sandbox
 _SANDBOX_UID = 65534  # "nobody", inside the sandbox's own user namespace
 
 
-def _python_dirs(python: str) -> list[str]:
-    """Directories the host Python needs, outside ``/usr`` (bound read-only)."""
-    dirs = {sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix}
-    dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(python))))
-    kept = sorted(d for d in dirs if d and not d.startswith("/usr/") and d != "/usr")
-    # Drop directories inside another one already bound.
-    return [d for d in kept if not any(d != o and d.startswith(o + os.sep) for o in kept)]
+# Printed by the sandboxed interpreter itself (run as the worker is, with -I): where it
+# lives and what it imports from. Python 3.9 compatible, like the worker.
+_PROBE = (
+    "import json,sys;print(json.dumps([sys.executable,sys.prefix,sys.exec_prefix,"
+    "sys.base_prefix,sys.base_exec_prefix,*sys.path]))"
+)
+# Host directories never bound whole, nor any directory that contains one of them: a
+# Python installation under one is bound on its own, the rest stays hidden.
+_PRIVATE = ("/", "/tmp", "/root", "/home", "/etc", "/var", "/run", "/proc", "/sys", "/dev",
+            "/boot", "/srv", "/mnt", "/media", "/opt")  # fmt: skip
+_layouts: dict[tuple[str, int, int], list[str]] = {}
+
+
+def _interpreter_paths(python: str) -> list[str]:
+    """The paths ``python -I`` needs: the directories of its executable (every symlink
+    hop), its prefixes and its import path (site-packages, ``.pth`` additions)."""
+    path = python if os.sep in python else shutil.which(python) or python
+    hops = [path]
+    while os.path.islink(path) and len(hops) < 40:
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+        hops.append(path)
+    try:
+        info = os.stat(hops[0])
+    except OSError as exc:
+        raise EnvironmentError_(f"SandboxREPL: no interpreter at {python}: {exc}") from exc
+    key = (hops[0], info.st_ino, info.st_mtime_ns)
+    if key not in _layouts:
+        try:
+            done = subprocess.run(
+                [hops[0], "-I", "-c", _PROBE],
+                capture_output=True,
+                text=True,
+                env=SAFE_ENV,
+                cwd="/",
+                timeout=60,
+                check=True,
+            )
+            _layouts[key] = [str(p) for p in json.loads(done.stdout.strip().splitlines()[-1])]
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+            message = f"SandboxREPL: cannot run the interpreter {python}: {exc}"
+            raise EnvironmentError_(message) from exc
+    return [*(os.path.dirname(hop) for hop in hops), *_layouts[key]]
+
+
+def _private_roots() -> set[str]:
+    roots = set(_PRIVATE) | {tempfile.gettempdir(), os.path.expanduser("~")}
+    return roots | {os.path.realpath(root) for root in roots}
+
+
+def _covered(path: str, dirs: Sequence[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip(os.sep) + os.sep) for d in dirs)
+
+
+def python_binds(python: str) -> list[str]:
+    """Host paths to bind read-only, at the same place, so that ``python`` runs in the
+    sandbox wherever it is installed: a venv under ``/tmp`` or ``$HOME``, ``/opt``,
+    conda, pyenv. Paths under ``/usr`` are already visible; a directory that is or holds
+    a private root (``/tmp``, ``$HOME``...) is never bound whole."""
+    private, system = _private_roots(), ["/usr", *(f"/{n}" for n in _SYSTEM_DIRS)]
+    found: set[str] = set()
+    for entry in _interpreter_paths(python):
+        path = os.path.normpath(entry) if os.path.isabs(entry) else ""
+        if not path or not os.path.exists(path) or _covered(path, system):
+            continue
+        if any(_covered(root, [path]) for root in private):
+            continue  # binding it would expose a private directory
+        found.add(path)
+    kept = sorted(found)
+    # Drop paths inside another one already bound.
+    return [p for p in kept if not _covered(p, [o for o in kept if o != p])]
 
 
 class BwrapTransport(SubprocessTransport):
@@ -72,6 +143,7 @@ class BwrapTransport(SubprocessTransport):
         python: str | None = None,
         ro_binds: Sequence[str] = (),
     ) -> None:
+        self.python_binds = python_binds(python or sys.executable)  # before the workdir
         super().__init__(python)
         self.limits = limits
         self.bwrap = bwrap
@@ -86,7 +158,7 @@ class BwrapTransport(SubprocessTransport):
         argv += ["--uid", str(_SANDBOX_UID), "--gid", str(_SANDBOX_UID), "--cap-drop", "ALL"]
         argv += ["--die-with-parent", "--new-session"]
         argv += ["--ro-bind", "/usr", "/usr"]
-        for name in ("lib", "lib32", "lib64", "libx32", "bin", "sbin"):
+        for name in _SYSTEM_DIRS:
             path = f"/{name}"
             if os.path.islink(path):
                 argv += ["--symlink", os.readlink(path), path]
@@ -94,13 +166,15 @@ class BwrapTransport(SubprocessTransport):
                 argv += ["--ro-bind", path, path]
         for path in ("/etc/ld.so.cache", "/etc/localtime"):
             argv += ["--ro-bind-try", path, path]
-        for path in [*_python_dirs(self.python), *self.ro_binds]:
-            argv += ["--ro-bind", path, path]
-        argv += ["--ro-bind", default_zipapp(), WORKER_PATH]
         argv += ["--proc", "/proc", "--dev", "/dev"]
         if self.limits.tmp_size_mb is not None:
             argv += ["--size", str(int(self.limits.tmp_size_mb) << 20)]
-        argv += ["--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
+        argv += ["--tmpfs", "/tmp"]
+        # After the tmpfs: an interpreter (or a bind) under /tmp is mounted over it.
+        for path in [*self.python_binds, *self.ro_binds]:
+            argv += ["--ro-bind", path, path]
+        argv += ["--ro-bind", default_zipapp(), WORKER_PATH]
+        argv += ["--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
         for key, value in self.environment().items():
             argv += ["--setenv", key, value]
         argv += [self.python, "-I", WORKER_PATH, *worker_args]
@@ -123,8 +197,8 @@ class SandboxREPL(WorkerEnv, IsolatedEnv):
     * ``memory_mb`` (4096), ``cpu_seconds`` (3600), ``max_processes`` (64),
       ``max_file_size_mb`` (1024), ``max_open_files`` (256), ``tmp_size_mb`` (1024):
       the limits of ``SandboxLimits``; ``None`` disables one;
-    * ``python``: the interpreter to run (default: this one; must be visible in the
-      sandbox, add its directory to ``ro_binds`` if it is not the host's own);
+    * ``python``: the interpreter to run (default: this one); its installation and
+      import path are bound read-only wherever they are (see ``python_binds``);
     * ``ro_binds``: extra host paths to show read-only inside the sandbox;
     * ``bwrap_path``: where bubblewrap is (default: found on ``PATH``).
     """
