@@ -11,9 +11,10 @@ from typing import Any
 
 DEFAULT_CONTEXT_LIMIT = 128_000
 
-# Prefix -> context window in tokens. Longest matching prefix wins.
+# Prefix -> the most input tokens a request may carry. Longest matching prefix wins;
+# a name such as "us.anthropic.claude-..." (Bedrock) matches on its last dotted part.
 MODEL_CONTEXT_LIMITS: dict[str, int] = {
-    "gpt-5": 400_000,
+    "gpt-5": 272_000,  # the input limit (the 400K window includes 128K of output)
     "gpt-4.1": 1_047_576,
     "gpt-4o": 128_000,
     "gpt-4-turbo": 128_000,
@@ -36,9 +37,10 @@ MODEL_CONTEXT_LIMITS: dict[str, int] = {
 def get_context_limit(model_name: str | None) -> int:
     """Context window of ``model_name`` (provider prefixes like ``openai/`` ignored)."""
     name = (model_name or "").lower().rsplit("/", 1)[-1]
+    candidates = {name, *(name[i + 1 :] for i, ch in enumerate(name) if ch == ".")}
     best = ""
     for prefix in MODEL_CONTEXT_LIMITS:
-        if name.startswith(prefix) and len(prefix) > len(best):
+        if len(prefix) > len(best) and any(c.startswith(prefix) for c in candidates):
             best = prefix
     return MODEL_CONTEXT_LIMITS[best] if best else DEFAULT_CONTEXT_LIMIT
 
