@@ -10,30 +10,38 @@ the cache instead of paying full price for it again.
 
 The SDK's own retries are off; errors are translated once, in ``_translated``, and
 retried by ``rlm.clients.retry`` like every other backend.
+
+As in ``rlms``, the module attribute ``anthropic`` is the SDK (imported on first access,
+so ``patch("rlm.clients.anthropic.anthropic.Anthropic")`` works), and the sync and async
+SDK clients are both built with the client.
 """
 
 from __future__ import annotations
 
-import importlib
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from rlm.clients.async_pool import PerLoop
-from rlm.clients.base_lm import (
-    DEFAULT_TIMEOUT,
-    LMResult,
-    ProviderLM,
-    require_api_key,
-    require_model,
-)
+from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
+from rlm.clients.compat import EnvDefaults, LazySDK, require_key
 from rlm.clients.openai import to_messages
 from rlm.clients.pricing import estimate_cost, price_of
 from rlm.clients.retry import RetryPolicy, http_error, parse_retry_after
 from rlm.core.types import ModelUsageSummary, Prompt
-from rlm.utils.exceptions import MissingExtraError, ProviderConnectionError, ProviderError
+from rlm.utils.exceptions import ProviderConnectionError, ProviderError
+
+_SDK = LazySDK(globals(), {"anthropic": "anthropic"}, "The anthropic backend", "anthropic")
+
+
+def __getattr__(name: str) -> Any:  # ``anthropic``: the SDK, imported on first access
+    return _SDK.resolve(name)
+
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
+DEFAULT_ANTHROPIC_API_KEY: str | None = os.getenv(API_KEY_ENV)  # see EnvDefaults
+_DEFAULTS = EnvDefaults(globals(), {"DEFAULT_ANTHROPIC_API_KEY": API_KEY_ENV})
 _CACHE_CONTROL = {"type": "ephemeral"}
 # Anthropic bills cache reads at 0.1x and (5-minute) cache writes at 1.25x the input price.
 _CACHE_READ_RATE = 0.1
@@ -41,13 +49,6 @@ _CACHE_WRITE_RATE = 1.25
 # Request options the SDK takes as keywords. Other sampling args go in the JSON body, whose
 # shape is stable, while the SDK's keyword list changes between versions.
 _REQUEST_OPTIONS = ("extra_headers", "extra_query", "timeout")
-
-
-def _load_sdk() -> Any:
-    try:
-        return importlib.import_module("anthropic")
-    except ImportError:
-        raise MissingExtraError("The anthropic backend", "anthropic", "anthropic") from None
 
 
 # ---------------------------------------------------------------------------
@@ -204,8 +205,8 @@ class AnthropicClient(ProviderLM):
         retry_policy: RetryPolicy | None = None,
         **kwargs: Any,
     ) -> None:
-        sdk = _load_sdk()
-        api_key = require_api_key(api_key, "anthropic", API_KEY_ENV)
+        sdk = _SDK.get("anthropic")  # the module attribute, so a patch of it is used
+        api_key = require_key(api_key, _DEFAULTS, "anthropic", "Anthropic", API_KEY_ENV)
         model_name = require_model(model_name, "Anthropic", example="claude-sonnet-4-6")
         super().__init__(
             model_name=model_name, timeout=timeout, sampling_args=sampling_args, **kwargs
@@ -215,6 +216,7 @@ class AnthropicClient(ProviderLM):
         self.base_url = base_url
         self.prompt_caching = prompt_caching
         self._sdk = sdk
+        self._errors = _SDK.original("anthropic")  # the SDK's own exception classes
         self._sdk_kwargs: dict[str, Any] = {
             "api_key": api_key,
             "timeout": timeout,
@@ -223,7 +225,9 @@ class AnthropicClient(ProviderLM):
         if base_url:
             self._sdk_kwargs["base_url"] = base_url
         self.client = sdk.Anthropic(**self._sdk_kwargs)
-        self._async_clients: PerLoop[Any] = PerLoop()  # left to die with their loops
+        self.async_client = sdk.AsyncAnthropic(**self._sdk_kwargs)  # the first loop's
+        # Later loops get their own; all are left to die with their loops.
+        self._async_clients: PerLoop[Any] = PerLoop(first=lambda: self.async_client)
 
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
         messages, system = prepare_messages(prompt)
@@ -257,7 +261,7 @@ class AnthropicClient(ProviderLM):
         return await client.messages.create(**request)
 
     def _translate_errors(self) -> AbstractContextManager[None]:
-        return _translated(self._sdk, self.timeout)
+        return _translated(self._errors, self.timeout)
 
     def _parse(self, response: Any, model: str) -> LMResult:
         return parse_message(response, model)

@@ -24,14 +24,19 @@ class PerLoop(Generic[T]):
 
     With ``aclose``, ``close_all`` also closes each item on its own loop (best effort);
     without it, ``close_all`` only forgets them and their connections die with the loop.
+    ``first`` supplies the first loop's item (a client built ahead, as ``rlms`` builds its
+    ``async_client``); every later loop gets one from ``get``'s factory.
     """
 
-    def __init__(self, aclose: AsyncClose[T] | None = None) -> None:
+    def __init__(
+        self, aclose: AsyncClose[T] | None = None, first: Callable[[], T] | None = None
+    ) -> None:
         self._items: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = (
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
         self._aclose = aclose
+        self._first = first
 
     def get(self, factory: Callable[[], T]) -> T:
         """The running loop's item, made by ``factory`` the first time."""
@@ -39,7 +44,8 @@ class PerLoop(Generic[T]):
         with self._lock:
             item = self._items.get(loop)
             if item is None:
-                item = self._items[loop] = factory()
+                make, self._first = self._first or factory, None
+                item = self._items[loop] = make()
             return item
 
     def close_all(self) -> None:

@@ -3,34 +3,40 @@
 Azure speaks the OpenAI chat-completions wire, so prompts, responses and errors go
 through the same helpers as ``rlm.clients.openai``; only the endpoint, the key header
 and the deployment-based URL differ, and the SDK handles those.
+
+As in ``rlms``, the module attribute ``openai`` is the SDK (imported on first access, so
+``patch("rlm.clients.azure_openai.openai.AzureOpenAI")`` works) and
+``DEFAULT_AZURE_OPENAI_API_KEY`` is the key read at import.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from typing import Any
 
 from rlm.clients.async_pool import PerLoop
 from rlm.clients.base_lm import DEFAULT_TIMEOUT
+from rlm.clients.compat import APIKeyRequiredError, EnvDefaults, LazySDK
 from rlm.clients.openai import ChatCompletionsLM, request_args, to_messages
 from rlm.clients.retry import RetryPolicy
 from rlm.core.types import Prompt
-from rlm.utils.exceptions import ConfigurationError, MissingAPIKeyError, MissingExtraError
+from rlm.utils.exceptions import ConfigurationError
+
+_SDK = LazySDK(globals(), {"openai": "openai"}, "The azure_openai backend", "openai")
+
+
+def __getattr__(name: str) -> Any:  # ``openai``: the SDK, imported on first access
+    return _SDK.resolve(name)
+
 
 API_KEY_ENV = "AZURE_OPENAI_API_KEY"
+DEFAULT_AZURE_OPENAI_API_KEY: str | None = os.getenv(API_KEY_ENV)  # see EnvDefaults
+_DEFAULTS = EnvDefaults(globals(), {"DEFAULT_AZURE_OPENAI_API_KEY": API_KEY_ENV})
 ENDPOINT_ENV = "AZURE_OPENAI_ENDPOINT"
 API_VERSION_ENV = "AZURE_OPENAI_API_VERSION"
 DEPLOYMENT_ENV = "AZURE_OPENAI_DEPLOYMENT"
 DEFAULT_API_VERSION = "2024-02-01"  # as rlms
-
-
-def _load_sdk() -> Any:
-    try:
-        return importlib.import_module("openai")
-    except ImportError:
-        raise MissingExtraError("The azure_openai backend", "openai", "openai") from None
 
 
 class AzureOpenAIClient(ChatCompletionsLM):
@@ -52,10 +58,10 @@ class AzureOpenAIClient(ChatCompletionsLM):
         retry_policy: RetryPolicy | None = None,
         **kwargs: Any,
     ) -> None:
-        sdk = _load_sdk()
-        api_key = api_key or os.environ.get(API_KEY_ENV)
+        sdk = _SDK.get("openai")  # the module attribute, so a patch of it is used
+        api_key = api_key or _DEFAULTS.value("DEFAULT_AZURE_OPENAI_API_KEY")
         if not (api_key or azure_ad_token or azure_ad_token_provider):
-            raise MissingAPIKeyError("azure_openai", API_KEY_ENV)
+            raise APIKeyRequiredError("azure_openai", API_KEY_ENV, "Azure OpenAI")
         azure_endpoint = azure_endpoint or os.environ.get(ENDPOINT_ENV)
         if not azure_endpoint:
             raise ConfigurationError(
@@ -74,7 +80,8 @@ class AzureOpenAIClient(ChatCompletionsLM):
         self.azure_deployment = azure_deployment
         self.api_version = api_version or os.environ.get(API_VERSION_ENV, DEFAULT_API_VERSION)
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
-        self._sdk = self._errors = sdk
+        self._sdk = sdk
+        self._errors = _SDK.original("openai")  # the SDK's own exception classes
         self._where = f"Azure OpenAI at {azure_endpoint}"
         self._sdk_kwargs: dict[str, Any] = {
             "api_key": api_key,
@@ -88,7 +95,9 @@ class AzureOpenAIClient(ChatCompletionsLM):
             "max_retries": 0,  # retried by rlm.clients.retry instead
         }
         self.client = sdk.AzureOpenAI(**self._sdk_kwargs)
-        self._async_clients = PerLoop()  # close() leaves them to die with their loops
+        self.async_client = sdk.AsyncAzureOpenAI(**self._sdk_kwargs)  # the first loop's
+        # close() leaves the async clients to die with their loops.
+        self._async_clients = PerLoop(first=lambda: self.async_client)
         create_params = inspect.signature(self.client.chat.completions.create).parameters
         self._args = request_args(self.sampling_args, frozenset(create_params))
 

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlm.clients.compat import RlmsUsageAttributes
 from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries
 from rlm.clients.usage import UsageTracker
 from rlm.core.types import ModelUsageSummary, Prompt, UsageSummary
@@ -115,8 +116,12 @@ class BaseLM(ABC):
         return f"{type(self).__name__}(model_name={self.model_name!r})"
 
 
-class TrackedLM(BaseLM):
-    """A client whose subclasses return ``LMResult`` and get accounting for free."""
+class TrackedLM(RlmsUsageAttributes, BaseLM):
+    """A client whose subclasses return ``LMResult`` and get accounting for free.
+
+    It also has ``rlms``'s usage attributes (``model_call_counts``, ``last_prompt_tokens``
+    and the rest), read from the same accounting.
+    """
 
     def __init__(self, model_name: str = "unknown", **kwargs: Any) -> None:
         super().__init__(model_name=model_name, **kwargs)

@@ -6,29 +6,44 @@ such as a proxy or a test server.
 
 The SDK does not retry by default; its errors are translated once, in ``_translated``,
 and retried by ``rlm.clients.retry`` like every other backend.
+
+As in ``rlms``, the module attributes ``genai`` and ``types`` are the SDK (imported on
+first access, so ``patch("rlm.clients.gemini.genai.Client")`` works) and
+``DEFAULT_GEMINI_API_KEY`` is the key read at import.
 """
 
 from __future__ import annotations
 
-import importlib
+import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_api_key
+from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM
+from rlm.clients.compat import EnvDefaults, LazySDK, as_count, as_number, require_key
 from rlm.clients.openai import to_messages
 from rlm.clients.pricing import estimate_cost
 from rlm.clients.retry import RetryPolicy, http_error, parse_retry_after
 from rlm.core.types import ModelUsageSummary, Prompt
-from rlm.utils.exceptions import (
-    ConfigurationError,
-    MissingExtraError,
-    ProviderConnectionError,
-    ProviderError,
+from rlm.utils.exceptions import ConfigurationError, ProviderConnectionError, ProviderError
+
+_SDK = LazySDK(
+    globals(),
+    {"genai": "google.genai", "types": "google.genai.types"},
+    "The gemini backend",
+    "gemini",
+    "google-genai",
 )
+
+
+def __getattr__(name: str) -> Any:  # ``genai`` and ``types``: the SDK, imported on first access
+    return _SDK.resolve(name)
+
 
 API_KEY_ENV = "GEMINI_API_KEY"
 _FALLBACK_KEY_ENV = "GOOGLE_API_KEY"  # the SDK's own variable
+DEFAULT_GEMINI_API_KEY: str | None = os.getenv(API_KEY_ENV)  # as rlms; see EnvDefaults
+_DEFAULTS = EnvDefaults(globals(), {"DEFAULT_GEMINI_API_KEY": API_KEY_ENV})
 DEFAULT_MODEL = "gemini-2.5-flash"
 # OpenAI-style names users carry over from other backends.
 _SAMPLING_ALIASES = {"max_tokens": "max_output_tokens", "stop": "stop_sequences"}
@@ -38,11 +53,9 @@ _CONNECTION_ERRORS = frozenset({"TransportError", "ClientConnectionError", "Serv
 
 
 def _load_sdk() -> tuple[Any, Any, Any]:
-    try:
-        genai = importlib.import_module("google.genai")
-        return genai, importlib.import_module("google.genai.types"), genai.errors
-    except ImportError:
-        raise MissingExtraError("The gemini backend", "gemini", "google-genai") from None
+    """(genai, types, errors), read through the module attributes."""
+    genai, types = _SDK.get("genai"), _SDK.get("types")
+    return genai, types, _SDK.original("genai").errors
 
 
 def prepare_contents(prompt: Prompt, types: Any) -> tuple[list[Any], str | None]:
@@ -77,10 +90,10 @@ def usage_of(metadata: Any, model: str) -> ModelUsageSummary:
     """One call's usage. Thinking tokens are billed as output, so they count as output."""
     if metadata is None:
         return ModelUsageSummary(total_calls=1)
-    tokens_in = int(getattr(metadata, "prompt_token_count", 0) or 0)
-    tokens_out = int(getattr(metadata, "candidates_token_count", 0) or 0)
-    tokens_out += int(getattr(metadata, "thoughts_token_count", 0) or 0)
-    cached = getattr(metadata, "cached_content_token_count", None)
+    tokens_in = as_count(getattr(metadata, "prompt_token_count", None))
+    tokens_out = as_count(getattr(metadata, "candidates_token_count", None))
+    tokens_out += as_count(getattr(metadata, "thoughts_token_count", None))
+    cached = as_number(getattr(metadata, "cached_content_token_count", None))
     return ModelUsageSummary(
         total_calls=1,
         total_input_tokens=tokens_in,
@@ -91,11 +104,23 @@ def usage_of(metadata: Any, model: str) -> ModelUsageSummary:
 
 
 def parse_response(response: Any, model: str) -> LMResult:
-    """Text of the first candidate (thought summaries left out) and usage."""
-    candidates = getattr(response, "candidates", None) or []
-    content = getattr(candidates[0], "content", None) if candidates else None
-    parts = getattr(content, "parts", None) or []
-    text = "".join(p.text for p in parts if getattr(p, "text", None) and not p.thought)
+    """Text of the first candidate (thought summaries left out) and usage.
+
+    A reply that is not the SDK's (a test's stand-in) is read through ``.text``, as
+    ``rlms`` reads every reply.
+    """
+    candidates = getattr(response, "candidates", None)
+    if isinstance(candidates, list | tuple):
+        content = getattr(candidates[0], "content", None) if candidates else None
+        parts = getattr(content, "parts", None) or []
+        text = "".join(
+            p.text
+            for p in parts
+            if isinstance(p.text, str) and getattr(p, "thought", None) is not True
+        )
+    else:
+        reported = getattr(response, "text", None)
+        text = reported if isinstance(reported, str) else ""
     usage = usage_of(getattr(response, "usage_metadata", None), model)
     return LMResult(text=text, model=model, usage=usage)
 
@@ -128,7 +153,11 @@ def _translated(errors: Any) -> Iterator[None]:
 
 
 class GeminiClient(ProviderLM):
-    """Gemini through the official ``google-genai`` SDK."""
+    """Gemini through the official ``google-genai`` SDK.
+
+    As in ``rlms``, ``model_name=None`` builds a client whose calls must name a model
+    (``completion(prompt, model=...)``); otherwise they raise ``ValueError``.
+    """
 
     def __init__(
         self,
@@ -143,9 +172,11 @@ class GeminiClient(ProviderLM):
         **kwargs: Any,
     ) -> None:
         genai, types, errors = _load_sdk()
-        api_key = require_api_key(api_key, "gemini", API_KEY_ENV, _FALLBACK_KEY_ENV)
+        api_key = require_key(
+            api_key, _DEFAULTS, "gemini", "Gemini", API_KEY_ENV, _FALLBACK_KEY_ENV
+        )
         super().__init__(
-            model_name=model_name or DEFAULT_MODEL,
+            model_name=model_name or "",
             timeout=timeout,
             sampling_args=sampling_args,
             **kwargs,
@@ -176,8 +207,19 @@ class GeminiClient(ProviderLM):
             )
         return args
 
+    def _prepare_contents(self, prompt: Prompt) -> tuple[list[Any] | str, str | None]:
+        """``rlms``'s (contents, system_instruction): a string prompt is sent as it is."""
+        if isinstance(prompt, str):
+            return prompt, None
+        return prepare_contents(prompt, self._types)
+
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
-        contents, system = prepare_contents(prompt, self._types)
+        if not model:
+            raise ConfigurationError(
+                "Model name is required for Gemini client: pass model_name in backend_kwargs "
+                f"(for example {DEFAULT_MODEL!r}) or name one per call."
+            )
+        contents, system = self._prepare_contents(prompt)
         config = self._types.GenerateContentConfig(system_instruction=system, **self._generation)
         return {"model": model, "contents": contents, "config": config}
 

@@ -9,30 +9,38 @@ LiteLLM answers in the OpenAI wire format and raises subclasses of ``openai``'s
 exceptions, so responses and errors go through the helpers of ``rlm.clients.openai``.
 Its retries are off; ``rlm.clients.retry`` retries instead.
 
+The module attribute ``litellm`` is the SDK, imported on first access, and the client
+calls it through that attribute (``patch("rlm.clients.litellm.litellm")`` is used).
+
 Note: importing ``litellm`` fetches its model price map from the network unless
 ``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set; offline it falls back to a bundled copy.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
+from rlm.clients.compat import LazySDK
 from rlm.clients.openai import parse_response, to_messages, translate_errors
 from rlm.clients.retry import RetryPolicy
 from rlm.core.types import Prompt
-from rlm.utils.exceptions import MissingExtraError
+
+_SDK = LazySDK(
+    globals(), {"litellm": "litellm", "openai": "openai"}, "The litellm backend", "litellm"
+)
+
+
+def __getattr__(name: str) -> Any:  # ``litellm``: the SDK, imported on first access
+    return _SDK.resolve(name)
 
 
 def _load_sdk() -> tuple[Any, Any]:
-    try:
-        return importlib.import_module("litellm"), importlib.import_module("openai")
-    except ImportError:
-        raise MissingExtraError("The litellm backend", "litellm", "litellm") from None
+    """(litellm, openai): LiteLLM through the module attribute, and the errors it raises."""
+    return _SDK.get("litellm"), _SDK.original("openai")
 
 
 def _litellm_cost(litellm: Any, response: Any) -> float | None:

@@ -3,15 +3,22 @@
 One client serves OpenAI, vLLM, OpenRouter, Vercel AI Gateway, llama.cpp servers and
 other compatible endpoints; the registry only changes ``base_url`` and ``api_key_env``.
 
-The ``openai`` SDK is an optional extra, imported when a client is built, so this module
-imports cleanly without it. The SDK's own retries are off (``max_retries=0``): its errors
-are translated once, in ``translate_errors``, and retried by ``rlm.clients.retry`` so
-every provider backs off the same way.
+The ``openai`` SDK is an optional extra: the module attribute ``openai`` imports it on
+first access (``rlm.clients.compat.LazySDK``), so this module imports cleanly without it,
+and clients build their SDK clients through that attribute, so that
+``patch("rlm.clients.openai.openai.OpenAI")`` works as it does with ``rlms``. The SDK's
+own retries are off (``max_retries=0``): its errors are translated once, in
+``translate_errors``, and retried by ``rlm.clients.retry`` so every provider backs off
+the same way.
+
+As in ``rlms``, a hosted endpoint gets its own key (``https://openrouter.ai/api/v1``
+reads ``OPENROUTER_API_KEY``), and Prime Intellect's inference endpoint
+(``DEFAULT_PRIME_INTELLECT_BASE_URL``) gets ``PRIME_API_KEY`` and is asked to report
+usage (``extra_body={"usage": {"include": True}}``).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from abc import abstractmethod
@@ -22,16 +29,35 @@ from urllib.parse import urlparse
 
 from rlm.clients.async_pool import PerLoop
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
+from rlm.clients.compat import APIKeyRequiredError, EnvDefaults, LazySDK, as_count, as_number
 from rlm.clients.pricing import estimate_cost
 from rlm.clients.retry import RetryPolicy, http_error, parse_retry_after
 from rlm.core.types import ModelUsageSummary, Prompt
-from rlm.utils.exceptions import (
-    ConfigurationError,
-    MissingAPIKeyError,
-    MissingExtraError,
-    ProviderConnectionError,
-    ProviderError,
+from rlm.utils.exceptions import ConfigurationError, ProviderConnectionError, ProviderError
+
+_SDK = LazySDK(globals(), {"openai": "openai"}, "The openai backend", "openai")
+
+
+def __getattr__(name: str) -> Any:  # ``openai``: the SDK, imported on first access
+    return _SDK.resolve(name)
+
+
+# The keys rlms reads at import; a reassigned constant wins over the environment.
+DEFAULT_OPENAI_API_KEY: str | None = os.getenv("OPENAI_API_KEY")
+DEFAULT_OPENROUTER_API_KEY: str | None = os.getenv("OPENROUTER_API_KEY")
+DEFAULT_VERCEL_API_KEY: str | None = os.getenv("AI_GATEWAY_API_KEY")
+DEFAULT_PRIME_API_KEY: str | None = os.getenv("PRIME_API_KEY")
+DEFAULT_PRIME_INTELLECT_BASE_URL = "https://api.pinference.ai/api/v1/"
+_DEFAULTS = EnvDefaults(
+    globals(),
+    {
+        "DEFAULT_OPENAI_API_KEY": "OPENAI_API_KEY",
+        "DEFAULT_OPENROUTER_API_KEY": "OPENROUTER_API_KEY",
+        "DEFAULT_VERCEL_API_KEY": "AI_GATEWAY_API_KEY",
+        "DEFAULT_PRIME_API_KEY": "PRIME_API_KEY",
+    },
 )
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 # Sent to servers that need no key (vLLM, llama.cpp...): the SDK refuses an empty one.
 PLACEHOLDER_API_KEY = "not-needed"
@@ -41,6 +67,7 @@ _HOSTED: dict[str, tuple[str, str]] = {
     "openai.com": ("openai", "OPENAI_API_KEY"),
     "openrouter.ai": ("openrouter", "OPENROUTER_API_KEY"),
     "vercel.sh": ("vercel", "AI_GATEWAY_API_KEY"),
+    "pinference.ai": ("prime", "PRIME_API_KEY"),  # Prime Intellect inference
 }
 
 # SDK constructor arguments the client sets itself; other SDK arguments pass through.
@@ -60,22 +87,37 @@ def _hosted_endpoint(base_url: str | None) -> tuple[str, str] | None:
     return None
 
 
+def key_env_for(api_key_env: str | None, base_url: str | None) -> str | None:
+    """The variable holding the key: a hosted endpoint's own, unless another was named.
+
+    Left at its default (``OPENAI_API_KEY``), ``api_key_env`` follows ``base_url`` as in
+    ``rlms``: OpenRouter reads ``OPENROUTER_API_KEY``, Prime Intellect ``PRIME_API_KEY``.
+    """
+    hosted = _hosted_endpoint(base_url)
+    if api_key_env == DEFAULT_KEY_ENV and hosted is not None:
+        return hosted[1]
+    return api_key_env
+
+
 def resolve_api_key(api_key: str | None, api_key_env: str | None, base_url: str | None) -> str:
     """The explicit key, else the environment's; a placeholder for self-hosted servers.
 
     A local server never receives a key from another provider's variable (no silent
     fallback to OPENAI_API_KEY), and a hosted API without a key fails here, not at the
-    first call.
+    first call. Variables mirrored by a ``DEFAULT_*_API_KEY`` constant are read through
+    it (``EnvDefaults``).
     """
     if api_key:
         return api_key
-    if api_key_env and os.environ.get(api_key_env):
-        return os.environ[api_key_env]
+    env_var = key_env_for(api_key_env, base_url)
+    key = _DEFAULTS.for_env(env_var) if env_var else None
+    if key:
+        return key
     hosted = _hosted_endpoint(base_url)
     if hosted is None:
         return PLACEHOLDER_API_KEY
     backend, default_env = hosted
-    raise MissingAPIKeyError(backend, api_key_env or default_env)
+    raise APIKeyRequiredError(backend, env_var or default_env)
 
 
 def to_messages(prompt: Prompt) -> list[dict[str, Any]]:
@@ -158,28 +200,26 @@ def translate_errors(sdk: Any, where: str, timeout: float) -> Iterator[None]:
 
 def _reported_cost(usage: Any) -> float | None:
     """Cost in USD as reported by OpenRouter / LiteLLM-style servers, if any."""
-    extra = getattr(usage, "model_extra", None) or {}
-    cost = _field(usage, "cost")
+    extra = getattr(usage, "model_extra", None)
+    extra = extra if isinstance(extra, Mapping) else {}
+    cost = as_number(_field(usage, "cost"))
     if cost is None:
-        cost = extra.get("cost")
+        cost = as_number(extra.get("cost"))
     if not cost:  # BYOK on OpenRouter reports 0 here and the real cost upstream
         details = _field(usage, "cost_details") or extra.get("cost_details")
-        upstream = _field(details, "upstream_inference_cost") if details else None
+        upstream = as_number(_field(details, "upstream_inference_cost")) if details else None
         cost = upstream if upstream else cost
-    try:
-        return None if cost is None else float(cost)
-    except (TypeError, ValueError):
-        return None
+    return cost
 
 
 def usage_of(usage: Any, model: str) -> ModelUsageSummary:
     """One call's usage from ``response.usage`` (missing fields count as 0)."""
     if usage is None:
         return ModelUsageSummary(total_calls=1)
-    tokens_in = int(_field(usage, "prompt_tokens") or 0)
-    tokens_out = int(_field(usage, "completion_tokens") or 0)
+    tokens_in = as_count(_field(usage, "prompt_tokens"))
+    tokens_out = as_count(_field(usage, "completion_tokens"))
     details = _field(usage, "prompt_tokens_details")
-    cached = _field(details, "cached_tokens") if details is not None else None
+    cached = as_number(_field(details, "cached_tokens")) if details is not None else None
     cost = _reported_cost(usage)
     if cost is None:
         cost = estimate_cost(model, tokens_in, tokens_out)
@@ -232,12 +272,15 @@ def request_args(
 class ChatCompletionsLM(ProviderLM):
     """Base of the clients whose SDK is OpenAI's or shaped like it (Azure, Portkey).
 
-    Subclasses set ``client`` (the sync SDK client), ``_errors`` (the module whose
-    exception classes the chat calls raise), ``_where`` (the server, for messages) and
-    ``_async_clients``, and implement ``_request`` and ``_new_async_client``.
+    Subclasses set ``client`` and ``async_client`` (the SDK clients, both built at init as
+    in ``rlms``), ``_errors`` (the module whose exception classes the chat calls raise),
+    ``_where`` (the server, for messages) and ``_async_clients`` (a ``PerLoop`` whose
+    ``first`` is ``async_client``, so each later event loop gets a client of its own), and
+    implement ``_request`` and ``_new_async_client``.
     """
 
     client: Any
+    async_client: Any
     _errors: Any
     _where: str
     _async_clients: PerLoop[Any]
@@ -281,12 +324,12 @@ class OpenAIClient(ChatCompletionsLM):
         retry_policy: RetryPolicy | None = None,
         **kwargs: Any,
     ) -> None:
-        try:
-            sdk = importlib.import_module("openai")
-        except ImportError:
-            raise MissingExtraError("The openai backend", "openai", "openai") from None
+        sdk = _SDK.get("openai")  # the module attribute, so a patch of it is used
         model_name = require_model(model_name, "OpenAI", example="gpt-5-nano")
-        sdk_args = set(inspect.signature(sdk.OpenAI.__init__).parameters) - _OWN_SDK_ARGS
+        try:
+            sdk_args = set(inspect.signature(sdk.OpenAI).parameters) - _OWN_SDK_ARGS
+        except (TypeError, ValueError):  # no signature to read (a stand-in class)
+            sdk_args = set()
         passthrough = {k: kwargs.pop(k) for k in list(kwargs) if k in sdk_args and k[0] != "_"}
         super().__init__(
             model_name=model_name, timeout=timeout, sampling_args=sampling_args, **kwargs
@@ -294,8 +337,11 @@ class OpenAIClient(ChatCompletionsLM):
         self.base_url = base_url
         self.api_key_env = api_key_env
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
-        self._sdk = self._errors = sdk
-        self._official = base_url is None or _hosted_endpoint(base_url) == _HOSTED["openai.com"]
+        self._sdk = sdk
+        self._errors = _SDK.original("openai")  # the SDK's own exception classes
+        hosted = _hosted_endpoint(base_url)
+        self._official = hosted == _HOSTED["openai.com"]
+        self._prime = hosted == _HOSTED["pinference.ai"]  # asked to report usage, as in rlms
         self._where = base_url or "api.openai.com"
         self._sdk_kwargs: dict[str, Any] = {
             "api_key": resolve_api_key(api_key, api_key_env, base_url),
@@ -306,8 +352,11 @@ class OpenAIClient(ChatCompletionsLM):
             **passthrough,
         }
         self.client = sdk.OpenAI(**self._sdk_kwargs)
+        self.async_client = sdk.AsyncOpenAI(**self._sdk_kwargs)
         # Async clients whose loop still runs are closed on it by close().
-        self._async_clients = PerLoop(aclose=lambda client: client.close())
+        self._async_clients = PerLoop(
+            aclose=lambda client: client.close(), first=lambda: self.async_client
+        )
         self._create_params = frozenset(
             inspect.signature(self.client.chat.completions.create).parameters
         )
@@ -317,4 +366,6 @@ class OpenAIClient(ChatCompletionsLM):
 
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
         args = request_args(self.sampling_args, self._create_params, official=self._official)
+        if self._prime:  # the caller's own extra_body wins, as in rlms
+            args["extra_body"] = {"usage": {"include": True}, **args.get("extra_body", {})}
         return {**args, "model": model, "messages": to_messages(prompt)}

@@ -2,29 +2,44 @@
 
 Portkey speaks the OpenAI chat-completions wire (its SDK wraps a vendored ``openai``),
 so prompts, responses and errors go through the helpers of ``rlm.clients.openai``.
+
+As in ``rlms``, the module attributes ``Portkey``, ``AsyncPortkey`` and ``ChatCompletions``
+are the SDK's (imported on first access, so ``patch("rlm.clients.portkey.Portkey")``
+works), and the sync and async SDK clients are both built with the client.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from rlm.clients.async_pool import PerLoop
-from rlm.clients.base_lm import DEFAULT_TIMEOUT, require_api_key, require_model
+from rlm.clients.base_lm import DEFAULT_TIMEOUT, require_model
+from rlm.clients.compat import EnvDefaults, LazySDK, require_key
 from rlm.clients.openai import ChatCompletionsLM, to_messages
 from rlm.clients.retry import RetryPolicy
 from rlm.core.types import Prompt
-from rlm.utils.exceptions import MissingExtraError
+
+_SDK = LazySDK(
+    globals(),
+    {
+        "portkey_ai": "portkey_ai",
+        "Portkey": "portkey_ai:Portkey",
+        "AsyncPortkey": "portkey_ai:AsyncPortkey",
+        "ChatCompletions": "portkey_ai.api_resources.types.chat_complete_type:ChatCompletions",
+    },
+    "The portkey backend",
+    "portkey",
+    "portkey-ai",
+)
+
+
+def __getattr__(name: str) -> Any:  # the SDK's names, imported on first access
+    return _SDK.resolve(name)
+
 
 API_KEY_ENV = "PORTKEY_API_KEY"
 DEFAULT_BASE_URL = "https://api.portkey.ai/v1"  # as rlms
-
-
-def _load_sdk() -> Any:
-    try:
-        return importlib.import_module("portkey_ai")
-    except ImportError:
-        raise MissingExtraError("The portkey backend", "portkey", "portkey-ai") from None
+_DEFAULTS = EnvDefaults(globals(), {})
 
 
 def _without_sdk_retries(client: Any) -> Any:
@@ -57,18 +72,24 @@ class PortkeyClient(ChatCompletionsLM):
         retry_policy: RetryPolicy | None = None,
         **kwargs: Any,
     ) -> None:
-        sdk = _load_sdk()
-        api_key = require_api_key(api_key, "portkey", API_KEY_ENV)
+        portkey, async_portkey = _SDK.get("Portkey"), _SDK.get("AsyncPortkey")
+        api_key = require_key(api_key, _DEFAULTS, "portkey", "Portkey", API_KEY_ENV)
         model_name = require_model(model_name, "Portkey")
         super().__init__(
             model_name=model_name, timeout=timeout, sampling_args=sampling_args, **kwargs
         )
         self.base_url = base_url or DEFAULT_BASE_URL
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
-        self._sdk = sdk
-        self._errors = sdk.openai  # the vendored SDK whose exceptions chat calls raise
+        self._portkey, self._async_portkey = portkey, async_portkey
+        self._errors = _SDK.original("portkey_ai").openai  # the vendored SDK chat calls use
         self._where = f"Portkey at {self.base_url}"
-        self._sdk_kwargs: dict[str, Any] = {"api_key": api_key, "base_url": self.base_url}
+        # ``timeout`` as rlms passes it (the SDK forwards it as a Portkey header); the HTTP
+        # timeout itself is set per request, in ``_request``.
+        self._sdk_kwargs: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": self.base_url,
+            "timeout": timeout,
+        }
         for name, value in (
             ("virtual_key", virtual_key),
             ("config", config),
@@ -76,11 +97,13 @@ class PortkeyClient(ChatCompletionsLM):
         ):
             if value is not None:
                 self._sdk_kwargs[name] = value
-        self.client = _without_sdk_retries(sdk.Portkey(**self._sdk_kwargs))
-        self._async_clients = PerLoop()  # close() leaves them to die with their loops
+        self.client = _without_sdk_retries(portkey(**self._sdk_kwargs))
+        self.async_client = self._new_async_client()  # the first loop's, as in rlms
+        # close() leaves the async clients to die with their loops.
+        self._async_clients = PerLoop(first=lambda: self.async_client)
 
     def _new_async_client(self) -> Any:
-        return _without_sdk_retries(self._sdk.AsyncPortkey(**self._sdk_kwargs))
+        return _without_sdk_retries(self._async_portkey(**self._sdk_kwargs))
 
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
         # Portkey's create() forwards unknown keywords in the JSON body itself.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 from contextvars import ContextVar
+from dataclasses import replace
+from typing import Any
 
 from rlm.core.types import ModelUsageSummary, UsageSummary
 
@@ -42,3 +44,14 @@ class UsageTracker:
         """The caller's own last call if it made one, else the most recent call overall."""
         usage = self._last.get() or self._last_global
         return usage.copy() if usage is not None else ModelUsageSummary(0, 0, 0)
+
+    def amend_last(self, **fields: Any) -> None:
+        """Overwrite fields of the last call (``rlms`` code sets ``last_prompt_tokens``).
+
+        With no call yet, this makes one: a last call whose tokens were set happened.
+        """
+        with self._lock:
+            current = self._last.get() or self._last_global or ModelUsageSummary(total_calls=1)
+            usage = replace(current, **fields)
+            self._last_global = usage
+        self._last.set(usage)
