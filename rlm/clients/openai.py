@@ -339,12 +339,14 @@ class OpenAIClient(ChatCompletionsLM):
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
         self._sdk = sdk
         self._errors = _SDK.original("openai")  # the SDK's own exception classes
-        hosted = _hosted_endpoint(base_url)
+        # Where requests really go: the SDK itself falls back to OPENAI_BASE_URL.
+        endpoint = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        hosted = _hosted_endpoint(endpoint)
         self._official = hosted == _HOSTED["openai.com"]
         self._prime = hosted == _HOSTED["pinference.ai"]  # asked to report usage, as in rlms
-        self._where = base_url or "api.openai.com"
+        self._where = endpoint or "api.openai.com"
         self._sdk_kwargs: dict[str, Any] = {
-            "api_key": resolve_api_key(api_key, api_key_env, base_url),
+            "api_key": resolve_api_key(api_key, api_key_env, endpoint),
             "base_url": base_url,
             "timeout": timeout,
             "max_retries": 0,
