@@ -9,12 +9,13 @@ from typing import IO, Any
 
 from rlm.cli.chat_session import HELP, ChatSession
 from rlm.cli.config import CLIUsageError
-from rlm.cli.factory import SettingsFactory, from_args
+from rlm.cli.factory import SettingsFactory, environment_notice, from_args
 from rlm.cli.line_input import default_history_path, make_reader
 from rlm.cli.live import use_live
 from rlm.cli.settings import add_model_options
 from rlm.sessions.store import STORE_ENV_VAR, default_store_path
 from rlm.utils.exceptions import ConfigurationError, SessionError
+from rlm.utils.rlm_utils import redact_text
 
 EXAMPLES = """examples:
   rlm chat
@@ -70,15 +71,17 @@ def chat(
     store = (getattr(args, "store", None) or str(default_store_path())) if name else None
     try:
         settings, setup = from_args(args)
+        if not args.quiet:  # before the session: building it may start the environment
+            print(environment_notice(settings.env, "this process"), file=err, flush=True)
         session = ChatSession(
             SettingsFactory(settings, setup, session_store=store), out, err,
             quiet=args.quiet, live=use_live(err, args.quiet), session=name,
         )  # fmt: skip
     except (CLIUsageError, ConfigurationError) as exc:
-        print(f"rlm: error: {exc}", file=err, flush=True)
+        print(f"rlm: error: {redact_text(str(exc))}", file=err, flush=True)
         return 2
     except SessionError as exc:  # in use by another process, or an unusable store
-        print(f"rlm: error: {exc}", file=err, flush=True)
+        print(f"rlm: error: {redact_text(str(exc))}", file=err, flush=True)
         return 1
     if setup.notice:
         print(setup.notice, file=err, flush=True)

@@ -26,6 +26,7 @@ from rlm.core.types import UsageSummary
 from rlm.logger.verbose import format_duration, format_usage, one_line
 from rlm.sessions import api as stored
 from rlm.utils.exceptions import RLMError, RLMLimitError
+from rlm.utils.rlm_utils import redact_text
 
 HELP = """commands:
   /add PATH   queue a file, directory or glob as the next message's context
@@ -165,6 +166,7 @@ class ChatSession:
         finally:
             unsubscribe()
         if note:
+            note = redact_text(note)
             self.say(f"rlm: {note}" + (" (partial answer below)" if answer else ""))
         if answer:
             print(answer, file=self.out, flush=True)
@@ -217,7 +219,7 @@ class ChatSession:
         if not self.turns:
             self.say("no messages yet")
         for turn in self.turns:
-            shown = one_line(turn.answer, 80) if turn.answer else f"({turn.note})"
+            shown = one_line(turn.answer, 80) if turn.answer else f"({one_line(turn.note)})"
             self.say(f"[{turn.index}] {one_line(turn.question, 60)}")
             self.say(f"    context_{turn.index}: {one_line(turn.context, 60)}  →  {shown}")
         return True

@@ -37,6 +37,46 @@ class ModelSetup:
         return "embedded" if self.backend == "llama_cpp" else self.backend
 
 
+# Where each environment runs model-written code (docs/security.md has the details).
+_ISOLATION = {
+    "sandbox": "a bubblewrap sandbox: no network, read-only system, scrubbed environment",
+    "docker": "a docker container without network",
+    "modal": "the provider's cloud sandbox",
+    "e2b": "the provider's cloud sandbox",
+    "daytona": "the provider's cloud sandbox",
+    "prime": "the provider's cloud sandbox",
+    "ipython": "a local Jupyter kernel, as you: not a security boundary",
+}
+UNISOLATED = frozenset({"local", "ipython"})
+
+
+def environment_notice(env: str, where: str) -> str:
+    """One stderr line saying where model-written code runs; ``where`` names this
+    process for the ``local`` environment (e.g. "this server's process")."""
+    if env == "local":
+        return (
+            f"rlm: model-written code runs in the 'local' environment: inside {where}, "
+            "with its files, network and environment variables (API keys). Use --env "
+            "sandbox (or RLM_ENV=sandbox) to isolate it; see docs/security.md."
+        )
+    isolation = _ISOLATION.get(env, "see docs/security.md")
+    return f"rlm: model-written code runs in the '{env}' environment ({isolation})."
+
+
+def exposed_warning(env: str, host: str) -> str | None:
+    """The loud warning for an unisolated environment served beyond loopback, if any."""
+    if env not in UNISOLATED:
+        return None
+    where = "inside this server's process" if env == "local" else "in a kernel running as you"
+    return (
+        f"rlm: WARNING: {host} accepts connections from other machines, and model-written "
+        f"code runs in the '{env}' environment, {where}, without isolation: anyone who "
+        "holds the token, or can steer the model through a context, can run any code as "
+        "this user, read its files and its API keys. Serve on 127.0.0.1, or use --env "
+        "sandbox (see docs/security.md)."
+    )
+
+
 def model_setup(settings: Settings, environ: Mapping[str, str] | None = None) -> ModelSetup:
     """``choose_backend`` on the settings, with ``backend_kwargs`` merged over its choice.
     Raises ``CLIUsageError`` for a setting the user has to fix."""

@@ -14,6 +14,7 @@ from typing import IO, Any
 from rlm.core.events import Event, EventBus
 from rlm.core.types import REPLResult, UsageSummary
 from rlm.logger.verbose import format_duration, format_usage, one_line
+from rlm.utils.rlm_utils import redact_text
 
 
 class RunTracker:
@@ -91,7 +92,7 @@ def _cell_line(data: dict[str, Any]) -> str:
     first = one_line(code.strip().splitlines()[0] if code.strip() else "", 60)
     result = data.get("result")
     errors = result.stderr.strip() if isinstance(result, REPLResult) else ""
-    status = f"error: {one_line(errors.splitlines()[-1], 100)}" if errors else "ok"
+    status = f"error: {one_line(redact_text(errors.splitlines()[-1]), 100)}" if errors else "ok"
     took = format_duration(data.get("duration"))
     return f"cell {int(data.get('index') or 0) + 1} `{first}` {status} ({took})"
 
@@ -105,7 +106,7 @@ def _subcall_line(event: Event) -> str:
         return f"{head}{batch}: {one_line(data.get('prompt_preview') or '', 60)}"
     extra = [format_duration(data.get("duration")), format_usage(data.get("usage"))]
     if data.get("error"):
-        extra.append(f"error: {one_line(data['error'], 100)}")
+        extra.append(f"error: {one_line(redact_text(str(data['error'])), 100)}")
     return f"{head} done " + ", ".join(e for e in extra if e)
 
 

@@ -14,11 +14,12 @@ import time
 from typing import IO, Any
 
 from rlm.cli.config import CLIUsageError, load_context
-from rlm.cli.factory import SettingsFactory, model_setup
+from rlm.cli.factory import SettingsFactory, environment_notice, model_setup
 from rlm.cli.live import LiveDisplay, use_live
 from rlm.cli.progress import RunTracker, print_summary
 from rlm.cli.settings import add_model_options, resolve
 from rlm.utils.exceptions import ClientError, ConfigurationError, RLMError, RLMLimitError
+from rlm.utils.rlm_utils import redact_text
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_PROVIDER = 0, 1, 2, 3, 4
 EXAMPLES = """examples:
@@ -56,7 +57,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _fail(err: IO[str], message: str, code: int) -> int:
-    print(f"rlm: error: {message}", file=err, flush=True)
+    print(f"rlm: error: {redact_text(message)}", file=err, flush=True)
     return code
 
 
@@ -76,6 +77,8 @@ def run(
         return _fail(err, str(exc), EXIT_USAGE)
     if setup.notice:
         print(setup.notice, file=err, flush=True)
+    if not args.quiet:
+        print(environment_notice(settings.env, "this process"), file=err, flush=True)
 
     try:
         rlm = SettingsFactory(settings, setup)()

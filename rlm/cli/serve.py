@@ -11,8 +11,9 @@ import sys
 from typing import IO, Any
 
 from rlm.cli.config import CLIUsageError
-from rlm.cli.factory import SettingsFactory, from_args
+from rlm.cli.factory import SettingsFactory, environment_notice, exposed_warning, from_args
 from rlm.cli.settings import Settings, add_model_options
+from rlm.utils.rlm_utils import redact_text
 
 MIB = 1024 * 1024
 EXAMPLES = """examples:
@@ -49,6 +50,23 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--max-sessions", type=int, help="sessions kept in memory (default: 64)")
     g.add_argument("--session-ttl", type=float, metavar="SECONDS",
                    help="idle sessions are closed after this long (default: 3600)")  # fmt: skip
+    g.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a connection whose request headers take longer (default: 10)",
+    )
+    g.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a connection whose request body stalls this long (default: 30)",
+    )
+    g.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections at most; more get 503 and are closed (default: 256)",
+    )
     g.add_argument("--session-store", metavar="PATH|URL",
                    help="keep sessions in this store: they survive eviction and restarts "
                    "(default: in memory only; see 'rlm sessions')")  # fmt: skip
@@ -94,7 +112,7 @@ def serve(args: argparse.Namespace, err: IO[str] | None = None) -> int:
     try:
         settings, setup = from_args(args)
     except CLIUsageError as exc:
-        print(f"rlm: error: {exc}", file=err, flush=True)
+        print(f"rlm: error: {redact_text(str(exc))}", file=err, flush=True)
         return 2
     if setup.notice:
         print(setup.notice, file=err, flush=True)
@@ -109,12 +127,23 @@ def serve(args: argparse.Namespace, err: IO[str] | None = None) -> int:
         print("rlm: clients authenticate with the token you gave", file=err)
     else:  # generated: the only way the user learns it
         print(f"rlm: token: {token}  (set RLM_SERVER_TOKEN to choose one)", file=err)
+    print(environment_notice(settings.env, "this server's process"), file=err)
     if not _is_loopback(settings.host):
         print(f"rlm: warning: {settings.host} is reachable from other machines; anyone "
               "with the token can spend your model budget", file=err)  # fmt: skip
+        loud = exposed_warning(settings.env, settings.host)
+        if loud:
+            print(loud, file=err)
     err.flush()
 
     import uvicorn
 
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
-    return 0
+    from rlm.server.transport import ConnectionLimits, uvicorn_config
+
+    limits = ConnectionLimits(
+        settings.header_timeout, settings.idle_timeout, settings.max_connections
+    )
+    config = uvicorn_config(app, settings.host, settings.port, limits, log_level="warning")
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1  # 1: it could not bind

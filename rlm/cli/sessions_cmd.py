@@ -1,5 +1,9 @@
 """``rlm sessions``: list, show, delete and export durable sessions (read through
-``rlm.sessions``; inspection never waits for a session in use)."""
+``rlm.sessions``; inspection never waits for a session in use).
+
+What a store holds is shown through ``printable``: a session id, prompt or hostname
+with escape sequences in it reaches the terminal escaped, never raw. Exports never
+unpickle (``--trust-pickles`` to decode pickled contexts of a store you wrote)."""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ import sys
 import time
 from typing import IO, Any
 
-from rlm.logger.verbose import one_line
+from rlm.logger.verbose import one_line, printable
 from rlm.sessions import api
 from rlm.sessions.store import STORE_ENV_VAR, default_store_path
 from rlm.utils.exceptions import ConfigurationError, SessionError
+from rlm.utils.rlm_utils import redact_text
 
 EXAMPLES = f"""examples:
   rlm sessions list
@@ -55,6 +60,12 @@ def add_parser(subparsers: Any) -> None:
     export.add_argument("session_id", metavar="ID")
     export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     export.add_argument("--no-contexts", action="store_true", help="leave the contexts out")
+    export.add_argument(
+        "--trust-pickles",
+        action="store_true",
+        help="decode contexts stored as pickles (loading a pickle runs code: only for "
+        "stores you wrote); without it they are exported as base64, not unpickled",
+    )
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -70,7 +81,8 @@ def _run(fn: Any, err: IO[str] | None = None) -> int:
     try:
         return int(fn())
     except (SessionError, ConfigurationError) as exc:
-        print(f"rlm: error: {exc}", file=err or sys.stderr, flush=True)
+        message = printable(redact_text(str(exc)))
+        print(f"rlm: error: {message}", file=err or sys.stderr, flush=True)
         return 1
 
 
@@ -84,17 +96,18 @@ def cmd_list(args: argparse.Namespace, out: IO[str] | None = None) -> int:
                 {**s.__dict__, "locked_by": s.locked_by.__dict__ if s.locked_by else None}
                 for s in sessions
             ]
-            print(json.dumps(rows, indent=2), file=out)
+            print(json.dumps(rows, indent=2), file=out)  # ensure_ascii: escapes included
             return 0
         if not sessions:
-            print(f"no sessions in {args.store or default_store_path()}", file=out)
+            print(f"no sessions in {printable(args.store or default_store_path())}", file=out)
             return 0
-        width = max(len("ID"), *(len(s.id) for s in sessions))
+        ids = [printable(s.id) for s in sessions]
+        width = max(len("ID"), *(len(i) for i in ids))
         print(f"{'ID':<{width}}  TURNS  LAST       UPDATED           IN USE", file=out)
-        for s in sessions:
-            user = s.locked_by.describe() if s.locked_by else "-"
-            last = s.last_status or "-"
-            print(f"{s.id:<{width}}  {s.turns:>5}  {last:<9}  {_when(s.updated_at)}  {user}",
+        for sid, s in zip(ids, sessions, strict=True):
+            user = printable(s.locked_by.describe()) if s.locked_by else "-"
+            last = printable(s.last_status or "-")
+            print(f"{sid:<{width}}  {s.turns:>5}  {last:<9}  {_when(s.updated_at)}  {user}",
                   file=out)  # fmt: skip
         return 0
 
@@ -113,17 +126,20 @@ def cmd_show(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         line = f"session {s.id} · {len(detail.turns)} turn(s) · created {_when(s.created_at)}"
         if s.forked_from:
             line += f" · forked from {s.forked_from}"
-        print(line, file=out)
+        print(printable(line), file=out)
         config = ", ".join(f"{k} {v}" for k, v in s.config.items())
-        print(f"  {config}" + (f" · in use by {detail.locked_by.describe()}" if detail.locked_by
-                                else ""), file=out)  # fmt: skip
+        if detail.locked_by:
+            config += f" · in use by {detail.locked_by.describe()}"
+        print(f"  {printable(config)}", file=out)
         for t in detail.turns:
             cost = f" ${t.cost:.4f}" if t.cost else ""
-            result = one_line(t.answer, 70) if t.answer is not None else f"({t.error})"
+            result = one_line(t.answer, 70) if t.answer is not None else f"({one_line(t.error)})"
             question = one_line(t.root_prompt or "", 50)
-            print(f"[{t.index}] {t.status:<9} {question!r} -> {result}{cost}", file=out)
+            status = printable(t.status)
+            print(f"[{t.index}] {status:<9} '{question}' -> {result}{cost}", file=out)
             if t.unrestorable:
-                print(f"    not saved: {', '.join(sorted(t.unrestorable))}", file=out)
+                names = printable(", ".join(sorted(t.unrestorable)))
+                print(f"    not saved: {names}", file=out)
         return 0
 
     return _run(run)
@@ -135,7 +151,7 @@ def cmd_rm(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     def run() -> int:
         for sid in args.session_ids:
             api.delete(sid, args.store, force=args.force)
-            print(f"deleted {sid}", file=out)
+            print(f"deleted {printable(sid)}", file=out)
         return 0
 
     return _run(run)
@@ -145,14 +161,20 @@ def cmd_export(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     out = out or sys.stdout
 
     def run() -> int:
-        data = api.export(args.session_id, args.store, contexts=not args.no_contexts)
-        text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
-        if args.output:
+        data = api.export(
+            args.session_id,
+            args.store,
+            contexts=not args.no_contexts,
+            trust_pickles=args.trust_pickles,
+        )
+        if args.output:  # a file keeps its text as is; JSON escapes the C0 controls
+            text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
             with open(args.output, "w", encoding="utf-8") as f:
                 f.write(text + "\n")
-            print(f"exported {args.session_id} to {args.output}", file=sys.stderr)
-        else:
-            print(text, file=out)
+            print(f"exported {printable(args.session_id)} to {printable(args.output)}",
+                  file=sys.stderr)  # fmt: skip
+        else:  # maybe a terminal: ASCII only, so no C1 control or bidi override is raw
+            print(json.dumps(data, indent=2, ensure_ascii=True, default=str), file=out)
         return 0
 
     return _run(run)

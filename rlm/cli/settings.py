@@ -2,7 +2,8 @@
 
 The file is the first of ``--config``, ``$RLM_CONFIG``, ``./rlm.toml`` and
 ``~/.config/rlm/rlm.toml`` that exists. Model settings are top-level keys, backend
-keyword arguments a ``[backend_kwargs]`` table and server settings a ``[serve]`` table::
+keyword arguments a ``[backend_kwargs]`` table, server settings a ``[serve]`` table and
+``rlm mcp``'s a ``[mcp]`` table::
 
     backend = "openai_compatible"
     base_url = "http://127.0.0.1:8080/v1"
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm.cli.config import CLIUsageError
+from rlm.utils.rlm_utils import redact_text
 
 SECRET_WORDS = ("key", "token", "secret", "password")
 
@@ -58,13 +60,23 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _path_list(text: str) -> tuple[str, ...]:
+    paths = tuple(p for p in text.split(os.pathsep) if p)
+    if not paths:
+        raise ValueError("expected one or more directories")
+    return paths
+
+
 def _json_object(text: str) -> dict[str, Any]:
     if text.startswith("@"):  # @FILE: scripts and long kwargs live better in a file
         try:
             text = Path(text[1:]).read_text(encoding="utf-8")
         except OSError as exc:
             raise ValueError(f"cannot read {text[1:]}: {exc.strerror or exc}") from None
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:  # its message has a position, never the text
+        raise ValueError(f"not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
     return value
@@ -89,6 +101,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_body_mb", _positive_float, "RLM_MAX_BODY_MB", "serve"),
     Option("max_sessions", _positive_int, "RLM_MAX_SESSIONS", "serve"),
     Option("session_ttl", _positive_float, "RLM_SESSION_TTL", "serve"),
+    Option("header_timeout", _positive_float, "RLM_HEADER_TIMEOUT", "serve"),
+    Option("idle_timeout", _positive_float, "RLM_IDLE_TIMEOUT", "serve"),
+    Option("max_connections", _positive_int, "RLM_MAX_CONNECTIONS", "serve"),
+    Option("context_roots", _path_list, "RLM_MCP_CONTEXT_ROOTS", "mcp"),
+    Option("max_context_mb", _positive_float, "RLM_MCP_MAX_CONTEXT_MB", "mcp"),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -115,6 +132,11 @@ class Settings:
     max_body_mb: float = 32.0
     max_sessions: int = 64
     session_ttl: float = 3600.0
+    header_timeout: float = 10.0  # rlm serve: seconds to receive a request's headers
+    idle_timeout: float = 30.0  # ... and between bytes of its body
+    max_connections: int = 256
+    context_roots: tuple[str, ...] = ()  # rlm mcp: () is the working directory
+    max_context_mb: float = 100.0
     config_path: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -148,6 +170,16 @@ def _reject_secrets(where: str, mapping: Mapping[str, Any]) -> None:
             _reject_secrets(where, value)
 
 
+def backend_kwargs_flag(text: str) -> dict[str, Any]:
+    """``--backend-kwargs``'s argparse type: its errors never echo the value (argparse's
+    own "invalid value: ..." message would, keys and all)."""
+    try:
+        return _json_object(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (the value is not shown: it may hold "
+                                         "secrets)") from None  # fmt: skip
+
+
 def _coerce(option: Option, value: Any, where: str) -> Any:
     try:
         if option.name == "backend_kwargs":
@@ -156,11 +188,16 @@ def _coerce(option: Option, value: Any, where: str) -> Any:
             if not isinstance(value, dict):
                 raise ValueError("must be a table")
             return dict(value)
+        if option.name == "context_roots" and isinstance(value, list | tuple):
+            return _path_list(os.pathsep.join(str(v) for v in value))
         if isinstance(value, bool):  # bool is an int subclass; never a valid setting here
             raise ValueError("expected a number or a string")
         return option.parse(str(value))
     except ValueError as exc:
-        raise CLIUsageError(f"{where}: invalid value {value!r} ({exc})") from None
+        if option.name == "backend_kwargs":  # may hold keys: never echoed, even redacted
+            raise CLIUsageError(f"{where}: {exc} (the value is not shown: it may hold "
+                                "secrets)") from None  # fmt: skip
+        raise CLIUsageError(f"{where}: invalid value {redact_text(repr(value))} ({exc})") from None
 
 
 def file_layer(path: Path | None) -> dict[str, Any]:
@@ -172,10 +209,13 @@ def file_layer(path: Path | None) -> dict[str, Any]:
         raise CLIUsageError(f"config file {path}: {exc}") from None
     _reject_secrets(str(path), data)
     layer: dict[str, Any] = {}
-    serve = data.pop("serve", {})
-    if not isinstance(serve, dict):
-        raise CLIUsageError(f"{path}: [serve] must be a table")
-    for table, entries in (("", data), ("serve", serve)):
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for name in ("serve", "mcp"):
+        entries = data.pop(name, {})
+        if not isinstance(entries, dict):
+            raise CLIUsageError(f"{path}: [{name}] must be a table")
+        tables.append((name, entries))
+    for table, entries in [("", data), *tables]:
         for key, value in entries.items():
             option = _BY_NAME.get(key)
             if option is None or option.table != table:
@@ -194,7 +234,7 @@ def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
     for option in OPTIONS:
         value = getattr(args, option.name, None)
         if value is not None:
-            layer[option.name] = value
+            layer[option.name] = tuple(value) if isinstance(value, list) else value
     if "backend_kwargs" in layer:
         _reject_secrets("--backend-kwargs", layer["backend_kwargs"])
     return layer
@@ -239,7 +279,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--backend-kwargs",
         metavar="JSON|@FILE",
-        type=_json_object,
+        type=backend_kwargs_flag,
         help="extra client arguments as a JSON object, e.g. '{\"timeout\": 60}'",
     )
     g.add_argument("--env", help="execution environment (default: local)")

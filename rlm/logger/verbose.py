@@ -7,6 +7,7 @@ progress display can reuse exactly the same wording.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 
 from rlm.core.events import Event, EventBus
 from rlm.core.types import CodeBlock, REPLResult, RLMIteration, RLMMetadata, UsageSummary
+from rlm.utils.rlm_utils import redact_text
 
 # Tone -> colour (rich only). Tokyo-Night-ish, readable on dark and light terminals.
 TONES = {
@@ -50,9 +52,31 @@ def truncate(text: Any, limit: int = 2000) -> str:
     return s[:head] + "…" + s[len(s) - (keep - head) :]
 
 
+# What a terminal would act on rather than show: C0 and C1 controls (ESC starts colour,
+# cursor, title and clipboard sequences; U+009B is a one-byte CSI), DEL, bidi overrides
+# and isolates (they reorder what is shown) and the line/paragraph separators.
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: Any) -> str:
+    """``text`` safe to show in a terminal: every control character (newlines and tabs
+    included), bidi override and line separator is written as a ``\\xNN``/``\\uNNNN``
+    escape, so stored or model-written data cannot move the cursor, retitle the window,
+    rewrite the clipboard or reorder the line it is on."""
+    return _UNPRINTABLE.sub(_escape, text if isinstance(text, str) else str(text))
+
+
 def one_line(text: Any, limit: int = 120) -> str:
-    """Whitespace-collapsed, truncated single line (for previews and progress rows)."""
-    return truncate(" ".join(str(text).split()), limit)
+    """Whitespace-collapsed, truncated single line (for previews and progress rows),
+    with control characters escaped (``printable``)."""
+    return truncate(printable(" ".join(str(text).split())), limit)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -294,7 +318,7 @@ class VerbosePrinter:
             return
         extra = [format_duration(data.get("duration")), format_usage(data.get("usage"))]
         if data.get("error"):
-            extra.append(f"error: {one_line(data['error'], 120)}")
+            extra.append(f"error: {one_line(redact_text(str(data['error'])), 120)}")
         self._line(
             f"{head} done  " + "  ".join(e for e in extra if e),
             "error" if data.get("error") else "muted",
@@ -340,6 +364,8 @@ class VerbosePrinter:
             self.print_final_answer(data.get("answer", ""))
         elif kind == "run_finished":
             if data.get("error"):
-                self._line(f"✗ Run failed: {one_line(data['error'], 300)}", "error")
+                self._line(
+                    f"✗ Run failed: {one_line(redact_text(str(data['error'])), 300)}", "error"
+                )
             total = iterations.pop(event.run_id, 0)
             self.print_summary(total, data.get("execution_time") or 0.0, data.get("usage"))

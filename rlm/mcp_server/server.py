@@ -16,14 +16,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from rlm.mcp_server.paths import ContextPolicy
 from rlm.mcp_server.state import Sessions, ToolInputError
 from rlm.server.sessions import RLMFactory
+from rlm.utils.rlm_utils import redact_text
 
 INSTRUCTIONS = (
     "rlmx answers questions over contexts of any length with a Recursive Language Model: "
     "the context lives in a Python REPL the model programs against. Pass long text as "
     "context_path (a file, directory or glob on this machine) rather than inline when you "
-    "can. Reuse a session_id to ask follow-up questions over the same material."
+    "can (it must lie under the server's allowed roots, by default its working "
+    "directory). Reuse a session_id to ask follow-up questions over the same material."
 )
 
 
@@ -40,10 +43,13 @@ def _sdk() -> tuple[Any, type[Exception]]:
         return server.FastMCP, errors.ToolError
 
 
-def build_server(factory: RLMFactory, sessions: Sessions | None = None) -> Any:
-    """An MCP server whose tools run RLMs built by ``factory``."""
+def build_server(
+    factory: RLMFactory, sessions: Sessions | None = None, policy: ContextPolicy | None = None
+) -> Any:
+    """An MCP server whose tools run RLMs built by ``factory``; ``policy`` says where
+    ``context_path`` may read (default: the working directory)."""
     server_cls, tool_error = _sdk()
-    state = sessions or Sessions(factory)
+    state = sessions or Sessions(factory, policy=policy)
     server = server_cls(name="rlmx", instructions=INSTRUCTIONS)
 
     async def guarded(call: Any) -> dict[str, Any]:
@@ -51,6 +57,10 @@ def build_server(factory: RLMFactory, sessions: Sessions | None = None) -> Any:
             return dict(await call)
         except ToolInputError as exc:
             raise tool_error(str(exc)) from None
+        except tool_error:
+            raise
+        except Exception as exc:  # e.g. a provider error naming its URL: no credentials
+            raise tool_error(redact_text(f"{type(exc).__name__}: {exc}")) from None
 
     async def rlm_query(
         question: str,
@@ -60,7 +70,8 @@ def build_server(factory: RLMFactory, sessions: Sessions | None = None) -> Any:
     ) -> dict[str, Any]:
         """Answer `question` over a context with a Recursive Language Model.
 
-        The context is `context` (text) or `context_path` (a file, directory or glob);
+        The context is `context` (text) or `context_path` (a file, directory or glob
+        under the server's allowed roots);
         without either, the question itself (plus any contexts queued with add_context).
         With `session_id`, the session keeps earlier contexts and REPL variables.
         Returns {answer, session_id, turn, ...}; `stopped_by` is set when a limit cut
@@ -94,9 +105,9 @@ def build_server(factory: RLMFactory, sessions: Sessions | None = None) -> Any:
     return server
 
 
-def run_stdio(factory: RLMFactory) -> None:
+def run_stdio(factory: RLMFactory, policy: ContextPolicy | None = None) -> None:
     """Serve over stdin/stdout until the client disconnects."""
-    server = build_server(factory)
+    server = build_server(factory, policy=policy)
     try:
         server.run("stdio")
     finally:

@@ -9,14 +9,13 @@ a list in order) plus its own ``context``, or, when there is none, the question 
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlm.cli.config import CLIUsageError, load_context
 from rlm.core.rlm import RLM
 from rlm.core.types import serialize_value
+from rlm.mcp_server.paths import ContextPathError, ContextPolicy, read_context_path
 from rlm.server.sessions import InMemorySessionRegistry, RLMFactory, SessionRegistry
 from rlm.utils.exceptions import CancellationError, RLMLimitError
 
@@ -39,24 +38,34 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=serialize_value))
 
 
-def read_context(context: str | None, context_path: str | None) -> Any | None:
-    """``context`` text, or the text(s) at ``context_path`` (file, directory or glob)."""
+def read_context(
+    context: str | None, context_path: str | None, policy: ContextPolicy
+) -> Any | None:
+    """``context`` text, or the text(s) at ``context_path`` (file, directory or glob),
+    read only where ``policy`` allows (``rlm.mcp_server.paths``)."""
     if context is not None and context_path is not None:
         raise ToolInputError("pass context or context_path, not both")
     if context_path is None:
         return context
     try:
-        return load_context(context_path, io.StringIO(), label="context_path")
-    except CLIUsageError as exc:
+        return read_context_path(context_path, policy)
+    except ContextPathError as exc:
         raise ToolInputError(str(exc)) from None
 
 
 class Sessions:
+    """The tools' state. ``policy`` confines ``context_path`` (default: the working
+    directory, ``DEFAULT_MAX_CONTEXT_MB``)."""
+
     def __init__(
-        self, factory: RLMFactory, registry: SessionRegistry[McpSession] | None = None
+        self,
+        factory: RLMFactory,
+        registry: SessionRegistry[McpSession] | None = None,
+        policy: ContextPolicy | None = None,
     ) -> None:
         self.factory = factory
         self.registry: SessionRegistry[McpSession] = registry or InMemorySessionRegistry()
+        self.policy = policy or ContextPolicy.create()
 
     def _new(self, session_id: str) -> McpSession:
         return McpSession(self.factory(session_id=session_id, trajectory=True))
@@ -68,7 +77,7 @@ class Sessions:
         context_path: str | None = None,
         session_id: str | None = None,
     ) -> dict[str, Any]:
-        own = read_context(context, context_path)
+        own = read_context(context, context_path, self.policy)
         if session_id is None:
             rlm = self.factory()
             try:
@@ -89,7 +98,7 @@ class Sessions:
     async def add_context(
         self, session_id: str, context: str | None = None, context_path: str | None = None
     ) -> dict[str, Any]:
-        value = read_context(context, context_path)
+        value = read_context(context, context_path, self.policy)
         if value is None:
             raise ToolInputError("pass context or context_path")
         async with self.registry.lease(session_id, lambda: self._new(session_id)) as session:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from rlm.server.openai_types import ErrorBody, ErrorType
 from rlm.utils.exceptions import CancellationError, ClientError, ConfigurationError, RLMError
+from rlm.utils.rlm_utils import redact_text
 
 if TYPE_CHECKING:
     from starlette.responses import JSONResponse
@@ -87,9 +88,10 @@ def _from_exception(exc: BaseException) -> APIError:
 
 
 def translate(exc: BaseException) -> tuple[int, ErrorBody]:
-    """The HTTP status and OpenAI error body for ``exc``."""
+    """The HTTP status and OpenAI error body for ``exc`` (credentials in the message,
+    such as a provider URL's ``user:password@``, are redacted)."""
     api = _from_exception(exc)
-    return api.status, error_body(api.message, api.type, api.param, api.code)
+    return api.status, error_body(redact_text(api.message), api.type, api.param, api.code)
 
 
 def error_response(exc: BaseException) -> JSONResponse:

@@ -5,11 +5,12 @@ line, which SSE clients (the official openai client among them) skip::
 
     : rlm-event {"type": "iteration_started", "run_id": "run3", "depth": 0, ...}
 
-The JSON is one line: ``type``, ``id``, ``run_id``, ``parent_id``, ``session_id``,
-``turn``, ``depth``, ``time`` and ``data`` (the event's data as in ``rlm.core.events``,
-made JSON-safe: strings over ``MAX_CHARS`` are cut with a ``…[+N chars]`` mark, lists
-over ``MAX_ITEMS`` items are cut, and ``iteration_obj`` is left out because
-``model_reply`` and ``code_cell_finished`` already carry its parts).
+The JSON is one line of ASCII (everything else is ``\\u``-escaped, so no client can
+split it): ``type``, ``id``, ``run_id``, ``parent_id``, ``session_id``, ``turn``,
+``depth``, ``time`` and ``data`` (the event's data as in ``rlm.core.events``, made
+JSON-safe: strings over ``MAX_CHARS`` are cut with a ``…[+N chars]`` mark, lists over
+``MAX_ITEMS`` items are cut, and ``iteration_obj`` is left out because ``model_reply``
+and ``code_cell_finished`` already carry its parts). ``data:`` lines are ASCII too.
 ``rlm.server.client.iter_events`` reads them back.
 """
 
@@ -62,10 +63,16 @@ def event_payload(event: Event) -> dict[str, Any]:
     }
 
 
+def _json(value: Any) -> str:
+    # ASCII only: json.dumps escapes \n and \r, and ensure_ascii also escapes U+2028,
+    # U+2029, U+0085 and the rest, which clients that split lines like str.splitlines
+    # (httpx's iter_lines among them) would otherwise break the line on.
+    return json.dumps(value, ensure_ascii=True)
+
+
 def comment(event: Event) -> str:
-    # json.dumps escapes newlines, so the payload stays on the one comment line.
-    return f"{EVENT_PREFIX}{json.dumps(event_payload(event), ensure_ascii=False)}\n\n"
+    return f"{EVENT_PREFIX}{_json(event_payload(event))}\n\n"
 
 
 def data(payload: Any) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+    return f"data: {_json(payload)}\n\n"

@@ -92,10 +92,43 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def export(session_id: str, store: StoreSpec = None, *, contexts: bool = True) -> dict[str, Any]:
+def _opaque_pickle(data: bytes | bytearray, digest: str) -> dict[str, Any]:
+    return {
+        "pickle": {
+            "trusted": False,
+            "note": "a pickled context, not unpickled: loading a pickle runs code. Export "
+            "with trust_pickles=True (rlm sessions export --trust-pickles) if you trust "
+            "this store.",
+            "sha256": digest,
+            "size": len(data),
+            "base64": base64.b64encode(data).decode(),
+        }
+    }
+
+
+def _context(s: SessionStore, turn: TurnRecord, trust_pickles: bool) -> Any:
+    if turn.context_codec == "pickle" and not trust_pickles:
+        # The blob's raw bytes: read_part fetches any blob by hash without decoding it.
+        return _opaque_pickle(s.read_part(turn.context_hash), turn.context_hash)
+    return _jsonable(s.read_context(turn))
+
+
+def export(
+    session_id: str,
+    store: StoreSpec = None,
+    *,
+    contexts: bool = True,
+    trust_pickles: bool = False,
+) -> dict[str, Any]:
     """The session as JSON-able data: its record and, per turn, the context (unless
     ``contexts=False``), history, answer, usage and the variables that were not saved.
-    REPL variables themselves are not exported (they are pickles)."""
+
+    Nothing is unpickled: REPL variables are left out, and a context that was stored as
+    a pickle (anything but text or bytes) comes out as ``{"pickle": {"trusted": false,
+    "base64": ..., "sha256": ..., "size": ...}}``. Loading a pickle runs code, so a
+    crafted store file could otherwise run code in the exporting process; pass
+    ``trust_pickles=True`` only for a store you (or your own processes) wrote, to get
+    such contexts decoded."""
 
     def read(s: SessionStore) -> dict[str, Any]:
         detail_turns = s.thread(session_id)
@@ -105,7 +138,7 @@ def export(session_id: str, store: StoreSpec = None, *, contexts: bool = True) -
         for turn in detail_turns:
             item = {k: v for k, v in asdict(turn).items() if k not in ("checkpoint",)}
             if contexts:
-                item["context"] = _jsonable(s.read_context(turn))
+                item["context"] = _context(s, turn, trust_pickles)
             item["history"] = s.read_history(turn)
             turns.append(item)
         return {"format": EXPORT_FORMAT, "version": 1, "session": asdict(record), "turns": turns}

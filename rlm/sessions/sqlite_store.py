@@ -18,8 +18,10 @@ import contextlib
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,34 @@ def _session(row: tuple[Any, ...]) -> SessionRecord:
     return SessionRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
 
 
+def _create_private(path: Path) -> None:
+    """Create the store file 0600, and each missing folder above it 0700 (folders that
+    already exist, such as one the user chose, keep their mode). SQLite gives the
+    ``-wal`` and ``-shm`` files the database's mode."""
+    missing: list[Path] = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _warn_if_shared(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            warnings.warn(
+                f"session store {path} is readable by other users (mode {mode:04o}); its "
+                f"contexts, histories and variables are private: chmod 600 {path}",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
 class _Lock(LockHandle):
     def __init__(self, store: SQLiteSessionStore, session_id: str, owner: str) -> None:
         self.store, self.session_id, self.owner = store, session_id, owner
@@ -92,7 +122,8 @@ class _Lock(LockHandle):
 
 
 class SQLiteSessionStore(SessionStore):
-    """Sessions in the SQLite file at ``path`` (created with its folders if missing)."""
+    """Sessions in the SQLite file at ``path`` (created with its folders if missing:
+    the file 0600, new folders 0700; an existing file others can read is warned about)."""
 
     def __init__(
         self,
@@ -110,10 +141,11 @@ class SQLiteSessionStore(SessionStore):
         self.lock_timeout, self.stale_after, self.heartbeat = lock_timeout, stale_after, heartbeat
         if self.path.is_dir():
             raise SessionStoreError(f"{self.path} is a directory, not a session store file")
-        if not self.path.exists():
+        existed = self.path.exists()
+        if not existed:
             if not create:
                 raise SessionStoreError(f"no session store at {self.path}")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
         self._mutex = threading.RLock()
         try:
             self._db = sqlite3.connect(
@@ -132,6 +164,8 @@ class SQLiteSessionStore(SessionStore):
             if isinstance(exc, sqlite3.Error):
                 raise SessionStoreError(f"cannot open session store {self.path}: {exc}") from None
             raise
+        if existed:  # only once it is known to be a store
+            _warn_if_shared(self.path)
 
     # -- plumbing ----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlm.utils.rlm_utils import redact_text
 from rlm.viewer.model import RunView, ViewModel, number, text
 from rlm.viewer.source import LoadedLog
 from rlm.viewer.tree import TreeBuilder
@@ -66,5 +67,5 @@ def _summary(
         "usage_reported": all(r["usage_reported"] for r in tops) if tops else False,
         "answer": text(answer) if answer is not None else _final_answer(main, builder),
         "execution_time": number(completion.get("execution_time")),
-        "error": text(completion["error"]) if completion.get("error") else None,
+        "error": redact_text(text(completion["error"])) if completion.get("error") else None,
     }

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
+from rlm.utils.rlm_utils import redact_text
 from rlm.viewer.usage import Usage, add_usage, parse_usage
 
 # Text the page can show in full on demand (it truncates for display itself). The cap
@@ -129,7 +130,7 @@ def _call(data: Any) -> CallView:
         "response": text(data.get("response")),
         "time": number(data.get("execution_time")),
         "usage": parse_usage(data.get("usage_summary")),
-        "error": text(error) if error else None,
+        "error": redact_text(text(error)) if error else None,
         "run": None,
     }
 

@@ -236,9 +236,10 @@ def test_listing_showing_and_exporting(tmp_path: Path) -> None:
     assert summary.locked_by is not None and summary.locked_by.owner == owner
     detail = show("one", path)
     json.dumps(detail.to_dict())  # JSON-able for --json
-    data = export("one", path)
+    data = export("one", path, trust_pickles=True)
     assert json.loads(json.dumps(data)) == data
     assert data["turns"][0]["context"] == {"doc": "text"}
+    assert export("one", path)["turns"][0]["context"]["pickle"]["trusted"] is False
     assert data["turns"][0]["history"] == [{"role": "user", "content": "m0"}]
     assert "context" not in export("one", path, contexts=False)["turns"][0]
     store.close()

@@ -53,6 +53,11 @@ def test_sessions_export_and_rm(store: str, tmp_path: Path, capsys) -> None:
     target = tmp_path / "notes.json"
     assert main(["sessions", "export", "notes", "--store", store, "-o", str(target)]) == 0
     data = json.loads(target.read_text("utf-8"))
+    assert data["turns"][0]["context"] == "the notes"
+    assert data["turns"][1]["context"]["pickle"]["trusted"] is False  # never unpickled
+    args = ["sessions", "export", "notes", "--store", store, "-o", str(target), "--trust-pickles"]
+    assert main(args) == 0
+    data = json.loads(target.read_text("utf-8"))
     assert [t["context"] for t in data["turns"]] == ["the notes", {"doc": "more"}]
     assert data["turns"][0]["history"][0]["role"] == "system"
     assert main(["sessions", "export", "notes", "--store", store, "--no-contexts"]) == 0
