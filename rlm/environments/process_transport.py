@@ -2,9 +2,10 @@
 
 ``SubprocessTransport`` runs ``python -I worker.pyz`` in a private temporary directory
 with a scrubbed environment. Subclasses change only how the command is built (the
-``sandbox`` transport wraps it in bubblewrap; a ``docker`` transport would wrap it in
-``docker run -i``). The worker gets its own process group, so a terminal's Ctrl-C does
-not reach it directly and ``kill`` takes its children down with it.
+``sandbox`` transport wraps it in bubblewrap, and on a root host prefixes the switch to
+an unprivileged user; a ``docker`` transport would wrap it in ``docker run -i``). The
+worker gets its own process group, so a terminal's Ctrl-C does not reach it directly
+and ``kill`` takes its children down with it.
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ class SubprocessTransport(Transport):
         """The argv that starts the worker."""
         return [self.python, "-I", default_zipapp(), *worker_args]
 
+    def launch_argv(self, worker_args: Sequence[str]) -> list[str]:
+        """What ``launch`` runs: ``command``, after whatever must start it (a subclass
+        may prefix it, e.g. with a switch to another user)."""
+        return self.command(worker_args)
+
     def environment(self) -> dict[str, str]:
         """The child's complete environment (never the host's own)."""
         return dict(self.env, HOME=self.workdir, TMPDIR=self.workdir)
@@ -97,7 +103,7 @@ class SubprocessTransport(Transport):
             raise RuntimeError("transport is closed")
         self.kill()
         proc = subprocess.Popen(
-            self.command(worker_args),
+            self.launch_argv(worker_args),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

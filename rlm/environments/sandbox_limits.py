@@ -1,27 +1,21 @@
-"""Resource limits of the sandbox worker: rlimits, plus a pids cgroup when needed.
+"""Resource limits of the sandbox worker (rlimits).
 
 The rlimits are applied by the worker to itself at start-up, before it reads any
 request (``--rlimit NAME=VALUE``), so they hold for everything cell code starts. The
 sandboxed worker has no capabilities, so it cannot raise them back.
 
-``RLIMIT_NPROC`` counts processes per user and the kernel does not enforce it for
-root. When the host runs as root, the process cap is therefore also enforced with a
-pids cgroup (cgroup v1 ``pids`` or a delegated v2 subtree) where one can be created;
-if none can, a warning says the fork-bomb guard is missing.
+``RLIMIT_NPROC`` counts processes per user and the kernel does not enforce it for host
+root. The sandbox never runs as host root (``sandbox_user``: on a root host bubblewrap
+is started as an unprivileged user), so the process cap holds there too. Since Linux
+5.14 it counts the processes of the sandbox's own user namespace; older kernels count
+every process of the host user.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import os
-import time
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 _MB = 1 << 20
-_ids = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -35,7 +29,7 @@ class SandboxLimits:
 
     memory_mb: int | None = 4096  # RLIMIT_AS (virtual memory; MemoryError beyond)
     cpu_seconds: int | None = 3600  # RLIMIT_CPU
-    max_processes: int | None = 64  # RLIMIT_NPROC (+ pids cgroup as root)
+    max_processes: int | None = 64  # RLIMIT_NPROC (threads included)
     max_file_size_mb: int | None = 1024  # RLIMIT_FSIZE (EFBIG beyond)
     max_open_files: int | None = 256  # RLIMIT_NOFILE
     tmp_size_mb: int | None = 1024  # size of the tmpfs working directory (bwrap only)
@@ -56,75 +50,3 @@ class SandboxLimits:
             if value is not None:
                 args += ["--rlimit", f"{name}={int(value * unit)}"]
         return args
-
-
-def _own_cgroup_dirs() -> list[Path]:
-    """Where a child pids cgroup could go: under our own cgroup (v1 ``pids``
-    hierarchy or v2 unified), most specific first."""
-    root = Path("/sys/fs/cgroup")
-    found: list[Path] = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            relative = path.lstrip("/")
-            if "pids" in controllers.split(","):
-                found.append(root / "pids" / relative)
-            elif controllers == "":
-                found.append(root / relative)
-    return found
-
-
-class PidsCgroup:
-    """A cgroup whose ``pids.max`` caps the sandbox's process count."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @classmethod
-    def create(cls, max_pids: int) -> PidsCgroup | None:
-        """A new pids cgroup, or None where the host cannot make one."""
-        for parent in _own_cgroup_dirs():
-            path = parent / f"rlmx-{os.getpid()}-{next(_ids)}"
-            try:
-                path.mkdir()
-            except OSError:
-                continue
-            try:
-                (path / "pids.max").write_text(str(max_pids))
-                return cls(path)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-        return None
-
-    def wrap(self, argv: list[str]) -> list[str]:
-        """``argv`` run from inside the cgroup (a shell joins it, then execs ``argv``,
-        so the sandbox is in the cgroup before its first fork)."""
-        join = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
-        return ["/bin/sh", "-c", join, str(self.path), *argv]
-
-    def remove(self) -> None:
-        """Delete the cgroup once its processes are gone (best effort)."""
-        for _ in range(50):
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.02)
-
-
-def process_guard(limits: SandboxLimits) -> PidsCgroup | None:
-    """The pids cgroup a root host needs for ``max_processes`` (None otherwise)."""
-    if limits.max_processes is None or os.geteuid() != 0:
-        return None
-    group = PidsCgroup.create(limits.max_processes)
-    if group is None:
-        warnings.warn(
-            "max_processes is not enforced: RLIMIT_NPROC does not apply to root and no "
-            "pids cgroup could be created. Run as a non-root user to guard against fork bombs.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return group

@@ -5,6 +5,11 @@ What the sandboxed worker gets (``BwrapTransport``):
 * no network (its own empty network namespace), its own PID, IPC, UTS and cgroup
   namespaces, and a user namespace with every capability dropped (so it cannot
   remount anything) and no further user namespaces;
+* never host root: the sandbox's user is the host user that starts bubblewrap, and
+  when rlmx runs as root that is an unprivileged one (uid/gid 65534 by default,
+  ``run_as``; see ``sandbox_user``);
+* a fresh ``/proc`` mounted read-only, so ``/proc/sys`` and ``/proc/sysrq-trigger``
+  cannot be written whoever the user is;
 * a read-only view of ``/usr`` (and the ``/lib*``, ``/bin``, ``/sbin`` links), of
   ``/etc/ld.so.cache`` and ``/etc/localtime`` only, of the Python installation and
   of the worker zipapp; nothing of ``$HOME``, ``/root``, ``/home``, ``/tmp``, ``/var``,
@@ -41,7 +46,8 @@ from typing import Any, Literal
 
 from rlm.environments.base_env import IsolatedEnv
 from rlm.environments.process_transport import SAFE_ENV, SubprocessTransport
-from rlm.environments.sandbox_limits import PidsCgroup, SandboxLimits, process_guard
+from rlm.environments.sandbox_limits import SandboxLimits
+from rlm.environments.sandbox_user import HostUser, host_user, user_argv
 from rlm.environments.worker.zipapp import default_zipapp
 from rlm.environments.worker_env import WorkerEnv
 from rlm.utils.exceptions import EnvironmentError_
@@ -142,18 +148,34 @@ class BwrapTransport(SubprocessTransport):
         bwrap: str,
         python: str | None = None,
         ro_binds: Sequence[str] = (),
+        run_as: tuple[int, int] | None = None,
     ) -> None:
         self.python_binds = python_binds(python or sys.executable)  # before the workdir
+        self.host_user: HostUser | None = host_user(run_as)  # None: not a root host
         super().__init__(python)
         self.limits = limits
         self.bwrap = bwrap
         self.ro_binds = list(ro_binds)
-        self.cgroup: PidsCgroup | None = process_guard(limits)
 
     def environment(self) -> dict[str, str]:
         return dict(SAFE_ENV, HOME="/tmp", TMPDIR="/tmp")
 
+    def _binds(self) -> list[tuple[str, str]]:
+        """(host real path, place in the sandbox) of every read-only bind."""
+        pairs = [(path, path) for path in [*self.python_binds, *self.ro_binds]]
+        pairs.append((default_zipapp(), WORKER_PATH))
+        return [(os.path.realpath(source), dest) for source, dest in pairs]
+
+    def launch_argv(self, worker_args: Sequence[str]) -> list[str]:
+        """As root: bubblewrap started as ``host_user``, never as root itself."""
+        command = self.command(worker_args)
+        if self.host_user is None:
+            return command
+        sources = [os.path.realpath(self.bwrap), *(source for source, _ in self._binds())]
+        return [*user_argv(self.bwrap, sources, self.host_user), *command]
+
     def command(self, worker_args: Sequence[str]) -> list[str]:
+        """The sandbox itself: bubblewrap running the worker."""
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
         argv += ["--uid", str(_SANDBOX_UID), "--gid", str(_SANDBOX_UID), "--cap-drop", "ALL"]
         argv += ["--die-with-parent", "--new-session"]
@@ -171,19 +193,15 @@ class BwrapTransport(SubprocessTransport):
             argv += ["--size", str(int(self.limits.tmp_size_mb) << 20)]
         argv += ["--tmpfs", "/tmp"]
         # After the tmpfs: an interpreter (or a bind) under /tmp is mounted over it.
-        for path in [*self.python_binds, *self.ro_binds]:
-            argv += ["--ro-bind", path, path]
-        argv += ["--ro-bind", default_zipapp(), WORKER_PATH]
-        argv += ["--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
+        for source, dest in self._binds():
+            argv += ["--ro-bind", source, dest]
+        # /proc read-only too: no sysctl (/proc/sys) or /proc/sysrq-trigger write, even
+        # by a sandbox user that owns the file on the host.
+        argv += ["--remount-ro", "/", "--remount-ro", "/proc", "--chdir", "/tmp", "--clearenv"]
         for key, value in self.environment().items():
             argv += ["--setenv", key, value]
         argv += [self.python, "-I", WORKER_PATH, *worker_args]
-        return self.cgroup.wrap(argv) if self.cgroup is not None else argv
-
-    def close(self) -> None:
-        super().close()
-        if self.cgroup is not None:
-            self.cgroup.remove()
+        return argv
 
 
 class SandboxREPL(WorkerEnv, IsolatedEnv):
@@ -200,7 +218,9 @@ class SandboxREPL(WorkerEnv, IsolatedEnv):
     * ``python``: the interpreter to run (default: this one); its installation and
       import path are bound read-only wherever they are (see ``python_binds``);
     * ``ro_binds``: extra host paths to show read-only inside the sandbox;
-    * ``bwrap_path``: where bubblewrap is (default: found on ``PATH``).
+    * ``bwrap_path``: where bubblewrap is (default: found on ``PATH``);
+    * ``run_as``: ``(uid, gid)`` of the unprivileged host user bubblewrap runs as when
+      rlmx runs as root (default ``(65534, 65534)``; never 0; ignored otherwise).
     """
 
     def __init__(
@@ -215,16 +235,22 @@ class SandboxREPL(WorkerEnv, IsolatedEnv):
         python: str | None = None,
         ro_binds: Sequence[str] = (),
         bwrap_path: str | None = None,
+        run_as: tuple[int, int] | None = None,
         **kwargs: Any,
     ) -> None:
         self.isolation = isolation
         self.limits = SandboxLimits(
             memory_mb, cpu_seconds, max_processes, max_file_size_mb, max_open_files, tmp_size_mb
         )
-        super().__init__(self._make_transport(python, ro_binds, bwrap_path), **kwargs)
+        transport = self._make_transport(python, ro_binds, bwrap_path, run_as)
+        super().__init__(transport, **kwargs)
 
     def _make_transport(
-        self, python: str | None, ro_binds: Sequence[str], bwrap_path: str | None
+        self,
+        python: str | None,
+        ro_binds: Sequence[str],
+        bwrap_path: str | None,
+        run_as: tuple[int, int] | None,
     ) -> SubprocessTransport:
         if self.isolation == "process":
             warnings.warn(
@@ -240,7 +266,7 @@ class SandboxREPL(WorkerEnv, IsolatedEnv):
         bwrap = bwrap_path or shutil.which("bwrap") or "/usr/bin/bwrap"
         if not os.access(bwrap, os.X_OK):
             raise EnvironmentError_(BWRAP_INSTALL_HINT)
-        return BwrapTransport(self.limits, bwrap, python, ro_binds)
+        return BwrapTransport(self.limits, bwrap, python, ro_binds, run_as)
 
     def worker_args(self) -> list[str]:
         processes = self.isolation == "bwrap"

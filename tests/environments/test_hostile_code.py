@@ -10,12 +10,20 @@ happened; ``RLMX_HOSTILE_REPORT=path.md`` writes those records as the tables tha
 ``ipython`` is not a security boundary: only the cases about the session surviving run
 there. ``docker`` runs those too; its isolation cases need a real Docker engine and are
 skipped when only the fake CLI is available (it runs the worker unisolated).
+
+The bubblewrap cases hold for a root host and for an unprivileged one: run as root,
+``test_hostile_suite_as_unprivileged_user`` runs them again in a child that switched to
+uid/gid 65534 first.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +33,8 @@ import pytest
 from worker_env_support import DOCKER_ENGINE_PROBLEM, make_env, needs_bwrap
 
 from rlm.core.types import REPLResult
-from rlm.environments.sandbox_repl import SandboxREPL
+from rlm.environments.sandbox_repl import SandboxREPL, python_binds
+from rlm.environments.sandbox_user import HostUser, user_argv
 
 FAKE_SECRET = "sk-rlmx-FAKE-SECRET-0123456789"
 FAKE_KEY = "-----BEGIN FAKE RLMX PRIVATE KEY-----"
@@ -101,11 +110,35 @@ def restarted(kind: str, why: str) -> Callable[[REPLResult, dict[str, Any]], str
     return check
 
 
+SYSTEM_TOPS = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "opt", "proc", "sbin",
+               "tmp", "usr"}  # fmt: skip
+
+
 def subprocess_runs(result: REPLResult, ctx: dict[str, Any]) -> str:
+    """``id``, ``ls /`` and ``find /home /root /work...``: uid 65534, and nothing beyond
+    the system and the interpreter's own bound paths (and the directories leading to
+    them: a venv under ``/home/<user>`` shows ``/home``)."""
     no_secret(result)
-    out = result.stdout
-    assert "uid=65534" in out and "home" not in out.split() and "work" not in out.split()
-    return "runs, confined: " + " ".join(out.split())[:110]
+    ident, *rest = result.stdout.splitlines()
+    binds = python_binds(sys.executable)
+    assert ident.split()[0] == "uid=65534", result.stdout
+    tops = [line for line in rest if line and not line.startswith("/")]
+    assert set(tops) <= SYSTEM_TOPS | {b.split("/")[1] for b in binds}, (tops, binds)
+    found = [line for line in rest if line.startswith("/")]
+    for seen in found:
+        assert any(b == seen or b.startswith(seen + "/") for b in binds), (seen, binds)
+    shown = ", ".join(f"`{b}`" for b in binds if b in found) or "nothing"
+    return f"runs as `{ident}`; `/` holds {' '.join(tops)}; `find` finds only the way to {shown}"
+
+
+def proc_sys_closed(result: REPLResult, ctx: dict[str, Any]) -> str:
+    """``/proc`` read-only (flag 1), and the sysctls refused by permission (EACCES)
+    before the read-only mount is even consulted (EROFS): the sandbox is not host root.
+    ``/proc/sysrq-trigger`` is EACCES, or ENOENT on a kernel without it."""
+    no_secret(result)
+    words = result.stdout.split()
+    assert words[:2] == ["1", "EACCES"] and words[2:] in (["EACCES"], ["ENOENT"]), words
+    return f"prints `{result.stdout.strip()}`: read-only, and no root to write as"
 
 
 def truncated(result: REPLResult, ctx: dict[str, Any]) -> str:
@@ -158,8 +191,16 @@ CASES = [
     Case("DNS", "import socket\nsocket.getaddrinfo('example.com', 80)", raised("socket.gaierror")),
     Case(
         "subprocess",
-        "import subprocess\nr = subprocess.run(['sh', '-c', 'id; ls /'], capture_output=True, text=True)\nprint(r.stdout)",
+        "import subprocess\nr = subprocess.run(['sh', '-c', 'id; ls /; find /home /root /work /srv /mnt /media /var -xdev 2>/dev/null'], capture_output=True, text=True)\nprint(r.stdout)",
         subprocess_runs,
+    ),
+    Case(
+        # Only opened for writing and closed at once: nothing is ever written.
+        "write /proc/sys",
+        "import errno, os\ndef opens(path):\n    try:\n        os.close(os.open(path, os.O_WRONLY))\n        return 'WRITABLE'\n    except OSError as exc:\n        return errno.errorcode[exc.errno]\n"
+        "names = ['kernel/core_pattern', 'fs/suid_dumpable', 'kernel/randomize_va_space', 'vm/overcommit_memory', 'vm/drop_caches']\n"
+        "print(os.statvfs('/proc/sys').f_flag & os.ST_RDONLY, *set(opens('/proc/sys/' + n) for n in names), opens('/proc/sysrq-trigger'))",
+        proc_sys_closed,
     ),
     Case(
         "nested user namespace",
@@ -305,6 +346,31 @@ def test_hostile_snippet(case: Case, host: dict[str, Any]) -> None:
         _records.append((case.id, _shown(case.code.format(**PLACEHOLDERS)), _shown(what, host)))
     finally:
         env.cleanup()
+
+
+AS_ROOT_ONLY = "switches to uid 65534, which needs root; as non-root, this suite is that half"
+
+
+@needs_bwrap
+@pytest.mark.skipif(os.geteuid() != 0, reason=AS_ROOT_ONLY)
+def test_hostile_suite_as_unprivileged_user() -> None:
+    """``test_hostile_snippet`` again, as uid/gid 65534 (a non-root host). This Python's
+    installation, the checkout and ``PYTHONPATH`` are shown to that user at their real
+    places, even where it could not reach them (a Python under ``/root``)."""
+    root = Path(__file__).resolve().parents[2]
+    imports = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [os.path.realpath(p) for p in (*python_binds(sys.executable), str(root), *imports)]
+    prefix = user_argv(shutil.which("bwrap") or "/usr/bin/bwrap", paths, HostUser())
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp",
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": os.pathsep.join(imports)}  # fmt: skip
+    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             f"{__file__}::test_hostile_snippet"]  # fmt: skip
+    done = subprocess.run(
+        [*prefix, *tests], capture_output=True, text=True, env=env, cwd=root, timeout=280
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    summary = done.stdout.strip().splitlines()[-1]  # "43 passed in 17.02s"
+    assert re.match(rf"{len(CASES)} passed\b", summary) and "skipped" not in summary, summary
 
 
 # The session survives: these hold wherever the worker runs, isolated or not.

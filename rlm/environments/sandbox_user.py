@@ -1,0 +1,122 @@
+"""Who the sandbox runs as on the host: never root.
+
+bubblewrap maps the sandbox's user (uid 65534 inside) to the host user that starts it.
+Started by root, the sandbox's code would be host root without capabilities, which is
+still enough to write every root-owned file it can see: ``/proc/sys/kernel/core_pattern``
+(a ``|command`` there runs as host root at the next crash), ``vm/drop_caches``...
+So when rlmx runs as root, bubblewrap is started as an unprivileged host user instead
+(``HostUser``, uid/gid 65534 ``nobody`` by default), and makes its own unprivileged user
+namespace exactly as it does for a non-root user.
+
+That user may be unable to reach paths the sandbox binds: a Python under ``/root``
+(mode 0700), a venv in a private temporary directory, the worker zipapp. ``user_argv``
+then starts a first bubblewrap, still root and making only a mount namespace, that
+covers each directory the user cannot enter with an empty tmpfs holding just the paths
+to bind, at their real places. Nothing else of those directories becomes visible and
+the host's mounts are unchanged. Then ``setpriv`` (or, without it, a few lines of the
+host's Python) switches to the user and runs the sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+NOBODY = 65534
+
+# The user switch when setpriv (util-linux) is missing: no supplementary groups, then
+# the gid, then the uid (which drops every capability), then exec.
+_SWITCH = (
+    "import os,sys;u,g=int(sys.argv[1]),int(sys.argv[2]);os.setgroups([]);"
+    "os.setresgid(g,g,g);os.setresuid(u,u,u);os.execv(sys.argv[3],sys.argv[3:])"
+)
+
+
+@dataclass(frozen=True)
+class HostUser:
+    """An unprivileged host user and group to start bubblewrap as (never root)."""
+
+    uid: int = NOBODY
+    gid: int = NOBODY
+
+    def __post_init__(self) -> None:
+        if self.uid <= 0 or self.gid <= 0:
+            raise ValueError(
+                f"run_as={(self.uid, self.gid)}: the sandbox never runs as host root; "
+                "name an unprivileged uid and gid"
+            )
+
+    def can_enter(self, info: os.stat_result) -> bool:
+        """Whether this user (with no supplementary groups) may search a directory."""
+        if info.st_uid == self.uid:
+            return bool(info.st_mode & stat.S_IXUSR)
+        if info.st_gid == self.gid:
+            return bool(info.st_mode & stat.S_IXGRP)
+        return bool(info.st_mode & stat.S_IXOTH)
+
+
+def host_user(run_as: tuple[int, int] | None = None) -> HostUser | None:
+    """Whom to start bubblewrap as: None (this process's own user) unless this process
+    is root; then ``run_as`` (uid, gid) or 65534/65534."""
+    user = HostUser(*run_as) if run_as is not None else HostUser()
+    return user if os.geteuid() == 0 else None
+
+
+def blocked_dir(path: str, user: HostUser) -> str | None:
+    """The first directory on the way to ``path`` (a real path) that ``user`` cannot
+    enter, or None. ``path`` itself is not checked: a cover cannot change its mode."""
+    current = os.sep
+    for part in path.split(os.sep)[1:-1]:
+        try:
+            info = os.stat(current)
+        except OSError:
+            return None  # let bubblewrap report the missing path
+        if not user.can_enter(info):
+            return current
+        current = os.path.join(current, part)
+    try:
+        return None if user.can_enter(os.stat(current)) else current
+    except OSError:
+        return None
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def cover_argv(bwrap: str, paths: Iterable[str], user: HostUser) -> list[str]:
+    """The first bubblewrap (run as root) that shows each of ``paths`` (real paths) at
+    its place to ``user``, or [] when ``user`` already reaches them all."""
+    covers: dict[str, list[str]] = {}
+    for path in sorted(set(paths)):
+        top = blocked_dir(path, user)
+        if top is not None and not any(_inside(path, p) for p in covers.get(top, [])):
+            covers.setdefault(top, []).append(path)
+    if not covers:
+        return []
+    argv = [bwrap, "--dev-bind", "/", "/"]
+    for top, inside in sorted(covers.items()):
+        argv += ["--tmpfs", top]
+        for path in inside:
+            if os.path.dirname(path) != top:  # parents mode 0755, whatever bwrap's default
+                argv += ["--dir", os.path.dirname(path)]
+            argv += ["--ro-bind", path, path]
+    return [*argv, "--die-with-parent", "--"]
+
+
+def switch_argv(user: HostUser) -> list[str]:
+    """The argv prefix that runs a command as ``user``, without supplementary groups."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        return [setpriv, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--"]
+    return [sys.executable, "-I", "-S", "-c", _SWITCH, str(user.uid), str(user.gid)]
+
+
+def user_argv(bwrap: str, paths: Iterable[str], user: HostUser) -> list[str]:
+    """The argv prefix (for a root host) that runs a command, given by absolute path,
+    as ``user`` with each of ``paths`` (real paths) readable at its place."""
+    return [*cover_argv(bwrap, paths, user), *switch_argv(user)]
