@@ -1,4 +1,4 @@
-"""The rlmx agent inside an IPythonREPL's Jupyter kernel. Never imported by the host.
+"""The rlmx agent inside an IPythonREPL's Jupyter kernel (and two helpers the host shares).
 
 ``IPythonREPL`` sends this file's source to a fresh kernel, with the worker zipapp's
 path: the agent puts the zipapp first on ``sys.path`` and serves the same worker
@@ -13,7 +13,9 @@ differs:
 * cells may use IPython syntax (``%magic``, ``!cmd``): code that is not plain Python
   is passed through the shell's ``transform_cell`` first.
 
-Standard library and IPython only, Python 3.9 compatible.
+Standard library and IPython only, Python 3.9 compatible. ``ipython_syntax`` and
+``plain_display`` are also what the in-process mode (``ipython_inprocess``) uses, the
+one module of the host that imports this file.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 _CELL_WAIT = 30.0  # how long run_next_cell waits for its cell to arrive
 
 
-def _ipython_syntax(code: str, shell: Any) -> str:
+def ipython_syntax(code: str, shell: Any) -> str:
     """``code`` itself if it is Python, else what IPython makes of it."""
     try:
         compile(code, "<rlmx-check>", "exec")
@@ -43,6 +46,22 @@ def _ipython_syntax(code: str, shell: Any) -> str:
         return transformed
     except Exception:
         return code  # report the original SyntaxError
+
+
+def plain_display(shell: Any) -> Callable[..., None]:
+    """``display()`` for cells whose output is captured as text (no front-end listens
+    for rich output): each object's ``text/plain`` form, printed."""
+
+    def display(*objs: Any, **kwargs: Any) -> None:
+        for obj in objs:
+            if kwargs.get("raw"):
+                data = obj if isinstance(obj, dict) else {}
+            else:
+                data = shell.display_formatter.format(obj, include=("text/plain",))[0]
+            text = data.get("text/plain")
+            print(text if text is not None else repr(obj))
+
+    return display
 
 
 class KernelAgent:
@@ -88,7 +107,6 @@ def start(zipapp: str, address: str, token: str, argv: list[str]) -> KernelAgent
     """Connect to the host and serve it; returns the agent (bound to ``__rlmx__``)."""
     sys.path.insert(0, zipapp)
     from IPython import get_ipython
-    from IPython.display import display
 
     from rlm.environments.worker import server as server_module
     from rlm.environments.worker.boot import parse_args
@@ -99,7 +117,7 @@ def start(zipapp: str, address: str, token: str, argv: list[str]) -> KernelAgent
 
     class KernelServer(server_module.Server):  # type: ignore[misc, name-defined]
         def op_exec(self, message: dict[str, Any]) -> None:
-            message["code"] = _ipython_syntax(str(message.get("code", "")), shell)
+            message["code"] = ipython_syntax(str(message.get("code", "")), shell)
             super().op_exec(message)
 
         def op_shutdown(self, message: dict[str, Any]) -> None:
@@ -121,8 +139,9 @@ def start(zipapp: str, address: str, token: str, argv: list[str]) -> KernelAgent
     }
     server = KernelServer(channel, settings)
     server_module._current = server
-    # IPython syntax compiles to get_ipython() calls; display() as in any notebook.
-    server.repl.builtins.update(get_ipython=get_ipython, display=display)
+    # IPython syntax compiles to get_ipython() calls; display() prints (nobody reads
+    # the kernel's iopub channel, where a notebook's display() would publish).
+    server.repl.builtins.update(get_ipython=get_ipython, display=plain_display(shell))
     agent = KernelAgent(server, server_module)
     channel.send(
         {

@@ -1,111 +1,288 @@
-"""IPythonREPL: a persistent REPL in a real Jupyter kernel (ipykernel + jupyter_client).
+"""IPythonREPL: a persistent REPL with IPython syntax, in a Jupyter kernel or in-process.
 
-``KernelTransport`` starts a kernel with ``jupyter_client.KernelManager`` (in a
-private working directory, with a scrubbed environment), and runs ``ipython_agent``
-in it: the rlmx worker ``Server``, connected back to the host over a Unix socket
-guarded by a one-time token. Everything else is ``WorkerEnv``'s: the same namespace
-semantics (``context_N``/``history_N``, ``answer``, ``FINAL_VAR``, ``SHOW_VARS``,
-custom tools), ``llm_query`` & co. relayed over that socket, snapshots after every
-cell, and the timeout policy, carried out with the kernel's own means:
+One class, rlms's keywords, two engines behind it (``kernel_mode``):
 
-1. each cell runs inside an execute_request (``KernelSupervisor`` sends it);
-2. at the cell timeout the kernel is interrupted (``KernelManager.interrupt_kernel``)
-   and the namespace survives;
-3. if the cell ignores that, or the kernel dies (``os._exit``, a segfault), the kernel
-   is killed, a new one started and the namespace restored from the snapshot.
+* ``"subprocess"`` (the default): ``ipython_kernel.KernelREPL``, the rlmx worker inside a
+  real Jupyter kernel (ipykernel + jupyter_client), with hard per-cell timeouts (kernel
+  interrupt, then restart with the namespace restored from its snapshot);
+* ``"in_process"``: ``ipython_inprocess.InProcessShellREPL``, an IPython shell in this
+  process with its own user module, fast and **not isolated at all**.
 
-The kernel runs as the host user with the host's file system and network: it is
-**not a security boundary** (use ``sandbox`` or ``docker`` for untrusted code).
+Both give the one rlmx REPL semantics (``context_N``/``history_N``, the ``answer`` dict,
+``FINAL_VAR``, ``SHOW_VARS``, custom tools, ``llm_query`` & co. relayed to the host) and
+the same re-entry guard (``ipython_common``).
 
 Needs ``pip install 'rlmx[ipython]'``; importing this module does not.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
-from rlm.environments.base_env import NonIsolatedEnv
-from rlm.environments.kernel_transport import KernelTransport
-from rlm.environments.worker_client import WorkerClient
-from rlm.environments.worker_env import WorkerEnv
-from rlm.environments.worker_supervisor import Reply, WorkerSupervisor
-from rlm.environments.worker_tools import split_tools
+from rlm.core.types import REPLResult
+from rlm.environments.base_env import DEFAULT_MAX_CONCURRENT_SUBCALLS, NonIsolatedEnv
+from rlm.environments.ipython_common import (
+    CellLimitClock,
+    ReentryGuard,
+    cell_limit,
+    positive_timeout,
+)
+from rlm.environments.subcall_relay import SubcallFn
 
+if TYPE_CHECKING:
+    from rlm.environments.ipython_inprocess import InProcessShellREPL
+    from rlm.environments.ipython_kernel import KernelREPL
 
-class _KernelInterrupts:
-    """A client whose interrupts are kernel interrupts (everything else delegated)."""
-
-    def __init__(self, client: WorkerClient, transport: KernelTransport) -> None:
-        self._client = client
-        self._transport = transport
-
-    def interrupt(self, cell: int) -> None:
-        self._transport.interrupt()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-
-class KernelSupervisor(WorkerSupervisor):
-    """WorkerSupervisor whose cells are execute_requests, interrupted by the kernel."""
-
-    transport: KernelTransport
-
-    def run_cell(self, client: WorkerClient, code: str, cell: int) -> tuple[Reply | None, str]:
-        self.transport.run_next_cell()
-        proxy: Any = _KernelInterrupts(client, self.transport)
-        return super().run_cell(proxy, code, cell)
+KernelMode = Literal["in_process", "subprocess"]
+KERNEL_MODES = ("in_process", "subprocess")
+DEFAULT_STARTUP_TIMEOUT = 60.0
 
 
-class IPythonREPL(WorkerEnv, NonIsolatedEnv):
-    """A persistent REPL in a Jupyter kernel (see the module docstring).
+class IPythonREPL(NonIsolatedEnv):
+    """A persistent REPL whose cells may use IPython syntax (``%magic``, ``!cmd``).
 
-    Keyword arguments, besides WorkerEnv's (``cell_timeout`` 120 s, ``interrupt_grace``
-    2 s, ``start_timeout`` 60 s, ``output_limit``, ``snapshot_limit_mb``...):
-    ``kernel_name`` (the kernelspec, default "python3": this interpreter's ipykernel)
-    and ``kernel_env`` (extra environment variables for the kernel, which otherwise
-    gets only ``PATH``, ``LANG``, ``LC_ALL``, ``HOME``/``TMPDIR`` = its working
-    directory). rlms's ``kernel_mode`` ("in_process"/"subprocess"), ``startup_timeout``
-    and ``subcall_timeout`` are accepted: rlmx always runs a kernel subprocess,
-    ``startup_timeout`` is ``start_timeout``, and sub-calls wait for the host.
+    ``kernel_mode``:
+
+    * ``"subprocess"`` (default; rlms defaults to ``"in_process"``): cells run in a Jupyter
+      kernel started for this REPL (``kernel_name``, default "python3": this interpreter's
+      ipykernel; ``kernel_env``: extra environment variables, the kernel otherwise gets
+      only ``PATH``, ``LANG``, ``LC_ALL`` and ``HOME``/``TMPDIR`` = its own directory). A
+      cell past its limit is interrupted, and if that fails, or the kernel dies, a new
+      kernel is started with the namespace restored. WorkerEnv's keywords apply
+      (``interrupt_grace``, ``output_limit``, ``snapshot_limit_mb``...). The kernel runs as
+      you, with your files and network: not a security boundary.
+    * ``"in_process"``: cells run on the calling thread, in an IPython shell in this
+      process. **Not isolated at all**: a cell can read and change anything in the host
+      process (its modules, memory, files, environment, signal handlers), reach this REPL
+      and its LM connection, and crash or hang the host; its time limit is best effort
+      (see ``cell_deadline``). Each instance has its own user module (a unique name in
+      ``sys.modules``, removed on cleanup). Use it only for code you would run yourself.
+
+    ``cell_timeout``: not given (or None), rlmx's policy: 120 s of the cell's own running
+    time, time spent waiting for ``llm_query``/``rlm_query`` answers not counted. A
+    positive number: rlms's meaning, that many seconds of wall-clock time, sub-call waits
+    included. 0 (or less): no limit. It may be changed between cells (``repl.cell_timeout
+    = 5``). ``wall_clock`` (rlmx only) picks the clock whatever the limit: True counts
+    sub-call waits, False does not. ``startup_timeout``: seconds for the kernel to start
+    (> 0; rlmx's ``start_timeout``). ``subcall_timeout``: > 0, or None; accepted for rlms
+    compatibility, but sub-calls always wait for the host (their own limits and the run's
+    budget bound them). Invalid values raise ``ValueError``, as in rlms.
+
+    Re-entry is refused with a ``RuntimeError``: a cell running ``execute_code`` on its
+    own REPL (in-process, e.g. through ``rlm_query.__self__``), or a ``subcall_fn`` calling
+    into the REPL whose cell is waiting for it, which would otherwise hang forever.
+    ``max_concurrent_subcalls`` bounds the sub-calls of the whole REPL, whichever cell or
+    thread makes them. ``locals`` is a read-only view of the variables: live in-process,
+    as of the last cell in a kernel.
     """
 
     def __init__(
         self,
-        kernel_name: str = "python3",
-        kernel_env: dict[str, str] | None = None,
-        kernel_mode: str = "subprocess",
+        lm_handler_address: tuple[str, int] | None = None,
+        context_payload: Any = None,
+        setup_code: str | None = None,
+        persistent: bool = False,
+        depth: int = 1,
+        subcall_fn: SubcallFn | None = None,
+        custom_tools: dict[str, Any] | None = None,
+        custom_sub_tools: dict[str, Any] | None = None,
+        kernel_mode: KernelMode = "subprocess",
+        cell_timeout: float | None = None,
         startup_timeout: float | None = None,
         subcall_timeout: float | None = None,
-        cell_timeout: float | None = None,
+        max_concurrent_subcalls: int = DEFAULT_MAX_CONCURRENT_SUBCALLS,
+        wall_clock: bool | None = None,
         **kwargs: Any,
     ) -> None:
-        if kernel_mode not in ("in_process", "subprocess"):
+        if kernel_mode not in KERNEL_MODES:
             raise ValueError(
                 f"kernel_mode must be 'in_process' or 'subprocess', not {kernel_mode!r}"
             )
-        self.kernel_name = kernel_name
-        if startup_timeout is not None:
-            kwargs["start_timeout"] = startup_timeout
-        if cell_timeout is not None:  # rlms's None meant "no limit": keep the default cap
-            kwargs["cell_timeout"] = cell_timeout
-        transport = KernelTransport(kernel_name, kernel_env)
-        transport.start_timeout = float(kwargs.get("start_timeout", 60.0))
-        super().__init__(transport, **kwargs)
+        if startup_timeout is None:
+            startup_timeout = kwargs.get("start_timeout", DEFAULT_STARTUP_TIMEOUT)
+        self.startup_timeout = positive_timeout("startup_timeout", startup_timeout, False)
+        self.subcall_timeout = positive_timeout("subcall_timeout", subcall_timeout, True)
+        limit, wall = cell_limit(cell_timeout, wall_clock)
+        super().__init__(
+            persistent=persistent,
+            depth=depth,
+            max_concurrent_subcalls=max_concurrent_subcalls,
+            **kwargs,
+        )
+        self.kernel_mode: KernelMode = kernel_mode
+        self._guard = ReentryGuard(type(self).__name__)
+        self._wall_clock = wall_clock
+        self._clock = CellLimitClock(wall)
+        self._cell_limit = limit
+        self._subcall_fn = subcall_fn
+        self._options: dict[str, Any] = dict(
+            kwargs,
+            lm_handler_address=lm_handler_address,
+            persistent=persistent,
+            depth=depth,
+            subcall_fn=subcall_fn,
+            custom_tools=custom_tools,
+            custom_sub_tools=custom_sub_tools,
+            max_concurrent_subcalls=max_concurrent_subcalls,
+        )
+        self._engine: InProcessShellREPL | KernelREPL | None = None
+        self._closed = False
+        try:
+            self.setup()
+            if context_payload is not None:
+                self.load_context(context_payload)
+            if setup_code:
+                self.execute_code(setup_code)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error is the one to see
+                self.cleanup()
+            raise
+
+    # -- engines ----------------------------------------------------------------------
 
     def setup(self) -> None:
-        # Cells must be execute_requests: the same supervisor, with KernelSupervisor's
-        # run_cell (built from the arguments WorkerEnv gave its own).
-        old = self.supervisor
-        values, sources = split_tools(self.custom_tools)
-        tools = {"values": values, "sources": sources} if values or sources else None
-        self.supervisor = KernelSupervisor(
-            old.transport,
-            old.state,
-            old.relay,
-            old.timeouts,
-            self.worker_args(),
-            tools,
-            type(self).__name__,
+        """Start the engine of ``kernel_mode`` (called once, by the constructor)."""
+        if self.kernel_mode == "in_process":
+            self._setup_in_process()
+        else:
+            self._setup_subprocess()
+
+    def _setup_in_process(self) -> None:
+        from rlm.environments.ipython_inprocess import InProcessShellREPL
+
+        self._engine = InProcessShellREPL(
+            self._guard, self._clock, self._cell_limit, **self._options
         )
-        super().setup()
+
+    def _setup_subprocess(self) -> None:
+        from rlm.environments.ipython_kernel import KernelREPL
+
+        options = dict(self._options, start_timeout=self.startup_timeout)
+        engine = KernelREPL(self._guard, self._clock, **options)
+        self._engine = engine
+        engine.set_cell_limit(self._cell_limit, self._clock.wall)
+
+    @property
+    def engine(self) -> InProcessShellREPL | KernelREPL:
+        if self._engine is None:
+            raise RuntimeError("IPythonREPL has no engine (its setup failed)")
+        return self._engine
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else is the engine's (``transport``, ``temp_dir``, ``snapshot_delta``...).
+        engine = self.__dict__.get("_engine")
+        if engine is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(engine, name)
+
+    # -- cells and variables ----------------------------------------------------------
+
+    def execute_code(self, code: str) -> REPLResult:
+        return self.engine.execute_code(code)  # the engine guards re-entry itself
+
+    def lookup_variable(self, name: str) -> str | None:
+        self._guard.check()
+        return self.engine.lookup_variable(name)
+
+    def set_variable(self, name: str, value: Any) -> None:
+        self._guard.check()
+        self.engine.set_variable(name, value)
+
+    def reset_answer(self) -> None:
+        self._guard.check()
+        self.engine.reset_answer()
+
+    @property
+    def locals(self) -> Mapping[str, Any]:
+        """The user's variables, read-only: live in-process, as of the last cell in a
+        kernel (values, or previews of what the host cannot hold)."""
+        return self.engine.view_locals()
+
+    @property
+    def cell_timeout(self) -> float | None:
+        """The cells' time limit in seconds (None: no limit); see the class docstring."""
+        return self._cell_limit
+
+    @cell_timeout.setter
+    def cell_timeout(self, value: float | None) -> None:
+        limit, wall = cell_limit(value, self._wall_clock)
+        self._cell_limit, self._clock.wall = limit, wall
+        if self._engine is not None:
+            self._engine.set_cell_limit(limit, wall)
+
+    # -- SupportsPersistence ------------------------------------------------------------
+
+    def load_context(self, context_payload: Any) -> None:
+        self.add_context(context_payload, 0)
+
+    def add_context(self, context_payload: Any, context_index: int | None = None) -> int:
+        self._guard.check()
+        return self.engine.add_context(context_payload, context_index)
+
+    def get_context_count(self) -> int:
+        return self.engine.get_context_count()
+
+    def add_history(
+        self, message_history: list[dict[str, Any]], history_index: int | None = None
+    ) -> int:
+        self._guard.check()
+        return self.engine.add_history(message_history, history_index)
+
+    def get_history_count(self) -> int:
+        return self.engine.get_history_count()
+
+    def append_compaction_entry(self, entry: list[dict[str, Any]] | dict[str, Any]) -> None:
+        self._guard.check()
+        self.engine.append_compaction_entry(entry)
+
+    def update_handler_address(self, address: tuple[str, int]) -> None:
+        self.engine.update_handler_address(address)
+
+    @property
+    def lm_handler_address(self) -> tuple[str, int] | None:
+        return self.engine.lm_handler_address
+
+    @lm_handler_address.setter
+    def lm_handler_address(self, address: tuple[str, int]) -> None:
+        self.engine.update_handler_address(address)
+
+    @property
+    def subcall_fn(self) -> SubcallFn | None:
+        return self._subcall_fn
+
+    # -- SupportsSnapshot -----------------------------------------------------------------
+
+    def snapshot(self) -> tuple[bytes, list[str]]:
+        self._guard.check()
+        return self.engine.snapshot()
+
+    def restore(self, data: bytes) -> list[str]:
+        self._guard.check()
+        return self.engine.restore(data)
+
+    # -- rlms's view of the in-process shell ------------------------------------------------
+
+    @property
+    def _shell(self) -> Any:
+        """The in-process ``InteractiveShell`` (None in a kernel, or once cleaned up)."""
+        return getattr(self._engine, "shell", None)
+
+    @property
+    def _user_module(self) -> Any:
+        """The in-process user module (None in a kernel, or once cleaned up)."""
+        return getattr(self._engine, "user_module", None)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Stop the engine and release its resources. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._engine is not None:
+            self._engine.cleanup()
+
+    def __enter__(self) -> IPythonREPL:
+        return self

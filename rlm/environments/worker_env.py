@@ -21,6 +21,7 @@ worker after every cell (see ``rlm.environments.worker.snapshot`` for the policy
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -139,7 +140,8 @@ class WorkerEnv(BaseEnv):
             if setup_code:
                 self.execute_code(setup_code)
         except BaseException:
-            self.cleanup()
+            with contextlib.suppress(Exception):  # the original error is the one to see
+                self.cleanup()
             raise
 
     def worker_args(self) -> list[str]:
