@@ -6,6 +6,7 @@ only through ``execute_code`` and, for multi-turn sessions, ``SupportsPersistenc
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from typing import Any, Protocol, runtime_checkable
 
@@ -42,6 +43,21 @@ class BaseEnv(ABC):
     @abstractmethod
     def setup(self) -> None:
         """Prepare the namespace (called once, by the constructor)."""
+
+    def _initialize(self, context_payload: Any = None, setup_code: str | None = None) -> None:
+        """``setup()``, bind ``context_payload``, run ``setup_code``: what a constructor
+        does last. If any step fails, the environment is cleaned up and the original
+        error raised (a failing cleanup never hides it)."""
+        try:
+            self.setup()
+            if context_payload is not None:
+                self.load_context(context_payload)
+            if setup_code:
+                self.execute_code(setup_code)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.cleanup()
+            raise
 
     @abstractmethod
     def load_context(self, context_payload: Any) -> None:

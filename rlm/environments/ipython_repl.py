@@ -17,7 +17,6 @@ Needs ``pip install 'rlmx[ipython]'``; importing this module does not.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -129,16 +128,7 @@ class IPythonREPL(NonIsolatedEnv):
         )
         self._engine: InProcessShellREPL | KernelREPL | None = None
         self._closed = False
-        try:
-            self.setup()
-            if context_payload is not None:
-                self.load_context(context_payload)
-            if setup_code:
-                self.execute_code(setup_code)
-        except BaseException:
-            with contextlib.suppress(Exception):  # the original error is the one to see
-                self.cleanup()
-            raise
+        self._initialize(context_payload, setup_code)
 
     # -- engines ----------------------------------------------------------------------
 
