@@ -68,6 +68,11 @@ class LMResult:
 class BaseLM(ABC):
     """Base class of every language-model client."""
 
+    # True if every call's usage carries its real cost (``total_cost``, 0.0 when free).
+    # Under ``max_budget`` a call to a model with no known price is refused unless its
+    # client says so (``rlm.core.reservation``); set it in clients that report cost.
+    reports_cost: bool = False
+
     def __init__(
         self,
         model_name: str = "unknown",

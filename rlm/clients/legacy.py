@@ -34,6 +34,7 @@ class LegacyClient(BaseLM):
         name = getattr(inner, "model_name", None)
         super().__init__(model_name=name if isinstance(name, str) else type(inner).__name__)
         self.inner = inner
+        self.reports_cost = getattr(inner, "reports_cost", False) is True
 
     def completion(self, prompt: Prompt) -> str:
         return reply_text(self.inner, self.inner.completion(prompt))

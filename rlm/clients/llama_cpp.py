@@ -177,6 +177,8 @@ def to_messages(prompt: Prompt) -> list[dict[str, Any]]:
 class LlamaCppClient(TrackedLM):
     """A GGUF model run in this process. ``model_name`` is only a label for usage."""
 
+    reports_cost = True  # runs locally: every call reports its cost, 0.0
+
     def __init__(
         self,
         model_path: str | None = None,

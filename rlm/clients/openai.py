@@ -344,6 +344,7 @@ class OpenAIClient(ChatCompletionsLM):
         hosted = _hosted_endpoint(endpoint)
         self._official = hosted == _HOSTED["openai.com"]
         self._prime = hosted == _HOSTED["pinference.ai"]  # asked to report usage, as in rlms
+        self.reports_cost = hosted == _HOSTED["openrouter.ai"]  # usage.cost on every reply
         self._where = endpoint or "api.openai.com"
         self._sdk_kwargs: dict[str, Any] = {
             "api_key": resolve_api_key(api_key, api_key_env, endpoint),

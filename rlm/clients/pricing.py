@@ -1,7 +1,10 @@
 """USD prices per million tokens, for providers that do not report cost themselves.
 
 Users extend it with ``register_price``. A model with no known price has cost ``None``
-(never a guessed zero), so ``max_budget`` users can tell "free" from "unknown".
+(never a guessed zero), so ``max_budget`` users can tell "free" from "unknown": under
+``max_budget`` a call to such a model is refused (``UnpricedModelError``) unless its
+client reports its own cost (``reports_cost``) or it has cost something already in the
+call tree. ``register_price(name, 0, 0)`` declares a free model.
 """
 
 from __future__ import annotations

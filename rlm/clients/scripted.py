@@ -36,6 +36,7 @@ class ScriptedLM(TrackedLM):
         self._responder = responder
         self.latency = latency
         self.cost_per_token = cost_per_token
+        self.reports_cost = cost_per_token is not None  # each call's usage carries it
         self.repeat_last = repeat_last
         self.prompts: list[Prompt] = []
         self._lock = threading.Lock()

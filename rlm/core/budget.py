@@ -14,76 +14,28 @@ skip all of this (``guarded`` is false).
 
 Whether a limit is broken after the fact is decided by the pure function
 ``find_breach``; ``breach_error`` turns a breach into the ``rlms``-compatible exception
-carrying the best partial answer.
+carrying the best partial answer (both in ``rlm.core.limits``, re-exported here).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from rlm.core.cancel import CancelToken
-from rlm.core.types import ModelUsageSummary, UsageSummary
-from rlm.utils.exceptions import (
-    BudgetExceededError,
-    BudgetExhaustedError,
-    ErrorThresholdExceededError,
-    LLMCallLimitExceededError,
-    RLMLimitError,
-    TimeoutExceededError,
-    TokenLimitExceededError,
+from rlm.core.limits import (
+    Breach,
+    Estimate,
+    Limits,
+    breach_error,
+    describe_refusal,
+    find_breach,
 )
+from rlm.core.types import ModelUsageSummary, UsageSummary
+from rlm.utils.exceptions import BudgetExhaustedError
 
-
-@dataclass(frozen=True)
-class Limits:
-    """The limits of one run; ``None`` means unlimited."""
-
-    max_budget: float | None = None
-    max_timeout: float | None = None
-    max_tokens: int | None = None
-    max_errors: int | None = None
-    max_llm_calls: int | None = None
-
-    @property
-    def reservable(self) -> bool:
-        """True if a call must reserve against these limits (``max_errors`` is per run)."""
-        return not (
-            self.max_budget is None
-            and self.max_timeout is None
-            and self.max_tokens is None
-            and self.max_llm_calls is None
-        )
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """What one call may cost, reserved before it is made."""
-
-    calls: int = 1
-    tokens: int = 0
-    usd: float = 0.0
-
-    def plus(self, other: Estimate, sign: int) -> Estimate:
-        return Estimate(
-            self.calls + sign * other.calls,
-            self.tokens + sign * other.tokens,
-            self.usd + sign * other.usd,
-        )
-
-
-@dataclass(frozen=True)
-class Breach:
-    """A broken limit: which one, how much was used, and the limit. A refused
-    reservation also says what the call asked for and what calls in flight held."""
-
-    kind: str  # "timeout" | "budget" | "tokens" | "errors" | "calls"
-    used: float
-    limit: float
-    requested: float | None = None
-    reserved: float = 0.0
+_NO_LIMITS = Limits()
 
 
 class _Tree:
@@ -101,7 +53,7 @@ class BudgetNode:
 
     def __init__(
         self,
-        limits: Limits = Limits(),
+        limits: Limits = _NO_LIMITS,
         parent: BudgetNode | None = None,
         token: CancelToken | None = None,
     ) -> None:
@@ -157,6 +109,43 @@ class BudgetNode:
             for node in self.chain:
                 node._held = node._held.plus(estimate, 1)
         return estimate
+
+    def admit(self, calls: int) -> tuple[int, BudgetExhaustedError | None]:
+        """How many of ``calls`` more calls the limits up the chain let start now: the
+        calls left, or none once time, tokens or USD are used up. Nothing is held (each
+        call still reserves its own estimate). If not all fit, also the refusal for the
+        rest, recorded on the nodes whose limit refused as ``reserve`` does. Lets a batch
+        fail its excess, and a call skip making a client, before any work."""
+        with self.tree.lock:
+            now = time.perf_counter()
+            fit = calls
+            for node in self.chain:
+                fit = min(fit, node._room(now, calls))
+            if fit >= calls:
+                return calls, None
+            probe = Estimate(calls=fit + 1, tokens=1, usd=0.0)
+            breach: Breach | None = None
+            for node in self.chain:
+                found = node._shortfall(probe, now)
+                if found is not None:
+                    if node.refused is None:
+                        node.refused = found
+                    breach = breach or found
+            assert breach is not None  # the node that limited ``fit`` refuses the probe
+            return fit, BudgetExhaustedError(breach, describe_refusal(breach))
+
+    def _room(self, now: float, wanted: int) -> int:
+        """Calls this node's own limits let start now (caller holds the lock)."""
+        lim, held, usage = self.limits, self._held, self._usage
+        if lim.max_timeout is not None and now - self.started >= lim.max_timeout:
+            return 0
+        if lim.max_tokens is not None and usage.total_tokens + held.tokens >= lim.max_tokens:
+            return 0
+        if lim.max_budget is not None and (usage.total_cost or 0.0) + held.usd > lim.max_budget:
+            return 0
+        if lim.max_llm_calls is None:
+            return wanted
+        return max(lim.max_llm_calls - usage.total_calls - held.calls, 0)
 
     def release(self, hold: Estimate) -> None:
         """Drop a reservation whose call was never made or failed."""
@@ -296,92 +285,12 @@ class BudgetNode:
         return BudgetNode(self.child_limits(inherited), parent=self)
 
 
-def find_breach(
-    limits: Limits,
-    *,
-    elapsed: float = 0.0,
-    spent_usd: float = 0.0,
-    tokens: int = 0,
-    consecutive_errors: int = 0,
-    calls: int = 0,
-) -> Breach | None:
-    """The first limit that is exceeded, or ``None``. Pure: no clock, no locks."""
-    if limits.max_timeout is not None and elapsed > limits.max_timeout:
-        return Breach("timeout", elapsed, limits.max_timeout)
-    if limits.max_errors is not None and consecutive_errors >= limits.max_errors:
-        return Breach("errors", consecutive_errors, limits.max_errors)
-    if limits.max_budget is not None and spent_usd > limits.max_budget:
-        return Breach("budget", spent_usd, limits.max_budget)
-    if limits.max_tokens is not None and tokens > limits.max_tokens:
-        return Breach("tokens", tokens, limits.max_tokens)
-    if limits.max_llm_calls is not None and calls > limits.max_llm_calls:
-        return Breach("calls", calls, limits.max_llm_calls)
-    return None
-
-
-def describe_refusal(breach: Breach) -> str:
-    """What a sub-call that was not made tells the model (after ``Error: ``)."""
-    if breach.kind == "timeout":
-        return f"budget exhausted: max_timeout of {breach.limit:.1f}s reached"
-    if breach.kind == "calls":
-        return (
-            f"budget exhausted: max_llm_calls {int(breach.limit)} reached "
-            f"({int(breach.used)} made, {int(breach.reserved)} in flight)"
-        )
-    if breach.kind == "tokens":
-        return (
-            f"budget exhausted: max_tokens {int(breach.limit):,} would be exceeded "
-            f"({int(breach.used):,} used, {int(breach.reserved):,} held by calls in flight, "
-            f"this call needs ~{int(breach.requested or 0):,})"
-        )
-    return (
-        f"budget exhausted: max_budget ${breach.limit:.6f} would be exceeded "
-        f"(${breach.used:.6f} spent, ${breach.reserved:.6f} held by calls in flight, "
-        f"this call needs ~${breach.requested or 0.0:.6f})"
-    )
-
-
-def breach_error(
-    breach: Breach, partial_answer: str | None, iteration: int, last_error: str | None = None
-) -> RLMLimitError:
-    """The exception for ``breach``, carrying ``partial_answer``."""
-    where = f"after iteration {iteration}" if iteration else "before the first iteration"
-    refused = breach.requested is not None  # a call was refused rather than overspent
-    if breach.kind == "timeout":
-        return TimeoutExceededError(
-            breach.used,
-            breach.limit,
-            partial_answer,
-            f"Timeout exceeded {where}: {breach.used:.1f}s of {breach.limit:.1f}s limit",
-        )
-    if breach.kind == "errors":
-        return ErrorThresholdExceededError(
-            int(breach.used),
-            int(breach.limit),
-            last_error,
-            partial_answer,
-            f"Error threshold exceeded: {int(breach.used)} consecutive errors "
-            f"(limit: {int(breach.limit)})",
-        )
-    if breach.kind == "budget":
-        message = f"Budget exceeded {where}: spent ${breach.used:.6f} of ${breach.limit:.6f} budget"
-        if refused:
-            message = (
-                f"Budget exhausted {where}: spent ${breach.used:.6f} of ${breach.limit:.6f}; "
-                f"a call needing ~${breach.requested:.6f} more was not made"
-            )
-        return BudgetExceededError(breach.used, breach.limit, message, partial_answer)
-    if breach.kind == "calls":
-        return LLMCallLimitExceededError(
-            int(breach.used),
-            int(breach.limit),
-            partial_answer,
-            f"LM call limit reached {where}: {int(breach.used)} of {int(breach.limit)} calls",
-        )
-    message = f"Token limit exceeded {where}: {int(breach.used):,} of {int(breach.limit):,} tokens"
-    if refused:
-        message = (
-            f"Token limit reached {where}: {int(breach.used):,} of {int(breach.limit):,} "
-            f"tokens used; a call needing ~{int(breach.requested or 0):,} more was not made"
-        )
-    return TokenLimitExceededError(int(breach.used), int(breach.limit), partial_answer, message)
+__all__ = [
+    "Breach",
+    "BudgetNode",
+    "Estimate",
+    "Limits",
+    "breach_error",
+    "describe_refusal",
+    "find_breach",
+]

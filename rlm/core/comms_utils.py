@@ -6,6 +6,12 @@ semantics. On top of that, every request may carry a ``token`` (the server rejec
 requests without the right one) and an ``id`` that the server echoes, and
 ``LMConnection`` keeps one persistent connection so a worker does not pay a TCP
 handshake per ``llm_query``.
+
+Authentication comes first: the server reads at most ``AUTH_FRAME_BYTES`` of a
+connection's first frame, which must carry the token. A small request is its own
+authentication (the ``rlms``-era wire format, unchanged); before a larger first
+request the helpers here send ``{"auth": true, "token": ...}`` and wait for
+``{"auth": "ok"}``. After that, frames up to ``MAX_FRAME_BYTES`` are read.
 """
 
 from __future__ import annotations
@@ -17,16 +23,20 @@ import os
 import socket
 import struct
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from rlm.core import local_tokens
-from rlm.core.types import Prompt, RLMChatCompletion
+from rlm.core.types import Prompt
+from rlm.core.wire_messages import LMRequest, LMResponse
 from rlm.utils.exceptions import WireProtocolError
 
 # Largest frame a receiver accepts. Checked before allocating, so a corrupt or hostile
 # header cannot make us reserve gigabytes. Read at call time: tests may patch it.
 MAX_FRAME_BYTES: int = 1 << 30
+# Largest first frame of a connection: the server reads no more before it has checked
+# the token. Larger first requests are preceded by an auth frame (``AUTH_OK``).
+AUTH_FRAME_BYTES: int = 4096
+AUTH_OK = "ok"
 
 _HEADER = struct.Struct(">I")
 # Above this, header and payload go out in two sendall calls instead of being joined
@@ -36,122 +46,11 @@ _JOIN_LIMIT = 64 * 1024
 Address = tuple[str, int]
 
 
+UNAUTHORIZED = "unauthorized"  # the server's error for a connection it refuses
+
+
 class FrameTooLargeError(WireProtocolError):
     """A frame's declared length is above the limit; the stream cannot be resynced."""
-
-
-# ---------------------------------------------------------------------------
-# Messages
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class LMRequest:
-    """One request: a single ``prompt`` or a batch of ``prompts``."""
-
-    prompt: Prompt | None = None
-    prompts: list[Prompt] | None = None
-    model: str | None = None
-    depth: int = 0
-    token: str | None = None
-    id: int | None = None
-
-    @property
-    def is_batched(self) -> bool:
-        return bool(self.prompts)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.prompt is not None:
-            out["prompt"] = self.prompt
-        if self.prompts is not None:
-            out["prompts"] = self.prompts
-        if self.model is not None:
-            out["model"] = self.model
-        out["depth"] = self.depth
-        if self.token is not None:
-            out["token"] = self.token
-        if self.id is not None:
-            out["id"] = self.id
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LMRequest:
-        depth = data.get("depth")
-        return cls(
-            prompt=data.get("prompt"),
-            prompts=data.get("prompts"),
-            model=data.get("model"),
-            depth=depth if isinstance(depth, int) else 0,
-            token=data.get("token"),
-            id=data.get("id"),
-        )
-
-
-@dataclass
-class LMResponse:
-    """One response: an ``error``, a ``chat_completion`` or a list ``chat_completions``.
-
-    In a batched response an item whose ``.error`` is set failed on its own; the
-    others succeeded.
-    """
-
-    error: str | None = None
-    chat_completion: RLMChatCompletion | None = None
-    chat_completions: list[RLMChatCompletion] | None = None
-    id: int | None = None
-
-    @property
-    def success(self) -> bool:
-        return self.error is None
-
-    @property
-    def is_batched(self) -> bool:
-        return self.chat_completions is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        # Always the three rlms keys (unused ones None), plus our id when set.
-        out: dict[str, Any] = {"error": None, "chat_completion": None, "chat_completions": None}
-        if self.error is not None:
-            out["error"] = self.error
-        elif self.chat_completions is not None:
-            out["chat_completions"] = [c.to_dict() for c in self.chat_completions]
-        elif self.chat_completion is not None:
-            out["chat_completion"] = self.chat_completion.to_dict()
-        else:
-            out["error"] = "No chat completion or error provided."
-        if self.id is not None:
-            out["id"] = self.id
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LMResponse:
-        single = data.get("chat_completion")
-        many = data.get("chat_completions")
-        return cls(
-            error=data.get("error"),
-            chat_completion=RLMChatCompletion.from_dict(single) if single else None,
-            chat_completions=(
-                [RLMChatCompletion.from_dict(c) for c in many] if many is not None else None
-            ),
-            id=data.get("id"),
-        )
-
-    @classmethod
-    def success_response(
-        cls, chat_completion: RLMChatCompletion, id: int | None = None
-    ) -> LMResponse:
-        return cls(chat_completion=chat_completion, id=id)
-
-    @classmethod
-    def batched_success_response(
-        cls, chat_completions: list[RLMChatCompletion], id: int | None = None
-    ) -> LMResponse:
-        return cls(chat_completions=chat_completions, id=id)
-
-    @classmethod
-    def error_response(cls, error: str, id: int | None = None) -> LMResponse:
-        return cls(error=error, id=id)
 
 
 # ---------------------------------------------------------------------------
@@ -170,7 +69,11 @@ def encode_frame(data: dict[str, Any]) -> bytes:
 
 def socket_send(sock: socket.socket, data: dict[str, Any]) -> None:
     """Send ``data`` as one frame. Raises WireProtocolError if it is above the limit."""
-    payload = encode_frame(data)
+    send_payload(sock, encode_frame(data))
+
+
+def send_payload(sock: socket.socket, payload: bytes) -> None:
+    """Send an encoded payload as one frame (see ``socket_send``)."""
     size = len(payload)
     if size > MAX_FRAME_BYTES or size > 0xFFFFFFFF:
         raise WireProtocolError(f"frame of {size} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
@@ -243,11 +146,31 @@ def _connect(address: Address, timeout: float | None) -> socket.socket:
     return sock
 
 
+def first_exchange(
+    sock: socket.socket, data: dict[str, Any], token: str | None = None
+) -> dict[str, Any]:
+    """Send the first request of a new connection and receive its response.
+
+    A request within ``AUTH_FRAME_BYTES`` goes as is (its token authenticates the
+    connection); a larger one with a ``token`` (``data``'s own, else ``token``) is
+    preceded by an auth frame. A refused auth frame's reply is returned as the response.
+    """
+    payload = encode_frame(data)
+    own = data.get("token")
+    token = own if isinstance(own, str) else token
+    if len(payload) > AUTH_FRAME_BYTES and token:
+        socket_send(sock, {"auth": True, "token": token})
+        reply = socket_recv(sock)
+        if reply.get("auth") != AUTH_OK:
+            return reply or {"error": "connection closed during authentication"}
+    send_payload(sock, payload)
+    return socket_recv(sock)
+
+
 def socket_request(address: Address, data: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
     """One request/response over a new connection (the rlms way; see LMConnection)."""
     with _connect(address, timeout) as sock:
-        socket_send(sock, data)
-        return socket_recv(sock)
+        return first_exchange(sock, data)
 
 
 # ---------------------------------------------------------------------------
@@ -366,8 +289,12 @@ class LMConnection:
     def _send_recv(self, frame: dict[str, Any]) -> dict[str, Any]:
         if self._sock is None:
             self._sock = _connect(self.address, self.timeout)
-        socket_send(self._sock, frame)
-        data = socket_recv(self._sock)
+            data = first_exchange(self._sock, frame)
+            if data.get("error") == UNAUTHORIZED:
+                self._drop()  # the server hangs up on a refused connection
+        else:
+            socket_send(self._sock, frame)
+            data = socket_recv(self._sock)
         if not data:
             raise EOFError("server closed the connection")
         return data
@@ -398,6 +325,7 @@ class LMConnection:
 
 
 __all__ = [
+    "AUTH_FRAME_BYTES",
     "MAX_FRAME_BYTES",
     "FrameTooLargeError",
     "LMConnection",
@@ -405,9 +333,11 @@ __all__ = [
     "LMResponse",
     "decode_frame",
     "encode_frame",
+    "first_exchange",
     "recv_frame",
     "send_lm_request",
     "send_lm_request_batched",
+    "send_payload",
     "socket_recv",
     "socket_request",
     "socket_send",

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlm.clients.base_lm import BaseLM
 from rlm.core.budget import Limits
-from rlm.core.lm_handler import DEFAULT_MAX_CONCURRENT_LLM_CALLS
+from rlm.core.governor import Governor
+from rlm.core.lm_batch import DEFAULT_MAX_BATCH_SIZE
+from rlm.core.lm_handler import DEFAULT_MAX_CONCURRENT_LLM_CALLS, LMHandler
+from rlm.core.model_policy import validate_allowed_models
 from rlm.core.types import RLMMetadata
 from rlm.environments.tools import validate_custom_tools
 from rlm.utils.exceptions import ConfigurationError
@@ -47,10 +52,19 @@ class RLMConfig:
     user_prologue: str | None = None
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
     model_override: str | None = None
+    allowed_models: tuple[str, ...] | str = ()  # or "*": REPL code may name any model
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
 
     @property
     def root_model(self) -> str:
         return self.model_override or str(self.backend_kwargs.get("model_name") or "unknown")
+
+    def registered_models(self) -> list[str]:
+        """The model names REPL code may pass besides ``allowed_models``: the root
+        model's and the other backends' (their clients' own names are added as well)."""
+        names = [self.model_override, self.backend_kwargs.get("model_name")]
+        names += [kwargs.get("model_name") for kwargs in self.other_backend_kwargs]
+        return [n for n in names if isinstance(n, str) and n]
 
     def metadata(self, root_model: str | None = None) -> RLMMetadata:
         """The run's configuration as logged at its start, secrets filtered out."""
@@ -109,6 +123,8 @@ class RLMConfig:
         max_output_chars: int,
         max_inflight_llm_calls: int | None = None,
         max_llm_calls: int | None = None,
+        allowed_models: Any = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> RLMConfig:
         """Validate the ``RLM(...)`` arguments; raises ``ConfigurationError`` (a ValueError)."""
         if not isinstance(backend, str) or not backend:
@@ -124,6 +140,7 @@ class RLMConfig:
             ("max_concurrent_subcalls", max_concurrent_subcalls, 1),
             ("max_concurrent_llm_calls", max_concurrent_llm_calls, 1),
             ("max_output_chars", max_output_chars, 200),
+            ("max_batch_size", max_batch_size, 1),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigurationError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -149,6 +166,7 @@ class RLMConfig:
                 raise ConfigurationError(
                     f"{name} must be a non-negative number or None, got {limit!r}"
                 )
+        allowed = validate_allowed_models(allowed_models)  # ConfigurationError if bad
         if not 0 < compaction_threshold_pct <= 1:
             raise ConfigurationError("compaction_threshold_pct must be in (0, 1]")
         if backend_kwargs is not None and not isinstance(backend_kwargs, dict):
@@ -203,4 +221,36 @@ class RLMConfig:
             orchestrator=orchestrator,
             user_prologue=user_prologue,
             max_output_chars=max_output_chars,
+            allowed_models=allowed,
+            max_batch_size=max_batch_size,
         )
+
+
+def build_handler(
+    cfg: RLMConfig, make_client: Callable[[str, dict[str, Any]], BaseLM]
+) -> LMHandler:
+    """A root session's handler: the root and other-backend clients, a client factory
+    for the models REPL code names, the governor, and the model policy (the root's and
+    the other backends' models, plus ``allowed_models``)."""
+    client = make_client(cfg.backend, dict(cfg.backend_kwargs))
+    others = [
+        make_client(b, dict(k))
+        for b, k in zip(cfg.other_backends, cfg.other_backend_kwargs, strict=True)
+    ]
+
+    def for_model(model: str) -> BaseLM:
+        return make_client(cfg.backend, {**cfg.backend_kwargs, "model_name": model})
+
+    handler = LMHandler(
+        client,
+        other_backend_client=others[0] if others else None,
+        batch_max_concurrent=cfg.max_concurrent_llm_calls,
+        client_factory=for_model,
+        governor=Governor(cfg.max_inflight_llm_calls, cfg.max_concurrent_subcalls),
+        max_batch_size=cfg.max_batch_size,
+        allowed_models=cfg.allowed_models,
+    )
+    for other in others:
+        handler.register_client(other.model_name, other)
+    handler.model_policy.allow(*cfg.registered_models())
+    return handler

@@ -11,6 +11,13 @@ first reserves its estimated cost on the node (``rlm.core.reservation``) and sto
 the tree is cancelled. Every call, with or without a sink, runs through the session's
 ``Governor`` (``rlm.core.governor``): the tree-wide in-flight window, AIMD on rate
 limits, retries and the circuit breaker.
+
+REPL code reaches the handler through an ``LMRoute`` (``rlm.core.lm_route``) or the
+socket; both check the model it names against ``model_policy`` (by default only
+registered models; ``rlm.core.model_policy``). Python code calling ``call`` itself is
+not restricted. A batch is bounded (``rlm.core.lm_batch``): at most ``max_batch_size``
+prompts, counted against ``max_llm_calls`` before any work, run by a fixed pool of
+``batch_max_concurrent`` workers. A call the budget refuses makes no client.
 """
 
 from __future__ import annotations
@@ -27,12 +34,14 @@ from typing import TYPE_CHECKING, Any
 from rlm.clients.base_lm import BaseLM, LMResult
 from rlm.clients.legacy import as_client
 from rlm.core.budget import BudgetNode
-from rlm.core.error_kinds import is_fatal, policy_of
+from rlm.core.error_kinds import policy_of
 from rlm.core.governor import Governor
+from rlm.core.lm_batch import DEFAULT_MAX_BATCH_SIZE, check_batch_size, run_batch
+from rlm.core.lm_route import LMRoute
+from rlm.core.model_policy import AllowedModels, ModelPolicy
 from rlm.core.reservation import reserve_call
 from rlm.core.runtime import AsyncRuntime
 from rlm.core.types import Prompt, RLMChatCompletion, UsageSummary
-from rlm.utils.exceptions import BudgetExhaustedError, CircuitOpenError
 
 if TYPE_CHECKING:
     from rlm.core.events import RunScope
@@ -45,19 +54,6 @@ DEFAULT_MAX_CONCURRENT_LLM_CALLS = 256
 
 # Where a call is reserved and charged, and whose tree's cancel token it obeys.
 UsageSink = BudgetNode
-
-
-def _preview(prompt: Prompt, limit: int = 80) -> str:
-    if isinstance(prompt, str):
-        text = prompt
-    elif isinstance(prompt, dict):
-        text = str(prompt.get("content", ""))
-    elif isinstance(prompt, list) and prompt:
-        last = prompt[-1]
-        text = str(last.get("content", "")) if isinstance(last, dict) else str(last)
-    else:
-        text = str(prompt)
-    return text[:limit]
 
 
 class LMHandler:
@@ -73,9 +69,14 @@ class LMHandler:
         client_factory: Callable[[str], BaseLM] | None = None,
         auth_token: str | None = None,
         governor: Governor | None = None,
+        *,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        allowed_models: AllowedModels = None,
     ) -> None:
         if batch_max_concurrent < 1:
             raise ValueError("batch_max_concurrent must be >= 1")
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
         # Clients written for rlms (only completion/get_last_usage) are adapted here, once.
         client = as_client(client)
         self.default_client = client
@@ -86,6 +87,9 @@ class LMHandler:
         self.host = host
         self._port = port
         self.batch_max_concurrent = batch_max_concurrent
+        self.max_batch_size = max_batch_size
+        # The models REPL code may name: these, plus every registered client's.
+        self.model_policy = ModelPolicy(allowed_models)
         self.client_factory = client_factory
         self.token = auth_token or secrets.token_hex(16)
         self.runtime = AsyncRuntime()
@@ -97,7 +101,34 @@ class LMHandler:
     # -- clients ---------------------------------------------------------------------
 
     def register_client(self, model_name: str, client: BaseLM | Any) -> None:
+        """Serve ``model_name`` with ``client``; REPL code may then name it."""
         self.clients[model_name] = as_client(client)
+        self.model_policy.allow(model_name)
+
+    def client_name(self, depth: int = 0) -> str:
+        """The model name a call without ``model`` at ``depth`` is made with."""
+        if depth == 1 and self.other_backend_client is not None:
+            return self.other_backend_client.model_name
+        return self.default_client.model_name
+
+    def _client_for(self, model: str | None, depth: int, sink: UsageSink | None) -> BaseLM:
+        """``get_client``; a client that would be made is first admitted by the budget,
+        so a refused call makes (and caches) nothing."""
+        if (
+            sink is not None
+            and sink.guarded
+            and model
+            and self.client_factory is not None
+            and model not in self.clients
+        ):
+            _, refusal = sink.admit(1)
+            if refusal is not None:
+                raise refusal
+        return self.get_client(model, depth)
+
+    def check_batch_size(self, size: int) -> None:
+        """Raise ``BatchTooLargeError`` if ``size`` prompts exceed ``max_batch_size``."""
+        check_batch_size(size, self.max_batch_size)
 
     def get_client(self, model: str | None = None, depth: int = 0) -> BaseLM:
         """A named ``model`` wins; else depth 1 goes to the other backend when set."""
@@ -119,7 +150,7 @@ class LMHandler:
     # -- calls -----------------------------------------------------------------------
 
     @staticmethod
-    def _completion(
+    def completion_of(
         name: str, prompt: Prompt, result: LMResult, started: float
     ) -> RLMChatCompletion:
         return RLMChatCompletion(
@@ -138,13 +169,14 @@ class LMHandler:
         sink: UsageSink | None = None,
     ) -> RLMChatCompletion:
         """One completion with its own usage. Raises what the client raises, and
-        ``BudgetExhaustedError``, ``CancellationError`` or ``CircuitOpenError``."""
-        client = self.get_client(model, depth)
+        ``BudgetExhaustedError``, ``CancellationError``, ``CircuitOpenError`` or (with
+        ``max_budget``, for a model of unknown price) ``UnpricedModelError``."""
+        client = self._client_for(model, depth, sink)
         name = model or client.model_name
         started = time.perf_counter()
         if sink is None:
             result = self.governor.run(client.complete, prompt, None, None, client)
-            return self._completion(name, prompt, result, started)
+            return self.completion_of(name, prompt, result, started)
         hold = reserve_call(sink, client, name, prompt) if sink.guarded else None
         try:
             result = self.governor.run(client.complete, prompt, sink.token, None, client)
@@ -153,7 +185,7 @@ class LMHandler:
                 sink.release(hold)
             raise
         sink.settle(name, result.usage, hold)
-        return self._completion(name, prompt, result, started)
+        return self.completion_of(name, prompt, result, started)
 
     async def acall(
         self,
@@ -163,13 +195,13 @@ class LMHandler:
         sink: UsageSink | None = None,
     ) -> RLMChatCompletion:
         """Async form of ``call``; cancelling the awaiting task cancels the request."""
-        client = self.get_client(model, depth)
+        client = self._client_for(model, depth, sink)
         name = model or client.model_name
         started = time.perf_counter()
-        run, policy = functools.partial(self._acomplete, client), policy_of(client)
+        run, policy = functools.partial(self.acomplete, client), policy_of(client)
         if sink is None:
             result = await self.governor.arun(run, prompt, None, policy, client)
-            return self._completion(name, prompt, result, started)
+            return self.completion_of(name, prompt, result, started)
         hold = reserve_call(sink, client, name, prompt) if sink.guarded else None
         try:
             result = await self.governor.arun(run, prompt, sink.token, policy, client)
@@ -178,10 +210,10 @@ class LMHandler:
                 sink.release(hold)
             raise
         sink.settle(name, result.usage, hold)
-        return self._completion(name, prompt, result, started)
+        return self.completion_of(name, prompt, result, started)
 
     @staticmethod
-    async def _acomplete(client: BaseLM, prompt: Prompt) -> LMResult:
+    async def acomplete(client: BaseLM, prompt: Prompt) -> LMResult:
         try:
             return await client.acomplete(prompt)
         except NotImplementedError:  # a sync-only client still fans out, on threads
@@ -196,60 +228,11 @@ class LMHandler:
     ) -> list[RLMChatCompletion]:
         """All ``prompts`` concurrently (at most ``batch_max_concurrent`` of this batch,
         and what the governor's window allows, in flight), in prompt order. A failed
-        prompt yields a completion whose ``error`` is set. An auth or quota error cancels
-        the rest of the batch: those prompts fail with the circuit breaker's error."""
-        if not prompts:
-            return []
-        client = self.get_client(model, depth)
-        name = model or client.model_name
-        gate = asyncio.Semaphore(self.batch_max_concurrent)
-        run, policy = functools.partial(self._acomplete, client), policy_of(client)
-        token = sink.token if sink is not None else None
-
-        async def one(prompt: Prompt) -> RLMChatCompletion:
-            async with gate:
-                started = time.perf_counter()
-                hold = None
-                try:
-                    if sink is not None and sink.guarded:
-                        hold = reserve_call(sink, client, name, prompt)
-                    result = await self.governor.arun(run, prompt, token, policy, client)
-                except BaseException as exc:
-                    if hold is not None and sink is not None:
-                        sink.release(hold)
-                    if not isinstance(exc, Exception) or is_fatal(exc):
-                        raise  # cancellation, or a doomed batch (see below)
-                    return _failed(name, prompt, exc, started)
-            if sink is not None:
-                sink.settle(name, result.usage, hold)
-            return self._completion(name, prompt, result, started)
-
-        tasks = [asyncio.ensure_future(one(p)) for p in prompts]
-        try:
-            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            if pending:  # an auth/quota error: every other call would fail the same way
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            raise
-        return [self._outcome(t, client, name, p) for t, p in zip(tasks, prompts, strict=True)]
-
-    def _outcome(
-        self, task: asyncio.Task[RLMChatCompletion], client: BaseLM, name: str, prompt: Prompt
-    ) -> RLMChatCompletion:
-        if task.cancelled():
-            cause = self.governor.tripped(client)
-            error: BaseException = (
-                CircuitOpenError(cause) if cause is not None else asyncio.CancelledError()
-            )
-            return _failed(name, prompt, error, time.perf_counter())
-        exc = task.exception()
-        if exc is not None:
-            return _failed(name, prompt, exc, time.perf_counter())
-        return task.result()
+        prompt yields a completion whose ``error`` is set; so does each prompt beyond
+        the calls the budget has left (failed at once). An auth or quota error cancels
+        the rest of the batch: those prompts fail with the circuit breaker's error.
+        Raises ``BatchTooLargeError`` above ``max_batch_size`` prompts."""
+        return await run_batch(self, prompts, model, depth, sink)
 
     def call_batched(
         self,
@@ -260,6 +243,7 @@ class LMHandler:
     ) -> list[RLMChatCompletion]:
         """Sync form of ``acall_batched``, run on the session's event loop. Cancelling
         the sink's tree cancels the batch's in-flight calls at once."""
+        self.check_batch_size(len(prompts))
         if not prompts:
             return []
         token = sink.token if sink is not None else None
@@ -332,107 +316,17 @@ class LMHandler:
         self.stop()
 
 
-class LMRoute:
-    """What an in-process environment holds: the handler bound to one depth, one usage
-    sink and one run's event scope. ``llm_query`` raises on failure;
-    ``llm_query_batched`` reports failures per item in ``RLMChatCompletion.error``."""
-
-    __slots__ = ("depth", "handler", "scope", "sink")
-
-    def __init__(
-        self,
-        handler: LMHandler,
-        depth: int,
-        sink: UsageSink | None = None,
-        scope: RunScope | None = None,
-    ) -> None:
-        self.handler = handler
-        self.depth = depth
-        self.sink = sink
-        self.scope = scope
-
-    def remaining(self) -> dict[str, Any]:
-        """The REPL's ``budget()``: what remains of the run's limits."""
-        if self.sink is None:
-            return {"calls": None, "tokens": None, "usd": None, "seconds": None}
-        return self.sink.remaining()
-
-    def llm_query(self, prompt: Prompt, model: str | None = None) -> RLMChatCompletion:
-        """One call; a refused reservation comes back as an ``error`` completion."""
-        scope = self.scope
-        if scope is None or not scope.bus.active:
-            try:
-                return self.handler.call(prompt, model, self.depth, self.sink)
-            except BudgetExhaustedError as exc:
-                return _failed(model or "", prompt, exc, time.perf_counter())
-        scope.emit(
-            "subcall_started", kind="llm", model=model, prompt_preview=_preview(prompt), count=1
-        )
-        started, error, result = time.perf_counter(), None, None
-        try:
-            result = self.handler.call(prompt, model, self.depth, self.sink)
-            return result
-        except BudgetExhaustedError as exc:
-            error = str(exc)
-            return _failed(model or "", prompt, exc, started)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            scope.emit(
-                "subcall_finished",
-                kind="llm",
-                model=result.root_model if result else model,
-                duration=time.perf_counter() - started,
-                usage=result.usage_summary if result else None,
-                error=error,
-            )
-
-    def llm_query_batched(
-        self, prompts: list[Prompt], model: str | None = None
-    ) -> list[RLMChatCompletion]:
-        scope = self.scope
-        if scope is None or not scope.bus.active:
-            return self.handler.call_batched(prompts, model, self.depth, self.sink)
-        scope.emit(
-            "subcall_started",
-            kind="llm",
-            model=model,
-            prompt_preview=_preview(prompts[0]) if prompts else "",
-            count=len(prompts),
-        )
-        started = time.perf_counter()
-        results = self.handler.call_batched(prompts, model, self.depth, self.sink)
-        usage = UsageSummary()
-        for r in results:
-            usage.merge(r.usage_summary)
-        errors = [r.error for r in results if r.error]
-        scope.emit(
-            "subcall_finished",
-            kind="llm",
-            model=model,
-            duration=time.perf_counter() - started,
-            usage=usage,
-            error=f"{len(errors)} of {len(results)} failed: {errors[0]}" if errors else None,
-        )
-        return results
-
-
-def _failed(name: str, prompt: Prompt, exc: BaseException, started: float) -> RLMChatCompletion:
-    """A completion for a call that failed (or was never made): the REPL shows the model
-    ``Error: <error>``. A refused reservation reads "budget exhausted: ..."."""
-    text = str(exc) if isinstance(exc, BudgetExhaustedError) else f"{type(exc).__name__}: {exc}"
-    return RLMChatCompletion(
-        root_model=name,
-        prompt=prompt,
-        response="",
-        usage_summary=UsageSummary(),
-        execution_time=time.perf_counter() - started,
-        error=text,
-    )
-
-
 def handler_info(handler: LMHandler) -> dict[str, Any]:
     """Connection info an out-of-process worker needs (never logged: holds the token)."""
     host, port = handler.start()
     return {"host": host, "port": port, "token": handler.token}
+
+
+__all__ = [
+    "DEFAULT_MAX_BATCH_SIZE",
+    "DEFAULT_MAX_CONCURRENT_LLM_CALLS",
+    "LMHandler",
+    "LMRoute",
+    "UsageSink",
+    "handler_info",
+]

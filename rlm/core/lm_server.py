@@ -3,7 +3,16 @@
 A plain accept loop on a daemon thread rather than ``socketserver``: its shutdown
 polls every 0.5 s, while ``stop()`` here returns at once. Each connection gets its own
 daemon thread and serves any number of request frames (workers keep one persistent
-``LMConnection``). Every request must carry the handler's token.
+``LMConnection``).
+
+A connection authenticates before the server allocates anything for it: its first
+frame may be at most ``AUTH_FRAME_BYTES`` and must carry the token (a small request,
+or ``{"auth": true, "token": ...}``, answered ``{"auth": "ok"}``), and must arrive
+within ``AUTH_TIMEOUT`` seconds. Only then are frames up to ``MAX_FRAME_BYTES`` read.
+An authenticated connection idle for ``IDLE_TIMEOUT`` seconds is closed (clients
+reconnect), and at most ``MAX_CONNECTIONS`` are served at once: further connections
+wait in the listen backlog until one closes. Model names are checked against the
+handler's ``model_policy`` (REPL code is on the other side of this socket).
 """
 
 from __future__ import annotations
@@ -13,10 +22,13 @@ import ipaddress
 import secrets
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
-from rlm.core import local_tokens
+from rlm.core import comms_utils, local_tokens
 from rlm.core.comms_utils import (
+    AUTH_OK,
+    UNAUTHORIZED,
     FrameTooLargeError,
     LMRequest,
     LMResponse,
@@ -24,13 +36,19 @@ from rlm.core.comms_utils import (
     recv_frame,
     socket_send,
 )
+from rlm.core.model_policy import ModelNotAllowedError
 from rlm.utils.exceptions import WireProtocolError
 
 if TYPE_CHECKING:
     from rlm.core.lm_handler import LMHandler
 
-_UNAUTHORIZED = "unauthorized"
+# Defaults of the LMServer arguments of the same names (read when a server is made).
+AUTH_TIMEOUT: float = 5.0  # seconds a new connection has to send its first frame
+IDLE_TIMEOUT: float = 300.0  # seconds an authenticated connection may wait between frames
+MAX_CONNECTIONS: int = 64  # connections served at once (one thread each)
+
 _JOIN_TIMEOUT = 0.05
+Reply = dict[str, Any]
 
 
 def is_loopback(host: str) -> bool:
@@ -69,6 +87,9 @@ class LMServer:
         token: str | None = None,
         *,
         allow_remote: bool = False,
+        auth_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> None:
         if not allow_remote and not is_loopback(host):
             raise ValueError(
@@ -84,8 +105,14 @@ class LMServer:
         self._token = token.encode("utf-8")
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self.auth_timeout = AUTH_TIMEOUT if auth_timeout is None else auth_timeout
+        self.idle_timeout = IDLE_TIMEOUT if idle_timeout is None else idle_timeout
+        self.max_connections = MAX_CONNECTIONS if max_connections is None else max_connections
+        if self.auth_timeout <= 0 or self.idle_timeout <= 0 or self.max_connections < 1:
+            raise ValueError("auth_timeout and idle_timeout must be > 0, max_connections >= 1")
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._slot_free = threading.Condition(self._lock)
         self._stopping = False
         self.connections_accepted = 0
 
@@ -124,6 +151,7 @@ class LMServer:
         """Stop accepting and drop every open connection. Returns promptly."""
         with self._lock:
             self._stopping = True
+            self._slot_free.notify_all()
             listener, self._listener = self._listener, None
             conns = list(self._conns)
             thread = self._thread
@@ -158,6 +186,11 @@ class LMServer:
 
     def _accept_loop(self, listener: socket.socket) -> None:
         while True:
+            with self._slot_free:  # at the cap, leave new connections in the backlog
+                while len(self._conns) >= self.max_connections and not self._stopping:
+                    self._slot_free.wait()
+                if self._stopping:
+                    return
             try:
                 conn, _ = listener.accept()
             except OSError:
@@ -176,48 +209,82 @@ class LMServer:
             ).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        authed = False
         try:
             while True:
                 try:
-                    payload = recv_frame(conn)
-                except (FrameTooLargeError, OSError):
-                    return  # can't resync past an oversized frame; peer gone
+                    payload = recv_frame(conn) if authed else self._first_frame(conn)
+                except FrameTooLargeError as exc:
+                    if not authed:  # nothing read beyond the header: say why, hang up
+                        self._send(conn, {"error": f"{UNAUTHORIZED}: {exc}"})
+                    return  # can't resync past an oversized frame
+                except OSError:
+                    return  # peer gone, or silent past the auth/idle timeout
                 if payload is None:
                     return
-                response, keep_open = self._respond(payload)
-                if not self._send(conn, response) or not keep_open:
+                conn.settimeout(self.idle_timeout)  # for the reply, and the next frame
+                reply, keep_open = self._respond(payload, authed)
+                if not self._send(conn, reply) or not keep_open:
                     return
+                authed = True
         finally:
             with self._lock:
                 self._conns.discard(conn)
+                self._slot_free.notify()
             _close(conn, shutdown=False)
 
+    def _first_frame(self, conn: socket.socket) -> bytearray | None:
+        """A new connection's first frame: at most ``AUTH_FRAME_BYTES``, all of it within
+        ``auth_timeout`` (a slow sender cannot stretch it byte by byte)."""
+        limit = comms_utils.AUTH_FRAME_BYTES
+        deadline = time.monotonic() + self.auth_timeout
+        header = _read_by(conn, 4, deadline)
+        if not header:
+            return None
+        if len(header) < 4:
+            raise ConnectionError("connection closed inside a frame header")
+        length = int.from_bytes(header, "big")
+        if length > limit:
+            raise FrameTooLargeError(
+                f"the first frame of a connection must carry the token and be at most "
+                f'{limit} bytes (got {length}); send {{"auth": true, "token": ...}} first'
+            )
+        payload = _read_by(conn, length, deadline)
+        if len(payload) < length:
+            raise ConnectionError("connection closed before the frame was complete")
+        return payload
+
     @staticmethod
-    def _send(conn: socket.socket, response: LMResponse) -> bool:
+    def _send(conn: socket.socket, reply: Reply) -> bool:
         try:
             try:
-                socket_send(conn, response.to_dict())
+                socket_send(conn, reply)
             except WireProtocolError as exc:  # response too large for one frame
-                socket_send(conn, LMResponse.error_response(str(exc), id=response.id).to_dict())
+                rid = reply.get("id")
+                socket_send(conn, LMResponse.error_response(str(exc), id=rid).to_dict())
             return True
         except OSError:
             return False
 
-    def _respond(self, payload: bytearray) -> tuple[LMResponse, bool]:
-        """The response to one frame, and whether the connection stays open."""
+    def _respond(self, payload: bytearray, authed: bool) -> tuple[Reply, bool]:
+        """The reply to one frame, and whether the connection stays open."""
         try:
             data = decode_frame(payload)
         except WireProtocolError as exc:
             # Cannot hold a token, so it is unauthenticated: answer, then hang up.
-            return LMResponse.error_response(f"malformed request: {exc}"), False
+            return LMResponse.error_response(f"malformed request: {exc}").to_dict(), False
         raw_id = data.get("id")
         rid = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else None
-        token = data.get("token")
-        if not isinstance(token, str) or not secrets.compare_digest(
-            token.encode("utf-8"), self._token
-        ):
-            return LMResponse.error_response(_UNAUTHORIZED, id=rid), False
-        return self._dispatch(LMRequest.from_dict(data), data, rid), True
+        if not authed:
+            token = data.get("token")
+            if not isinstance(token, str) or not secrets.compare_digest(
+                token.encode("utf-8"), self._token
+            ):
+                return LMResponse.error_response(UNAUTHORIZED, id=rid).to_dict(), False
+        if data.get("auth") is True and "prompt" not in data and "prompts" not in data:
+            return {"error": None, "chat_completion": None, "chat_completions": None,
+                    "auth": AUTH_OK}, True  # fmt: skip
+        return self._dispatch(LMRequest.from_dict(data), data, rid).to_dict(), True
 
     def _dispatch(self, req: LMRequest, data: dict[str, Any], rid: int | None) -> LMResponse:
         depth = data.get("depth", 0)
@@ -225,6 +292,10 @@ class LMServer:
             return LMResponse.error_response("malformed request: 'depth' must be an int", id=rid)
         if req.model is not None and not isinstance(req.model, str):
             return LMResponse.error_response("malformed request: 'model' must be a string", id=rid)
+        try:
+            self.handler.model_policy.check(req.model)
+        except ModelNotAllowedError as exc:
+            return LMResponse.error_response(str(exc), id=rid)
         try:
             if req.prompts is not None:
                 if not isinstance(req.prompts, list):
@@ -243,4 +314,19 @@ class LMServer:
             return LMResponse.error_response(f"LM call failed: {type(exc).__name__}: {exc}", id=rid)
 
 
-__all__ = ["LMServer", "is_loopback"]
+def _read_by(conn: socket.socket, size: int, deadline: float) -> bytearray:
+    """Up to ``size`` bytes (fewer only on EOF); ``TimeoutError`` past ``deadline``."""
+    buf = bytearray()
+    while len(buf) < size:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no complete first frame within the auth timeout")
+        conn.settimeout(left)
+        chunk = conn.recv(size - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+__all__ = ["AUTH_TIMEOUT", "IDLE_TIMEOUT", "MAX_CONNECTIONS", "LMServer", "is_loopback"]

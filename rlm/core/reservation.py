@@ -3,7 +3,10 @@
 Calls: one. Tokens: the prompt's estimated input tokens plus the output allowance (the
 client's sampling ``max_tokens``, or ``DEFAULT_OUTPUT_TOKENS``). USD: those tokens at
 the model's price from ``rlm.clients.pricing``; for a model with no known price, at
-the rate the model has cost so far in this tree (nothing before its first call).
+the rate the model has cost so far in this tree. A model with neither, whose client
+does not report its own cost (``reports_cost``), is refused with
+``UnpricedModelError`` when ``max_budget`` is set: an unknown price is never counted
+as free. A client that reports its cost is reserved at 0 until its first call.
 Set a sampling ``max_tokens`` and the estimate is an upper bound on the output.
 """
 
@@ -13,6 +16,7 @@ from typing import Any
 
 from rlm.clients.pricing import estimate_cost
 from rlm.core.budget import BudgetNode, Estimate
+from rlm.core.model_policy import UnpricedModelError, reports_cost
 from rlm.core.types import Prompt
 from rlm.utils.token_utils import estimate_tokens
 
@@ -36,19 +40,33 @@ def estimate_call(node: BudgetNode, client: Any, model: str, prompt: Prompt) -> 
     if not (wants_usd or node.needs("tokens")):
         return Estimate(calls=1)
     tokens_in, tokens_out = estimate_tokens(prompt), output_allowance(client)
-    usd = 0.0
-    if wants_usd:
-        cost = estimate_cost(model, tokens_in, tokens_out)
-        if cost is None:
-            rate = node.cost_per_token(model)
-            cost = rate * (tokens_in + tokens_out) if rate is not None else 0.0
-        usd = cost
+    usd = _usd(node, client, model, tokens_in, tokens_out) if wants_usd else 0.0
     return Estimate(calls=1, tokens=tokens_in + tokens_out, usd=usd)
+
+
+def _usd(node: BudgetNode, client: Any, model: str, tokens_in: int, tokens_out: int) -> float:
+    cost = estimate_cost(model, tokens_in, tokens_out)
+    if cost is not None:
+        return cost
+    rate = node.cost_per_token(model)
+    if rate is not None:
+        return rate * (tokens_in + tokens_out)
+    if reports_cost(client):
+        return 0.0  # the real cost arrives with the call, and prices later ones
+    raise UnpricedModelError(model)
+
+
+def require_price(node: BudgetNode, client: Any, model: str) -> None:
+    """Raise ``UnpricedModelError`` if a call to ``model`` could not be priced under
+    ``node``'s ``max_budget`` (a batch checks once, before any work)."""
+    if node.guarded and node.needs("budget"):
+        _usd(node, client, model, 0, 0)
 
 
 def reserve_call(node: BudgetNode, client: Any, model: str, prompt: Prompt) -> Estimate | None:
     """Reserve one call on ``node`` (``None`` when the tree has no limits). Raises
-    ``BudgetExhaustedError`` when the call would break a limit."""
+    ``BudgetExhaustedError`` when the call would break a limit, ``UnpricedModelError``
+    when ``max_budget`` is set and the call cannot be priced."""
     if not node.guarded:
         return None
     return node.reserve(estimate_call(node, client, model, prompt))

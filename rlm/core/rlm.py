@@ -13,7 +13,8 @@ import contextlib
 import os
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from rlm.clients import BaseLM, get_client
 from rlm.core.callbacks import (
@@ -25,7 +26,7 @@ from rlm.core.callbacks import (
 )
 from rlm.core.config import RLMConfig
 from rlm.core.events import EventBus
-from rlm.core.lm_handler import DEFAULT_MAX_CONCURRENT_LLM_CALLS
+from rlm.core.lm_handler import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CONCURRENT_LLM_CALLS
 from rlm.core.rlms_hooks import RLMSHooks
 from rlm.core.session import Session
 from rlm.core.streaming import AsyncEventStream, EventStream
@@ -72,9 +73,12 @@ class RLM(RLMSHooks):
 
     Concurrency: ``max_inflight_llm_calls`` caps LM calls in flight across the tree
     (``None``: no cap; it still halves on rate limits and recovers step by step);
-    ``max_concurrent_llm_calls`` caps one ``llm_query_batched``; and
-    ``max_concurrent_subcalls`` caps child RLMs running at once, tree-wide. ``cancel()``
-    stops a run from another thread.
+    ``max_concurrent_llm_calls`` caps one ``llm_query_batched`` (whose length
+    ``max_batch_size`` caps); and ``max_concurrent_subcalls`` caps child RLMs running at
+    once, tree-wide. ``cancel()`` stops a run from another thread.
+
+    REPL code may name only the root, ``other_backends`` and ``allowed_models`` models
+    (``"*"``: any); under ``max_budget`` an unpriced model is refused (``register_price``).
 
     Durable sessions (``docs/sessions.md``): with ``persistent=True`` and
     ``session_store`` (a path, ``sqlite:`` URL or ``SessionStore``) or ``durable=True``
@@ -125,6 +129,8 @@ class RLM(RLMSHooks):
         max_llm_calls: int | None = None,
         session_store: SessionStore | str | os.PathLike[str] | None = None,
         durable: bool = False,
+        allowed_models: Sequence[str] | Literal["*"] | None = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> None:
         # Every argument, so fork() can build the same RLM for another session.
         self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -157,6 +163,8 @@ class RLM(RLMSHooks):
             max_output_chars=max_output_chars,
             max_inflight_llm_calls=max_inflight_llm_calls,
             max_llm_calls=max_llm_calls,
+            allowed_models=allowed_models,
+            max_batch_size=max_batch_size,
         )
         cfg = self.config
         # rlms attribute names, kept for code that reads them.

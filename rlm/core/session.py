@@ -22,21 +22,19 @@ from rlm.clients.base_lm import BaseLM
 from rlm.core.budget import BudgetNode
 from rlm.core.cancel import acquire_lock, cancelling_current_task
 from rlm.core.child_slots import ChildSlot
-from rlm.core.config import RLMConfig
+from rlm.core.config import RLMConfig, build_handler
 from rlm.core.events import EventBus, RunScope
-from rlm.core.governor import Governor
 from rlm.core.lm_handler import LMHandler, LMRoute
 from rlm.core.loop import LoopConfig, TurnResult, TurnState, drive_async, drive_sync
 from rlm.core.runtime import run_blocking
-from rlm.core.subcalls import error_completion, preview, run_child
-from rlm.core.turn import Turn
+from rlm.core.subcalls import checked_subcall, error_completion, preview, run_child
+from rlm.core.turn import Turn, opening_messages
 from rlm.core.types import QueryMetadata, RLMChatCompletion
 from rlm.environments.base_env import BaseEnv, SupportsPersistence
 from rlm.logger.rlm_logger import record_run
 from rlm.sessions.checkpoint import Checkpoint
 from rlm.sessions.resume import Resume, restore_note, restore_one_shot, resume_point
 from rlm.utils.exceptions import BudgetExhaustedError
-from rlm.utils.prompts import build_metadata_prompt, render_system_prompt
 
 if TYPE_CHECKING:
     from rlm.sessions.durable import DurableSession
@@ -109,26 +107,7 @@ class Session:
 
     def ensure_handler(self) -> LMHandler:
         if self.handler is None:
-            cfg = self.config
-            client = self._make_client(cfg.backend, dict(cfg.backend_kwargs))
-            others = [
-                self._make_client(b, dict(k))
-                for b, k in zip(cfg.other_backends, cfg.other_backend_kwargs, strict=True)
-            ]
-
-            def for_model(model: str) -> BaseLM:
-                return self._make_client(cfg.backend, {**cfg.backend_kwargs, "model_name": model})
-
-            handler = LMHandler(
-                client,
-                other_backend_client=others[0] if others else None,
-                batch_max_concurrent=cfg.max_concurrent_llm_calls,
-                client_factory=for_model,
-                governor=Governor(cfg.max_inflight_llm_calls, cfg.max_concurrent_subcalls),
-            )
-            for other in others:
-                handler.register_client(other.model_name, other)
-            self.handler = handler
+            self.handler = build_handler(self.config, self._make_client)
         return self.handler
 
     def _env_kwargs(self, handler: LMHandler) -> dict[str, Any]:
@@ -144,8 +123,8 @@ class Session:
             kwargs["custom_sub_tools"] = cfg.custom_sub_tools
         if cfg.compaction:
             kwargs["compaction"] = True
-        if cfg.max_depth > 1:
-            kwargs["subcall_fn"] = self._subcall
+        if cfg.max_depth > 1:  # rlm_query: the model code names is checked first
+            kwargs["subcall_fn"] = checked_subcall(self._subcall, handler.model_policy, cfg)
         self._route = handler.route(cfg.depth + 1)
         kwargs["lm_route"] = self._route
         if cfg.environment not in ROUTED_ENVIRONMENTS:
@@ -215,29 +194,8 @@ class Session:
     # -- turns ---------------------------------------------------------------------------
 
     def _opening_messages(self, root_prompt: str | None) -> list[dict[str, Any]]:
-        cfg = self.config
-        messages = [
-            {
-                "role": "system",
-                "content": render_system_prompt(
-                    cfg.system_prompt, cfg.custom_tools, cfg.orchestrator
-                ),
-            },
-            {
-                "role": "user",
-                "content": build_metadata_prompt(self._contexts, root_prompt, self._answers),
-            },
-        ]
-        if cfg.user_prologue:
-            messages.append({"role": "user", "content": cfg.user_prologue})
-        if cfg.compaction:
-            messages[0]["content"] += (
-                "\n\nThe full record of this run (and any summaries) is in the REPL list `history`."
-            )
-        note, self._note = self._note, None
-        if note:  # e.g. which variables a resume could not bring back
-            messages[1]["content"] += "\n\n" + note
-        return messages
+        note, self._note = self._note, None  # e.g. which variables a resume lost
+        return opening_messages(self.config, self._contexts, root_prompt, self._answers, note)
 
     @property
     def running(self) -> bool:

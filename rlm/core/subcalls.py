@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rlm.core.budget import BudgetNode
@@ -10,6 +11,7 @@ from rlm.core.child_slots import ChildSlot
 from rlm.core.config import RLMConfig
 from rlm.core.events import RunScope
 from rlm.core.lm_handler import LMHandler
+from rlm.core.model_policy import ModelNotAllowedError, ModelPolicy
 from rlm.core.types import RLMChatCompletion, UsageSummary
 from rlm.utils.exceptions import RLMLimitError
 
@@ -95,6 +97,23 @@ def run_child(
             child_depth=child_depth,
             child_run_id=run_id,
         )
+
+
+SubcallFn = Callable[[str, str | None], RLMChatCompletion]
+
+
+def checked_subcall(subcall: SubcallFn, policy: ModelPolicy, cfg: RLMConfig) -> SubcallFn:
+    """``subcall`` as REPL code's ``rlm_query``: a model the policy does not allow is
+    refused (``Error: model 'x' is not available ...``) before any child or call.
+    Python callers of ``RLM._subcall`` reach ``subcall`` itself, unrestricted."""
+
+    def rlm_query(prompt: str, model: str | None = None) -> RLMChatCompletion:
+        if not policy.allows(model):
+            error = ModelNotAllowedError(str(model), policy.names)
+            return error_completion(cfg, prompt, f"Error: {error}", time.perf_counter())
+        return subcall(prompt, model)
+
+    return rlm_query
 
 
 def error_completion(

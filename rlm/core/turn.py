@@ -32,14 +32,44 @@ from rlm.core.types import RLMChatCompletion, UsageSummary
 from rlm.environments.base_env import BaseEnv, SupportsSnapshot
 from rlm.sessions.checkpoint import Checkpoint
 from rlm.utils.exceptions import BudgetExhaustedError, CancellationError, RLMLimitError
+from rlm.utils.prompts import build_metadata_prompt, render_system_prompt
 
 if TYPE_CHECKING:
+    from rlm.core.config import RLMConfig
     from rlm.core.session import Session
+    from rlm.core.types import QueryMetadata
 
 # On cancellation, how long an async turn waits for its running cell to wind down (with
 # the tree cancelled its sub-calls fail fast), so children finish before the root does.
 # A cell stuck in a blocking call is abandoned after this.
 CELL_GRACE = 0.5
+
+
+def opening_messages(
+    cfg: RLMConfig,
+    contexts: list[QueryMetadata],
+    root_prompt: str | None,
+    answers: int,
+    note: str | None = None,
+) -> list[dict[str, Any]]:
+    """A fresh turn's first messages: the system prompt, the contexts' metadata (with
+    ``note`` appended), and the user prologue."""
+    messages = [
+        {
+            "role": "system",
+            "content": render_system_prompt(cfg.system_prompt, cfg.custom_tools, cfg.orchestrator),
+        },
+        {"role": "user", "content": build_metadata_prompt(contexts, root_prompt, answers)},
+    ]
+    if cfg.user_prologue:
+        messages.append({"role": "user", "content": cfg.user_prologue})
+    if cfg.compaction:
+        messages[0]["content"] += (
+            "\n\nThe full record of this run (and any summaries) is in the REPL list `history`."
+        )
+    if note:
+        messages[1]["content"] += "\n\n" + note
+    return messages
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

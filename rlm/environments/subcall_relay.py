@@ -26,6 +26,7 @@ SubcallFn = Callable[[str, str | None], RLMChatCompletion]
 Outcome = RLMChatCompletion | str  # a completion, or the "Error: ..." text to show
 
 NO_HANDLER = "Error: No LM handler configured"
+NOT_RUN = "Error: RLM query failed - not run"
 OPS = ("llm", "llm_batched", "rlm", "rlm_batched")
 
 
@@ -55,6 +56,9 @@ class SubcallRelay:
         self.lm_handler_address = lm_handler_address
         self.lm_handler_token = lm_handler_token
         self.subcall_fn = subcall_fn
+        # One bound per environment: concurrent batches (from several threads of a
+        # cell, or of a worker) share it, rather than each getting its own.
+        self._subcall_slots = threading.BoundedSemaphore(max(1, max_concurrent_subcalls))
         self._conn_lock = threading.Lock()
         self._connection: LMConnection | None = None
         self._connection_address: tuple[str, int] | None = None
@@ -70,14 +74,34 @@ class SubcallRelay:
             return self._complete_many(prompts, model)
         if op == "rlm" or len(prompts) <= 1:
             return [self._subcall(p, model) for p in prompts]
+        return self._subcall_many(prompts, model)
+
+    def _subcall_many(self, prompts: list[Any], model: str | None) -> list[Outcome]:
+        """``rlm_query_batched``: a fixed pool of workers pulls the prompts in order (no
+        future per prompt, however long the list)."""
+        outcomes: list[Outcome] = [NOT_RUN] * len(prompts)
+        order = iter(range(len(prompts)))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    return
+                outcomes[i] = self._subcall(prompts[i], model)
+
         workers = max(1, min(self.max_concurrent_subcalls, len(prompts)))
         with ThreadPoolExecutor(workers, thread_name_prefix="rlm-subcall") as pool:
-            return list(pool.map(lambda p: self._subcall(p, model), prompts))
+            for future in [pool.submit(work) for _ in range(workers)]:
+                future.result()
+        return outcomes
 
     def _subcall(self, prompt: Any, model: str | None) -> Outcome:
         assert self.subcall_fn is not None
         try:
-            return self.subcall_fn(str(prompt), model)
+            with self._subcall_slots:
+                return self.subcall_fn(str(prompt), model)
         except Exception as exc:
             return f"Error: RLM query failed - {exc}"
 

@@ -366,7 +366,7 @@ def test_circuit_breaker_fails_the_rest_of_the_batch_fast() -> None:
         "answer['ready'] = True"
     )
     root = ScriptedLM("root", responses=[f"```repl\n{code}\n```"])
-    with two_clients(root, bad, max_inflight_llm_calls=4) as r:
+    with two_clients(root, bad, max_inflight_llm_calls=4, allowed_models=["bad"]) as r:
         started = time.perf_counter()
         result = r.completion("ctx")
         elapsed = time.perf_counter() - started

@@ -292,6 +292,7 @@ def test_rlm_query_with_model_runs_the_child_on_that_model() -> None:
             backend_kwargs={"model_name": "root"},
             max_depth=2,
             on_subcall_start=lambda *a: starts.append(a),
+            allowed_models=["small"],  # REPL code may only name registered models
         ) as r,
     ):
         result = r.completion("root context", root_prompt=ROOT)

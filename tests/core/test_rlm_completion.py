@@ -402,7 +402,8 @@ def test_llm_query_with_model_builds_a_client_for_that_model() -> None:
         ScriptedLM("root", responses=[submit("llm_query('q', model='x')")]),
         ScriptedLM("x", responses=["from x"]),
     )
-    with patched(clients), make_rlm(backend_kwargs={"model_name": "root", "api_key": "k"}) as r:
+    kwargs = {"backend_kwargs": {"model_name": "root", "api_key": "k"}, "allowed_models": ["x"]}
+    with patched(clients), make_rlm(**kwargs) as r:
         result = r.completion("ctx")
     assert result.response == "from x"
     assert clients.by_name["x"].prompts == ["q"]

@@ -299,10 +299,12 @@ def test_malformed_requests(server: LMServer, handler: LMHandler) -> None:
 
 
 def test_oversized_frame_closes_connection(
-    server: LMServer, monkeypatch: pytest.MonkeyPatch
+    server: LMServer, handler: LMHandler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(comms_utils, "MAX_FRAME_BYTES", 1000)
     with _raw(server) as sock:
+        socket_send(sock, {"auth": True, "token": handler.token})
+        assert socket_recv(sock)["auth"] == "ok"  # an authenticated connection's frame
         sock.sendall(struct.pack(">I", 5000))
         assert _is_closed(sock)
 
