@@ -26,12 +26,15 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from rlm.environments.worker.payloads import send_value
-from rlm.environments.worker.protocol import Channel
+from rlm.environments.worker.protocol import CHUNK_BYTES, Channel, FrameTooLarge
 from rlm.environments.worker.zipapp import bootstrap_payload
 from rlm.utils.exceptions import EnvironmentError_, WorkerCrashedError, WorkerTimeoutError
 
 # Largest stream (one snapshot entry) the host accepts from a worker.
 DEFAULT_MAX_STREAM_BYTES = 4 << 30
+# Largest frame (one JSON message, or one stream chunk) the host reads from a worker:
+# refused from its header, before anything is allocated or decoded.
+DEFAULT_MAX_FRAME_MB = 8.0
 
 NO_VALUE: Any = object()  # no payload follows the request
 
@@ -147,7 +150,10 @@ class WorkerClient:
     Reading uses leader/followers threads: one thread reads at a time; when a message
     brings slow work (a sub-call to answer), that thread hands reading to a spare one
     and does the work itself. The answer then costs no thread hand-off, and sub-calls
-    from several worker threads still run concurrently.
+    from several worker threads still run concurrently. The pool is bounded: at most
+    ``max_threads`` threads; when all are busy, reading waits for one to finish (the
+    worker's writes block), so no frame ever costs a thread of its own. Owners should
+    refuse excess work before that (``WorkerSupervisor`` does, per worker).
     """
 
     def __init__(
@@ -155,10 +161,15 @@ class WorkerClient:
         transport: Transport,
         on_message: MessageHandler,
         max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
+        max_frame_bytes: int = int(DEFAULT_MAX_FRAME_MB * 2**20),
+        max_threads: int = 64,
     ) -> None:
         self.transport = transport
         self._on_message = on_message
         self._max_stream_bytes = max_stream_bytes
+        # Stream chunks are at most CHUNK_BYTES: the cap never refuses a legal one.
+        self.max_frame_bytes = max(int(max_frame_bytes), CHUNK_BYTES + 4096)
+        self._max_threads = max(2, max_threads)
         self._pending: dict[int, Future[dict[str, Any]]] = {}
         self._ready: Future[dict[str, Any]] = Future()
         self._lock = threading.Lock()
@@ -180,7 +191,9 @@ class WorkerClient:
             reader = ChunkReader(iter(reader))
         if not isinstance(reader, io.BufferedReader):
             reader = io.BufferedReader(reader, 1 << 16)
-        self._channel = Channel(reader, pipes.to_worker)
+        self._channel = Channel(
+            reader, pipes.to_worker, self.max_frame_bytes, limit_name="max_frame_mb limit"
+        )
         if self.transport.bootstrap:
             with contextlib.suppress(OSError, ValueError):  # a dead worker shows below
                 self._channel.send_raw(bootstrap_payload())
@@ -302,13 +315,17 @@ class WorkerClient:
                     break
                 try:
                     work = self._read_one()
+                except FrameTooLarge as exc:  # its payload is never read: replace it
+                    self._fail(WorkerCrashedError(f"the worker sent an oversize frame ({exc})"))
+                    break
                 except BaseException as exc:  # EOF, garbage on the channel, a failing callback
                     self._fail(WorkerCrashedError(str(exc) or type(exc).__name__))
                     break
                 if work is not None:
                     with self._lock:  # someone must read while this thread works
                         self._working += 1
-                        if self._readers - self._working == 0:
+                        idle = self._readers - self._working == 0
+                        if idle and self._readers < self._max_threads:
                             self._spawn_reader()
             if work is None:
                 continue

@@ -21,7 +21,6 @@ worker after every cell (see ``rlm.environments.worker.snapshot`` for the policy
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import weakref
@@ -31,13 +30,30 @@ from rlm.core.types import REPLResult
 from rlm.environments.base_env import (
     DEFAULT_MAX_CONCURRENT_SUBCALLS,
     BaseEnv,
+    IsolatedEnv,
     validate_custom_tools,
 )
 from rlm.environments.subcall_relay import SubcallFn, SubcallRelay
-from rlm.environments.worker_client import NO_VALUE, Transport, WorkerRequestError
+from rlm.environments.worker_client import (
+    DEFAULT_MAX_FRAME_MB,
+    NO_VALUE,
+    Transport,
+    WorkerRequestError,
+)
 from rlm.environments.worker_recovery import WorkerValue, to_locals
-from rlm.environments.worker_state import WorkerState, host_copy
-from rlm.environments.worker_supervisor import Reply, Timeouts, WorkerSupervisor
+from rlm.environments.worker_state import (
+    ORIGIN_ISOLATED,
+    ORIGIN_LOCAL_PROCESS,
+    WorkerState,
+    host_copy,
+)
+from rlm.environments.worker_supervisor import (
+    DEFAULT_MAX_PENDING_SUBCALLS,
+    Limits,
+    Reply,
+    Timeouts,
+    WorkerSupervisor,
+)
 from rlm.environments.worker_tools import split_tools
 
 if TYPE_CHECKING:
@@ -61,8 +77,13 @@ class WorkerEnv(BaseEnv):
     capped at 3600), ``interrupt_grace`` (2 s), ``start_timeout`` (60 s),
     ``control_timeout`` (300 s, for requests outside cells), ``snapshot_timeout``
     (60 s), ``output_limit`` (1,000,000 characters per stream and cell, head and tail
-    kept), ``snapshots`` (True: snapshot after every cell) and ``snapshot_limit_mb``
-    (1024: the most snapshot data kept on the host, and per variable).
+    kept), ``snapshots`` (True: snapshot after every cell), ``snapshot_limit_mb``
+    (1024: the most snapshot data kept on the host, and per variable),
+    ``cell_wall_timeout`` (4 x ``cell_timeout``: wall-clock seconds per cell, time
+    waiting for sub-calls included), ``max_frame_mb`` (8: the largest frame the host
+    reads from the worker; an oversize one restarts the worker) and
+    ``max_pending_subcalls`` (32: the worker's sub-call requests answered at once;
+    further ones get an error).
     """
 
     def __init__(
@@ -88,6 +109,9 @@ class WorkerEnv(BaseEnv):
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         snapshots: bool = True,
         snapshot_limit_mb: float = DEFAULT_SNAPSHOT_LIMIT_MB,
+        cell_wall_timeout: float | None = None,
+        max_frame_mb: float = DEFAULT_MAX_FRAME_MB,
+        max_pending_subcalls: int = DEFAULT_MAX_PENDING_SUBCALLS,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -121,33 +145,38 @@ class WorkerEnv(BaseEnv):
             subcall_fn,
         )
         timeouts = Timeouts(
-            self.cell_timeout, interrupt_grace, start_timeout, control_timeout, snapshot_timeout
+            self.cell_timeout,
+            interrupt_grace,
+            start_timeout,
+            control_timeout,
+            snapshot_timeout,
+            min(float(cell_wall_timeout or 0), 4 * MAX_CELL_TIMEOUT),
         )
+        self.worker_limits = Limits(int(max_frame_mb * 2**20), max(1, int(max_pending_subcalls)))
         tools = {"values": values, "sources": sources} if values or sources else None
         # The supervisor gets no reference back to this env (its arguments are computed
         # here), so a forgotten env is collected and its finalizer stops the worker.
         self.supervisor = WorkerSupervisor(
-            transport, self.state, relay, timeouts, self.worker_args(), tools, type(self).__name__
+            transport,
+            self.state,
+            relay,
+            timeouts,
+            self.worker_args(),
+            tools,
+            type(self).__name__,
+            self.worker_limits,
         )
         self._lock = threading.RLock()
         self._cell = 0
         self._last_vars: dict[str, list[Any]] = {}
         self._closed = False
-        try:
-            self.setup()
-            if context_payload is not None:
-                self.load_context(context_payload)
-            if setup_code:
-                self.execute_code(setup_code)
-        except BaseException:
-            with contextlib.suppress(Exception):  # the original error is the one to see
-                self.cleanup()
-            raise
+        self._initialize(context_payload, setup_code)
 
     def worker_args(self) -> list[str]:
         """Arguments for the worker program; subclasses add their own (limits)."""
         limit = self.state.limit_bytes
         args = ["--output-limit", str(self.output_limit), "--max-value-bytes", str(limit)]
+        args += ["--max-frame-bytes", str(self.worker_limits.max_frame_bytes)]
         if self.compaction:
             args.append("--compaction")
         if not self.snapshots:
@@ -246,7 +275,10 @@ class WorkerEnv(BaseEnv):
     def lookup_variable(self, name: str) -> str | None:
         if not isinstance(name, str) or not name.isidentifier():
             return None
-        value = self._control("lookup", name=name).get("value")
+        reply = self._control("lookup", name=name)
+        value, body = reply.get("value"), reply.get("body")
+        if reply.get("utf8") and isinstance(body, bytes):  # streamed (over the frame cap)
+            value = body.decode("utf-8", "surrogatepass")
         return value if isinstance(value, str) else None
 
     def set_variable(self, name: str, value: Any) -> None:
@@ -268,7 +300,8 @@ class WorkerEnv(BaseEnv):
         names that could not."""
         with self._lock:
             self._control("snapshot")  # its entries are committed before the reply
-            return self.state.to_blob(), sorted(self.state.unsaved)
+            origin = ORIGIN_ISOLATED if isinstance(self, IsolatedEnv) else ORIGIN_LOCAL_PROCESS
+            return self.state.to_blob(origin), sorted(self.state.unsaved)
 
     def restore(self, data: bytes) -> list[str]:
         """Replace the namespace with snapshot ``data`` (on a fresh worker); returns the

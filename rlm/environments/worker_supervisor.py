@@ -5,7 +5,9 @@ The supervisor owns the transport, the current ``WorkerClient`` and the host-sid
 and the last snapshot), answers the worker's sub-call requests, and runs cells:
 
 1. wait for the cell for ``cell_timeout`` seconds of its own running time (time
-   spent waiting for sub-call answers is not counted);
+   spent waiting for sub-call answers is not counted), and at most ``cell_wall_timeout``
+   seconds of wall-clock time (sub-calls included: a cell that keeps one in flight from
+   a thread cannot pause its clock forever);
 2. then interrupt it in the worker and wait ``interrupt_grace`` seconds: if it ends,
    the namespace is intact;
 3. otherwise kill the worker, start a new one and restore the namespace.
@@ -13,6 +15,12 @@ and the last snapshot), answers the worker's sub-call requests, and runs cells:
 After a cell the worker sends ``cell_done``, then its snapshot delta, then the cell's
 reply: once ``execute_code`` returns, the host holds a snapshot that includes that
 cell. Saving the delta has its own limit (``snapshot_timeout``).
+
+What a worker can make the host spend is bounded: frames from it are capped
+(``Limits.max_frame_bytes``; an oversize one is refused from its header and the worker
+is replaced), and at most ``Limits.max_pending_subcalls`` of its sub-call requests are
+answered at once, on a bounded pool of threads; further ones are refused with an
+error the REPL sees.
 """
 
 from __future__ import annotations
@@ -28,12 +36,18 @@ from typing import Any
 
 from rlm.core.types import RLMChatCompletion
 from rlm.environments.subcall_relay import OPS, SubcallRelay, outcome_text
-from rlm.environments.worker_client import NO_VALUE, Transport, WorkerClient
+from rlm.environments.worker_client import (
+    DEFAULT_MAX_FRAME_MB,
+    NO_VALUE,
+    Transport,
+    WorkerClient,
+)
 from rlm.environments.worker_recovery import CellClock, format_lost
 from rlm.environments.worker_state import WorkerState
 from rlm.utils.exceptions import EnvironmentError_, WorkerCrashedError, WorkerTimeoutError
 
 Reply = dict[str, Any]
+DEFAULT_MAX_PENDING_SUBCALLS = 32  # a worker's sub-call requests being answered at once
 
 
 @dataclass
@@ -45,6 +59,18 @@ class Timeouts:
     start: float
     control: float
     snapshot: float
+    wall: float = 0.0  # wall-clock cap per cell, sub-calls included; 0: 4 x ``cell``
+
+    def __post_init__(self) -> None:
+        self.wall = max(self.wall, self.cell) if self.wall > 0 else 4 * self.cell
+
+
+@dataclass
+class Limits:
+    """What one worker may make the host spend (see WorkerEnv for the kwargs)."""
+
+    max_frame_bytes: int = int(DEFAULT_MAX_FRAME_MB * 2**20)
+    max_pending_subcalls: int = DEFAULT_MAX_PENDING_SUBCALLS
 
 
 class WorkerSupervisor:
@@ -59,8 +85,11 @@ class WorkerSupervisor:
         worker_args: list[str],
         tools: dict[str, Any] | None,
         owner: str,
+        limits: Limits | None = None,
     ) -> None:
         self.transport = transport
+        self.limits = limits or Limits()
+        self._pending_subcalls = 0  # sub-call requests being answered, any worker
         self.state = state
         self.relay = relay
         self.timeouts = timeouts
@@ -78,7 +107,13 @@ class WorkerSupervisor:
     def start(self) -> WorkerClient:
         holder: list[WorkerClient] = []
         limit = self.state.limit_bytes + (1 << 20)  # one entry never exceeds the store
-        client = WorkerClient(self.transport, lambda m: self._on_message(holder[0], m), limit)
+        client = WorkerClient(
+            self.transport,
+            lambda m: self._on_message(holder[0], m),
+            limit,
+            self.limits.max_frame_bytes,
+            max_threads=self.limits.max_pending_subcalls + 2,
+        )
         holder.append(client)
         try:
             client.start(self._worker_args, self.timeouts.start)
@@ -159,11 +194,22 @@ class WorkerSupervisor:
         """The cell's reply (None if the worker was replaced) and an error line for the
         model ("" when the cell simply ran)."""
         self._clock.start(cell)
-        limit = f"the {self.timeouts.cell:g} s cell_timeout"
+        started, cap, wall = time.monotonic(), self.timeouts.cell, self.timeouts.wall
+
+        def remaining() -> float:  # whichever limit is nearer: running time, wall clock
+            return min(cap - self._clock.elapsed(), wall - (time.monotonic() - started))
+
         try:
             future = client.submit("exec", code=code, cell=cell)
-            if self._wait(future, cell, lambda: self.timeouts.cell - self._clock.elapsed()):
+            if self._wait(future, cell, remaining):
                 return self._reply(client, future, cell), ""
+            if time.monotonic() - started >= wall:
+                limit = (
+                    f"the {wall:g} s cell_wall_timeout (wall-clock time, "
+                    "waiting for sub-calls included)"
+                )
+            else:
+                limit = f"the {cap:g} s cell_timeout"
             client.interrupt(cell)
             since = time.monotonic()
             grace = self.timeouts.interrupt_grace
@@ -240,6 +286,14 @@ class WorkerSupervisor:
         elif op == "budget":  # cheap: answered on the reading thread
             client.send({"re": message.get("id"), "value": self.relay.remaining()})
         elif op in OPS:
+            cap = self.limits.max_pending_subcalls
+            with self._calls_lock:
+                refused = self._pending_subcalls >= cap
+                if not refused:
+                    self._pending_subcalls += 1
+            if refused:  # answered at once, on the reading thread: no thread, no wait
+                client.send({"re": message.get("id"), "error": _refusal(cap)})
+                return None
             self._clock.enter(message.get("cell"))
             return lambda: self._answer(client, message)
         return None
@@ -261,6 +315,8 @@ class WorkerSupervisor:
             texts = [f"Error: LM query failed - {exc}"] * count
         finally:
             self._clock.leave(cell)
+            with self._calls_lock:
+                self._pending_subcalls -= 1
         client.send({"re": message.get("id"), "texts": texts})
 
     def collect_calls(self, cell: int | None) -> list[RLMChatCompletion]:
@@ -276,3 +332,10 @@ class WorkerSupervisor:
             client.close()
         self.transport.close()
         self.relay.close()
+
+
+def _refusal(cap: int) -> str:
+    return (
+        f"LM query refused - {cap} sub-call requests from this REPL are already being "
+        "answered (max_pending_subcalls); wait for some to finish"
+    )

@@ -29,6 +29,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-value-bytes", type=int, default=1 << 30)
     parser.add_argument("--compaction", action="store_true")
     parser.add_argument("--no-snapshots", action="store_true")
+    # The host's cap on one frame from this worker: larger messages are not sent.
+    parser.add_argument("--max-frame-bytes", type=int, default=None)
     return parser.parse_args(argv)
 
 
@@ -68,6 +70,8 @@ def open_channel() -> Channel:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     channel = open_channel()
+    channel.max_send_bytes = args.max_frame_bytes
+    channel.limit_name = "max_frame_mb limit"
     apply_rlimits(args.rlimit)
     faulthandler.enable(file=2)  # a crash leaves its traceback on stderr
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from rlm.environments.worker.protocol import Channel, ChannelClosed
+from rlm.environments.worker.protocol import Channel, ChannelClosed, FrameTooLarge
 
 UNREACHABLE = "Error: the host is unreachable"
 
@@ -63,6 +63,8 @@ class HostBridge:
             message = dict(fields, op=op, id=request_id, cell=self._current_cell())
             try:
                 self._channel.send(message)
+            except FrameTooLarge as exc:  # nothing was sent: the REPL sees why
+                return {"error": f"the sub-call request was not sent: {exc}"}
             except (ChannelClosed, OSError):
                 return None
             slot.wait()

@@ -26,11 +26,12 @@ from typing import IO, Any
 HEADER = struct.Struct(">cI")
 MESSAGE, CHUNK, END = b"J", b"B", b"E"
 
-# Largest JSON message accepted, checked before allocating (a hostile worker cannot
-# make the host reserve gigabytes). Stream chunks are capped separately.
+# Largest JSON message accepted by default, checked before allocating. The host reads
+# a worker's frames under a much smaller cap (``max_frame_mb``, see WorkerClient): a
+# hostile worker can make it neither reserve nor decode more than that per frame.
 MAX_MESSAGE_BYTES = 1 << 30
 MAX_CHUNK_BYTES = 1 << 30
-CHUNK_BYTES = 1 << 20  # what senders cut streams into
+CHUNK_BYTES = 1 << 20  # what senders cut streams into (no chunk frame is larger)
 
 _dumps = json.dumps  # bound early: cell code patching json must not break the channel
 _loads = json.loads
@@ -38,6 +39,11 @@ _loads = json.loads
 
 class ProtocolError(Exception):
     """The peer sent something that is not a valid frame; the channel is unusable."""
+
+
+class FrameTooLarge(ProtocolError, ValueError):
+    """A frame over the channel's limit: refused from its header, before its payload is
+    read (so the channel is unusable when receiving), or refused before sending."""
 
 
 class ChannelClosed(EOFError):
@@ -61,11 +67,23 @@ class Channel:
     ``recv``.
     """
 
-    def __init__(self, rfile: IO[bytes], wfile: IO[bytes]) -> None:
+    def __init__(
+        self,
+        rfile: IO[bytes],
+        wfile: IO[bytes],
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_send_bytes: int | None = None,
+        limit_name: str = "limit",
+    ) -> None:
         self.rfile = rfile
         self.wfile = wfile
         self.lock = threading.Lock()
         self.closed = False
+        # Received frames (a message, or one stream chunk) larger than this are refused.
+        self.max_message_bytes = max_message_bytes
+        # Messages larger than this are not sent (the peer would refuse them).
+        self.max_send_bytes = max_send_bytes
+        self.limit_name = limit_name  # names the limit in errors (``max_frame_mb``)
 
     # -- sending --------------------------------------------------------------------
 
@@ -83,9 +101,20 @@ class Channel:
             self._write(data)
             self.wfile.flush()
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Send one message without a stream."""
+    def _encode(self, message: dict[str, Any]) -> bytes:
         frame = encode_message(message)
+        limit = self.max_send_bytes
+        if limit is not None and len(frame) - HEADER.size > limit:
+            raise FrameTooLarge(
+                f"a message of {len(frame) - HEADER.size} bytes exceeds the channel's "
+                f"{limit}-byte {self.limit_name}"
+            )
+        return frame
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send one message without a stream. Raises FrameTooLarge (nothing sent) if it
+        exceeds ``max_send_bytes``."""
+        frame = self._encode(message)
         with self.lock:
             if self.closed:
                 raise ChannelClosed("channel closed")
@@ -94,7 +123,7 @@ class Channel:
 
     def send_stream(self, message: dict[str, Any], write: Callable[[StreamWriter], None]) -> None:
         """Send ``message`` and then the stream ``write(writer)`` produces."""
-        frame = encode_message(dict(message, stream=True))
+        frame = self._encode(dict(message, stream=True))
         with self.lock:
             if self.closed:
                 raise ChannelClosed("channel closed")
@@ -145,8 +174,9 @@ class Channel:
         if kind not in (MESSAGE, CHUNK, END):
             raise ProtocolError(f"unknown frame type {kind!r}")
         limit = MAX_MESSAGE_BYTES if kind == MESSAGE else MAX_CHUNK_BYTES
+        limit = min(limit, self.max_message_bytes)
         if size > limit:
-            raise ProtocolError(f"frame of {size} bytes exceeds the {limit}-byte limit")
+            raise FrameTooLarge(f"frame of {size} bytes exceeds the {limit}-byte {self.limit_name}")
         return kind, size
 
     def recv(self) -> dict[str, Any]:
@@ -211,8 +241,8 @@ class StreamWriter:
             self._pending += view
             return size
         self.flush()
-        for start in range(0, size, MAX_CHUNK_BYTES):
-            part = view[start : start + MAX_CHUNK_BYTES]
+        for start in range(0, size, CHUNK_BYTES):  # zero-copy slices, 1 MB frames
+            part = view[start : start + CHUNK_BYTES]
             self._channel._write(HEADER.pack(CHUNK, len(part)))
             self._channel._write(part)
         return size

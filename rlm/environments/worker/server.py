@@ -10,6 +10,7 @@ Standard library only, Python 3.9 compatible.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -20,11 +21,12 @@ from typing import Any
 
 from rlm.environments.worker.host import HostBridge
 from rlm.environments.worker.payloads import read_value
-from rlm.environments.worker.protocol import Channel, ChannelClosed, ProtocolError
+from rlm.environments.worker.protocol import Channel, ChannelClosed, FrameTooLarge, ProtocolError
 from rlm.environments.worker.repl import WorkerRepl
 from rlm.environments.worker.snapshot import Snapshotter
 
 PROTOCOL_VERSION = 1
+_INLINE_CHARS = 1 << 18  # longer looked-up values are streamed, not put in a message
 _STREAMED_OPS = ("add_context", "add_history", "append_compaction", "set", "restore", "tools")
 
 
@@ -111,7 +113,19 @@ class Server:
                 return
 
     def reply(self, message: dict[str, Any], **fields: Any) -> None:
-        self.channel.send(dict(fields, re=message.get("id")))
+        reply = dict(fields, re=message.get("id"))
+        try:
+            self.channel.send(reply)
+            return
+        except FrameTooLarge as exc:  # over the host's max_frame_mb: shorten, not die
+            why = str(exc)
+        keep = (self.channel.max_send_bytes or 0) // 3
+        while keep >= 1000:
+            with contextlib.suppress(FrameTooLarge):
+                self.channel.send(_shortened(reply, why, keep))
+                return
+            keep //= 4
+        self.channel.send({"re": reply["re"], "error": f"the reply was too large: {why}"})
 
     def handle(self, message: dict[str, Any]) -> None:
         op = message.get("op")
@@ -204,7 +218,12 @@ class Server:
         self.reply(message, contexts=inputs.context_count, histories=inputs.history_count)
 
     def op_lookup(self, message: dict[str, Any]) -> None:
-        self.reply(message, value=self.repl.lookup(str(message.get("name"))))
+        value = self.repl.lookup(str(message.get("name")))
+        if value is not None and len(value) > _INLINE_CHARS:  # a big FINAL_VAR: streamed
+            data = value.encode("utf-8", "surrogatepass")
+            self.channel.send_chunks({"re": message.get("id"), "utf8": True}, [data])
+            return
+        self.reply(message, value=value)
 
     def op_set(self, message: dict[str, Any]) -> None:
         self.repl.set_variable(str(message.get("name")), message.get("value"))
@@ -226,6 +245,27 @@ class Server:
 
     def op_shutdown(self, message: dict[str, Any]) -> None:
         self.reply(message)
+
+
+def _cut(text: str, keep: int) -> str:
+    if len(text) <= keep:
+        return text
+    head = keep * 2 // 3
+    return (
+        f"{text[:head]}\n... [{len(text) - keep} characters dropped] ...\n{text[-(keep - head) :]}"
+    )
+
+
+def _shortened(reply: dict[str, Any], why: str, keep: int) -> dict[str, Any]:
+    """``reply`` with each text cut to ``keep`` characters (head and tail) and no
+    variable previews, to fit the host's frame cap."""
+    out: dict[str, Any] = {"re": reply.get("re")}
+    for key in ("stdout", "stderr", "error", "final_answer"):
+        if isinstance(reply.get(key), str):
+            out[key] = _cut(reply[key], keep)
+    note = f"Note: the reply was shortened to fit the channel ({why}).\n"
+    out["stderr"] = note + str(out.get("stderr") or "")
+    return out
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
