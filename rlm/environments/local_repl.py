@@ -65,6 +65,8 @@ class LocalREPL(NonIsolatedEnv):
 
     ``SupportsSnapshot``: ``snapshot()``/``restore()`` save and rebind the user variables
     with the worker environments' policy and format (``rlm.environments.local_snapshot``).
+    A blob written by a less trusted environment (an isolated worker, an IPython kernel)
+    is not loaded unless ``trust_snapshots=True``: it would run that code here.
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class LocalREPL(NonIsolatedEnv):
         self._snapshots = LocalSnapshots(
             LocalNamespace(self.globals, self.locals, self._inputs, self._sources, self._restore),
             int(kwargs.get("snapshot_limit_mb", 0) * 2**20) or DEFAULT_MAX_VALUE_BYTES,
+            trusted=bool(kwargs.get("trust_snapshots")),
         )
         if context_payload is not None:
             self.load_context(context_payload)

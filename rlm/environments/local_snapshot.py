@@ -17,6 +17,11 @@ Two forms:
   delta keyed by their sha256, so a durable store writes only what changed (this is
   what ``rlm.sessions`` reads). ``reset()`` after a delta that was not stored: the next
   one carries every body again.
+
+A blob that an environment less trusted than this process wrote (an isolated worker,
+an IPython kernel, or an rlmx that did not record its writer) is not loaded unless
+``trusted`` (LocalREPL's ``trust_snapshots=True``): loading it would run that
+environment's class bodies and unpickle its values here. Its inputs are still bound.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 from rlm.environments.namespace import Inputs
 from rlm.environments.worker.repl import WorkerRepl
 from rlm.environments.worker.snapshot import Entry, Snapshotter
-from rlm.environments.worker_state import WorkerState
+from rlm.environments.worker_state import ORIGIN_HOST, WorkerState, refusal
 
 DEFAULT_MAX_VALUE_BYTES = 1 << 30  # per variable, as the worker environments
 
@@ -77,9 +82,13 @@ class LocalNamespace(WorkerRepl):
 class LocalSnapshots:
     """Snapshots of one LocalREPL namespace. Callers hold the REPL's lock."""
 
-    def __init__(self, namespace: LocalNamespace, max_value_bytes: int) -> None:
+    def __init__(
+        self, namespace: LocalNamespace, max_value_bytes: int, trusted: bool = False
+    ) -> None:
         self.namespace = namespace
         self.max_value_bytes = max_value_bytes
+        self.trusted = trusted  # load blobs whatever environment wrote them
+        self.refused: str | None = None  # why the last restore() loaded no variables
         self._snapshotter: Snapshotter | None = None  # made on first use (it probes picklers)
         self._entries: dict[str, dict[str, Any]] = {}  # name -> meta, "digest" for bodies
         self._unsaved: dict[str, str] = {}
@@ -98,15 +107,20 @@ class LocalSnapshots:
         state = WorkerState(self.namespace.inputs.compaction_history is not None, 1 << 62)
         state.entries = {meta["name"]: (meta, body) for meta, body in entries}
         state.unsaved = dict(unsaved)
-        return state.to_blob(), sorted(unsaved)
+        return state.to_blob(ORIGIN_HOST), sorted(unsaved)
 
     def restore(self, data: bytes) -> list[str]:
         """Replace the user variables with those of blob ``data``; returns the names that
-        could not be restored (saved ones that failed, and those never saved)."""
+        could not be restored (saved ones that failed, and those never saved, and all
+        of them if the blob's writer is not trusted here: ``refused`` says why)."""
         state = WorkerState.from_blob(data, True, 1 << 62)
         inputs = self.namespace.inputs
         inputs.contexts.update(state.inputs.contexts)  # a worker blob carries its inputs
         inputs.histories.update(state.inputs.histories)
+        self.refused = None if self.trusted else refusal(state.origin, ORIGIN_HOST)
+        if self.refused is not None:
+            self.namespace.restore_scaffold()  # binds the inputs, loads nothing
+            return sorted({**state.unsaved, **state.entries})
         failed = self._restore_entries(list(state.entries.values()))
         return sorted({**state.unsaved, **failed})
 

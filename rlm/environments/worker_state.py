@@ -9,6 +9,12 @@
 ``to_blob``/``from_blob`` give ``SupportsSnapshot`` its bytes. The blob is a pickle
 made by the host of host-made data plus those opaque entries: treat it like any pickle
 (restore only blobs this host stored).
+
+Provenance: a blob names the kind of environment whose namespace it holds (``origin``,
+set by the host when it makes the blob, never by the worker). Entries written where
+model code ran with fewer privileges are not loaded where it would gain some (an
+isolated worker's into the host process), unless the reader trusts snapshots:
+``refusal`` says why not. See docs/security.md.
 """
 
 from __future__ import annotations
@@ -24,6 +30,31 @@ BLOB_FORMAT = "rlmx-worker-snapshot"
 BLOB_VERSION = 1
 
 Entry = tuple[dict[str, Any], bytes | None]
+
+# Who wrote a snapshot, from most to least trusted by the host process.
+ORIGIN_HOST = "host"  # this process (LocalREPL, in-process IPython): model code ran here
+ORIGIN_LOCAL_PROCESS = "local-process"  # a subprocess as this user (IPython kernel)
+ORIGIN_ISOLATED = "isolated"  # sandbox, docker, modal, e2b, daytona, prime
+ORIGIN_UNKNOWN = "unknown"  # written before rlmx recorded provenance
+_TRUST = {ORIGIN_HOST: 2, ORIGIN_LOCAL_PROCESS: 1, ORIGIN_ISOLATED: 0, ORIGIN_UNKNOWN: 0}
+_WRITERS = {
+    ORIGIN_LOCAL_PROCESS: "an IPython kernel process",
+    ORIGIN_ISOLATED: "an isolated environment (sandbox or container)",
+}
+
+
+def refusal(writer: str, reader: str) -> str | None:
+    """Why entries written in a ``writer`` environment are not loaded in a ``reader``
+    one (the reader would run their class bodies and unpickle them with more
+    privileges than the code that made them had), or ``None`` if they may be."""
+    if _TRUST.get(reader, 2) <= _TRUST.get(writer, 0):
+        return None
+    if writer in _WRITERS:
+        saved_by = f"saved by {_WRITERS[writer]}"
+    else:
+        saved_by = "saved by an environment this rlmx version did not record"
+    where = "the host process" if reader == ORIGIN_HOST else "a less isolated environment"
+    return f"not loaded: {saved_by}, and this REPL runs in {where}"
 
 
 def host_copy(value: Any) -> Any:
@@ -42,6 +73,7 @@ class WorkerState:
         self.entries: dict[str, Entry] = {}
         self.unsaved: dict[str, str] = {}
         self.after_cell = 0  # the cell the stored snapshot was taken after
+        self.origin = ORIGIN_UNKNOWN  # who wrote the blob this state was read from
         self._staged: list[Entry] = []
         self._lock = threading.Lock()
 
@@ -124,11 +156,13 @@ class WorkerState:
 
     # -- SupportsSnapshot blob ------------------------------------------------------------
 
-    def to_blob(self) -> bytes:
+    def to_blob(self, origin: str = ORIGIN_UNKNOWN) -> bytes:
+        """The blob, saying its entries were written in an ``origin`` environment."""
         with self._lock:
             data = {
                 "format": BLOB_FORMAT,
                 "version": BLOB_VERSION,
+                "origin": origin,
                 "contexts": self.inputs.contexts,
                 "histories": self.inputs.histories,
                 "compaction": self.inputs.compaction_history,
@@ -153,6 +187,7 @@ class WorkerState:
         state.entries = dict(data["entries"])
         state.unsaved = dict(data["unsaved"])
         state.after_cell = int(data.get("after_cell", 0))
+        state.origin = str(data.get("origin") or ORIGIN_UNKNOWN)
         return state
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlm.environments.base_env import SupportsSnapshot
 from rlm.sessions.checkpoint import Checkpoint
+from rlm.sessions.snapshots import vet_blob
 from rlm.utils.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -58,7 +59,12 @@ def restore_one_shot(env: Any, checkpoint: Checkpoint, owned: bool = True) -> st
         try:
             if not isinstance(env, SupportsSnapshot):
                 raise ConfigurationError(f"{type(env).__name__} cannot restore variables")
-            lost.update(dict.fromkeys(env.restore(checkpoint.snapshot), "could not be restored"))
+            refused = vet_blob(env, checkpoint.snapshot)  # e.g. a sandbox's, into local
+            if refused is not None:
+                lost.update(refused)
+            else:
+                restored = env.restore(checkpoint.snapshot)
+                lost.update(dict.fromkeys(restored, "could not be restored"))
         except BaseException:
             if owned:
                 env.cleanup()

@@ -10,16 +10,32 @@ Two forms, chosen by what the environment offers:
 
 Either restores into either kind of environment: a parts manifest is turned into the
 worker's blob format for an environment that only has ``restore(bytes)``.
+
+Provenance: each snapshot records which kind of environment wrote it (``origin``: the
+manifest's field, the blob's own). Variables written where model code ran with fewer
+privileges are not restored where it would gain some: an isolated worker's (sandbox,
+docker, modal, e2b, daytona, prime) only into an isolated worker, an IPython kernel's
+not into the host process. Such a restore binds no variable, reports each one with the
+reason (the model is told) and warns; ``trust_snapshots=True`` in the environment's
+keywords lifts it. A parts manifest without ``origin`` was written by an in-process
+environment (only those wrote parts); a blob without one counts as untrusted.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from rlm.environments.base_env import SupportsSnapshot
-from rlm.environments.worker_state import WorkerState
+from rlm.environments.base_env import IsolatedEnv, SupportsSnapshot
+from rlm.environments.worker_state import (
+    ORIGIN_HOST,
+    ORIGIN_ISOLATED,
+    ORIGIN_LOCAL_PROCESS,
+    WorkerState,
+    refusal,
+)
 from rlm.sessions.models import SnapshotRead, SnapshotWrite
 
 PARTS_FORMAT = "rlmx-snapshot-parts"
@@ -32,7 +48,13 @@ def capture(env: Any) -> SnapshotWrite | None:
     delta = getattr(env, "snapshot_delta", None)
     if callable(delta):
         metas, bodies, unsaved = delta()
-        manifest = {"format": PARTS_FORMAT, "version": 1, "entries": metas, "unsaved": unsaved}
+        manifest = {
+            "format": PARTS_FORMAT,
+            "version": 1,
+            "origin": env_origin(env),
+            "entries": metas,
+            "unsaved": unsaved,
+        }
         data = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str).encode()
         digests = [str(m["digest"]) for m in metas if m.get("digest")]
         return SnapshotWrite("parts", data, bodies, digests, dict(unsaved))
@@ -57,17 +79,24 @@ def restore(
     if snap.kind == "bytes":
         if not isinstance(env, SupportsSnapshot):
             return {"*": f"{type(env).__name__} cannot restore variables"}
-        return dict.fromkeys(env.restore(bytes(snap.data)), NOT_RESTORED)
+        data = bytes(snap.data)
+        refused = vet_blob(env, data)
+        if refused is not None:
+            return refused
+        return dict.fromkeys(env.restore(data), NOT_RESTORED)
     manifest = json.loads(snap.data)
     if manifest.get("format") != PARTS_FORMAT:
         raise ValueError("not an rlmx parts snapshot")
     entries: list[dict[str, Any]] = manifest["entries"]
     lost: dict[str, str] = dict(manifest.get("unsaved") or {})
+    why = _vet(env, str(manifest.get("origin") or ORIGIN_HOST))
+    if why is not None:
+        return {**lost, **{str(e["name"]): why for e in entries}}
     restore_parts = getattr(env, "restore_parts", None)
     if callable(restore_parts):
         failed = restore_parts(entries, lambda digest: bytes(load_part(digest)))
     elif isinstance(env, SupportsSnapshot):
-        failed = env.restore(_worker_blob(entries, load_part))
+        failed = env.restore(_worker_blob(entries, load_part, str(manifest.get("origin") or "")))
     else:
         failed = [str(e["name"]) for e in entries]
         return {**lost, **dict.fromkeys(failed, f"{type(env).__name__} cannot restore variables")}
@@ -75,7 +104,7 @@ def restore(
 
 
 def _worker_blob(
-    entries: list[dict[str, Any]], load_part: Callable[[str], bytes | bytearray]
+    entries: list[dict[str, Any]], load_part: Callable[[str], bytes | bytearray], origin: str
 ) -> bytes:
     """A parts manifest in the worker environments' ``restore()`` format."""
     state = WorkerState(False, 1 << 62)
@@ -83,4 +112,50 @@ def _worker_blob(
         digest = meta.get("digest")
         body = bytes(load_part(digest)) if digest else None
         state.entries[str(meta["name"])] = ({k: v for k, v in meta.items() if k != "digest"}, body)
-    return state.to_blob()
+    return state.to_blob(origin or ORIGIN_HOST)
+
+
+def env_origin(env: Any) -> str:
+    """Where ``env`` runs model code, and so unpickles what it restores."""
+    engine = getattr(env, "_engine", None) or env  # IPythonREPL runs one of two engines
+    if isinstance(env, IsolatedEnv) or isinstance(engine, IsolatedEnv):
+        return ORIGIN_ISOLATED
+    from rlm.environments.worker_env import WorkerEnv  # a worker outside a sandbox
+
+    return ORIGIN_LOCAL_PROCESS if isinstance(engine, WorkerEnv) else ORIGIN_HOST
+
+
+def trusts_snapshots(env: Any) -> bool:
+    """Whether ``env`` was made with ``trust_snapshots=True`` (``environment_kwargs``)."""
+    kwargs = getattr(env, "kwargs", None)
+    return isinstance(kwargs, dict) and bool(kwargs.get("trust_snapshots"))
+
+
+def vet_blob(env: Any, data: bytes) -> dict[str, str] | None:
+    """``None`` if ``env`` may restore the worker-format blob ``data``; else every
+    variable in it with the reason it is not restored. Reads the blob's host-made
+    envelope (the worker's entries stay opaque bytes); an unreadable blob is left to
+    ``env.restore`` to reject."""
+    try:
+        state = WorkerState.from_blob(data, False, 1 << 62)
+    except Exception:
+        return None
+    why = _vet(env, state.origin)
+    if why is None:
+        return None
+    return {**state.unsaved, **dict.fromkeys(state.entries, why)}
+
+
+def _vet(env: Any, writer: str) -> str | None:
+    if trusts_snapshots(env):
+        return None
+    why = refusal(writer, env_origin(env))
+    if why is not None:
+        warnings.warn(
+            f"{type(env).__name__} did not restore the saved REPL variables ({why}). "
+            "Resume in an isolated environment, or pass trust_snapshots=True in "
+            "environment_kwargs if you trust the code that wrote them.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return why

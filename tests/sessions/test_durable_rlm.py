@@ -201,7 +201,9 @@ def test_a_session_moves_between_local_and_sandbox(tmp_path: Path) -> None:
     rlm = durable_rlm(program, store, "x", environment="sandbox")
     assert asyncio.run(rlm.acompletion("ctx0", root_prompt="a")).response == "A"
     rlm.close()
-    rlm = durable_rlm(program, store, "x")  # the worker's bytes restore into LocalREPL
+    # The worker's bytes restore into LocalREPL when it trusts them (see
+    # test_security_provenance: by default it does not).
+    rlm = durable_rlm(program, store, "x", environment_kwargs={"trust_snapshots": True})
     assert rlm.completion("ctx1", root_prompt="b").response == "16ctx0"
     rlm.close()
     rlm = durable_rlm(program, store, "x", environment="sandbox")  # parts into the worker
