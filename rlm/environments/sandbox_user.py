@@ -91,8 +91,17 @@ def _inside(path: str, parent: str) -> bool:
 def cover_argv(bwrap: str, paths: Iterable[str], user: HostUser) -> list[str]:
     """The first bubblewrap (run as root) that shows each of ``paths`` (real paths) at
     its place to ``user``, or [] when ``user`` already reaches them all."""
+    paths = sorted(set(paths))
+    for path in paths:
+        if os.path.isdir(path) and not user.can_enter(os.stat(path)):
+            raise PermissionError(
+                f"the sandbox runs as host uid {user.uid} (never as root), which cannot "
+                f"enter {path} (mode {stat.filemode(os.stat(path).st_mode)}), a directory "
+                f"the sandbox needs (the interpreter or rlmx lives there): make it "
+                f"searchable (chmod o+x {path}) or pass run_as=(uid, gid) for a user who can"
+            )
     covers: dict[str, list[str]] = {}
-    for path in sorted(set(paths)):
+    for path in paths:
         top = blocked_dir(path, user)
         if top is not None and not any(_inside(path, p) for p in covers.get(top, [])):
             covers.setdefault(top, []).append(path)

@@ -155,3 +155,16 @@ def test_searchable_follows_owner_group_other() -> None:
     assert user.can_enter(info(4242, 0, 0o700)) and not user.can_enter(info(4242, 0, 0o077))
     assert user.can_enter(info(0, 4343, 0o710)) and not user.can_enter(info(0, 4343, 0o701))
     assert user.can_enter(info(0, 0, 0o711)) and not user.can_enter(info(0, 0, 0o770))
+
+
+def test_a_needed_directory_the_user_cannot_enter_is_a_clear_error(tmp_path: Path) -> None:
+    """A cover can show a path at its place, but cannot change the path's own mode: a
+    venv directory made 0700 (``mktemp -d``) must fail with what to do, not bwrap's
+    bare 'Permission denied'."""
+    venv = tmp_path / "venv"
+    venv.mkdir(mode=0o700)
+    os.chmod(venv, 0o700)
+    with pytest.raises(PermissionError, match=r"chmod o\+x .*venv"):
+        cover_argv("/usr/bin/bwrap", [str(venv)], HostUser())
+    os.chmod(venv, 0o755)
+    cover_argv("/usr/bin/bwrap", [str(venv)], HostUser())  # reachable now: no error
