@@ -152,7 +152,7 @@ def main() -> int:
         return 1
     total = sum(o.passed for _, o in rows)
     failed = sum(o.failed + o.errors for _, o in rows)
-    print(f"\nrlms suites: {total} passed, {failed} failed")
+    print(f"\ncompat: {total} passed, {failed} failed")
     return 0
 
 
