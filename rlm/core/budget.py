@@ -97,18 +97,24 @@ class BudgetNode:
         to ``settle`` or ``release``."""
         with self.tree.lock:
             now = time.perf_counter()
-            breach: Breach | None = None
-            for node in self.chain:
-                found = node._shortfall(estimate, now)
-                if found is not None:
-                    if node.refused is None:
-                        node.refused = found
-                    breach = breach or found
+            breach = self._first_shortfall(estimate, now)
             if breach is not None:
                 raise BudgetExhaustedError(breach, describe_refusal(breach))
             for node in self.chain:
                 node._held = node._held.plus(estimate, 1)
         return estimate
+
+    def _first_shortfall(self, estimate: Estimate, now: float) -> Breach | None:
+        """The first limit up the chain that ``estimate`` would break (the tree lock is
+        held); every node whose limit refuses records it as its first refusal."""
+        breach: Breach | None = None
+        for node in self.chain:
+            found = node._shortfall(estimate, now)
+            if found is not None:
+                if node.refused is None:
+                    node.refused = found
+                breach = breach or found
+        return breach
 
     def admit(self, calls: int) -> tuple[int, BudgetExhaustedError | None]:
         """How many of ``calls`` more calls the limits up the chain let start now: the
@@ -123,14 +129,7 @@ class BudgetNode:
                 fit = min(fit, node._room(now, calls))
             if fit >= calls:
                 return calls, None
-            probe = Estimate(calls=fit + 1, tokens=1, usd=0.0)
-            breach: Breach | None = None
-            for node in self.chain:
-                found = node._shortfall(probe, now)
-                if found is not None:
-                    if node.refused is None:
-                        node.refused = found
-                    breach = breach or found
+            breach = self._first_shortfall(Estimate(calls=fit + 1, tokens=1, usd=0.0), now)
             assert breach is not None  # the node that limited ``fit`` refuses the probe
             return fit, BudgetExhaustedError(breach, describe_refusal(breach))
 
