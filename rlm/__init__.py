@@ -5,8 +5,7 @@ rlm = RLM(backend="openai", backend_kwargs={"model_name": "gpt-5-mini"})
 print(rlm.completion(long_text, root_prompt="Who wrote it?").response)
 """
 
-from rlm.core.rlm import RLM
-from rlm.utils.exceptions import (
+from rlm.base.errors import (
     BudgetExceededError,
     CancellationError,
     ErrorThresholdExceededError,
@@ -16,8 +15,8 @@ from rlm.utils.exceptions import (
     TimeoutExceededError,
     TokenLimitExceededError,
 )
-
-__version__ = "0.1.0"
+from rlm.base.version import __version__ as __version__
+from rlm.core.rlm import RLM
 
 __all__ = [
     "RLM",

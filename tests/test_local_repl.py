@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rlm.core.types import ModelUsageSummary, RLMChatCompletion, UsageSummary
+from rlm.base.types import ModelUsageSummary, RLMChatCompletion, UsageSummary
 from rlm.environments import (
     ENVIRONMENT_NAMES,
     RESERVED_TOOL_NAMES,

@@ -10,9 +10,9 @@ import pytest
 
 import rlm.core.rlm as core_rlm
 from rlm import RLM, ErrorThresholdExceededError
+from rlm.base.types import ModelUsageSummary, RLMChatCompletion, UsageSummary
 from rlm.clients.base_lm import BaseLM
 from rlm.clients.scripted import ScriptedLM
-from rlm.core.types import ModelUsageSummary, RLMChatCompletion, UsageSummary
 from rlm.environments import LocalREPL, SupportsPersistence
 
 

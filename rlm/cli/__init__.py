@@ -27,7 +27,7 @@ Run 'rlm COMMAND --help' for a command's options and examples."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rlm import __version__
+    from rlm.base.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="rlm",

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from rlm.base.errors import ConfigurationError, SessionError
+from rlm.base.redact import redact_text
 from rlm.cli.chat_session import HELP, ChatSession
 from rlm.cli.config import CLIUsageError
 from rlm.cli.factory import SettingsFactory, environment_notice, from_args
@@ -14,8 +16,6 @@ from rlm.cli.line_input import default_history_path, make_reader
 from rlm.cli.live import use_live
 from rlm.cli.settings import add_model_options
 from rlm.sessions.store import STORE_ENV_VAR, default_store_path
-from rlm.utils.exceptions import ConfigurationError, SessionError
-from rlm.utils.rlm_utils import redact_text
 
 EXAMPLES = """examples:
   rlm chat

@@ -17,16 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from rlm.base.errors import RLMError, RLMLimitError
+from rlm.base.redact import redact_text
+from rlm.base.types import UsageSummary
 from rlm.cli.config import CLIUsageError, load_context
 from rlm.cli.factory import SettingsFactory
 from rlm.cli.live import LiveDisplay
 from rlm.cli.progress import RunTracker
 from rlm.core.rlm import RLM
-from rlm.core.types import UsageSummary
 from rlm.logger.verbose import format_duration, format_usage, one_line
 from rlm.sessions import api as stored
-from rlm.utils.exceptions import RLMError, RLMLimitError
-from rlm.utils.rlm_utils import redact_text
 
 HELP = """commands:
   /add PATH   queue a file, directory or glob as the next message's context

@@ -7,10 +7,10 @@ import importlib.util
 import sys
 from typing import IO, Any
 
+from rlm.base.redact import redact_text
 from rlm.cli.config import CLIUsageError
 from rlm.cli.factory import SettingsFactory, environment_notice, from_args
 from rlm.cli.settings import add_model_options
-from rlm.utils.rlm_utils import redact_text
 
 EXAMPLES = """examples:
   rlm mcp

@@ -11,10 +11,10 @@ import threading
 from collections.abc import Callable
 from typing import IO, Any
 
-from rlm.core.events import Event, EventBus
-from rlm.core.types import REPLResult, UsageSummary
+from rlm.base.events import Event, EventBus
+from rlm.base.redact import redact_text
+from rlm.base.types import REPLResult, UsageSummary
 from rlm.logger.verbose import format_duration, format_usage, one_line
-from rlm.utils.rlm_utils import redact_text
 
 
 class RunTracker:

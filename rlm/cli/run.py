@@ -13,13 +13,13 @@ import sys
 import time
 from typing import IO, Any
 
+from rlm.base.errors import ClientError, ConfigurationError, RLMError, RLMLimitError
+from rlm.base.redact import redact_text
 from rlm.cli.config import CLIUsageError, load_context
 from rlm.cli.factory import SettingsFactory, environment_notice, model_setup
 from rlm.cli.live import LiveDisplay, use_live
 from rlm.cli.progress import RunTracker, print_summary
 from rlm.cli.settings import add_model_options, resolve
-from rlm.utils.exceptions import ClientError, ConfigurationError, RLMError, RLMLimitError
-from rlm.utils.rlm_utils import redact_text
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_PROVIDER = 0, 1, 2, 3, 4
 EXAMPLES = """examples:

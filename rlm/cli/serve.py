@@ -10,10 +10,10 @@ import secrets
 import sys
 from typing import IO, Any
 
+from rlm.base.redact import redact_text
 from rlm.cli.config import CLIUsageError
 from rlm.cli.factory import SettingsFactory, environment_notice, exposed_warning, from_args
 from rlm.cli.settings import Settings, add_model_options
-from rlm.utils.rlm_utils import redact_text
 
 MIB = 1024 * 1024
 EXAMPLES = """examples:

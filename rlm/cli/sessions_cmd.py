@@ -13,11 +13,11 @@ import sys
 import time
 from typing import IO, Any
 
+from rlm.base.errors import ConfigurationError, SessionError
+from rlm.base.redact import redact_text
 from rlm.logger.verbose import one_line, printable
 from rlm.sessions import api
 from rlm.sessions.store import STORE_ENV_VAR, default_store_path
-from rlm.utils.exceptions import ConfigurationError, SessionError
-from rlm.utils.rlm_utils import redact_text
 
 EXAMPLES = f"""examples:
   rlm sessions list

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlm.base.redact import redact_text
 from rlm.cli.config import CLIUsageError
-from rlm.utils.rlm_utils import redact_text
 
 SECRET_WORDS = ("key", "token", "secret", "password")
 

@@ -23,14 +23,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from rlm.base.errors import ProviderConnectionError, ProviderError
+from rlm.base.types import ModelUsageSummary, Prompt
 from rlm.clients.async_pool import PerLoop
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
 from rlm.clients.compat import EnvDefaults, LazySDK, require_key
 from rlm.clients.openai import to_messages
 from rlm.clients.pricing import estimate_cost, price_of
 from rlm.clients.retry import RetryPolicy, http_error, parse_retry_after
-from rlm.core.types import ModelUsageSummary, Prompt
-from rlm.utils.exceptions import ProviderConnectionError, ProviderError
 
 _SDK = LazySDK(globals(), {"anthropic": "anthropic"}, "The anthropic backend", "anthropic")
 

@@ -15,13 +15,13 @@ import inspect
 import os
 from typing import Any
 
+from rlm.base.errors import ConfigurationError
+from rlm.base.types import Prompt
 from rlm.clients.async_pool import PerLoop
 from rlm.clients.base_lm import DEFAULT_TIMEOUT
 from rlm.clients.compat import APIKeyRequiredError, EnvDefaults, LazySDK
 from rlm.clients.openai import ChatCompletionsLM, request_args, to_messages
 from rlm.clients.retry import RetryPolicy
-from rlm.core.types import Prompt
-from rlm.utils.exceptions import ConfigurationError
 
 _SDK = LazySDK(globals(), {"openai": "openai"}, "The azure_openai backend", "openai")
 

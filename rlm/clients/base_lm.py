@@ -21,11 +21,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlm.base.errors import ConfigurationError, MissingAPIKeyError
+from rlm.base.types import ModelUsageSummary, Prompt, UsageSummary
 from rlm.clients.compat import RlmsUsageAttributes
 from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries
 from rlm.clients.usage import UsageTracker
-from rlm.core.types import ModelUsageSummary, Prompt, UsageSummary
-from rlm.utils.exceptions import ConfigurationError, MissingAPIKeyError
 
 DEFAULT_TIMEOUT: float = 300.0
 

@@ -22,9 +22,9 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rlm.base.errors import MissingAPIKeyError, MissingExtraError
+from rlm.base.types import ModelUsageSummary
 from rlm.clients.usage import UsageTracker
-from rlm.core.types import ModelUsageSummary
-from rlm.utils.exceptions import MissingAPIKeyError, MissingExtraError
 
 
 class LazySDK:

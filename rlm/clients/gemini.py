@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from rlm.base.errors import ConfigurationError, ProviderConnectionError, ProviderError
+from rlm.base.types import ModelUsageSummary, Prompt
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM
 from rlm.clients.compat import EnvDefaults, LazySDK, as_count, as_number, require_key
 from rlm.clients.openai import to_messages
 from rlm.clients.pricing import estimate_cost
 from rlm.clients.retry import RetryPolicy, http_error, parse_retry_after
-from rlm.core.types import ModelUsageSummary, Prompt
-from rlm.utils.exceptions import ConfigurationError, ProviderConnectionError, ProviderError
 
 _SDK = LazySDK(
     globals(),

@@ -14,8 +14,8 @@ import asyncio
 import inspect
 from typing import Any
 
+from rlm.base.types import ModelUsageSummary, Prompt, UsageSummary
 from rlm.clients.base_lm import BaseLM, LMResult, reply_text, usage_of
-from rlm.core.types import ModelUsageSummary, Prompt, UsageSummary
 
 
 def _last_usage(client: Any) -> ModelUsageSummary:

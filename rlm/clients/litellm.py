@@ -23,11 +23,11 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
+from rlm.base.types import Prompt
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
 from rlm.clients.compat import LazySDK
 from rlm.clients.openai import parse_response, to_messages, translate_errors
 from rlm.clients.retry import RetryPolicy
-from rlm.core.types import Prompt
 
 _SDK = LazySDK(
     globals(), {"litellm": "litellm", "openai": "openai"}, "The litellm backend", "litellm"

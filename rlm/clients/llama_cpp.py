@@ -25,9 +25,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from rlm.base.errors import ConfigurationError, MissingExtraError, ProviderError
+from rlm.base.types import ModelUsageSummary, Prompt
 from rlm.clients.base_lm import LMResult, TrackedLM
-from rlm.core.types import ModelUsageSummary, Prompt
-from rlm.utils.exceptions import ConfigurationError, MissingExtraError, ProviderError
 
 DEFAULT_MAX_TOKENS = 256  # keeps a CPU smoke run short; raise it via sampling_args
 DEFAULT_TEMPERATURE = 0.2  # tiny models ramble at llama.cpp's default of 0.8

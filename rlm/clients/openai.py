@@ -27,13 +27,13 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import urlparse
 
+from rlm.base.errors import ConfigurationError, ProviderConnectionError, ProviderError
+from rlm.base.types import ModelUsageSummary, Prompt
 from rlm.clients.async_pool import PerLoop
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
 from rlm.clients.compat import APIKeyRequiredError, EnvDefaults, LazySDK, as_count, as_number
 from rlm.clients.pricing import estimate_cost
 from rlm.clients.retry import RetryPolicy, http_error, parse_retry_after
-from rlm.core.types import ModelUsageSummary, Prompt
-from rlm.utils.exceptions import ConfigurationError, ProviderConnectionError, ProviderError
 
 _SDK = LazySDK(globals(), {"openai": "openai"}, "The openai backend", "openai")
 

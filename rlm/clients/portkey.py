@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlm.base.types import Prompt
 from rlm.clients.async_pool import PerLoop
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, require_model
 from rlm.clients.compat import EnvDefaults, LazySDK, require_key
 from rlm.clients.openai import ChatCompletionsLM, to_messages
 from rlm.clients.retry import RetryPolicy
-from rlm.core.types import Prompt
 
 _SDK = LazySDK(
     globals(),

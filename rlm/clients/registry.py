@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from rlm.base.errors import ConfigurationError
 from rlm.clients.base_lm import BaseLM
-from rlm.utils.exceptions import ConfigurationError
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TypeVar
 
-from rlm.utils.exceptions import ProviderConnectionError, ProviderError, RateLimitError
+from rlm.base.errors import ProviderConnectionError, ProviderError, RateLimitError
 
 T = TypeVar("T")
 

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from rlm.base.types import ModelUsageSummary, Prompt
 from rlm.clients.base_lm import LMResult, TrackedLM
-from rlm.core.types import ModelUsageSummary, Prompt
-from rlm.utils.token_utils import estimate_tokens
+from rlm.clients.tokens import estimate_tokens
 
 
 class ScriptedLM(TrackedLM):

@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
 
-from rlm.core.types import ModelUsageSummary, UsageSummary
+from rlm.base.types import ModelUsageSummary, UsageSummary
 
 
 class UsageTracker:

@@ -23,7 +23,9 @@ import threading
 import time
 from typing import Any
 
-from rlm.core.cancel import CancelToken
+from rlm.base.cancel import CancelToken
+from rlm.base.errors import BudgetExhaustedError
+from rlm.base.types import ModelUsageSummary, UsageSummary
 from rlm.core.limits import (
     Breach,
     Estimate,
@@ -32,8 +34,6 @@ from rlm.core.limits import (
     describe_refusal,
     find_breach,
 )
-from rlm.core.types import ModelUsageSummary, UsageSummary
-from rlm.utils.exceptions import BudgetExhaustedError
 
 _NO_LIMITS = Limits()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rlm.core.events import Event, EventBus
+from rlm.base.events import Event, EventBus
 
 OnSubcallStart = Callable[[int, str, str], None]
 OnSubcallComplete = Callable[[int, str, float, str | None], None]

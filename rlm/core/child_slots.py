@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rlm.core.cancel import CancelToken
+from rlm.base.cancel import CancelToken
 
 
 class ChildGate:

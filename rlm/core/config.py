@@ -7,18 +7,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlm.base.errors import ConfigurationError
+from rlm.base.redact import filter_sensitive_keys
+from rlm.base.tools import validate_custom_tools
+from rlm.base.types import RLMMetadata
 from rlm.clients.base_lm import BaseLM
 from rlm.core.budget import Limits
 from rlm.core.governor import Governor
 from rlm.core.lm_batch import DEFAULT_MAX_BATCH_SIZE
 from rlm.core.lm_handler import DEFAULT_MAX_CONCURRENT_LLM_CALLS, LMHandler
 from rlm.core.model_policy import validate_allowed_models
-from rlm.core.types import RLMMetadata
-from rlm.environments.tools import validate_custom_tools
-from rlm.utils.exceptions import ConfigurationError
-from rlm.utils.parsing import DEFAULT_MAX_OUTPUT_CHARS
-from rlm.utils.prompts import RLM_SYSTEM_PROMPT
-from rlm.utils.rlm_utils import filter_sensitive_keys
+from rlm.core.parsing import DEFAULT_MAX_OUTPUT_CHARS
+from rlm.core.prompts import RLM_SYSTEM_PROMPT
 
 
 def _merge_sampling(kwargs: dict[str, Any] | None, sampling: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlm.base.errors import CircuitOpenError, MissingAPIKeyError, ProviderError
 from rlm.clients.retry import RetryPolicy
-from rlm.utils.exceptions import CircuitOpenError, MissingAPIKeyError, ProviderError
 
 DEFAULT_POLICY = RetryPolicy()
 _FATAL_STATUS = frozenset({401, 402, 403})

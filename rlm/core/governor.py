@@ -35,12 +35,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from rlm.base.cancel import CancelToken
+from rlm.base.errors import CircuitOpenError, ProviderError
 from rlm.clients.retry import RetryPolicy, is_retryable, resume_retries, suspend_retries
-from rlm.core.cancel import CancelToken
 from rlm.core.child_slots import ChildGate
 from rlm.core.error_kinds import is_fatal, is_rate_limit, policy_of
 from rlm.core.waiters import TaskWaiter, ThreadWaiter, Waiter
-from rlm.utils.exceptions import CircuitOpenError, ProviderError
 
 A = TypeVar("A")
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlm.utils.exceptions import (
+from rlm.base.errors import (
     BudgetExceededError,
     ErrorThresholdExceededError,
     LLMCallLimitExceededError,

@@ -20,11 +20,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from rlm.base.errors import CircuitOpenError, ConfigurationError
+from rlm.base.types import Prompt, RLMChatCompletion
 from rlm.core.error_kinds import is_fatal, policy_of
 from rlm.core.lm_route import failed_completion
 from rlm.core.reservation import require_price, reserve_call
-from rlm.core.types import Prompt, RLMChatCompletion
-from rlm.utils.exceptions import CircuitOpenError, ConfigurationError
 
 if TYPE_CHECKING:
     from rlm.clients.base_lm import BaseLM, LMResult

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rlm.base.types import Prompt, RLMChatCompletion, UsageSummary
 from rlm.clients.base_lm import BaseLM, LMResult
 from rlm.clients.legacy import as_client
 from rlm.core.budget import BudgetNode
@@ -41,10 +42,9 @@ from rlm.core.lm_route import LMRoute
 from rlm.core.model_policy import AllowedModels, ModelPolicy
 from rlm.core.reservation import reserve_call
 from rlm.core.runtime import AsyncRuntime
-from rlm.core.types import Prompt, RLMChatCompletion, UsageSummary
 
 if TYPE_CHECKING:
-    from rlm.core.events import RunScope
+    from rlm.base.events import RunScope
     from rlm.core.lm_server import LMServer
 
 # Upper bound on sub-LM calls in flight for one llm_query_batched. rlms hard-codes 16;

@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from rlm.base.errors import BudgetExhaustedError
+from rlm.base.types import Prompt, RLMChatCompletion, UsageSummary
 from rlm.core.model_policy import ModelNotAllowedError, UnpricedModelError
-from rlm.core.types import Prompt, RLMChatCompletion, UsageSummary
-from rlm.utils.exceptions import BudgetExhaustedError
 
 if TYPE_CHECKING:
+    from rlm.base.events import RunScope
     from rlm.core.budget import BudgetNode
-    from rlm.core.events import RunScope
     from rlm.core.lm_handler import LMHandler
 
 # A call that was not made for one of these reasons reads just the reason.

@@ -25,8 +25,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from rlm.core import comms_utils, local_tokens
-from rlm.core.comms_utils import (
+from rlm.base import local_tokens
+from rlm.base import wire as comms_utils
+from rlm.base.errors import WireProtocolError
+from rlm.base.wire import (
     AUTH_OK,
     UNAUTHORIZED,
     FrameTooLargeError,
@@ -37,7 +39,6 @@ from rlm.core.comms_utils import (
     socket_send,
 )
 from rlm.core.model_policy import ModelNotAllowedError
-from rlm.utils.exceptions import WireProtocolError
 
 if TYPE_CHECKING:
     from rlm.core.lm_handler import LMHandler

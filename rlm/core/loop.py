@@ -14,23 +14,23 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from rlm.base.cancel import CancelToken
+from rlm.base.events import RunScope
+from rlm.base.types import CodeBlock, REPLResult, RLMChatCompletion, RLMIteration
+from rlm.clients.tokens import count_tokens, get_context_limit
 from rlm.core.budget import BudgetNode, breach_error, find_breach
-from rlm.core.cancel import CancelToken
-from rlm.core.events import RunScope
-from rlm.core.types import CodeBlock, REPLResult, RLMChatCompletion, RLMIteration
-from rlm.utils.parsing import (
+from rlm.core.parsing import (
     DEFAULT_MAX_OUTPUT_CHARS,
     find_code_blocks,
     find_final_marker,
     format_iteration,
 )
-from rlm.utils.prompts import (
+from rlm.core.prompts import (
     COMPACTION_PROMPT,
     FINAL_ANSWER_PROMPT,
     build_compacted_history,
     build_user_prompt,
 )
-from rlm.utils.token_utils import count_tokens, get_context_limit
 
 # -- effects -----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from rlm.utils.exceptions import ConfigurationError
+from rlm.base.errors import ConfigurationError
 
 ANY_MODEL = "*"
 _SHOWN = 12  # allowed names listed in an error, at most

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlm.base.types import Prompt
 from rlm.clients.pricing import estimate_cost
+from rlm.clients.tokens import estimate_tokens
 from rlm.core.budget import BudgetNode, Estimate
 from rlm.core.model_policy import UnpricedModelError, reports_cost
-from rlm.core.types import Prompt
-from rlm.utils.token_utils import estimate_tokens
 
 DEFAULT_OUTPUT_TOKENS = 1024
 _OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")

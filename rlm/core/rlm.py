@@ -16,6 +16,9 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from rlm.base.errors import ConfigurationError
+from rlm.base.events import EventBus
+from rlm.base.types import ClientBackend, EnvironmentType, RLMChatCompletion
 from rlm.clients import BaseLM, get_client
 from rlm.core.callbacks import (
     OnIterationComplete,
@@ -25,12 +28,12 @@ from rlm.core.callbacks import (
     attach_callbacks,
 )
 from rlm.core.config import RLMConfig
-from rlm.core.events import EventBus
 from rlm.core.lm_handler import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CONCURRENT_LLM_CALLS
+from rlm.core.parsing import DEFAULT_MAX_OUTPUT_CHARS
+from rlm.core.resume import Resume
 from rlm.core.rlms_hooks import RLMSHooks
 from rlm.core.session import Session
 from rlm.core.streaming import AsyncEventStream, EventStream
-from rlm.core.types import ClientBackend, EnvironmentType, RLMChatCompletion
 from rlm.environments import (
     BaseEnv,
     SupportsPersistence,
@@ -39,12 +42,9 @@ from rlm.environments import (
     get_environment,
 )
 from rlm.logger import RLMLogger, VerbosePrinter
-from rlm.sessions.resume import Resume
-from rlm.utils.exceptions import ConfigurationError
-from rlm.utils.parsing import DEFAULT_MAX_OUTPUT_CHARS
 
 if TYPE_CHECKING:  # the store is imported when a session is durable, not by ``import rlm``
-    from rlm.sessions.durable import DurableSession
+    from rlm.core.durable import DurableSession
     from rlm.sessions.store import SessionStore
 
 
@@ -220,7 +220,7 @@ class RLM(RLMSHooks):
     # -- session -------------------------------------------------------------------------
 
     def _open_durable(self) -> DurableSession:
-        from rlm.sessions.durable import open_durable
+        from rlm.core.durable import open_durable
 
         cfg = self.config
         summary = {"backend": cfg.backend, "model": cfg.root_model, "environment": cfg.environment}

@@ -21,9 +21,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from rlm.base.types import RLMChatCompletion, RLMIteration
 from rlm.core.budget import breach_error, find_breach
 from rlm.core.subcalls import error_completion
-from rlm.core.types import RLMChatCompletion, RLMIteration
 from rlm.logger import RLMLogger
 
 if TYPE_CHECKING:

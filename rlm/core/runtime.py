@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from rlm.core.cancel import CancelToken
+    from rlm.base.cancel import CancelToken
 
 T = TypeVar("T")
 

@@ -18,26 +18,26 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rlm.base.cancel import acquire_lock, cancelling_current_task
+from rlm.base.checkpoint import Checkpoint
+from rlm.base.errors import BudgetExhaustedError
+from rlm.base.events import EventBus, RunScope
+from rlm.base.types import QueryMetadata, RLMChatCompletion
 from rlm.clients.base_lm import BaseLM
 from rlm.core.budget import BudgetNode
-from rlm.core.cancel import acquire_lock, cancelling_current_task
 from rlm.core.child_slots import ChildSlot
 from rlm.core.config import RLMConfig, build_handler
-from rlm.core.events import EventBus, RunScope
 from rlm.core.lm_handler import LMHandler, LMRoute
 from rlm.core.loop import LoopConfig, TurnResult, TurnState, drive_async, drive_sync
+from rlm.core.resume import Resume, restore_note, restore_one_shot, resume_point
 from rlm.core.runtime import run_blocking
 from rlm.core.subcalls import checked_subcall, error_completion, preview, run_child
 from rlm.core.turn import Turn, opening_messages
-from rlm.core.types import QueryMetadata, RLMChatCompletion
 from rlm.environments.base_env import BaseEnv, SupportsPersistence
 from rlm.logger.rlm_logger import record_run
-from rlm.sessions.checkpoint import Checkpoint
-from rlm.sessions.resume import Resume, restore_note, restore_one_shot, resume_point
-from rlm.utils.exceptions import BudgetExhaustedError
 
 if TYPE_CHECKING:
-    from rlm.sessions.durable import DurableSession
+    from rlm.core.durable import DurableSession
 
 ClientFactory = Callable[[str, dict[str, Any]], BaseLM]
 EnvFactory = Callable[[str, dict[str, Any]], BaseEnv]

@@ -12,8 +12,8 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-from rlm.core.events import Event, EventBus
-from rlm.core.types import RLMChatCompletion
+from rlm.base.events import Event, EventBus
+from rlm.base.types import RLMChatCompletion
 
 _DONE = object()
 

@@ -6,14 +6,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rlm.base.errors import RLMLimitError
+from rlm.base.events import RunScope
+from rlm.base.types import RLMChatCompletion, UsageSummary
 from rlm.core.budget import BudgetNode
 from rlm.core.child_slots import ChildSlot
 from rlm.core.config import RLMConfig
-from rlm.core.events import RunScope
 from rlm.core.lm_handler import LMHandler
 from rlm.core.model_policy import ModelNotAllowedError, ModelPolicy
-from rlm.core.types import RLMChatCompletion, UsageSummary
-from rlm.utils.exceptions import RLMLimitError
 
 if TYPE_CHECKING:
     from rlm.core.session import Session

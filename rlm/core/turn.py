@@ -13,8 +13,11 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rlm.base.checkpoint import Checkpoint
+from rlm.base.errors import BudgetExhaustedError, CancellationError, RLMLimitError
+from rlm.base.events import RunScope
+from rlm.base.types import RLMChatCompletion, UsageSummary
 from rlm.core.budget import BudgetNode, breach_error
-from rlm.core.events import RunScope
 from rlm.core.lm_handler import LMHandler
 from rlm.core.loop import (
     CallModel,
@@ -27,17 +30,14 @@ from rlm.core.loop import (
     TurnState,
     run_turn,
 )
+from rlm.core.prompts import build_metadata_prompt, render_system_prompt
 from rlm.core.runtime import run_blocking
-from rlm.core.types import RLMChatCompletion, UsageSummary
 from rlm.environments.base_env import BaseEnv, SupportsSnapshot
-from rlm.sessions.checkpoint import Checkpoint
-from rlm.utils.exceptions import BudgetExhaustedError, CancellationError, RLMLimitError
-from rlm.utils.prompts import build_metadata_prompt, render_system_prompt
 
 if TYPE_CHECKING:
+    from rlm.base.types import QueryMetadata
     from rlm.core.config import RLMConfig
     from rlm.core.session import Session
-    from rlm.core.types import QueryMetadata
 
 # On cancellation, how long an async turn waits for its running cell to wind down (with
 # the tree cancelled its sub-calls fail fast), so children finish before the root does.

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from rlm.core.types import REPLResult
-from rlm.environments.tools import (
+from rlm.base.ports import SupportsCustomTools, SupportsPersistence, SupportsSnapshot
+from rlm.base.tools import (
     RESERVED_TOOL_NAMES,
     ToolInfo,
     extract_tool_value,
@@ -20,6 +20,7 @@ from rlm.environments.tools import (
     parse_tool_entry,
     validate_custom_tools,
 )
+from rlm.base.types import REPLResult
 
 DEFAULT_MAX_CONCURRENT_SUBCALLS = 4
 
@@ -108,66 +109,6 @@ class IsolatedEnv(BaseEnv, ABC):
 
 class NonIsolatedEnv(BaseEnv, ABC):
     """Runs code on the host machine (in-process or in a local subprocess)."""
-
-
-@runtime_checkable
-class SupportsPersistence(Protocol):
-    """Environments that keep one namespace across ``RLM.completion()`` calls.
-
-    Contract (tested by ``tests/environments/test_local_repl_persistent.py``):
-
-    * Versioning: contexts are bound as ``context_0, context_1, ...`` in the order they
-      are added; histories as ``history_0, history_1, ...``.
-    * Aliasing: ``context`` is always ``context_0`` and ``history`` is ``history_0``.
-    * Histories are stored as deep copies: the caller may mutate its list afterwards.
-    * Counts: ``get_context_count`` / ``get_history_count`` return one more than the
-      highest index bound so far; ``RLM`` tells the model these numbers every turn.
-    """
-
-    def update_handler_address(self, address: tuple[str, int]) -> None:
-        """Point ``llm_query`` & co. at the LM handler listening on ``address``."""
-        ...
-
-    def add_context(self, context_payload: Any, context_index: int | None = None) -> int:
-        """Bind ``context_payload`` as ``context_{index}``; ``None`` means the next index.
-        Returns the index used."""
-        ...
-
-    def get_context_count(self) -> int:
-        """How many contexts are bound."""
-        ...
-
-    def add_history(
-        self, message_history: list[dict[str, Any]], history_index: int | None = None
-    ) -> int:
-        """Bind a deep copy of ``message_history`` as ``history_{index}``; ``None`` means
-        the next index. Returns the index used."""
-        ...
-
-    def get_history_count(self) -> int:
-        """How many histories are bound."""
-        ...
-
-
-@runtime_checkable
-class SupportsCustomTools(Protocol):
-    """Environments that accept ``custom_tools``: callables become functions in the
-    namespace, other values become variables. Tool names may not be reserved."""
-
-    custom_tools: dict[str, Any]
-
-
-@runtime_checkable
-class SupportsSnapshot(Protocol):
-    """Environments whose namespace can be saved and restored.
-
-    ``snapshot()`` returns bytes plus the names that could not be saved;
-    ``restore(data)`` rebinds what was saved and returns the names it could not restore.
-    """
-
-    def snapshot(self) -> tuple[bytes, list[str]]: ...
-
-    def restore(self, data: bytes) -> list[str]: ...
 
 
 __all__ = [

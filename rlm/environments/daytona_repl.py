@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from rlm.base.errors import MissingExtraError
 from rlm.environments.base_env import IsolatedEnv
 from rlm.environments.exec_transport import (
     ExecAdapter,
@@ -30,7 +31,6 @@ from rlm.environments.exec_transport import (
     TailBuffer,
 )
 from rlm.environments.worker_env import WorkerEnv
-from rlm.utils.exceptions import MissingExtraError
 
 _END = object()
 DEFAULT_IMAGE = "python:3.12-slim"  # when image options are given without an image

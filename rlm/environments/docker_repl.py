@@ -24,11 +24,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from rlm.base.errors import EnvironmentError_
 from rlm.environments.base_env import IsolatedEnv
 from rlm.environments.process_transport import SAFE_ENV, SubprocessTransport
 from rlm.environments.worker.zipapp import bootstrap_argv
 from rlm.environments.worker_env import WorkerEnv
-from rlm.utils.exceptions import EnvironmentError_
 
 DEFAULT_IMAGE = "python:3.12-slim"
 DOCKER_HINT = (

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rlm.core.types import RLMChatCompletion
+from rlm.base.types import RLMChatCompletion
 from rlm.environments.subcall_relay import SubcallFn
 from rlm.environments.worker_env import DEFAULT_CELL_TIMEOUT
 from rlm.environments.worker_recovery import CellClock

@@ -36,7 +36,8 @@ from contextlib import contextmanager, nullcontext
 from types import MappingProxyType, ModuleType
 from typing import Any
 
-from rlm.core.types import Prompt, REPLResult
+from rlm.base.errors import MissingExtraError
+from rlm.base.types import Prompt, REPLResult
 from rlm.environments.cell_deadline import CellDeadline, CellTimeout
 from rlm.environments.ipython_agent import ipython_syntax, plain_display
 from rlm.environments.ipython_common import CellLimitClock, ReentryGuard
@@ -49,7 +50,6 @@ from rlm.environments.namespace import (
 )
 from rlm.environments.output_capture import capture
 from rlm.environments.subcall_relay import Outcome, SubcallFn, outcome_text
-from rlm.utils.exceptions import MissingExtraError
 
 _MODULE_KEYS = frozenset({"__name__", "__doc__", "__package__", "__loader__", "__spec__"})
 _SHELL_LOCK = threading.Lock()  # building a shell touches process-wide state
@@ -250,7 +250,7 @@ class InProcessShellREPL(LocalREPL):
     @staticmethod
     def _deliver(cell: CellRecord, outcomes: list[Outcome]) -> list[str]:
         # An outcome is a completion or an error text: tell them apart by the text, not
-        # by the completion class (which a re-import of rlm.core.types would replace).
+        # by the completion class (which a re-import of rlm.base.types would replace).
         cell.record([o for o in outcomes if not isinstance(o, str)])
         return [outcome_text(o) for o in outcomes]
 

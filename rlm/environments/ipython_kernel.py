@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from rlm.core.types import REPLResult
+from rlm.base.types import REPLResult
 from rlm.environments.base_env import NonIsolatedEnv
 from rlm.environments.ipython_common import NO_LIMIT, CellLimitClock, ReentryGuard
 from rlm.environments.kernel_transport import KernelTransport

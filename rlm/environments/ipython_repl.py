@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from rlm.core.types import REPLResult
+from rlm.base.types import REPLResult
 from rlm.environments.base_env import DEFAULT_MAX_CONCURRENT_SUBCALLS, NonIsolatedEnv
 from rlm.environments.ipython_common import (
     CellLimitClock,

@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rlm.base.errors import MissingExtraError, WorkerCrashedError, WorkerTimeoutError
 from rlm.environments.process_transport import SAFE_ENV, StderrTail
 from rlm.environments.worker.zipapp import default_zipapp
 from rlm.environments.worker_client import Transport, WorkerPipes
-from rlm.utils.exceptions import MissingExtraError, WorkerCrashedError, WorkerTimeoutError
 
 _AGENT = Path(__file__).with_name("ipython_agent.py").read_text("utf-8")
 _TOKEN_BYTES = 16

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Self
 
-from rlm.core.types import Prompt, REPLResult, RLMChatCompletion
+from rlm.base.types import Prompt, REPLResult, RLMChatCompletion
 from rlm.environments.base_env import (
     DEFAULT_MAX_CONCURRENT_SUBCALLS,
     NonIsolatedEnv,
@@ -47,7 +47,7 @@ from rlm.environments.subcall_relay import Outcome, SubcallFn, SubcallRelay
 from rlm.environments.subcall_relay import outcome_text as _text
 
 if TYPE_CHECKING:
-    from rlm.core.lm_handler import LMRoute
+    from rlm.base.ports import SubcallRoute
 
 
 class LocalREPL(NonIsolatedEnv):
@@ -81,7 +81,7 @@ class LocalREPL(NonIsolatedEnv):
         custom_sub_tools: dict[str, Any] | None = None,
         compaction: bool = False,
         max_concurrent_subcalls: int = DEFAULT_MAX_CONCURRENT_SUBCALLS,
-        lm_route: LMRoute | None = None,
+        lm_route: SubcallRoute | None = None,
         lm_handler_token: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -308,11 +308,11 @@ class LocalREPL(NonIsolatedEnv):
         return self._relay.lm_handler_token
 
     @property
-    def lm_route(self) -> LMRoute | None:
+    def lm_route(self) -> SubcallRoute | None:
         return self._relay.lm_route
 
     @lm_route.setter
-    def lm_route(self, route: LMRoute | None) -> None:
+    def lm_route(self, route: SubcallRoute | None) -> None:
         self._relay.lm_route = route
 
     @property

@@ -17,10 +17,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from rlm.base.errors import MissingExtraError
 from rlm.environments.base_env import IsolatedEnv
 from rlm.environments.exec_transport import ExecAdapter, ExecTransport, Send, TailBuffer
 from rlm.environments.worker_env import WorkerEnv
-from rlm.utils.exceptions import MissingExtraError
 
 
 def _modal() -> Any:

@@ -18,6 +18,7 @@ import shlex
 from collections.abc import Iterator
 from typing import Any
 
+from rlm.base.errors import MissingExtraError
 from rlm.environments.base_env import IsolatedEnv
 from rlm.environments.exec_transport import (
     ExecAdapter,
@@ -27,7 +28,6 @@ from rlm.environments.exec_transport import (
     TailBuffer,
 )
 from rlm.environments.worker_env import WorkerEnv
-from rlm.utils.exceptions import MissingExtraError
 
 _CALL_TIMEOUT = 120.0  # one SDK call (creating the sandbox has its own wait)
 

@@ -44,13 +44,13 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from rlm.base.errors import EnvironmentError_
 from rlm.environments.base_env import IsolatedEnv
 from rlm.environments.process_transport import SAFE_ENV, SubprocessTransport
 from rlm.environments.sandbox_limits import SandboxLimits
 from rlm.environments.sandbox_user import HostUser, host_user, user_argv
 from rlm.environments.worker.zipapp import default_zipapp
 from rlm.environments.worker_env import WorkerEnv
-from rlm.utils.exceptions import EnvironmentError_
 
 Isolation = Literal["bwrap", "process"]
 

@@ -4,7 +4,7 @@ The outcome rules are LocalREPL's, so the model sees the same texts whichever
 environment it runs in: a failed single call reads ``Error: LM query failed - ...``, a
 failed batch item ``Error: <its error>``, a failed child ``Error: RLM query failed -
 ...``, and ``rlm_query`` falls back to ``llm_query`` without a ``subcall_fn``. Calls go
-through the session's ``LMRoute`` (in-process: usage is charged to the route's sink),
+through the session's ``SubcallRoute`` (in-process: usage is charged to the route's sink),
 else through the handler socket at ``lm_handler_address``.
 """
 
@@ -16,11 +16,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from rlm.core.types import Prompt, RLMChatCompletion
+from rlm.base.types import Prompt, RLMChatCompletion
 
 if TYPE_CHECKING:
-    from rlm.core.comms_utils import LMConnection, LMRequest, LMResponse
-    from rlm.core.lm_handler import LMRoute
+    from rlm.base.ports import SubcallRoute
+    from rlm.base.wire import LMConnection, LMRequest, LMResponse
 
 SubcallFn = Callable[[str, str | None], RLMChatCompletion]
 Outcome = RLMChatCompletion | str  # a completion, or the "Error: ..." text to show
@@ -45,7 +45,7 @@ class SubcallRelay:
         self,
         depth: int,
         max_concurrent_subcalls: int,
-        lm_route: LMRoute | None = None,
+        lm_route: SubcallRoute | None = None,
         lm_handler_address: tuple[str, int] | None = None,
         lm_handler_token: str | None = None,
         subcall_fn: SubcallFn | None = None,
@@ -140,12 +140,12 @@ class SubcallRelay:
     # -- socket route (no in-process route given) ------------------------------------
 
     def _lm_request(self, **fields: Any) -> LMRequest:
-        from rlm.core.comms_utils import LMRequest
+        from rlm.base.wire import LMRequest
 
         return LMRequest(depth=self.depth, **fields)
 
     def _request(self, request: LMRequest) -> LMResponse:
-        from rlm.core.comms_utils import LMConnection
+        from rlm.base.wire import LMConnection
 
         address = self.lm_handler_address
         assert address is not None

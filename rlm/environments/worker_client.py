@@ -25,10 +25,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import IO, Any
 
+from rlm.base.errors import EnvironmentError_, WorkerCrashedError, WorkerTimeoutError
 from rlm.environments.worker.payloads import send_value
 from rlm.environments.worker.protocol import CHUNK_BYTES, Channel, FrameTooLarge
 from rlm.environments.worker.zipapp import bootstrap_payload
-from rlm.utils.exceptions import EnvironmentError_, WorkerCrashedError, WorkerTimeoutError
 
 # Largest stream (one snapshot entry) the host accepts from a worker.
 DEFAULT_MAX_STREAM_BYTES = 4 << 30

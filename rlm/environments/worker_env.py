@@ -26,7 +26,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from rlm.core.types import REPLResult
+from rlm.base.types import REPLResult
 from rlm.environments.base_env import (
     DEFAULT_MAX_CONCURRENT_SUBCALLS,
     BaseEnv,
@@ -57,7 +57,7 @@ from rlm.environments.worker_supervisor import (
 from rlm.environments.worker_tools import split_tools
 
 if TYPE_CHECKING:
-    from rlm.core.lm_handler import LMRoute
+    from rlm.base.ports import SubcallRoute
 
 DEFAULT_CELL_TIMEOUT = 120.0  # seconds of a cell's own running time
 MAX_CELL_TIMEOUT = 3600.0  # host cap: larger requests are clamped
@@ -99,7 +99,7 @@ class WorkerEnv(BaseEnv):
         custom_sub_tools: dict[str, Any] | None = None,
         compaction: bool = False,
         max_concurrent_subcalls: int = DEFAULT_MAX_CONCURRENT_SUBCALLS,
-        lm_route: LMRoute | None = None,
+        lm_route: SubcallRoute | None = None,
         lm_handler_token: str | None = None,
         cell_timeout: float = DEFAULT_CELL_TIMEOUT,
         interrupt_grace: float = DEFAULT_INTERRUPT_GRACE,

@@ -34,7 +34,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from rlm.core.types import RLMChatCompletion
+from rlm.base.errors import EnvironmentError_, WorkerCrashedError, WorkerTimeoutError
+from rlm.base.types import RLMChatCompletion
 from rlm.environments.subcall_relay import OPS, SubcallRelay, outcome_text
 from rlm.environments.worker_client import (
     DEFAULT_MAX_FRAME_MB,
@@ -44,7 +45,6 @@ from rlm.environments.worker_client import (
 )
 from rlm.environments.worker_recovery import CellClock, format_lost
 from rlm.environments.worker_state import WorkerState
-from rlm.utils.exceptions import EnvironmentError_, WorkerCrashedError, WorkerTimeoutError
 
 Reply = dict[str, Any]
 DEFAULT_MAX_PENDING_SUBCALLS = 32  # a worker's sub-call requests being answered at once

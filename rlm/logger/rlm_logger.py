@@ -15,9 +15,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import IO, Any
 
-from rlm.core.events import Event, EventBus
-from rlm.core.types import RLMIteration, RLMMetadata, serialize_value
-from rlm.utils.rlm_utils import filter_sensitive_keys
+from rlm.base.events import Event, EventBus
+from rlm.base.redact import filter_sensitive_keys
+from rlm.base.types import RLMIteration, RLMMetadata, serialize_value
 
 
 def _json_default(value: Any) -> Any:

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from rlm.core.events import Event, EventBus
-from rlm.core.types import CodeBlock, REPLResult, RLMIteration, RLMMetadata, UsageSummary
-from rlm.utils.rlm_utils import redact_text
+from rlm.base.events import Event, EventBus
+from rlm.base.redact import redact_text
+from rlm.base.types import CodeBlock, REPLResult, RLMIteration, RLMMetadata, UsageSummary
 
 # Tone -> colour (rich only). Tokyo-Night-ish, readable on dark and light terminals.
 TONES = {

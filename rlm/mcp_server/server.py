@@ -16,10 +16,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from rlm.base.redact import redact_text
 from rlm.mcp_server.paths import ContextPolicy
 from rlm.mcp_server.state import Sessions, ToolInputError
 from rlm.server.sessions import RLMFactory
-from rlm.utils.rlm_utils import redact_text
 
 INSTRUCTIONS = (
     "rlmx answers questions over contexts of any length with a Recursive Language Model: "

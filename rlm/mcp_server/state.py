@@ -13,11 +13,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlm.base.errors import CancellationError, RLMLimitError
+from rlm.base.types import serialize_value
 from rlm.core.rlm import RLM
-from rlm.core.types import serialize_value
 from rlm.mcp_server.paths import ContextPathError, ContextPolicy, read_context_path
 from rlm.server.sessions import InMemorySessionRegistry, RLMFactory, SessionRegistry
-from rlm.utils.exceptions import CancellationError, RLMLimitError
 
 
 class ToolInputError(ValueError):

@@ -23,9 +23,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from rlm.base.errors import CancellationError, ClientError, ConfigurationError, RLMError
+from rlm.base.redact import redact_text
 from rlm.server.openai_types import ErrorBody, ErrorType
-from rlm.utils.exceptions import CancellationError, ClientError, ConfigurationError, RLMError
-from rlm.utils.rlm_utils import redact_text
 
 if TYPE_CHECKING:
     from starlette.responses import JSONResponse

@@ -16,15 +16,15 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 
-from rlm.core.events import Event
+from rlm.base.errors import CancellationError, RLMLimitError
+from rlm.base.events import Event
+from rlm.base.types import RLMChatCompletion, UsageSummary
 from rlm.core.rlm import RLM
-from rlm.core.types import RLMChatCompletion, UsageSummary
 from rlm.server import sse
 from rlm.server.errors import translate
 from rlm.server.openai_types import ChatCompletion, FinishReason
 from rlm.server.sessions import RLMFactory, SessionRegistry
 from rlm.server.translate import RLMRequest, chunk, completion_body, rlm_info
-from rlm.utils.exceptions import CancellationError, RLMLimitError
 
 
 class Runner:

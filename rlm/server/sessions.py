@@ -232,8 +232,8 @@ class StoreBackedSessionRegistry(InMemorySessionRegistry[T]):
         ]
 
     def drop(self, session_id: str) -> bool:
+        from rlm.base.errors import SessionLockedError, SessionNotFoundError
         from rlm.sessions import delete
-        from rlm.utils.exceptions import SessionLockedError, SessionNotFoundError
 
         dropped = super().drop(session_id)  # closes it now unless a request holds it
         try:

@@ -7,7 +7,7 @@ line, which SSE clients (the official openai client among them) skip::
 
 The JSON is one line of ASCII (everything else is ``\\u``-escaped, so no client can
 split it): ``type``, ``id``, ``run_id``, ``parent_id``, ``session_id``, ``turn``,
-``depth``, ``time`` and ``data`` (the event's data as in ``rlm.core.events``, made
+``depth``, ``time`` and ``data`` (the event's data as in ``rlm.base.events``, made
 JSON-safe: strings over ``MAX_CHARS`` are cut with a ``…[+N chars]`` mark, lists over
 ``MAX_ITEMS`` items are cut, and ``iteration_obj`` is left out because ``model_reply``
 and ``code_cell_finished`` already carry its parts). ``data:`` lines are ASCII too.
@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rlm.core.events import Event
-from rlm.core.types import serialize_value
+from rlm.base.events import Event
+from rlm.base.types import serialize_value
 
 EVENT_PREFIX = ": rlm-event "
 DONE = "data: [DONE]\n\n"

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from rlm.core.types import RLMChatCompletion, UsageSummary
+from rlm.base.types import RLMChatCompletion, UsageSummary
 from rlm.server.errors import APIError
 from rlm.server.openai_types import (
     ChatCompletion,

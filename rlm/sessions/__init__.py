@@ -24,29 +24,29 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rlm.sessions.api import SessionDetail, delete, export, fork, list_sessions, show
-    from rlm.sessions.checkpoint import Checkpoint
-    from rlm.sessions.locks import LockHolder
-    from rlm.sessions.models import SessionRecord, SessionSummary, TurnRecord
-    from rlm.sessions.sqlite_store import SQLiteSessionStore
-    from rlm.sessions.store import STORE_ENV_VAR, SessionStore, default_store_path, open_store
-    from rlm.utils.exceptions import (
+    from rlm.base.checkpoint import Checkpoint
+    from rlm.base.errors import (
         SessionError,
         SessionLockedError,
         SessionNotFoundError,
         SessionStoreError,
     )
+    from rlm.sessions.api import SessionDetail, delete, export, fork, list_sessions, show
+    from rlm.sessions.locks import LockHolder
+    from rlm.sessions.models import SessionRecord, SessionSummary, TurnRecord
+    from rlm.sessions.sqlite_store import SQLiteSessionStore
+    from rlm.sessions.store import STORE_ENV_VAR, SessionStore, default_store_path, open_store
 
 # Imported on first use: the engine imports only ``checkpoint`` and ``resume``, so
 # ``import rlm`` does not pay for sqlite3 and the store unless a session is durable.
 _HOMES = {
     "rlm.sessions.api": ("SessionDetail", "delete", "export", "fork", "list_sessions", "show"),
-    "rlm.sessions.checkpoint": ("Checkpoint",),
+    "rlm.base.checkpoint": ("Checkpoint",),
     "rlm.sessions.locks": ("LockHolder",),
     "rlm.sessions.models": ("SessionRecord", "SessionSummary", "TurnRecord"),
     "rlm.sessions.sqlite_store": ("SQLiteSessionStore",),
     "rlm.sessions.store": ("STORE_ENV_VAR", "SessionStore", "default_store_path", "open_store"),
-    "rlm.utils.exceptions": (
+    "rlm.base.errors": (
         "SessionError",
         "SessionLockedError",
         "SessionNotFoundError",

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
+from rlm.base.errors import SessionStoreError
 from rlm.sessions.locks import LockHolder
 from rlm.sessions.models import SessionRecord, SessionSummary, TurnRecord
 from rlm.sessions.store import SessionStore, open_store
-from rlm.utils.exceptions import SessionStoreError
 
 StoreSpec = SessionStore | str | os.PathLike[str] | None
 T = TypeVar("T")

@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from rlm.utils.exceptions import SessionStoreError
+from rlm.base.errors import SessionStoreError
 
 CHUNK_SIZE = 1 << 20
 MMAP_TEXT_BYTES = 64 << 20  # texts above this are decoded from a mapped temp file

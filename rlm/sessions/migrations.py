@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rlm.utils.exceptions import SessionStoreError
+from rlm.base.errors import SessionStoreError
 
 APPLICATION_ID = 0x524C4D58  # "RLMX"
 

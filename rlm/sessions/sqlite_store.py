@@ -26,6 +26,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rlm.base.errors import (
+    SessionError,
+    SessionLockedError,
+    SessionNotFoundError,
+    SessionStoreError,
+)
 from rlm.sessions import blobs, locks
 from rlm.sessions.gc import collect_garbage
 from rlm.sessions.migrations import migrate
@@ -41,12 +47,6 @@ from rlm.sessions.store import (
     LockHandle,
     MissingPartsError,
     SessionStore,
-)
-from rlm.utils.exceptions import (
-    SessionError,
-    SessionLockedError,
-    SessionNotFoundError,
-    SessionStoreError,
 )
 
 _TURN_COLUMNS = (

@@ -1,6 +1,6 @@
 """The session store interface, where stores live by default, and how a spec opens one.
 
-``SessionStore`` is what the engine (``rlm.sessions.durable``), the inspection API
+``SessionStore`` is what the engine (``rlm.core.durable``), the inspection API
 (``rlm.sessions.api``), the CLI and the server use; ``SQLiteSessionStore`` is the one
 implementation today. Another backend implements these methods and is passed as
 ``RLM(session_store=<instance>)``.
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from rlm.base.errors import ConfigurationError, SessionStoreError
 from rlm.sessions.locks import LockHolder
 from rlm.sessions.models import (
     SessionRecord,
@@ -27,7 +28,6 @@ from rlm.sessions.models import (
     TurnRecord,
     TurnWrite,
 )
-from rlm.utils.exceptions import ConfigurationError, SessionStoreError
 
 STORE_ENV_VAR = "RLM_SESSION_STORE"
 DEFAULT_LOCK_TIMEOUT = 10.0  # seconds a writer waits for another process's lock

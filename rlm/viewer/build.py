@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlm.utils.rlm_utils import redact_text
+from rlm.base.redact import redact_text
 from rlm.viewer.model import RunView, ViewModel, number, text
 from rlm.viewer.source import LoadedLog
 from rlm.viewer.tree import TreeBuilder

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
-from rlm.utils.rlm_utils import redact_text
+from rlm.base.redact import redact_text
 from rlm.viewer.usage import Usage, add_usage, parse_usage
 
 # Text the page can show in full on demand (it truncates for display itself). The cap

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlm.core.types import RLMChatCompletion
+from rlm.base.types import RLMChatCompletion
 
 Source = str | os.PathLike[str] | Mapping[str, Any] | RLMChatCompletion
 

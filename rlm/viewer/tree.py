@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from rlm.utils.rlm_utils import filter_sensitive_keys
+from rlm.base.redact import filter_sensitive_keys
 from rlm.viewer.model import CallView, IterationView, RunView, iteration_view, number, plain
 from rlm.viewer.usage import add_usage, parse_usage
 

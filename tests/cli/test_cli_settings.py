@@ -129,7 +129,7 @@ def test_live_display_status_line() -> None:
     pytest.importorskip("rich")
     from rich.console import Console
 
-    from rlm.core.events import Event
+    from rlm.base.events import Event
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=100)

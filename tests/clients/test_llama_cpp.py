@@ -13,9 +13,9 @@ import os
 import pytest
 
 import rlm.clients.embedded_model as embedded_model
+from rlm.base.errors import ConfigurationError
 from rlm.clients import get_client
 from rlm.clients.llama_cpp import _MODELS, LlamaCppClient
-from rlm.utils.exceptions import ConfigurationError
 
 GGUF = embedded_model.default_gguf_path()
 

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("openai")
 
+from rlm.base.errors import MissingAPIKeyError, ProviderConnectionError
 from rlm.clients.openai import OpenAIClient
-from rlm.utils.exceptions import MissingAPIKeyError, ProviderConnectionError
 
 
 def _closed_port() -> int:

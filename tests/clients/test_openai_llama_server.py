@@ -23,11 +23,7 @@ from typing import Any
 import pytest
 
 import rlm.clients
-from rlm.clients import get_client
-from rlm.clients.openai import OpenAIClient
-from rlm.clients.retry import RetryPolicy
-from rlm.core.types import ModelUsageSummary
-from rlm.utils.exceptions import (
+from rlm.base.errors import (
     ConfigurationError,
     MissingAPIKeyError,
     MissingExtraError,
@@ -35,6 +31,10 @@ from rlm.utils.exceptions import (
     ProviderError,
     RateLimitError,
 )
+from rlm.base.types import ModelUsageSummary
+from rlm.clients import get_client
+from rlm.clients.openai import OpenAIClient
+from rlm.clients.retry import RetryPolicy
 
 SAMPLING = {"max_tokens": 16, "temperature": 0, "seed": 1}
 FAST_RETRY = RetryPolicy(max_retries=1, base_delay=0.01, jitter=0)

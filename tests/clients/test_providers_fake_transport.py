@@ -35,9 +35,7 @@ from fake_providers import (
     openai_error,
 )
 
-from rlm.clients.base_lm import BaseLM
-from rlm.clients.retry import RetryPolicy, is_retryable
-from rlm.utils.exceptions import (
+from rlm.base.errors import (
     ConfigurationError,
     MissingAPIKeyError,
     MissingExtraError,
@@ -45,6 +43,8 @@ from rlm.utils.exceptions import (
     ProviderError,
     RateLimitError,
 )
+from rlm.clients.base_lm import BaseLM
+from rlm.clients.retry import RetryPolicy, is_retryable
 
 pytestmark = pytest.mark.filterwarnings(
     # google-genai's own aiohttp subclass; nothing these tests can change.

@@ -28,8 +28,8 @@ from unittest.mock import MagicMock, patch
 import pytest
 from fake_providers import FakeProviderServer
 
+from rlm.base.errors import MissingAPIKeyError, MissingExtraError
 from rlm.clients.scripted import ScriptedLM
-from rlm.utils.exceptions import MissingAPIKeyError, MissingExtraError
 
 
 def _installed(module: str) -> bool:

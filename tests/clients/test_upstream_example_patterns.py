@@ -32,13 +32,13 @@ from typing import Any
 import pytest
 
 from rlm import RLM
+from rlm.base.types import ModelUsageSummary, RLMChatCompletion, UsageSummary
 from rlm.clients.base_lm import BaseLM
 from rlm.clients.portkey import PortkeyClient
 from rlm.core.lm_handler import LMHandler
-from rlm.core.types import ModelUsageSummary, RLMChatCompletion, UsageSummary
+from rlm.core.prompts import COMPACTION_PROMPT
 from rlm.environments.local_repl import LocalREPL
 from rlm.logger import RLMLogger
-from rlm.utils.prompts import COMPACTION_PROMPT
 
 pytestmark = pytest.mark.timeout(120)
 

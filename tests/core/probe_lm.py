@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rlm.base.types import ModelUsageSummary, Prompt
 from rlm.clients.base_lm import LMResult, TrackedLM
 from rlm.clients.retry import RetryPolicy
-from rlm.core.types import ModelUsageSummary, Prompt
-from rlm.utils.token_utils import estimate_tokens
+from rlm.clients.tokens import estimate_tokens
 
 FAST = RetryPolicy(max_retries=20, base_delay=0.005, max_delay=0.05, jitter=0.25)
 

@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from rlm.core.budget import Breach, BudgetNode, Limits, breach_error, find_breach
-from rlm.core.types import ModelUsageSummary
-from rlm.utils.exceptions import (
+from rlm.base.errors import (
     BudgetExceededError,
     ErrorThresholdExceededError,
     RLMLimitError,
     TimeoutExceededError,
     TokenLimitExceededError,
 )
+from rlm.base.types import ModelUsageSummary
+from rlm.core.budget import Breach, BudgetNode, Limits, breach_error, find_breach
 
 # -- find_breach -----------------------------------------------------------------------
 

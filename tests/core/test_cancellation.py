@@ -19,8 +19,8 @@ from probe_lm import ProbeLM
 
 import rlm.core.rlm
 from rlm import RLM, CancellationError
-from rlm.core.cancel import CancelToken
-from rlm.core.types import Prompt
+from rlm.base.cancel import CancelToken
+from rlm.base.types import Prompt
 
 SLOW = 10.0  # an LM call that a working cancellation never waits for
 FIRST = "Looking first.\n```repl\nx = 1\n```"

@@ -18,21 +18,21 @@ from probe_lm import FAST, ProbeLM
 
 import rlm.core.rlm
 from rlm import RLM
-from rlm.clients.base_lm import LMResult, TrackedLM
-from rlm.clients.retry import RetryPolicy, call_with_retries
-from rlm.clients.scripted import ScriptedLM
-from rlm.core.cancel import CancelToken
-from rlm.core.error_kinds import is_fatal, is_rate_limit
-from rlm.core.governor import Governor
-from rlm.core.lm_handler import LMHandler
-from rlm.core.types import Prompt
-from rlm.utils.exceptions import (
+from rlm.base.cancel import CancelToken
+from rlm.base.errors import (
     CancellationError,
     CircuitOpenError,
     MissingAPIKeyError,
     ProviderError,
     RateLimitError,
 )
+from rlm.base.types import Prompt
+from rlm.clients.base_lm import LMResult, TrackedLM
+from rlm.clients.retry import RetryPolicy, call_with_retries
+from rlm.clients.scripted import ScriptedLM
+from rlm.core.error_kinds import is_fatal, is_rate_limit
+from rlm.core.governor import Governor
+from rlm.core.lm_handler import LMHandler
 
 # -- classification ----------------------------------------------------------------------
 

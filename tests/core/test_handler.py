@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from rlm.base.events import Event, EventBus, RunScope
+from rlm.base.types import ModelUsageSummary, Prompt, UsageSummary
 from rlm.clients.base_lm import BaseLM
 from rlm.clients.scripted import ScriptedLM
+from rlm.clients.tokens import estimate_tokens
 from rlm.core.budget import BudgetNode
-from rlm.core.events import Event, EventBus, RunScope
 from rlm.core.lm_handler import LMHandler
-from rlm.core.types import ModelUsageSummary, Prompt, UsageSummary
-from rlm.utils.token_utils import estimate_tokens
 
 
 def echo(prompt: Prompt) -> str:

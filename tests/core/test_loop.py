@@ -10,8 +10,14 @@ from unittest import mock
 import pytest
 
 import rlm.core.loop
+from rlm.base.errors import (
+    ErrorThresholdExceededError,
+    TimeoutExceededError,
+    TokenLimitExceededError,
+)
+from rlm.base.events import Event, EventBus, RunScope
+from rlm.base.types import ModelUsageSummary, REPLResult, RLMChatCompletion, UsageSummary
 from rlm.core.budget import BudgetNode, Limits
-from rlm.core.events import Event, EventBus, RunScope
 from rlm.core.loop import (
     CallModel,
     LoopConfig,
@@ -23,13 +29,7 @@ from rlm.core.loop import (
     drive_sync,
     run_turn,
 )
-from rlm.core.types import ModelUsageSummary, REPLResult, RLMChatCompletion, UsageSummary
-from rlm.utils.exceptions import (
-    ErrorThresholdExceededError,
-    TimeoutExceededError,
-    TokenLimitExceededError,
-)
-from rlm.utils.prompts import COMPACTION_PROMPT, FINAL_ANSWER_PROMPT
+from rlm.core.prompts import COMPACTION_PROMPT, FINAL_ANSWER_PROMPT
 
 Flow = Generator[Any, Any, TurnResult]
 OPENING = [{"role": "system", "content": "SYSTEM"}, {"role": "user", "content": "META"}]

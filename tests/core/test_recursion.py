@@ -19,11 +19,11 @@ import pytest
 
 import rlm.core.rlm
 from rlm import RLM, BudgetExceededError, CancellationError
+from rlm.base.events import Event
+from rlm.base.types import Prompt, RLMChatCompletion
 from rlm.clients.scripted import ScriptedLM
-from rlm.core.events import Event
-from rlm.core.types import Prompt, RLMChatCompletion
+from rlm.clients.tokens import estimate_tokens
 from rlm.logger import RLMLogger
-from rlm.utils.token_utils import estimate_tokens
 
 ROOT = "ROOT TASK"
 

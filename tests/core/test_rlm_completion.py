@@ -21,11 +21,11 @@ from rlm import (
     TimeoutExceededError,
     TokenLimitExceededError,
 )
+from rlm.base.types import Prompt, RLMChatCompletion
 from rlm.clients.scripted import ScriptedLM
-from rlm.core.types import Prompt, RLMChatCompletion
+from rlm.clients.tokens import estimate_tokens
+from rlm.core.prompts import FINAL_ANSWER_PROMPT
 from rlm.logger import RLMLogger
-from rlm.utils.prompts import FINAL_ANSWER_PROMPT
-from rlm.utils.token_utils import estimate_tokens
 
 
 def block(code: str) -> str:

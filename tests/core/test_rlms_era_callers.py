@@ -16,12 +16,13 @@ import pytest
 
 import rlm.core.rlm as rlm_module
 from rlm import RLM
-from rlm.clients.base_lm import BaseLM
-from rlm.clients.legacy import LegacyClient, as_client
-from rlm.clients.scripted import ScriptedLM
-from rlm.core.comms_utils import LMRequest, send_lm_request
-from rlm.core.lm_handler import LMHandler
-from rlm.core.types import (
+from rlm.base.errors import (
+    BudgetExceededError,
+    ErrorThresholdExceededError,
+    TimeoutExceededError,
+    TokenLimitExceededError,
+)
+from rlm.base.types import (
     CodeBlock,
     ModelUsageSummary,
     REPLResult,
@@ -29,15 +30,14 @@ from rlm.core.types import (
     UsageSummary,
     _serialize_value,
 )
+from rlm.base.wire import LMRequest, send_lm_request
+from rlm.clients.base_lm import BaseLM
+from rlm.clients.legacy import LegacyClient, as_client
+from rlm.clients.scripted import ScriptedLM
+from rlm.core.lm_handler import LMHandler
+from rlm.core.parsing import find_final_answer
 from rlm.environments.local_repl import LocalREPL
 from rlm.logger import RLMLogger
-from rlm.utils.exceptions import (
-    BudgetExceededError,
-    ErrorThresholdExceededError,
-    TimeoutExceededError,
-    TokenLimitExceededError,
-)
-from rlm.utils.parsing import find_final_answer
 
 
 def submit(content: str) -> str:

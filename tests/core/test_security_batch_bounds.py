@@ -19,14 +19,14 @@ import pytest
 
 import rlm.core.rlm
 from rlm import RLM
+from rlm.base.errors import BudgetExhaustedError
+from rlm.base.types import Prompt
+from rlm.base.wire import send_lm_request_batched
 from rlm.clients.base_lm import BaseLM
 from rlm.clients.scripted import ScriptedLM
 from rlm.core.budget import BudgetNode, Limits
-from rlm.core.comms_utils import send_lm_request_batched
 from rlm.core.lm_handler import LMHandler
-from rlm.core.types import Prompt
 from rlm.environments.local_repl import LocalREPL
-from rlm.utils.exceptions import BudgetExhaustedError
 
 OVER_DEFAULT_CAP = 10_001  # the default max_batch_size is 10,000
 

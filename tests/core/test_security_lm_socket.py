@@ -22,9 +22,8 @@ from typing import Any
 
 import pytest
 
-from rlm.clients.scripted import ScriptedLM
-from rlm.core import lm_server
-from rlm.core.comms_utils import (
+from rlm.base.types import Prompt
+from rlm.base.wire import (
     LMConnection,
     LMRequest,
     send_lm_request,
@@ -32,9 +31,10 @@ from rlm.core.comms_utils import (
     socket_recv,
     socket_send,
 )
+from rlm.clients.scripted import ScriptedLM
+from rlm.core import lm_server
 from rlm.core.lm_handler import LMHandler
 from rlm.core.lm_server import LMServer
-from rlm.core.types import Prompt
 
 
 def _echo(prompt: Prompt) -> str:

@@ -18,11 +18,11 @@ import pytest
 
 import rlm.core.rlm
 from rlm import RLM
+from rlm.base.wire import LMRequest, send_lm_request, send_lm_request_batched
 from rlm.clients.base_lm import BaseLM
 from rlm.clients.pricing import register_price
 from rlm.clients.scripted import ScriptedLM
 from rlm.core.budget import BudgetNode, Limits
-from rlm.core.comms_utils import LMRequest, send_lm_request, send_lm_request_batched
 from rlm.core.lm_handler import LMHandler
 from rlm.environments.local_repl import LocalREPL
 

@@ -18,11 +18,11 @@ from probe_lm import ProbeLM
 
 import rlm.core.rlm
 from rlm import RLM, BudgetExceededError, TimeoutExceededError
+from rlm.base.errors import BudgetExhaustedError, LLMCallLimitExceededError
+from rlm.base.events import Event
+from rlm.base.types import ModelUsageSummary, Prompt
 from rlm.clients.pricing import register_price
 from rlm.core.budget import Breach, BudgetNode, Estimate, Limits
-from rlm.core.events import Event
-from rlm.core.types import ModelUsageSummary, Prompt
-from rlm.utils.exceptions import BudgetExhaustedError, LLMCallLimitExceededError
 
 PRICED = "tree-budget-probe"  # $1 per million tokens, in and out
 register_price(PRICED, 1.0, 1.0)

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from rlm.clients.scripted import ScriptedLM
-from rlm.core import comms_utils, local_tokens
-from rlm.core.comms_utils import (
+from rlm.base import local_tokens
+from rlm.base import wire as comms_utils
+from rlm.base.errors import WireProtocolError
+from rlm.base.types import Prompt
+from rlm.base.wire import (
     FrameTooLargeError,
     LMConnection,
     LMRequest,
@@ -27,10 +29,9 @@ from rlm.core.comms_utils import (
     socket_recv,
     socket_send,
 )
+from rlm.clients.scripted import ScriptedLM
 from rlm.core.lm_handler import LMHandler
 from rlm.core.lm_server import LMServer
-from rlm.core.types import Prompt
-from rlm.utils.exceptions import WireProtocolError
 
 
 def _respond(prompt: Prompt) -> str:
@@ -243,7 +244,7 @@ def test_no_token_from_another_process_is_unauthorized(server: LMServer) -> None
     refused, single and batched."""
     code = (
         "import sys, json\n"
-        "from rlm.core.comms_utils import LMRequest, send_lm_request, send_lm_request_batched\n"
+        "from rlm.base.wire import LMRequest, send_lm_request, send_lm_request_batched\n"
         "addr = (sys.argv[1], int(sys.argv[2]))\n"
         "one = send_lm_request(addr, LMRequest(prompt='hi'))\n"
         "many = send_lm_request_batched(addr, ['a', 'b'])\n"

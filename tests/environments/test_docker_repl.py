@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from worker_env_support import FAST, env_of, fake_docker, needs_docker_engine
 
+from rlm.base.errors import EnvironmentError_
 from rlm.environments import environment_supports_persistence
 from rlm.environments.docker_repl import DockerREPL, DockerTransport
 from rlm.environments.worker.zipapp import BOOTSTRAP
-from rlm.utils.exceptions import EnvironmentError_
 
 
 def test_command_line() -> None:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from worker_env_support import TRANSPORTS, env_of, scripted_route
 
+from rlm.base.types import ModelUsageSummary, RLMChatCompletion, UsageSummary
 from rlm.clients.scripted import ScriptedLM
 from rlm.core.budget import Limits
 from rlm.core.lm_handler import LMHandler
-from rlm.core.types import ModelUsageSummary, RLMChatCompletion, UsageSummary
 from rlm.environments import SupportsPersistence
 
 pytestmark = pytest.mark.parametrize("kind", TRANSPORTS)

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from worker_env_support import DOCKER_ENGINE_PROBLEM, make_env, needs_bwrap
 
-from rlm.core.types import REPLResult
+from rlm.base.types import REPLResult
 from rlm.environments.sandbox_repl import SandboxREPL, python_binds
 from rlm.environments.sandbox_user import HostUser, user_argv
 

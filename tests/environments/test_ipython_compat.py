@@ -30,7 +30,7 @@ pytest.importorskip("jupyter_client")
 
 from worker_env_support import scripted_route
 
-from rlm.core.types import RLMChatCompletion
+from rlm.base.types import RLMChatCompletion
 from rlm.environments import LocalREPL, SupportsPersistence, SupportsSnapshot
 from rlm.environments.ipython_repl import IPythonREPL
 
@@ -48,7 +48,7 @@ def repl_of(mode: str, **kwargs: Any) -> Iterator[IPythonREPL]:
 
 
 def completion(prompt: str, response: str) -> RLMChatCompletion:
-    from rlm.core.types import UsageSummary
+    from rlm.base.types import UsageSummary
 
     return RLMChatCompletion("child", prompt, response, UsageSummary({}), 0.0)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rlm.core.types import REPLResult
+from rlm.base.types import REPLResult
 from rlm.environments import LocalREPL
 
 N_REPLS = 8

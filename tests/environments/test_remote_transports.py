@@ -18,9 +18,9 @@ from worker_env_support import PROVIDERS, env_of, make_provider_env
 
 import rlm.core.rlm as core_rlm
 from rlm import RLM
+from rlm.base.errors import MissingExtraError
 from rlm.clients.scripted import ScriptedLM
 from rlm.environments import environment_supports_persistence, get_environment
-from rlm.utils.exceptions import MissingExtraError
 
 KINDS = [*PROVIDERS, "ipython"]
 EXTRAS = {  # environment -> (SDK module, extra, package named in the message)

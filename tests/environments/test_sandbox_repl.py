@@ -12,10 +12,10 @@ from worker_env_support import env_of, needs_bwrap
 
 import rlm.core.rlm as core_rlm
 from rlm import RLM
+from rlm.base.errors import EnvironmentError_
 from rlm.clients.scripted import ScriptedLM
 from rlm.environments import environment_supports_persistence, get_environment
 from rlm.environments.sandbox_repl import SandboxREPL
-from rlm.utils.exceptions import EnvironmentError_
 
 
 def test_missing_bubblewrap_says_how_to_install_it() -> None:

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 import rlm.logger.rlm_logger as rlm_logger_module
-from rlm.core.events import EventBus, RunScope
-from rlm.core.types import (
+from rlm.base.events import EventBus, RunScope
+from rlm.base.redact import filter_sensitive_keys
+from rlm.base.types import (
     CodeBlock,
     ModelUsageSummary,
     REPLResult,
@@ -25,7 +26,6 @@ from rlm.core.types import (
     UsageSummary,
 )
 from rlm.logger import RLMLogger, load_trajectory
-from rlm.utils.rlm_utils import filter_sensitive_keys
 
 META_KEYS = {
     "root_model",

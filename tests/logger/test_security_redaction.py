@@ -1,6 +1,6 @@
 """Secrets in configuration never reach error messages, JSONL logs or the viewer page.
 
-One redaction (``rlm.utils.rlm_utils.redact_secrets`` / ``redact_text``) covers URL
+One redaction (``rlm.base.redact.redact_secrets`` / ``redact_text``) covers URL
 credentials (``scheme://user:pass@``), ``Authorization``/``Cookie`` headers and keys
 that name a key, token, secret or password. Real ``rlm`` subprocesses throughout.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rlm.utils import rlm_utils
+from rlm.base import redact as rlm_utils
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = ("hunter2", "COOKIE-SECRET", "AUTH-SECRET", "sk-LEAK-123")

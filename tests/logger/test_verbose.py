@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from rlm.core.events import EventBus, RunScope
-from rlm.core.types import (
+from rlm.base.events import EventBus, RunScope
+from rlm.base.types import (
     CodeBlock,
     ModelUsageSummary,
     REPLResult,

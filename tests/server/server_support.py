@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rlm import RLM
-from rlm.core.types import Prompt
+from rlm.base.types import Prompt
 
 TOKEN = "test-token-123"
 

@@ -6,15 +6,15 @@ import asyncio
 
 import pytest
 
-from rlm.server.errors import APIError, translate
-from rlm.server.sessions import InMemorySessionRegistry
-from rlm.server.translate import context_and_root_prompt
-from rlm.utils.exceptions import (
+from rlm.base.errors import (
     CancellationError,
     ConfigurationError,
     ProviderError,
     RLMError,
 )
+from rlm.server.errors import APIError, translate
+from rlm.server.sessions import InMemorySessionRegistry
+from rlm.server.translate import context_and_root_prompt
 
 
 class Value:

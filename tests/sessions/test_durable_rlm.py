@@ -12,8 +12,8 @@ import pytest
 from session_support import Program, durable_rlm, repl, run_child, submit
 
 from rlm import RLM
+from rlm.base.errors import ConfigurationError
 from rlm.sessions import SessionLockedError, list_sessions, show
-from rlm.utils.exceptions import ConfigurationError
 
 # Turn "remember": variables of every kind, including three that cannot be pickled.
 REMEMBER = [

@@ -21,8 +21,8 @@ from rlm import (
     TimeoutExceededError,
     TokenLimitExceededError,
 )
+from rlm.base.errors import ConfigurationError, RLMLimitError
 from rlm.sessions import Checkpoint, show
-from rlm.utils.exceptions import ConfigurationError, RLMLimitError
 
 STEPS = [repl("a = 1"), repl("b = a + 1"), submit("str(a + b)")]
 

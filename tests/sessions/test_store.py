@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from rlm.base.errors import ConfigurationError
 from rlm.sessions import (
     SessionLockedError,
     SessionNotFoundError,
@@ -25,7 +26,6 @@ from rlm.sessions import (
 )
 from rlm.sessions.models import SnapshotWrite, TurnWrite
 from rlm.sessions.store import MissingPartsError, open_store, parse_spec
-from rlm.utils.exceptions import ConfigurationError
 
 
 def write(index: int, context: Any, **kw: Any) -> TurnWrite:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlm.core.types import CodeBlock, REPLResult, RLMIteration
-from rlm.utils.parsing import (
+from rlm.base.types import CodeBlock, REPLResult, RLMIteration
+from rlm.core.parsing import (
     convert_context_for_repl,
     find_code_blocks,
     find_final_answer,
@@ -240,15 +240,15 @@ def test_convert_context_for_repl() -> None:
 
 
 def test_truncate_middle_with_a_zero_limit_keeps_nothing_but_the_marker() -> None:
-    from rlm.utils.parsing import truncate_middle
+    from rlm.core.parsing import truncate_middle
 
     out = truncate_middle("x" * 1000, 0)
     assert "x" not in out and "1,000 characters omitted" in out
 
 
 def test_huge_stdout_and_stderr_share_the_budget_head_and_tail_kept() -> None:
-    from rlm.core.types import REPLResult
-    from rlm.utils.parsing import format_execution_result
+    from rlm.base.types import REPLResult
+    from rlm.core.parsing import format_execution_result
 
     stdout = "HEAD" + "o" * 5_000_000 + "TAIL"
     stderr = "EHEAD" + "e" * 100_000 + "ETAIL"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rlm.core.types import QueryMetadata
-from rlm.utils.prompts import (
+from rlm.base.types import QueryMetadata
+from rlm.core.prompts import (
     FIRST_TURN_NOTE,
     ORCHESTRATOR_ADDENDUM,
     RLM_SYSTEM_PROMPT,

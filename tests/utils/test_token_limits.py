@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlm.utils.token_utils import DEFAULT_CONTEXT_LIMIT, get_context_limit
+from rlm.clients.tokens import DEFAULT_CONTEXT_LIMIT, get_context_limit
 
 
 @pytest.mark.parametrize(

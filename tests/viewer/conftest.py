@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from viewer_data import run_logged, write_big_log
 
-from rlm.core.types import RLMChatCompletion
+from rlm.base.types import RLMChatCompletion
 
 
 @pytest.fixture(scope="session")

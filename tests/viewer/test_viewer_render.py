@@ -14,7 +14,7 @@ import pytest
 from viewer_data import LONG_TAIL, MODEL, XSS, read_lines, run_logged, write_big_log
 
 import rlm.viewer
-from rlm.core.types import RLMChatCompletion
+from rlm.base.types import RLMChatCompletion
 from rlm.viewer import default_output_path, render_html, write_html
 from rlm.viewer.model import FULL_TEXT_CAP
 

@@ -15,8 +15,8 @@ from unittest import mock
 
 import rlm.core.rlm
 from rlm import RLM
+from rlm.base.types import Prompt, RLMChatCompletion
 from rlm.clients.scripted import ScriptedLM
-from rlm.core.types import Prompt, RLMChatCompletion
 from rlm.logger import RLMLogger
 
 MODEL = "scripted-viewer-model"

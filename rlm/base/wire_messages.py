@@ -1,12 +1,12 @@
 """The handler socket's messages: ``LMRequest`` and ``LMResponse`` (``rlms`` 0.1.3 shapes,
-plus the ``token`` and ``id`` rlmx adds). Re-exported by ``rlm.core.comms_utils``."""
+plus the ``token`` and ``id`` rlmx adds). Re-exported by ``rlm.base.wire``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from rlm.core.types import Prompt, RLMChatCompletion
+from rlm.base.types import Prompt, RLMChatCompletion
 
 
 @dataclass

@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rlm.core.types import QueryMetadata, UsageSummary
-from rlm.sessions import snapshots
-from rlm.sessions.checkpoint import Checkpoint
+from rlm.base.checkpoint import Checkpoint
+from rlm.base.errors import ConfigurationError, RLMLimitError, SessionStoreError
+from rlm.base.types import QueryMetadata, UsageSummary
+from rlm.core import snapshots
 from rlm.sessions.models import SessionRecord, TurnRecord, TurnStatus, TurnWrite
 from rlm.sessions.store import MissingPartsError, SessionStore, open_store
-from rlm.utils.exceptions import ConfigurationError, RLMLimitError, SessionStoreError
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rlm.base.checkpoint import Checkpoint
+from rlm.base.errors import ConfigurationError
+from rlm.core.snapshots import vet_blob
 from rlm.environments.base_env import SupportsSnapshot
-from rlm.sessions.checkpoint import Checkpoint
-from rlm.sessions.snapshots import vet_blob
-from rlm.utils.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
-    from rlm.sessions.durable import DurableSession
+    from rlm.core.durable import DurableSession
 
 Resume = Checkpoint | bool | None
 
