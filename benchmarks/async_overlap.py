@@ -21,8 +21,8 @@ from unittest import mock
 
 import rlm.core.rlm
 from rlm import RLM
+from rlm.base.types import Prompt
 from rlm.clients.scripted import ScriptedLM
-from rlm.core.types import Prompt
 
 LOOK = "```repl\nn = len(context)\nnote = llm_query('summarise ' + context[:20])\n```"
 SUBMIT = "```repl\nanswer['content'] = str(n)\nanswer['ready'] = True\n```"
