@@ -14,8 +14,7 @@ What it does:
    and the GGUF model are found) plus ``psutil``. Both are reused on later runs.
    ``--no-install`` never creates a venv nor calls pip: rlmx then runs on the current
    interpreter with this repo first on ``PYTHONPATH``.
-2. Runs. Each scenario of the shared harness (``../shared/bench/rlm_bench.py``, not
-   copied here) runs as ``--only Sx --repeats 1 --json`` in a subprocess of the
+2. Runs. Each scenario of the shared harness (``benchmarks/harness/rlm_bench.py``, a vendored copy) runs as ``--only Sx --repeats 1 --json`` in a subprocess of the
    matching venv, alternating packages repeat by repeat (rlms, rlmx, then rlmx, rlms,
    ...), so both see the same machine load. Scenarios the harness lacks live in
    ``benchmarks/scenarios/`` and have the harness's output shape; they run on rlmx only.
@@ -99,7 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--harness-dir",
-        help=f"folder of rlm_bench.py (default ${HARNESS_ENV_VAR} or <repo>/../shared/bench)",
+        help=f"folder of rlm_bench.py (default ${HARNESS_ENV_VAR} or benchmarks/harness, the vendored copy)",
     )
     ap.add_argument("--label", default="", help="free text stored in the JSON")
     ap.add_argument(

@@ -1,7 +1,6 @@
 """Running scenarios: the shared harness, one scenario per subprocess, interleaved.
 
-Each scenario of the shared harness (``../shared/bench/rlm_bench.py``, not copied
-here) runs as ``--only Sx --repeats 1 --json`` in a subprocess of the matching
+Each scenario of the shared harness (``benchmarks/harness/rlm_bench.py``, a vendored copy) runs as ``--only Sx --repeats 1 --json`` in a subprocess of the matching
 interpreter, alternating packages repeat by repeat (rlms, rlmx, then rlmx, rlms, ...),
 so both see the same machine load. Scenarios the harness lacks live in
 ``benchmarks/scenarios/``, have the harness's output shape and run on rlmx only.
@@ -36,12 +35,14 @@ from .config import (
 )
 from .venvs import Interp, run_cmd
 
+VENDORED_HARNESS = REPO / "benchmarks" / "harness"  # a copy of the shared harness
+
 
 def harness_dir(override: str | None) -> Path:
     if override:
         return Path(override)
     env = os.environ.get(HARNESS_ENV_VAR)
-    return Path(env) if env else REPO.parent / "shared" / "bench"
+    return Path(env) if env else VENDORED_HARNESS
 
 
 def load_harness(folder: Path) -> ModuleType:
