@@ -36,7 +36,8 @@ class BackendSpec:
         if callable(self.factory):
             return self.factory
         module_name, _, attr = self.factory.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
+        loaded: Callable[..., BaseLM] = getattr(importlib.import_module(module_name), attr)
+        return loaded
 
 
 _BACKENDS: dict[str, BackendSpec] = {}
