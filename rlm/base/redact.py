@@ -1,6 +1,6 @@
-"""Small helpers shared by the RLM front-end and its logger.
+"""Secret redaction: the one rule for what never reaches an error, a log or a page.
 
-Redaction: ``redact_secrets`` (values) and ``redact_text`` (messages) are the one rule
+``redact_secrets`` (values) and ``redact_text`` (messages) are the one rule
 for what never reaches an error message, a log or the viewer: keys that name a
 credential (``is_sensitive_key``: API keys, tokens, secrets, passwords,
 ``Authorization``, ``Cookie``) are dropped, and in text, URL credentials

@@ -14,8 +14,10 @@
 After every turn the store writes, in one transaction, the turn's context (stored once
 per content hash), its history, answer, usage and cost, and the REPL namespace (see
 ``docs/sessions.md``). Modules: ``store`` (the interface), ``sqlite_store``,
-``migrations``, ``blobs``, ``locks``, ``gc``, ``models``, ``snapshots``, ``checkpoint``,
-``durable`` (the engine's side) and ``api`` (list, show, export, fork, delete).
+``migrations``, ``blobs``, ``locks``, ``gc``, ``models`` and ``api`` (list, show, export,
+fork, delete). The engine's side (``rlm.core.durable``, ``rlm.core.snapshots``,
+``rlm.core.resume``) uses the store through ``SessionStore``; this package never imports
+the engine or an environment.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from rlm.sessions.sqlite_store import SQLiteSessionStore
     from rlm.sessions.store import STORE_ENV_VAR, SessionStore, default_store_path, open_store
 
-# Imported on first use: the engine imports only ``checkpoint`` and ``resume``, so
+# Imported on first use: the engine imports none of these modules, so
 # ``import rlm`` does not pay for sqlite3 and the store unless a session is durable.
 _HOMES = {
     "rlm.sessions.api": ("SessionDetail", "delete", "export", "fork", "list_sessions", "show"),
