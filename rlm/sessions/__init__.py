@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from rlm.sessions.sqlite_store import SQLiteSessionStore
     from rlm.sessions.store import STORE_ENV_VAR, SessionStore, default_store_path, open_store
 
-# Imported on first use: the engine imports none of these modules, so
+# Imported on first use (the engine imports the store only for a durable session), so
 # ``import rlm`` does not pay for sqlite3 and the store unless a session is durable.
 _HOMES = {
     "rlm.sessions.api": ("SessionDetail", "delete", "export", "fork", "list_sessions", "show"),
