@@ -5,14 +5,24 @@ beyond the core, and each command imports its extra (rich, prompt_toolkit, starl
 uvicorn, mcp) only when it runs. Each subcommand module adds its parser and sets
 ``handler`` (args -> exit code). Settings: flags > ``RLM_*`` env vars > ``rlm.toml``
 (see ``rlm.cli.settings``).
+
+Errors are one ``rlm: error: ...`` line on stderr (a usage error also prints the usage
+of the command it belongs to, ``rlm run`` or ``rlm sessions list``, not the top-level
+one). Exit codes, the same for every command (``rlm.cli.failures``): 0 done, 1 an
+rlmx error, 2 bad usage, input or setup, 3 a limit stopped the run, 4 the model
+provider failed, 130 interrupted, 141 stdout closed early (``rlm ... | head``: no
+traceback, as for a Unix tool).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 
 from rlm.cli import chat, mcp_cmd, run, serve, sessions_cmd, view
+from rlm.cli.failures import EXIT_INTERRUPTED, EXIT_PIPE, EXIT_USAGE
 
 EPILOG = """examples:
   rlm run -c book.txt "Who finds the key?"
@@ -42,20 +52,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``args`` ran: ``rlm sessions list``'s, say."""
+    while True:
+        chosen = None
+        for action in parser._actions:  # argparse keeps subcommands only here
+            if isinstance(action, argparse._SubParsersAction):
+                name = getattr(args, action.dest, None)
+                chosen = action.choices.get(name) if isinstance(name, str) else None
+        if chosen is None:
+            return parser
+        parser = chosen
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader is gone: point it at /dev/null, so the interpreter's last flush
+    does not raise again (Python's documented recipe for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (2 for usage errors, as argparse does)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # rlm ... | head: exit as a Unix tool does, no traceback
+        _quiet_stdout()
+        return EXIT_PIPE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # the command's own usage, not the top-level one
+            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # --help, --version and argparse's own usage errors
-        return exc.code if isinstance(exc.code, int) else 2
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if getattr(args, "handler", None) is None:
         parser.print_help()
-        return 2
-    try:
-        return int(args.handler(args))
-    except KeyboardInterrupt:
-        return 130
+        return EXIT_USAGE
+    return int(args.handler(args))
 
 
 __all__ = ["build_parser", "main"]

@@ -1,4 +1,11 @@
-"""``rlm chat``: an interactive persistent session in the terminal."""
+"""``rlm chat``: an interactive persistent session in the terminal.
+
+Start-up builds the model's client once (``preload_client``): a missing extra or API
+key ends the command at once (exit 2), and the embedded model loads before the first
+prompt. A ``--session`` another process holds is waited for (the store's lock timeout,
+10 s by default) with a line saying so; still held, it is exit 1 with the ``rlm``
+commands that get around it. Exit codes as in ``rlm.cli.failures``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,16 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from rlm.base.errors import ConfigurationError, SessionError
+from rlm.base.errors import RLMError, SessionError, SessionLockedError
 from rlm.base.redact import redact_text
 from rlm.cli.chat_session import HELP, ChatSession
 from rlm.cli.config import CLIUsageError
-from rlm.cli.factory import SettingsFactory, environment_notice, from_args
+from rlm.cli.factory import SettingsFactory, environment_notice, from_args, preload_client
+from rlm.cli.failures import EXIT_ERROR, EXIT_USAGE, describe, locked_message
 from rlm.cli.line_input import default_history_path, make_reader
 from rlm.cli.live import use_live
 from rlm.cli.settings import add_model_options
+from rlm.logger.verbose import printable
 from rlm.sessions.store import STORE_ENV_VAR, default_store_path
 
 EXAMPLES = """examples:
@@ -73,16 +82,26 @@ def chat(
         settings, setup = from_args(args)
         if not args.quiet:  # before the session: building it may start the environment
             print(environment_notice(settings.env, "this process"), file=err, flush=True)
+        preload_client(setup)
+        if name is not None and store is not None:
+            _say_if_locked(name, store, err)
         session = ChatSession(
             SettingsFactory(settings, setup, session_store=store), out, err,
             quiet=args.quiet, live=use_live(err, args.quiet), session=name,
         )  # fmt: skip
-    except (CLIUsageError, ConfigurationError) as exc:
+    except CLIUsageError as exc:
         print(f"rlm: error: {redact_text(str(exc))}", file=err, flush=True)
-        return 2
-    except SessionError as exc:  # in use by another process, or an unusable store
+        return EXIT_USAGE
+    except SessionLockedError as exc:
+        print(f"rlm: error: {locked_message(exc, name or '')}", file=err, flush=True)
+        return EXIT_ERROR
+    except SessionError as exc:  # an unusable store
         print(f"rlm: error: {redact_text(str(exc))}", file=err, flush=True)
-        return 1
+        return EXIT_ERROR
+    except RLMError as exc:  # a missing extra or key, a bad setting: exit 2
+        code, message = describe(exc)
+        print(f"rlm: error: {message}", file=err, flush=True)
+        return code
     if setup.notice:
         print(setup.notice, file=err, flush=True)
     history = args.history_file
@@ -104,3 +123,20 @@ def chat(
     finally:
         session.close()
     return 0
+
+
+def _say_if_locked(name: str, store: str, err: IO[str]) -> None:
+    """Say so when another process holds the session: opening it waits for the lock."""
+    from rlm.sessions.store import open_store
+
+    try:
+        opened = open_store(store, create=False)
+    except (SessionError, OSError):  # no store yet: nothing can hold the session
+        return
+    try:
+        holder = opened.lock_holder(name)
+    finally:
+        opened.close()
+    if holder is not None:
+        print(printable(f"rlm: waiting for session {name!r} (locked by {holder.describe()}; "
+                        f"up to {opened.lock_timeout:g}s)…"), file=err, flush=True)  # fmt: skip

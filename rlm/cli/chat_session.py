@@ -20,8 +20,9 @@ from typing import IO, Any
 from rlm.base.errors import RLMError, RLMLimitError
 from rlm.base.redact import redact_text
 from rlm.base.types import UsageSummary
-from rlm.cli.config import CLIUsageError, load_context
+from rlm.cli.config import CLIUsageError, SkipLister, load_context
 from rlm.cli.factory import SettingsFactory
+from rlm.cli.failures import key_hint, provider_status
 from rlm.cli.live import LiveDisplay
 from rlm.cli.progress import RunTracker
 from rlm.core.rlm import RLM
@@ -163,6 +164,10 @@ class ChatSession:
                 self.usage.merge(tracker.usage)
         except RLMError as exc:
             note = f"{type(exc).__name__}: {exc}"
+            if provider_status(exc) == 401:
+                setup = self.factory.setup
+                hint = key_hint(self.factory.settings, setup.backend, setup.backend_kwargs)
+                note = f"{note.rstrip('. ')}. {hint[:1].upper()}{hint[1:]}"
         finally:
             unsubscribe()
         if note:
@@ -180,11 +185,13 @@ class ChatSession:
             self.say(f"usage: /add PATH  (queued for the next message: {queued})")
             return True
         for path in shlex.split(rest):
+            skipped = SkipLister(self.err)
             try:
-                content = load_context(path, io.StringIO(), label="/add")
+                content = load_context(path, io.StringIO(), label="/add", on_skip=skipped)
             except CLIUsageError as exc:
                 self.say(f"rlm: {exc}")
                 continue
+            skipped.finish()
             self.queued.append((path, content))
             size = len(content) if isinstance(content, str) else sum(map(len, content))
             files = "" if isinstance(content, str) else f", {len(content)} files"

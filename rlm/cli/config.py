@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
+
+from rlm.logger.verbose import printable
 
 EMBEDDED_NOTICE = (
     "rlm: no API key or --base-url set; using the embedded offline smoke-test model "
@@ -55,10 +57,18 @@ def choose_backend(
     environ: Mapping[str, str],
 ) -> BackendChoice:
     """The backend to use: ``--backend`` if given, else the first of ``--base-url``,
-    OPENAI_API_KEY, ANTHROPIC_API_KEY, a ``.gguf`` ``--model``, the embedded model."""
+    OPENAI_API_KEY, ANTHROPIC_API_KEY, a ``.gguf`` ``--model``, the embedded model.
+
+    ``--base-url`` alone is ``openai`` at that URL, as ``RLM(backend="openai",
+    backend_kwargs={"base_url": ...})`` is in Python: the server gets $OPENAI_API_KEY
+    when it is set (a hosted URL its own variable, e.g. OPENROUTER_API_KEY), and
+    ``--api-key-env VAR`` sends $VAR instead. ``--backend openai_compatible`` (or
+    ``vllm``) sends a key only with ``--api-key-env``, as those backends do in Python."""
     if backend is None:
         if base_url:
-            backend = "openai_compatible"
+            if not model:
+                raise CLIUsageError("--base-url needs --model (the model name the server serves)")
+            backend = "openai"
         elif environ.get("OPENAI_API_KEY"):
             backend = "openai"
         elif environ.get("ANTHROPIC_API_KEY"):
@@ -90,15 +100,22 @@ def choose_backend(
 
 # -- context ------------------------------------------------------------------------
 
+# Called with (path, reason) for each file of a directory or glob that is left out.
+SkipReport = Callable[[str, str], None]
+MAX_SKIPS_LISTED = 20  # skipped files named one a line; past this, a count
+
 
 def _read_text(path: str, label: str = "--context") -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read()
+            text = f.read()
     except UnicodeDecodeError:
         raise CLIUsageError(f"{label} {path}: not a UTF-8 text file") from None
     except OSError as exc:
         raise CLIUsageError(f"{label} {path}: {exc.strerror or exc}") from None
+    if "\x00" in text:  # valid UTF-8 yet binary (or UTF-16): garbage to a model
+        raise CLIUsageError(f"{label} {path}: a binary file (it holds NUL bytes)")
+    return text
 
 
 def _files_under(directory: str) -> list[str]:
@@ -109,32 +126,63 @@ def _files_under(directory: str) -> list[str]:
     return found
 
 
-def _read_many(paths: list[str], spec: str, label: str) -> list[str]:
-    """Each UTF-8 file's text, sorted by path; other files are skipped."""
+def _read_many(paths: list[str], spec: str, label: str, on_skip: SkipReport | None) -> list[str]:
+    """Each UTF-8 text file's text, sorted by path; the others are reported to
+    ``on_skip`` (binary and unreadable files in a directory are not an error)."""
     texts: list[str] = []
     for path in sorted(paths):
         try:
             texts.append(_read_text(path, label))
-        except CLIUsageError:
-            continue  # a binary file in a directory is not an error
+        except CLIUsageError as exc:
+            if on_skip is not None:
+                on_skip(path, str(exc).removeprefix(f"{label} {path}: "))
     if not texts:
         raise CLIUsageError(f"{label} {spec}: no readable UTF-8 text files")
     return texts
 
 
-def load_context(spec: str, stdin: IO[str], label: str = "--context") -> str | list[str]:
+def load_context(
+    spec: str, stdin: IO[str], label: str = "--context", on_skip: SkipReport | None = None
+) -> str | list[str]:
     """A file's text, a list of texts (directory or glob), or stdin for ``-``.
-    ``label`` starts error messages (the flag or command that named ``spec``)."""
+    ``label`` starts error messages (the flag or command that named ``spec``);
+    ``on_skip(path, reason)`` hears of each file a directory or glob leaves out."""
     if spec == "-":
         return stdin.read()
     spec = os.path.expanduser(spec)
     if os.path.isdir(spec):
-        return _read_many(_files_under(spec), spec, label)
+        return _read_many(_files_under(spec), spec, label, on_skip)
     if os.path.exists(spec):
         return _read_text(spec, label)
     if glob.has_magic(spec):
         matches = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
         if matches:
-            return _read_many(matches, spec, label)
+            return _read_many(matches, spec, label, on_skip)
         raise CLIUsageError(f"{label} {spec}: no files match")
     raise CLIUsageError(f"{label} {spec}: no such file or directory")
+
+
+def is_empty(context: str | list[str]) -> bool:
+    """Nothing but whitespace: a file, stdin, or every file of a directory or glob."""
+    texts = [context] if isinstance(context, str) else context
+    return not any(text.strip() for text in texts)
+
+
+class SkipLister:
+    """``on_skip`` for ``load_context`` that names each skipped file on ``err``, one a
+    line, up to ``MAX_SKIPS_LISTED``; ``finish()`` then says how many more there were."""
+
+    def __init__(self, err: IO[str], prefix: str = "rlm: ") -> None:
+        self.err, self.prefix = err, prefix
+        self.count = 0
+
+    def __call__(self, path: str, reason: str) -> None:
+        self.count += 1
+        if self.count <= MAX_SKIPS_LISTED:
+            print(f"{self.prefix}skipped {printable(path)}: {reason}", file=self.err, flush=True)
+
+    def finish(self) -> None:
+        hidden = self.count - MAX_SKIPS_LISTED
+        if hidden > 0:
+            print(f"{self.prefix}skipped {hidden} more file(s) ({self.count} in all)",
+                  file=self.err, flush=True)  # fmt: skip

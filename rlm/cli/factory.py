@@ -7,6 +7,7 @@ servers, which only know the ``RLMFactory`` protocol (``rlm.server.sessions``).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,6 +133,19 @@ class SettingsFactory:
             session_id=session_id,
             session_store=self.session_store if session_id is not None else None,
         )
+
+
+def preload_client(setup: ModelSetup) -> float:
+    """Build the root model's client once and close it, so a missing extra or API key
+    fails at start-up (``MissingExtraError``, ``MissingAPIKeyError``,
+    ``ConfigurationError``) and an embedded GGUF model is loaded now, not by the first
+    request (``llama_cpp`` keeps loaded models for the process). Returns the seconds
+    it took; no model is called."""
+    from rlm.clients import get_client
+
+    started = time.perf_counter()
+    get_client(setup.backend, dict(setup.backend_kwargs)).close()
+    return time.perf_counter() - started
 
 
 def from_args(args: Any) -> tuple[Settings, ModelSetup]:

@@ -1,27 +1,37 @@
 """``rlm run``: answer one question over a context, with progress on stderr.
 
 stdout carries only the answer (or ``--json``), so the command composes in pipelines.
-Exit codes: 0 answered, 2 bad usage or input, 3 a limit stopped the run (the partial
-answer is printed), 4 the model provider failed, 1 any other rlmx error.
+Exit codes (``rlm.cli.failures``): 0 answered, 2 bad usage, input or setup (an empty
+context or question without ``--allow-empty``, a missing extra or API key), 3 a limit
+stopped the run (the partial answer is printed), 4 the model provider failed, 1 any
+other rlmx error. Files a directory or glob context leaves out (not UTF-8 text,
+unreadable) are named on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import IO, Any
 
-from rlm.base.errors import ClientError, ConfigurationError, RLMError, RLMLimitError
+from rlm.base.errors import RLMError, RLMLimitError
 from rlm.base.redact import redact_text
-from rlm.cli.config import CLIUsageError, load_context
-from rlm.cli.factory import SettingsFactory, environment_notice, model_setup
+from rlm.cli.config import CLIUsageError, SkipLister, is_empty, load_context
+from rlm.cli.factory import ModelSetup, SettingsFactory, environment_notice, model_setup
+from rlm.cli.failures import (
+    EXIT_LIMIT,
+    EXIT_OK,
+    EXIT_USAGE,
+    describe,
+    key_hint,
+)
 from rlm.cli.live import LiveDisplay, use_live
 from rlm.cli.progress import RunTracker, print_summary
-from rlm.cli.settings import add_model_options, resolve
+from rlm.cli.settings import Settings, add_model_options, resolve
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_PROVIDER = 0, 1, 2, 3, 4
 EXAMPLES = """examples:
   rlm run -c book.txt "Who finds the key?"
   rlm run -c 'notes/**/*.md' --json "List every open question"
@@ -45,7 +55,14 @@ def add_parser(subparsers: Any) -> None:
         required=True,
         metavar="PATH|DIR|GLOB|-",
         help="a text file, a directory or glob (a list, one item per file, sorted by "
-        "path), or - for stdin",
+        "path; hidden files are left out, and files that are not UTF-8 text are named on "
+        "stderr and left out), or - for stdin",
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="run even with no question or an empty context (else exit 2: a paid model "
+        "would be billed for nothing)",
     )
     add_model_options(p)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -61,6 +78,23 @@ def _fail(err: IO[str], message: str, code: int) -> int:
     return code
 
 
+def _check_input(args: argparse.Namespace, context: str | list[str]) -> None:
+    """An empty question or context is an error unless ``--allow-empty``."""
+    if args.allow_empty:
+        return
+    if is_empty(context):
+        if args.context == "-":
+            what = "stdin is empty (nothing was piped in)"
+        else:
+            what = "every file is empty" if isinstance(context, list) else "the file is empty"
+        raise CLIUsageError(f"--context {args.context}: {what}; pass --allow-empty to run "
+                            "anyway")  # fmt: skip
+
+
+def _no_question(args: argparse.Namespace) -> bool:
+    return not args.allow_empty and not (args.question or "").strip()
+
+
 def run(
     args: argparse.Namespace,
     stdin: IO[str] | None = None,
@@ -69,9 +103,15 @@ def run(
 ) -> int:
     stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
     started = time.perf_counter()
+    if _no_question(args):  # before reading stdin: nothing to wait for
+        return _fail(err, 'no question: rlm run -c CONTEXT "QUESTION" (pass --allow-empty '
+                     "to run without one)", EXIT_USAGE)  # fmt: skip
+    skipped = SkipLister(err)
     try:
         settings = resolve(args)
-        context = load_context(args.context, stdin)
+        context = load_context(args.context, stdin, on_skip=skipped)
+        skipped.finish()
+        _check_input(args, context)
         setup = model_setup(settings)
     except CLIUsageError as exc:
         return _fail(err, str(exc), EXIT_USAGE)
@@ -82,8 +122,8 @@ def run(
 
     try:
         rlm = SettingsFactory(settings, setup)()
-    except ConfigurationError as exc:
-        return _fail(err, str(exc), EXIT_USAGE)
+    except RLMError as exc:
+        return _fail(err, *_failure(exc, settings, setup))
     logger = rlm.logger
     tracker = (
         LiveDisplay(err, max_iterations=setup.max_iterations)
@@ -104,12 +144,8 @@ def run(
         elif partial:
             print(partial, file=out, flush=True)
         return _fail(err, f"{exc} (partial answer {'printed' if partial else 'empty'})", EXIT_LIMIT)
-    except ConfigurationError as exc:
-        return _fail(err, str(exc), EXIT_USAGE)
-    except ClientError as exc:
-        return _fail(err, str(exc), EXIT_PROVIDER)
     except RLMError as exc:
-        return _fail(err, f"{type(exc).__name__}: {exc}", EXIT_ERROR)
+        return _fail(err, *_failure(exc, settings, setup))
 
     if args.json:
         _print_json(out, {**result.to_dict(), "iterations": tracker.iterations})
@@ -117,6 +153,12 @@ def run(
         print(result.response, file=out, flush=True)
     print_summary(tracker, time.perf_counter() - started, getattr(logger, "log_file_path", None))
     return EXIT_OK
+
+
+def _failure(exc: RLMError, settings: Settings, setup: ModelSetup) -> tuple[str, int]:
+    hint = key_hint(settings, setup.backend, setup.backend_kwargs, os.environ)
+    code, message = describe(exc, hint)
+    return message, code
 
 
 def _limit_payload(exc: RLMLimitError, tracker: RunTracker) -> dict[str, Any]:

@@ -1,4 +1,13 @@
-"""``rlm serve``: the OpenAI-compatible HTTP server (``rlmx[server]``)."""
+"""``rlm serve``: the OpenAI-compatible HTTP server (``rlmx[server]``).
+
+Start-up, in order: settings, the port bound (a port in use is one line, before any
+token is printed), the model's client built once (the embedded model is loaded now),
+then the banner (URL, token, environment) and the server. While serving, stderr gets
+one line per request (method, path, status, duration, session, tokens; never the
+token, a header or a body) and a line when the model provider fails. ``GET /health``
+answers without a token. Exit codes (``rlm.cli.failures``): 0 stopped, 1 the server
+failed, 2 bad usage or setup (a port in use, a missing extra or API key).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +16,22 @@ import importlib.util
 import ipaddress
 import os
 import secrets
+import socket
 import sys
 from typing import IO, Any
 
 from rlm.base.redact import redact_text
 from rlm.cli.config import CLIUsageError
 from rlm.cli.factory import SettingsFactory, environment_notice, exposed_warning, from_args
-from rlm.cli.settings import Settings, add_model_options
+from rlm.cli.failures import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from rlm.cli.serve_start import bind_listener, check_model, log_to
+from rlm.cli.settings import PORT, POSITIVE_FLOAT, POSITIVE_INT, Settings, add_model_options
 
 MIB = 1024 * 1024
 EXAMPLES = """examples:
   rlm serve                                   # prints a generated token
   RLM_SERVER_TOKEN=s3cret rlm serve --port 9000 --base-url http://127.0.0.1:8080/v1 --model qwen
+  curl http://127.0.0.1:8000/health            # no token needed: {"status": "ok"}
 
   from openai import OpenAI
   client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="<token>")
@@ -31,40 +44,43 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "serve",
         help="run the OpenAI-compatible HTTP server",
-        description="Serve POST /v1/chat/completions (streaming too) and GET /v1/models. "
+        description="Serve POST /v1/chat/completions (streaming too), GET /v1/models and "
+        "GET /health (no token), with one log line per request on stderr. "
         "Needs the server extra: pip install 'rlmx[server]'.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("server (flags > RLM_* env vars > [serve] in rlm.toml)")
     g.add_argument("--host", help="interface to bind (default: 127.0.0.1)")
-    g.add_argument("--port", type=int, help="default: 8000")
+    g.add_argument("--port", type=PORT, help="default: 8000; 0 picks a free port")
     g.add_argument(
         "--token",
         help="the bearer token clients must send (default: $RLM_SERVER_TOKEN, else a "
         "generated one, printed at start); prefer the env var: flags show in ps",
     )
-    g.add_argument("--max-concurrency", type=int, help="completions at once; more get 429 "
-                   "(default: 4)")  # fmt: skip
-    g.add_argument("--max-body-mb", type=float, help="request size limit (default: 32)")
-    g.add_argument("--max-sessions", type=int, help="sessions kept in memory (default: 64)")
-    g.add_argument("--session-ttl", type=float, metavar="SECONDS",
+    g.add_argument("--max-concurrency", type=POSITIVE_INT,
+                   help="completions at once; more get 429 (default: 4)")  # fmt: skip
+    g.add_argument("--max-body-mb", type=POSITIVE_FLOAT, help="request size limit (default: 32)")
+    g.add_argument(
+        "--max-sessions", type=POSITIVE_INT, help="sessions kept in memory (default: 64)"
+    )
+    g.add_argument("--session-ttl", type=POSITIVE_FLOAT, metavar="SECONDS",
                    help="idle sessions are closed after this long (default: 3600)")  # fmt: skip
     g.add_argument(
         "--header-timeout",
-        type=float,
+        type=POSITIVE_FLOAT,
         metavar="SECONDS",
         help="close a connection whose request headers take longer (default: 10)",
     )
     g.add_argument(
         "--idle-timeout",
-        type=float,
+        type=POSITIVE_FLOAT,
         metavar="SECONDS",
         help="close a connection whose request body stalls this long (default: 30)",
     )
     g.add_argument(
         "--max-connections",
-        type=int,
+        type=POSITIVE_INT,
         help="open connections at most; more get 503 and are closed (default: 256)",
     )
     g.add_argument("--session-store", metavar="PATH|URL",
@@ -108,20 +124,37 @@ def serve(args: argparse.Namespace, err: IO[str] | None = None) -> int:
     if not all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn")):
         print("rlm: error: rlm serve needs the server extra: pip install 'rlmx[server]'",
               file=err)  # fmt: skip
-        return 2
+        return EXIT_USAGE
     try:
         settings, setup = from_args(args)
+        listener = bind_listener(settings.host, settings.port)
     except CLIUsageError as exc:
         print(f"rlm: error: {redact_text(str(exc))}", file=err, flush=True)
-        return 2
-    if setup.notice:
-        print(setup.notice, file=err, flush=True)
+        return EXIT_USAGE
+    with listener:
+        if setup.notice:
+            print(setup.notice, file=err, flush=True)
+        failed = check_model(setup, err)
+        if failed is not None:
+            return failed
+        store = getattr(args, "session_store", None)
+        return _serve(args, settings, SettingsFactory(settings, setup, store), listener, err)
+
+
+def _serve(
+    args: argparse.Namespace,
+    settings: Settings,
+    factory: SettingsFactory,
+    listener: socket.socket,
+    err: IO[str],
+) -> int:
     given = args.token or os.environ.get("RLM_SERVER_TOKEN")
     token = given or secrets.token_urlsafe(24)
-    factory = SettingsFactory(settings, setup, session_store=getattr(args, "session_store", None))
     app = build_app(settings, factory, token)
 
-    url = f"http://{settings.host}:{settings.port}/v1"
+    port = listener.getsockname()[1]  # --port 0: the one the system picked
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{host}:{port}/v1"
     print(f"rlm: serving {url} · models: {', '.join(factory.model_ids)}", file=err)
     if given:
         print("rlm: clients authenticate with the token you gave", file=err)
@@ -135,6 +168,7 @@ def serve(args: argparse.Namespace, err: IO[str] | None = None) -> int:
         if loud:
             print(loud, file=err)
     err.flush()
+    log_to(err)
 
     import uvicorn
 
@@ -143,7 +177,7 @@ def serve(args: argparse.Namespace, err: IO[str] | None = None) -> int:
     limits = ConnectionLimits(
         settings.header_timeout, settings.idle_timeout, settings.max_connections
     )
-    config = uvicorn_config(app, settings.host, settings.port, limits, log_level="warning")
+    config = uvicorn_config(app, settings.host, port, limits, log_level="warning")
     server = uvicorn.Server(config)
-    server.run()
-    return 0 if server.started else 1  # 1: it could not bind
+    server.run(sockets=[listener])
+    return EXIT_OK if server.started else EXIT_ERROR

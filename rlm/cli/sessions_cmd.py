@@ -13,7 +13,7 @@ import sys
 import time
 from typing import IO, Any
 
-from rlm.base.errors import ConfigurationError, SessionError
+from rlm.base.errors import ConfigurationError, SessionError, SessionLockedError
 from rlm.base.redact import redact_text
 from rlm.logger.verbose import one_line, printable
 from rlm.sessions import api
@@ -24,6 +24,7 @@ EXAMPLES = f"""examples:
   rlm sessions list --json --store ~/notes.db
   rlm sessions show notes
   rlm sessions export notes -o notes.json
+  rlm sessions fork notes notes-v2      # a copy to go on from, even while notes is in use
   rlm sessions rm notes old-draft
 
 The store is --store, else ${STORE_ENV_VAR}, else {default_store_path()}."""
@@ -56,6 +57,10 @@ def add_parser(subparsers: Any) -> None:
     rm = verb("rm", "delete sessions (what no other session shares is freed)", cmd_rm)
     rm.add_argument("session_ids", metavar="ID", nargs="+")
     rm.add_argument("--force", action="store_true", help="even if a live process uses it")
+    fork = verb("fork", "copy a session under a new id (shares its turns; works while "
+                 "the session is in use)", cmd_fork)  # fmt: skip
+    fork.add_argument("session_id", metavar="ID")
+    fork.add_argument("new_id", metavar="NEW")
     export = verb("export", "a session as JSON (contexts, histories, answers)", cmd_export)
     export.add_argument("session_id", metavar="ID")
     export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
@@ -150,8 +155,26 @@ def cmd_rm(args: argparse.Namespace, out: IO[str] | None = None) -> int:
 
     def run() -> int:
         for sid in args.session_ids:
-            api.delete(sid, args.store, force=args.force)
+            try:
+                api.delete(sid, args.store, force=args.force)
+            except SessionLockedError as exc:
+                holder = exc.holder.describe() if exc.holder else "another process"
+                raise SessionError(f"session {sid!r} is in use by {holder}; quit that "
+                                   "process first, or pass --force to delete it anyway") from None  # fmt: skip
             print(f"deleted {printable(sid)}", file=out)
+        return 0
+
+    return _run(run)
+
+
+def cmd_fork(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    out = out or sys.stdout
+
+    def run() -> int:
+        api.fork(args.session_id, args.new_id, args.store)
+        store = f" --store {args.store}" if args.store else ""
+        print(printable(f"forked {args.session_id} as {args.new_id}; go on with: rlm chat "
+                        f"--session {args.new_id}{store}"), file=out)  # fmt: skip
         return 0
 
     return _run(run)

@@ -47,17 +47,51 @@ class Option:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
     if value < 1:
         raise ValueError("must be at least 1")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
     if value <= 0:
         raise ValueError("must be greater than 0")
     return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a port number") from None
+    if not 0 <= value <= 65535:
+        raise ValueError("a port is a number from 0 to 65535")
+    return value
+
+
+def _environment(text: str) -> str:
+    from rlm.environments import environment_names
+
+    names = environment_names()
+    if text not in names:
+        raise ValueError(f"not an environment; choose from {', '.join(names)}")
+    return text
+
+
+def _backend(text: str) -> str:
+    from rlm.clients.registry import backend_names
+
+    names = backend_names()
+    if text not in names:
+        raise ValueError(f"not a backend; choose from {', '.join(names)}")
+    return text
 
 
 def _path_list(text: str) -> tuple[str, ...]:
@@ -75,20 +109,32 @@ def _json_object(text: str) -> dict[str, Any]:
             raise ValueError(f"cannot read {text[1:]}: {exc.strerror or exc}") from None
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:  # its message has a position, never the text
-        raise ValueError(f"not valid JSON: {exc}") from None
+    except json.JSONDecodeError as exc:  # its msg and position, never the text
+        raise ValueError(
+            f"not a JSON object: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     if not isinstance(value, dict):
-        raise ValueError("must be a JSON object")
+        raise ValueError(f"not a JSON object: got {_json_kind(value)}")
     return value
 
 
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return "a number"
+
+
 OPTIONS: tuple[Option, ...] = (
-    Option("backend", str, "RLM_BACKEND"),
+    Option("backend", _backend, "RLM_BACKEND"),
     Option("model", str, "RLM_MODEL"),
     Option("base_url", str, "RLM_BASE_URL"),
     Option("api_key_env", str, "RLM_API_KEY_ENV"),
     Option("backend_kwargs", _json_object, "RLM_BACKEND_KWARGS"),
-    Option("env", str, "RLM_ENV"),
+    Option("env", _environment, "RLM_ENV"),
     Option("max_iterations", _positive_int, "RLM_MAX_ITERATIONS"),
     Option("max_depth", _positive_int, "RLM_MAX_DEPTH"),
     Option("max_budget", _positive_float, "RLM_MAX_BUDGET"),
@@ -96,7 +142,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_tokens", _positive_int, "RLM_MAX_TOKENS"),
     Option("log_dir", str, "RLM_LOG_DIR"),
     Option("host", str, "RLM_HOST", "serve"),
-    Option("port", int, "RLM_PORT", "serve"),
+    Option("port", _port, "RLM_PORT", "serve"),
     Option("max_concurrency", _positive_int, "RLM_MAX_CONCURRENCY", "serve"),
     Option("max_body_mb", _positive_float, "RLM_MAX_BODY_MB", "serve"),
     Option("max_sessions", _positive_int, "RLM_MAX_SESSIONS", "serve"),
@@ -178,6 +224,26 @@ def backend_kwargs_flag(text: str) -> dict[str, Any]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{exc} (the value is not shown: it may hold "
                                          "secrets)") from None  # fmt: skip
+
+
+def flag_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` as an argparse ``type``: its ``ValueError`` becomes the message
+    ("argument --max-depth: must be at least 1 (got '0')"), where argparse would say
+    "invalid _positive_int value"."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} (got {text!r})") from None
+
+    convert.__name__ = parse.__name__.strip("_")
+    return convert
+
+
+POSITIVE_INT = flag_type(_positive_int)
+POSITIVE_FLOAT = flag_type(_positive_float)
+PORT = flag_type(_port)
 
 
 def _coerce(option: Option, value: Any, where: str) -> Any:
@@ -272,22 +338,33 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model and limits (flags > RLM_* env vars > rlm.toml)")
     g.add_argument("--config", metavar="FILE", help="an rlm.toml (default: ./rlm.toml, "
                    "then ~/.config/rlm/rlm.toml; env RLM_CONFIG)")  # fmt: skip
-    g.add_argument("--backend", help="default: from --base-url / API keys, else embedded")
+    from rlm.clients.registry import backend_names
+    from rlm.environments import environment_names
+
+    backends, envs = backend_names(), environment_names()
+    g.add_argument("--backend", metavar="NAME", choices=backends,
+                   help=f"one of: {', '.join(backends)} (default: from --base-url / API "
+                   "keys, else llama_cpp, the embedded model)")  # fmt: skip
     g.add_argument("--model", help="model name (or a .gguf path for llama_cpp)")
-    g.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    g.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key")
+    g.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
+                   "(it gets $OPENAI_API_KEY when set, as in Python; see --api-key-env)")  # fmt: skip
+    g.add_argument("--api-key-env", metavar="VAR",
+                   help="send the key held in $VAR (e.g. for a --base-url server)")  # fmt: skip
     g.add_argument(
         "--backend-kwargs",
         metavar="JSON|@FILE",
         type=backend_kwargs_flag,
         help="extra client arguments as a JSON object, e.g. '{\"timeout\": 60}'",
     )
-    g.add_argument("--env", help="execution environment (default: local)")
-    g.add_argument(
-        "--max-iterations", type=int, help="default 30 (4 for the embedded smoke-test model)"
-    )
-    g.add_argument("--max-depth", type=int, help="recursion depth (default: 1)")
-    g.add_argument("--max-budget", type=float, metavar="USD", help="stop above this spend")
-    g.add_argument("--max-timeout", type=float, metavar="SECONDS", help="stop after this long")
-    g.add_argument("--max-tokens", type=int, help="stop above this many tokens in + out")
+    g.add_argument("--env", metavar="NAME", choices=envs,
+                   help=f"where model-written code runs, one of: {', '.join(envs)} "
+                   "(default: local)")  # fmt: skip
+    g.add_argument("--max-iterations", type=POSITIVE_INT,
+                   help="default 30 (4 for the embedded smoke-test model)")  # fmt: skip
+    g.add_argument("--max-depth", type=POSITIVE_INT, help="recursion depth (default: 1)")
+    g.add_argument("--max-budget", type=POSITIVE_FLOAT, metavar="USD",
+                   help="stop above this spend")  # fmt: skip
+    g.add_argument("--max-timeout", type=POSITIVE_FLOAT, metavar="SECONDS",
+                   help="stop after this long")  # fmt: skip
+    g.add_argument("--max-tokens", type=POSITIVE_INT, help="stop above this many tokens in + out")
     g.add_argument("--log-dir", help="write trajectories as JSONL into this directory")

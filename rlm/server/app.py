@@ -1,8 +1,12 @@
-"""The Starlette application: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+"""The Starlette application: ``POST /v1/chat/completions``, ``GET /v1/models`` and
+``GET /health``.
 
-Every route runs inside ``_guarded``: the bearer token is checked first, and any
-exception becomes OpenAI's error JSON through ``errors.translate`` (unknown routes and
-methods too, through the ``HTTPException`` handler).
+Every ``/v1`` route runs inside ``_guarded``: the bearer token is checked first, and
+any exception becomes OpenAI's error JSON through ``errors.translate`` (unknown routes
+and methods too, through the ``HTTPException`` handler). ``GET /health`` needs no
+token: it answers ``{"status": "ok"}`` and never calls a model or shows a setting.
+With ``access_log`` (the default) every request is one line on the
+``rlm.server.access`` logger (``rlm.server.access_log``); ``rlm serve`` prints them.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from rlm.core.rlm import RLM
+from rlm.server.access_log import AccessLog, note_for
 from rlm.server.errors import error_response
 from rlm.server.guards import DEFAULT_MAX_BODY_BYTES, ConcurrencyLimit, check_token, read_json
 from rlm.server.runner import Runner
@@ -79,15 +85,21 @@ class ChatServer:
     async def models(self, request: Request) -> Response:
         return JSONResponse(dict(model_list(self.model_ids, self.started)))
 
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
     async def chat_completions(self, request: Request) -> Response:
         self.limit.acquire()  # before reading the body: an overloaded server says so fast
+        note = note_for(request.scope)
         try:
             body = await read_json(request, self.options.max_body_bytes)
             req = parse_request(body, self.model_ids)
+            note.session_id = req.session_id
             if req.stream:
                 headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-                return _SlotStream(self.runner.stream(req), self.limit.release, headers)
-            result = await self.runner.complete(req)
+                stream = self.runner.stream(req, note)
+                return _SlotStream(stream, self.limit.release, headers)
+            result = await self.runner.complete(req, note)
         except BaseException:
             self.limit.release()
             raise
@@ -116,9 +128,11 @@ def create_app(
     sessions: SessionRegistry[RLM] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_concurrency: int = 4,
+    access_log: bool = True,
 ) -> Starlette:
     """The ASGI app. ``rlm_factory`` builds each request's RLM (see ``RLMFactory``);
-    ``sessions`` keeps persistent ones (default: in memory, 64 sessions, 1 h idle)."""
+    ``sessions`` keeps persistent ones (default: in memory, 64 sessions, 1 h idle);
+    ``access_log`` logs one line per request on ``rlm.server.access``."""
     if not token:
         raise ValueError("the server needs a token")
     registry: SessionRegistry[RLM] = sessions if sessions is not None else InMemorySessionRegistry()
@@ -130,6 +144,7 @@ def create_app(
 
     app = Starlette(
         routes=[
+            Route("/health", server.health, methods=["GET"]),
             Route("/v1/models", _guarded(token, server.models), methods=["GET"]),
             Route(
                 "/v1/chat/completions",
@@ -138,6 +153,7 @@ def create_app(
             ),
         ],
         exception_handlers={HTTPException: http_error},
+        middleware=[Middleware(AccessLog)] if access_log else [],
         lifespan=_closing(registry),
     )
     app.state.server = server

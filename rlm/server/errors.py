@@ -3,7 +3,8 @@
 ``APIError`` is what the server's own checks raise; ``translate`` maps it, Starlette's
 ``HTTPException`` (unknown route, wrong method) and rlmx's errors onto
 ``(status, {"error": {"message", "type", "param", "code"}})``. The route wrapper in
-``app.py`` and the SSE stream (an error after the stream began) both call it.
+``app.py`` and the SSE stream (an error after the stream began) both call it. A
+provider failure is also logged (WARNING, ``rlm.server``), its message redacted.
 
 =========================  ======  =====================  ===================
 exception                  status  type                   code
@@ -77,6 +78,7 @@ def _from_exception(exc: BaseException) -> APIError:
     if isinstance(exc, ConfigurationError):
         return APIError(500, f"server configuration: {exc}", code="configuration_error")
     if isinstance(exc, ClientError):
+        log.warning("the model provider failed: %s", redact_text(f"{type(exc).__name__}: {exc}"))
         return APIError(502, f"the model provider failed: {exc}", type="api_error",
                         code="upstream_error")  # fmt: skip
     if isinstance(exc, CancellationError):

@@ -7,6 +7,9 @@ the usage chunk when asked for (``stream_options.include_usage``), then ``[DONE]
 A limit (budget, tokens, time, ...) is not an error here: the partial answer comes back
 with ``finish_reason: "length"`` and ``rlm.limit`` naming the limit, as a model cut off
 by ``max_tokens`` would. Cancellation and every other failure are errors.
+
+Both fill in the request's ``RequestNote`` (``rlm.server.access_log``), when given: the
+tokens the run used, and the error code of a stream that failed after its 200.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rlm.base.events import Event
 from rlm.base.types import RLMChatCompletion, UsageSummary
 from rlm.core.rlm import RLM
 from rlm.server import sse
+from rlm.server.access_log import RequestNote
 from rlm.server.errors import translate
 from rlm.server.openai_types import ChatCompletion, FinishReason
 from rlm.server.sessions import RLMFactory, SessionRegistry
@@ -45,7 +49,8 @@ class Runner:
         async with self.sessions.lease(sid, lambda: self.factory(session_id=sid)) as rlm:
             yield rlm
 
-    async def complete(self, req: RLMRequest) -> ChatCompletion:
+    async def complete(self, req: RLMRequest, note: RequestNote | None = None) -> ChatCompletion:
+        note = note or RequestNote()
         async with self._rlm(req) as rlm:
             try:
                 result = await rlm.acompletion(req.context, req.root_prompt)
@@ -54,10 +59,12 @@ class Runner:
                     raise
                 info = rlm_info(req, None, type(exc).__name__)
                 return completion_body(req, exc.partial_answer or "", "length", None, info)
+        note.tokens = result.usage_summary.total_tokens
         info = rlm_info(req, result, None)
         return completion_body(req, result.response, "stop", result.usage_summary, info)
 
-    async def stream(self, req: RLMRequest) -> AsyncIterator[str]:
+    async def stream(self, req: RLMRequest, note: RequestNote | None = None) -> AsyncIterator[str]:
+        note = note or RequestNote()
         yield sse.data(chunk(req, {"role": "assistant", "content": ""}))
         result: RLMChatCompletion | None = None
         limit: str | None = None
@@ -73,10 +80,14 @@ class Runner:
             answer = result.response if result is not None else ""
         except Exception as exc:
             if not _is_limit(exc):  # the status line is sent: the error goes in the stream
-                yield sse.data(translate(exc)[1])
+                body = translate(exc)[1]
+                note.error = body["error"]["code"] or body["error"]["type"]
+                yield sse.data(body)
                 yield sse.DONE
                 return
             limit, answer = type(exc).__name__, getattr(exc, "partial_answer", None) or ""
+        if result is not None:
+            note.tokens = result.usage_summary.total_tokens
         finish: FinishReason = "length" if limit else "stop"
         if answer:
             yield sse.data(chunk(req, {"content": answer}))

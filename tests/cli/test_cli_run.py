@@ -216,7 +216,9 @@ def test_limit_exits_3_with_partial_answer(chat_server: ChatServer, small_contex
 
 
 def test_base_url_without_model_is_a_usage_error(small_context: Path) -> None:
-    proc = run_cli("run", "--context", str(small_context), "--base-url", "http://127.0.0.1:9/v1")
+    proc = run_cli(
+        "run", "--context", str(small_context), "--base-url", "http://127.0.0.1:9/v1", "Q?"
+    )
     assert proc.returncode == 2
     assert "--base-url needs --model" in proc.stderr
 
@@ -234,11 +236,17 @@ def test_backend_choice_order() -> None:
     none: dict[str, str] = {}
     both = {"OPENAI_API_KEY": "sk-x", "ANTHROPIC_API_KEY": "ak-x"}
     url = "http://127.0.0.1:8000/v1"
+    # --base-url alone is the openai backend at that URL, as RLM(backend="openai",
+    # backend_kwargs={"base_url": ...}) is: it sends $OPENAI_API_KEY when set.
     compat = choose_backend(None, "m", url, None, both)
     assert (compat.backend, compat.backend_kwargs) == (
-        "openai_compatible",
+        "openai",
         {"model_name": "m", "base_url": url},
     )
+    explicit = choose_backend("openai_compatible", "m", url, None, both)
+    assert explicit.backend == "openai_compatible"
+    with pytest.raises(CLIUsageError, match="--base-url needs --model"):
+        choose_backend(None, None, url, None, both)
     openai = choose_backend(None, None, None, None, both)
     assert (openai.backend, openai.backend_kwargs["model_name"]) == ("openai", "gpt-5-mini")
     assert openai.max_iterations == 30 and openai.notice is None

@@ -52,23 +52,61 @@ def test_chat_says_where_code_runs(tmp_path: Path) -> None:
     assert LOCAL_NOTICE in proc.stderr
 
 
+def serve_banner(tmp_path: Path, *args: str) -> list[str]:
+    """``rlm serve --host 0.0.0.0 --port 0 ARGS``: its banner, up to the environment
+    notice and the warnings written with it; then it is stopped. It binds before the
+    banner, so only a server that really listens prints one: a scripted model behind a
+    token, for the moment it takes to read these lines."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RLM_", "OPENAI_"))}
+    env.update(PYTHONPATH=str(REPO), HOME=str(tmp_path), RLM_BACKEND="scripted")
+    env["RLM_BACKEND_KWARGS"] = json.dumps({"model_name": "scripted", "responses": [REPLY]})
+    env["RLM_SERVER_TOKEN"] = "t0ken-value"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlm", "serve", "--host", "0.0.0.0", "--port", "0", *args],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        while not any(line.startswith("rlm: model-written code runs") for line in lines):
+            line = proc.stderr.readline()
+            assert line, f"rlm serve exited early: {lines}"
+            lines.append(line.rstrip("\n"))
+        proc.terminate()  # the warnings, if any, were written with the notice
+        lines += proc.stderr.read().splitlines()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stderr:
+            proc.stderr.close()
+    return lines
+
+
 def test_serve_warns_loudly_for_local_code_beyond_loopback(tmp_path: Path) -> None:
-    # 192.0.2.1 (TEST-NET-1) is on no interface here: the bind fails after the banner,
-    # so nothing ever listens beyond loopback.
-    proc = cli(tmp_path, "serve", "--host", "192.0.2.1", "--port", "8123",
-               extra={"RLM_SERVER_TOKEN": "t0ken-value"})  # fmt: skip
-    assert LOCAL_NOTICE in proc.stderr
-    warning = [x for x in proc.stderr.splitlines() if x.startswith("rlm: WARNING:")]
-    assert warning, proc.stderr
-    assert "192.0.2.1" in warning[0] and "'local'" in warning[0] and "any code" in warning[0]
+    lines = serve_banner(tmp_path)
+    assert any(line.startswith(LOCAL_NOTICE) for line in lines), lines
+    warning = [x for x in lines if x.startswith("rlm: WARNING:")]
+    assert warning, lines
+    assert "0.0.0.0" in warning[0] and "'local'" in warning[0] and "any code" in warning[0]
     assert "--env sandbox" in warning[0]
 
 
 def test_serve_with_a_sandbox_only_notes_the_environment(tmp_path: Path) -> None:
-    proc = cli(tmp_path, "serve", "--host", "192.0.2.1", "--port", "8123", "--env", "sandbox",
+    lines = serve_banner(tmp_path, "--env", "sandbox")
+    assert "rlm: model-written code runs in the 'sandbox' environment" in "\n".join(lines)
+    assert not any(line.startswith("rlm: WARNING:") for line in lines)
+
+
+def test_serve_refuses_an_address_of_no_interface_in_one_line(tmp_path: Path) -> None:
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: the bind fails before any banner.
+    proc = cli(tmp_path, "serve", "--host", "192.0.2.1", "--port", "8123",
                extra={"RLM_SERVER_TOKEN": "t0ken-value"})  # fmt: skip
-    assert "rlm: model-written code runs in the 'sandbox' environment" in proc.stderr
-    assert "rlm: WARNING:" not in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "rlm: error: --host 192.0.2.1: not an address of this machine (Cannot assign "
+        "requested address)"
+    ]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="mcp over stdio with a closed stdin")
