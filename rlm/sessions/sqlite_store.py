@@ -370,8 +370,9 @@ class SQLiteSessionStore(SessionStore):
             if time.monotonic() >= deadline:
                 raise SessionLockedError(
                     f"session {session_id!r} is locked by {holder.describe()} "
-                    f"(waited {wait:g}s); one process writes a session at a time. Open it "
-                    "read-only with rlm.sessions.show(), or fork it",
+                    f"(waited {wait:g}s); one process writes a session at a time. Read it "
+                    "without the lock (`rlm sessions show ID` / rlm.sessions.show()), or "
+                    "fork it (`rlm sessions fork ID NEW` / rlm.sessions.fork())",
                     holder,
                 )
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
