@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 # Envelope keys of the metadata line that are not part of ``RLMMetadata.to_dict()``.
-_METADATA_ENVELOPE = ("type", "timestamp")
+_METADATA_ENVELOPE = ("type", "timestamp", "log_version")
 
 
 def load_trajectory(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -3,10 +3,14 @@
     from rlm.viewer import write_html
     write_html("logs/rlm_2025-01-01_12-00-00_ab12cd34.jsonl")  # -> ...jsonl.html
 
-The page needs no network and no build step: CSS, script and data are inline. It
-shows the run's metadata, a timeline of iterations (reply, code, stdout/stderr, long
-text clipped with a "show all" toggle), the tree of child RLMs and sub-calls, usage and
-cost per node, and a search box. Called by ``rlm view``.
+The page needs no network and no build step: CSS, script and data are inline. On top
+it tells the story: the question, the whole answer (Markdown), the outcome and the
+run's true totals. Below: the tree of runs (child RLMs, session turns), per run a chart
+of where time and tokens went, and the iterations, each titled by what it did (reply as
+Markdown with code blocks intact, code, stdout/stderr, sub-calls, variable summaries;
+the final "answer now" call labelled as such), usage and cost per node, and a search
+box. Older logs (whole variables, no run records) render too. Called by ``rlm view``;
+see docs/viewer.md.
 """
 
 from __future__ import annotations

@@ -52,20 +52,32 @@ def _summary(
     calls = [c for i in builder.iters for b in i["blocks"] for c in b["calls"]]
     tops = [r for r in runs if r["parent"] is None]
     usage = tops[0]["usage"] if len(tops) == 1 else add_usage(r["usage"] for r in tops)
+    outcome = main["outcome"] if main else None
     answer = completion.get("response")
+    if answer is None and main is not None and main["response"] is not None:
+        answer = main["response"]
+    own = [builder.iters[i] for i in main["iterations"]] if main else []
+    error = completion.get("error") or (outcome["error"] if outcome else None)
+    elapsed = number(completion.get("execution_time"))
     return {
         "model": meta.get("root_model") or completion.get("root_model"),
         "meta": {k: meta[k] for k in _META_SHOWN if meta.get(k) is not None},
         "started": meta.get("timestamp") if isinstance(meta.get("timestamp"), str) else None,
+        "question": main["question"] if main else None,
+        "context": main["context"] if main else None,
         "runs": len(runs),
         "child_runs": len(runs) - len(tops),
-        "iterations": len(main["iterations"]) if main else 0,
+        "iterations": sum(1 for i in own if not i["final_call"]),
+        "final_call": any(i["final_call"] for i in own),
         "all_iterations": len(builder.iters),
         "subcalls": len(calls),
         "errors": sum(1 for i in builder.iters if i["error"]),
         "usage": usage,
         "usage_reported": all(r["usage_reported"] for r in tops) if tops else False,
         "answer": text(answer) if answer is not None else _final_answer(main, builder),
-        "execution_time": number(completion.get("execution_time")),
-        "error": redact_text(text(completion["error"])) if completion.get("error") else None,
+        "outcome": outcome["outcome"] if outcome else None,
+        "execution_time": elapsed
+        if elapsed is not None
+        else (outcome["time"] if outcome else None),
+        "error": redact_text(text(error)) if error else None,
     }

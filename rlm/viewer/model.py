@@ -13,6 +13,15 @@ from collections.abc import Mapping
 from typing import Any, TypedDict
 
 from rlm.base.redact import redact_text
+from rlm.viewer.story import (
+    Timing,
+    Tokens,
+    describe_value,
+    is_final_call,
+    iteration_title,
+    timing,
+    tokens,
+)
 from rlm.viewer.usage import Usage, add_usage, parse_usage
 
 # Text the page can show in full on demand (it truncates for display itself). The cap
@@ -20,7 +29,7 @@ from rlm.viewer.usage import Usage, add_usage, parse_usage
 FULL_TEXT_CAP = 500_000
 # Inputs that are rarely read and repeat a lot: prompts and sub-call prompts.
 SIDE_TEXT_CAP = 20_000
-LOCAL_CAP = 300
+LOCAL_CAP = 600
 
 
 class Message(TypedDict):
@@ -51,8 +60,13 @@ class BlockView(TypedDict):
 class IterationView(TypedDict):
     run: int
     n: int
+    title: str  # what the iteration did (story.iteration_title)
+    title_kind: str  # code | text | final | empty
+    final_call: bool  # the "answer now" call made when the iterations ran out
     ts: str | None
     time: float | None
+    timing: Timing
+    tokens: Tokens
     prompt: list[Message]
     prompt_skipped: int  # leading messages already shown in the previous iteration
     response: str
@@ -60,6 +74,18 @@ class IterationView(TypedDict):
     blocks: list[BlockView]
     usage: Usage  # the reply's own usage (when logged) plus every sub-call's
     error: bool
+
+
+class Outcome(TypedDict):
+    """A run's closing record (``run_finished``), when the log has one."""
+
+    outcome: str  # answer | max_iterations | limit | cancelled | error
+    source: str | None
+    limit: str | None
+    iterations: int | None  # the final "answer now" call not counted
+    final_call: bool
+    time: float | None
+    error: str | None
 
 
 class RunView(TypedDict):
@@ -71,7 +97,10 @@ class RunView(TypedDict):
     depth: int
     model: str | None
     metadata: dict[str, Any] | None
-    prompt: str | None
+    prompt: str | None  # the sub-call prompt that started a child run
+    question: str | None  # what the run was asked (root_prompt, or the task message)
+    context: str | None  # its context record, as one line
+    outcome: Outcome | None
     response: str | None
     error: str | None
     iterations: list[int]
@@ -135,7 +164,7 @@ def _call(data: Any) -> CallView:
     }
 
 
-def _block(data: Mapping[str, Any]) -> BlockView:
+def _block(data: Mapping[str, Any], contexts: Mapping[str, str]) -> BlockView:
     result = data.get("result")
     result = result if isinstance(result, Mapping) else {}
     names = result.get("locals")
@@ -145,7 +174,7 @@ def _block(data: Mapping[str, Any]) -> BlockView:
         "stderr": text(result.get("stderr")),
         "time": number(result.get("execution_time")),
         "final": None if result.get("final_answer") is None else text(result["final_answer"]),
-        "locals": {str(k): text(v, LOCAL_CAP) for k, v in names.items()}
+        "locals": {str(k): text(describe_value(v, contexts), LOCAL_CAP) for k, v in names.items()}
         if isinstance(names, Mapping)
         else {},
         "calls": [_call(c) for c in result.get("rlm_calls") or []],
@@ -184,24 +213,44 @@ def prompt_delta(prompt: Any, before: Any) -> tuple[list[Message], int]:
 
 
 def iteration_view(
-    record: Mapping[str, Any], run: int, position: int, before: Any
+    record: Mapping[str, Any],
+    run: int,
+    position: int,
+    before: Any,
+    *,
+    max_iterations: Any = None,
+    contexts: Mapping[str, str] | None = None,
 ) -> IterationView:
-    """One ``{"type": "iteration", ...}`` record; unknown keys are ignored."""
-    blocks = [_block(b) for b in record.get("code_blocks") or [] if isinstance(b, Mapping)]
+    """One ``{"type": "iteration", ...}`` record (the ``position``-th of its run);
+    unknown keys are ignored. ``contexts`` maps a context digest to its name."""
+    raw_blocks = [b for b in record.get("code_blocks") or [] if isinstance(b, Mapping)]
+    blocks = [_block(b, contexts or {}) for b in raw_blocks]
     prompt, skipped = prompt_delta(record.get("prompt"), before)
     n = number(record.get("iteration"))
     stamp = record.get("timestamp")
     own = parse_usage(record.get("usage") or record.get("usage_summary"))
+    calls = [c for b in blocks for c in b["calls"]]
+    final_call = is_final_call(record, position, max_iterations)
+    response = text(record.get("response"))
+    kind, title = iteration_title(response, [b["code"] for b in blocks], len(calls), final_call)
+    spent = [(b["time"], [c["time"] for c in b["calls"]]) for b in blocks]
     return {
         "run": run,
         "n": int(n) if n is not None else position,
+        "title": title,
+        "title_kind": kind,
+        "final_call": final_call,
         "ts": stamp if isinstance(stamp, str) else None,
         "time": number(record.get("iteration_time")),
+        "timing": timing(
+            number(record.get("model_time")), number(record.get("iteration_time")), spent
+        ),
+        "tokens": tokens(own, [c["usage"] for c in calls]),
         "prompt": prompt,
         "prompt_skipped": skipped,
-        "response": text(record.get("response")),
+        "response": response,
         "final": None if record.get("final_answer") is None else text(record["final_answer"]),
         "blocks": blocks,
-        "usage": add_usage([own, *(c["usage"] for b in blocks for c in b["calls"])]),
+        "usage": add_usage([own, *(c["usage"] for c in calls)]),
         "error": any(b["stderr"].strip() or any(c["error"] for c in b["calls"]) for b in blocks),
     }

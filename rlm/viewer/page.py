@@ -3,8 +3,9 @@
 Model output is untrusted. It reaches the page only as JSON inside
 ``<script type="application/json">`` (never parsed as markup or code), with ``<``, ``>``
 and ``&`` written as ``\\u`` escapes so no string can close the block. The page script
-only assigns ``textContent``. A Content-Security-Policy pins the one inline script by
-hash and forbids every network fetch, as a second line of defence.
+(``SCRIPTS``, joined into one inline script) only assigns ``textContent`` and builds
+elements; it never parses markup. A Content-Security-Policy pins that one inline script
+by hash and forbids every network fetch, as a second line of defence.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from importlib import resources
 from typing import Any
 
 _TOKEN = re.compile(r"\{\{(TITLE|CSP|CSS|DATA|JS)\}\}")
+# In order: each of the first four defines one global (rlmMarkdown, rlmChart, rlmDom,
+# rlmCards); viewer.js, the page itself, uses them.
+SCRIPTS = ("markdown.js", "chart.js", "dom.js", "cards.js", "viewer.js")
 
 # U+2028/2029 are valid in JSON strings but worth spelling out for older parsers.
 _JSON_ESCAPES = str.maketrans(
@@ -50,7 +54,7 @@ def _csp(script: str) -> str:
 
 def assemble(data: Any, title: str) -> str:
     """The whole page for ``data`` (a ``ViewModel``)."""
-    script = _asset("viewer.js")
+    script = "\n".join(_asset(name) for name in SCRIPTS)
     parts = {
         "TITLE": html.escape(title),
         "CSP": _csp(script),  # fixed text and base64: nothing to escape in the attribute

@@ -7,7 +7,11 @@ A run's children come from two places:
 - ``rlm_calls[].metadata``: a child RLM's own trajectory nested in the sub-call that
   spawned it (what ``RLM(logger=...)`` records).
 
-Lines without a ``run_id`` form one anonymous run. A persistent session appends its
+A newer logger adds per-run records beside the iterations (``run_started``: the
+question; ``context``: the context's summary; ``run_finished``: outcome and totals);
+they attach to the run with the same ``run_id``, and a ``run_started`` line makes a
+run even when it never got to an iteration. Lines without a ``run_id`` form one
+anonymous run. A persistent session appends its
 turns one after another with the iteration number restarting at 1, so each restart
 starts a new top-level run.
 """
@@ -17,8 +21,19 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from rlm.base.redact import filter_sensitive_keys
-from rlm.viewer.model import CallView, IterationView, RunView, iteration_view, number, plain
+from rlm.base.redact import filter_sensitive_keys, redact_text
+from rlm.viewer.model import (
+    SIDE_TEXT_CAP,
+    CallView,
+    IterationView,
+    Outcome,
+    RunView,
+    iteration_view,
+    number,
+    plain,
+    text,
+)
+from rlm.viewer.story import context_line, fill_missing_tokens, question_from_prompt
 from rlm.viewer.usage import add_usage, parse_usage
 
 Record = dict[str, Any]
@@ -43,6 +58,9 @@ def _new_run(key: str | None, depth: int) -> RunView:
         "model": None,
         "metadata": None,
         "prompt": None,
+        "question": None,
+        "context": None,
+        "outcome": None,
         "response": None,
         "error": None,
         "iterations": [],
@@ -84,6 +102,7 @@ class TreeBuilder:
         self.iters: list[IterationView] = []
         self._last_prompt: dict[int, Any] = {}
         self._linked: dict[int, list[int]] = {}  # parent run -> children found by parent_id
+        self.contexts: dict[str, str] = {}  # context digest -> its name, from context records
 
     def _register(self, run: RunView, parent: int | None) -> RunView:
         run["id"] = len(self.runs)
@@ -103,10 +122,20 @@ class TreeBuilder:
         by_key: dict[str, tuple[RunView, str | None, list[Record]]] = {}
         anonymous: list[Record] | None = None
         last_n = 0.0
+        per_run = _run_records(records)
         for record in records:
-            if record.get("type") != "iteration":
+            if record.get("type") == "context":
+                summary = record.get("summary")
+                if isinstance(summary, Mapping) and isinstance(summary.get("sha256"), str):
+                    self.contexts.setdefault(
+                        summary["sha256"], text(record.get("name")) or "context"
+                    )
+            kind = record.get("type")
+            if kind not in ("iteration", "run_started"):
                 continue
             key = record.get("run_id")
+            if kind == "run_started" and not isinstance(key, str):
+                continue
             if isinstance(key, str):
                 if key not in by_key:
                     run = _new_run(key, int(number(record.get("depth")) or depth))
@@ -117,7 +146,8 @@ class TreeBuilder:
                     run["metadata"] = _clean_meta(own) if own is not None else fallback
                     by_key[key] = (run, parent_key if isinstance(parent_key, str) else None, [])
                     groups.append(by_key[key])
-                by_key[key][2].append(record)
+                if kind == "iteration":
+                    by_key[key][2].append(record)
                 continue
             n = number(record.get("iteration"))
             if anonymous is None or (n is not None and n <= last_n):
@@ -154,7 +184,12 @@ class TreeBuilder:
                 for run, _, _ in pending:
                     roots.append(self._register(run, parent)["id"])
                 pending = []
+        anonymous_runs = [run for run, _, _ in groups if run["key"] is None]
         for run, _, lines in groups:
+            key = run["key"] if run["key"] is not None else ""
+            if key == "" and len(anonymous_runs) != 1:
+                key = None  # several anonymous runs: the run records cannot be told apart
+            _describe(run, per_run.get(key) if key is not None else None, lines)
             for record in lines:
                 self._add_iteration(run, record)
         return roots
@@ -162,7 +197,12 @@ class TreeBuilder:
     def _add_iteration(self, run: RunView, record: Record) -> None:
         index = len(self.iters)
         view = iteration_view(
-            record, run["id"], len(run["iterations"]) + 1, self._last_prompt.get(run["id"])
+            record,
+            run["id"],
+            len(run["iterations"]) + 1,
+            self._last_prompt.get(run["id"]),
+            max_iterations=(run["metadata"] or {}).get("max_iterations"),
+            contexts=self.contexts,
         )
         self._last_prompt[run["id"]] = record.get("prompt")
         self.iters.append(view)
@@ -218,12 +258,13 @@ class TreeBuilder:
             meta = run["metadata"] or {}
             if run["model"] is None and isinstance(meta.get("root_model"), str):
                 run["model"] = meta["root_model"]
-            if run["key"] is not None:
-                usage = reported.get(run["key"])
-            else:
-                usage = reported.get("") if run["parent"] is None and len(tops) == 1 else None
+            usage = reported.get(run["key"]) if run["key"] is not None else None
+            if usage is None and run["parent"] is None and len(tops) == 1:
+                usage = reported.get("")  # the completion's total, or an unkeyed record
             if usage is not None:
                 run["usage"], run["usage_reported"] = usage, True
+                if all(self.runs[c]["via"] is not None for c in run["children"]):
+                    fill_missing_tokens(usage, [self.iters[i]["tokens"] for i in run["iterations"]])
             elif not run["usage_reported"]:
                 # Sub-call usage already contains the children made through sub-calls;
                 # children found only by parent_id are added on top.
@@ -257,3 +298,49 @@ def _reported_usage(extra: list[Record]) -> dict[str, Any]:
             key = record.get("run_id")
             out[key if isinstance(key, str) else ""] = usage
     return out
+
+
+def _run_records(records: list[Record]) -> dict[str, dict[str, Record]]:
+    """``run_started``/``context``/``run_finished`` lines by run_id ("" for none); the
+    first of each kind counts."""
+    out: dict[str, dict[str, Record]] = {}
+    for record in records:
+        kind = record.get("type")
+        if kind in ("run_started", "context", "run_finished"):
+            key = record.get("run_id")
+            out.setdefault(key if isinstance(key, str) else "", {}).setdefault(str(kind), record)
+    return out
+
+
+def _describe(run: RunView, found: dict[str, Record] | None, lines: list[Record]) -> None:
+    """The run's question, context and outcome, from its run records; the question of
+    a log without them is the first task message of its first prompt."""
+    found = found or {}
+    started, context, finished = (found.get(k) for k in ("run_started", "context", "run_finished"))
+    summary = context.get("summary") if context else None
+    run["context"] = context_line(summary)
+    question = started.get("question") if started else None
+    if question is None and started is not None:  # no separate question: the prompt is it
+        preview = summary.get("preview") if isinstance(summary, Mapping) else None
+        question = preview if isinstance(preview, str) else started.get("prompt_preview")
+    if question is None and lines:
+        question = question_from_prompt(lines[0].get("prompt"))
+    run["question"] = text(question, SIDE_TEXT_CAP) if question is not None else None
+    if finished is not None:
+        run["outcome"] = _outcome(finished)
+        if run["response"] is None and finished.get("response") is not None:
+            run["response"] = text(finished.get("response"))
+
+
+def _outcome(record: Record) -> Outcome:
+    iterations = number(record.get("iterations"))
+    error = record.get("error")
+    return {
+        "outcome": text(record.get("outcome")) or "unknown",
+        "source": text(record.get("answer_source")) or None,
+        "limit": text(record.get("limit")) or None,
+        "iterations": int(iterations) if iterations is not None else None,
+        "final_call": record.get("final_call") is True,
+        "time": number(record.get("execution_time")),
+        "error": redact_text(text(error)) if error else None,
+    }

@@ -441,9 +441,13 @@ def test_logger_log_dir_writes_jsonl(tmp_path: Any) -> None:
     files = list(tmp_path.glob("*.jsonl"))
     assert len(files) == 1
     lines = [json.loads(line) for line in files[0].read_text().splitlines()]
-    assert [entry["type"] for entry in lines] == ["metadata", "iteration", "iteration"]
+    kinds = [entry["type"] for entry in lines]
+    assert kinds[:2] == ["metadata", "run_started"] and kinds[-1] == "run_finished"
+    iterations = [entry for entry in lines if entry["type"] == "iteration"]
+    assert len(iterations) == 2
     assert lines[0]["backend"] == "openai"
-    assert lines[-1]["final_answer"] == "done"
+    assert iterations[-1]["final_answer"] == "done"
+    assert lines[-1]["outcome"] == "answer" and lines[-1]["iterations"] == 2
 
 
 def test_verbose_prints(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import os
 import re
@@ -66,6 +67,10 @@ def make_iteration(n: int = 0, final: str | None = None) -> RLMIteration:
     )
 
 
+def sha(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()
+
+
 def read_lines(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
@@ -101,8 +106,9 @@ def test_jsonl_format_matches_reference_layout(tmp_path: Path) -> None:
     assert first["type"] == "metadata"
     assert list(first)[:2] == ["type", "timestamp"]
     datetime.fromisoformat(first["timestamp"])
-    assert set(first) == {"type", "timestamp"} | META_KEYS
+    assert set(first) == {"type", "timestamp", "log_version"} | META_KEYS
     assert {k: first[k] for k in META_KEYS} == metadata.to_dict()
+    assert first["log_version"] == 2
 
     for n, (line, it) in enumerate(zip(lines[1:], iterations, strict=True), start=1):
         assert list(line)[:3] == ["type", "iteration", "timestamp"]
@@ -111,7 +117,15 @@ def test_jsonl_format_matches_reference_layout(tmp_path: Path) -> None:
         datetime.fromisoformat(line["timestamp"])
         # no tree keys unless they are known
         assert set(line) == {"type", "iteration", "timestamp"} | ITER_KEYS
-        assert {k: line[k] for k in ITER_KEYS} == json.loads(json.dumps(it.to_dict()))
+        # The reference layout, except that each variable is a summary, not its value.
+        expected = json.loads(json.dumps(it.to_dict()))
+        for block in expected["code_blocks"]:
+            block["result"]["locals"] = {
+                "x": {"type": "int", "preview": str(n - 1), "sha256": sha(n - 1)},
+                "f": {"type": "builtin_function_or_method", "preview": "<built-in function len>",
+                      "sha256": sha("<builtin_function_or_method 'len'>")},
+            }  # fmt: skip
+        assert {k: line[k] for k in ITER_KEYS} == expected
 
 
 def test_tree_keys_are_added_when_known(tmp_path: Path) -> None:
@@ -383,7 +397,15 @@ def test_attach_logs_from_real_events(tmp_path: Path) -> None:
     assert logger.iteration_count == 3
     assert logger.log_file_path is not None
     assert "sk-HIDDEN" not in Path(logger.log_file_path).read_text()
-    assert len(read_lines(logger.log_file_path)) == 4
+    kinds = [line["type"] for line in read_lines(logger.log_file_path)]
+    assert kinds == [
+        "metadata",
+        "run_started",
+        "iteration",
+        "iteration",
+        "run_started",
+        "iteration",
+    ]
 
 
 @pytest.mark.filterwarnings("error")

@@ -53,7 +53,7 @@ def test_a_typo_in_backend_kwargs_does_not_echo_it(tmp_path: Path, context_file:
     typo = '{"base_url": "' + CRED_URL + '", "extra": "sk-LEAK-123",}'  # trailing comma
     proc = rlm_cli(tmp_path, "run", "-c", "c.txt", "q", env={"RLM_BACKEND_KWARGS": typo})
     assert proc.returncode == 2
-    assert "RLM_BACKEND_KWARGS" in proc.stderr and "not valid JSON" in proc.stderr
+    assert "RLM_BACKEND_KWARGS" in proc.stderr and "JSON" in proc.stderr
     assert_no_secret(proc.stderr)
 
     flag = rlm_cli(tmp_path, "run", "-c", "c.txt", "--backend-kwargs", typo, "q")

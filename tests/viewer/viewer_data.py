@@ -9,6 +9,7 @@ with a script-injection payload before it answers.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -70,6 +71,17 @@ def run_logged(log_dir: Path) -> tuple[Path, RLMChatCompletion]:
     logger.close()
     assert logger.log_file_path is not None
     return Path(logger.log_file_path), result
+
+
+DATA_BLOCK = re.compile(r'<script type="application/json" id="rlm-data">(.*?)</script>', re.DOTALL)
+
+
+def page_data(page: str) -> dict[str, Any]:
+    """The JSON data block embedded in a viewer page."""
+    match = DATA_BLOCK.search(page)
+    assert match is not None
+    data: dict[str, Any] = json.loads(match.group(1))
+    return data
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -137,3 +149,61 @@ def write_big_log(path: Path, iterations: int = 2000) -> Path:
         for i in range(1, iterations + 1):
             f.write(json.dumps(line(i)) + "\n")
     return path
+
+
+# -- a run that tells a story: markdown replies, nested fences, the final answer call -----
+
+STORY_MODEL = "scripted-story"
+STORY_TASK = "Which fruits are in the basket, and how many of each?"
+STORY_CONTEXT = "\n".join(["apple", "banana", "apple", "cherry"] * 25_000)  # ~0.5 MB
+NESTED_FENCE = "```repl\nprint('nested, not executed')\n```"
+STORY_ROOT = [
+    "Let me look first.\n```repl\n# peek at the data\n\nrows = context.splitlines()\n"
+    "print(len(rows), rows[:3])\n```",
+    "## Plan\nI will **count** each fruit with `collections.Counter`, then ask a sub-model.\n\n"
+    f"````markdown\nA block I will *not* run:\n{NESTED_FENCE}\n````\n\n"
+    "```repl\nfrom collections import Counter\ncounts = Counter(rows)\n"
+    "check = llm_query('Are these counts plausible? ' + str(counts))\nprint(counts, check)\n```",
+    "- first, a [link](javascript:alert(1)) that must stay text\n- then a child run\n\n"
+    "```repl\nsummary = rlm_query('Summarise: ' + str(dict(counts)))\nprint(summary)\n```",
+]
+STORY_ANSWER = (
+    "**Answer**\n\n| fruit | count |\n|---|---|\n| apple | 50,000 |\n| banana | 25,000 |\n"
+    "| cherry | 25,000 |\n\n" + "\n".join(f"Line {i} of the answer." for i in range(1, 13))
+)
+STORY_CHILD = (
+    "```repl\nanswer['content'] = 'child summary: ' + context[:40]\nanswer['ready'] = True\n```"
+)
+
+
+def story_responder() -> Any:
+    root = iter(STORY_ROOT)
+
+    def respond(prompt: Prompt) -> str:
+        if isinstance(prompt, str):
+            return "Yes, plausible."
+        texts = [str(m.get("content")) for m in prompt if isinstance(m, dict)]
+        if not any(STORY_TASK in t for t in texts):
+            return STORY_CHILD
+        if texts[-1].startswith("You have used all your turns"):
+            return STORY_ANSWER
+        return next(root)
+
+    return respond
+
+
+def run_story(log_dir: Path) -> tuple[Path, RLMChatCompletion]:
+    """A real RLM on the scripted backend (max_depth=2, max_iterations=3): the root
+    never submits, so the final "answer now" call gives the answer."""
+    logger = RLMLogger(log_dir=str(log_dir))
+    with RLM(
+        backend="scripted",
+        backend_kwargs={"model_name": STORY_MODEL, "responder": story_responder()},
+        max_depth=2,
+        max_iterations=3,
+        logger=logger,
+    ) as r:
+        result = r.completion(STORY_CONTEXT, root_prompt=STORY_TASK)
+    logger.close()
+    assert logger.log_file_path is not None
+    return Path(logger.log_file_path), result

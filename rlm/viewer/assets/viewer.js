@@ -1,4 +1,6 @@
-/* rlmx trajectory viewer. Vanilla JS, no network, no dependencies.
+/* rlmx trajectory viewer: the page (header story, run tree, run detail, paging, search).
+ * Vanilla JS, no network, no dependencies; markdown.js, chart.js, dom.js and cards.js
+ * come first in the same inline script.
  *
  * Safety: every piece of logged text is untrusted model output. It is only ever put
  * into the page through textContent / createTextNode, never innerHTML.
@@ -12,7 +14,6 @@
   var RUNS = DATA.runs, ITERS = DATA.iters;
   var PAGE = 100;   // iteration cards added per page
   var AUTO_OPEN = 30; // lists up to this long start with every card open
-  var CLIP = 1200;  // characters kept at each end of a long text
 
   var state = {
     run: null,        // selected run id
@@ -30,128 +31,31 @@
   var observer = null;  // renders bodies near the viewport
   var pager = null;     // adds the next page when the sentinel shows
 
-  // -- small helpers ----------------------------------------------------------------
+  // -- helpers (dom.js); text blocks highlight the current search -------------------
 
-  function el(tag, cls, text) {
-    var node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-  function $(id) { return document.getElementById(id); }
-  function plural(n, word) { return fmtInt(n) + " " + word + (n === 1 ? "" : "s"); }
-  function fmtInt(n) {
-    n = n || 0;
-    if (n < 10000) return n.toLocaleString("en-US");
-    if (n < 1e6) return (n / 1000).toFixed(n < 1e5 ? 1 : 0) + "k";
-    return (n / 1e6).toFixed(1) + "M";
-  }
-  function fmtCost(c) {
-    if (c === 0) return "$0";
-    if (c < 0.000001) return "<$0.000001";
-    if (c < 0.01) return "$" + c.toFixed(6).replace(/0+$/, "");
-    return "$" + (c < 10 ? c.toFixed(4).replace(/0{1,2}$/, "") : c.toFixed(2));
-  }
-  function fmtTime(s) {
-    if (s === null || s === undefined) return "";
-    if (s < 0.001) return "<1 ms";
-    if (s < 1) return Math.round(s * 1000) + " ms";
-    if (s < 120) return s.toFixed(s < 10 ? 2 : 1) + " s";
-    return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
-  }
-  function firstLine(text, max) {
-    var line = (text || "").trim().split("\n")[0] || "";
-    return line.length > max ? line.slice(0, max) + "…" : line;
-  }
-  function hasUsage(u) {
-    return !!u && (u.calls || u.input || u.output || u.cost !== undefined);
-  }
-  function usageBadge(u, prefix, compact) {
-    if (!hasUsage(u)) return null;
-    var parts = compact
-      ? [fmtInt((u.input || 0) + (u.output || 0)) + " tok"]
-      : [plural(u.calls || 0, "call"), fmtInt(u.input) + " in / " + fmtInt(u.output) + " out"];
-    if (u.cost !== undefined) parts.push(fmtCost(u.cost));
-    var badge = el("span", "badge usage", (prefix ? prefix + " " : "") + parts.join(" · "));
-    badge.title = (u.calls || 0) + " calls, " + (u.input || 0) + " input tokens, " +
-      (u.output || 0) + " output tokens" + (u.cost !== undefined ? ", $" + u.cost : ", cost unknown");
-    return badge;
-  }
-  function badge(text, cls, title) {
-    var b = el("span", "badge " + (cls || ""), text);
-    if (title) b.title = title;
-    return b;
-  }
-  function add(parent) {
-    for (var i = 1; i < arguments.length; i++) if (arguments[i]) parent.appendChild(arguments[i]);
-    return parent;
-  }
+  var D = rlmDom;
+  var el = D.el, $ = D.byId, plural = D.plural, fmtInt = D.fmtInt, fmtTime = D.fmtTime;
+  var firstLine = D.firstLine, usageBadge = D.usageBadge, badge = D.badge, add = D.add;
+  function textBlock(text, cls, clip) { return D.textBlock(text, cls, clip, state.query); }
+  function mdBlock(text, cls, blocks) { return D.mdBlock(text, cls, blocks, state.query); }
 
-  // -- text with highlighting and truncation ---------------------------------------
-
-  function appendMarked(parent, text, q) {
-    if (!q) { parent.appendChild(document.createTextNode(text)); return; }
-    var lower = text.toLowerCase(), at = 0, hit;
-    while ((hit = lower.indexOf(q, at)) !== -1) {
-      if (hit > at) parent.appendChild(document.createTextNode(text.slice(at, hit)));
-      parent.appendChild(el("mark", null, text.slice(hit, hit + q.length)));
-      at = hit + q.length;
-    }
-    if (at < text.length) parent.appendChild(document.createTextNode(text.slice(at)));
+  function ownIterations(run) {
+    return run.iterations.filter(function (i) { return !ITERS[i].final_call; }).length;
   }
-
-  /* Markdown code fences in a reply, set apart so prose and code read differently. A
-   * fence that is one of the iteration's executed blocks becomes a pointer to it, so
-   * the code is not shown twice. */
-  function appendFenced(parent, text, q, blocks) {
-    var parts = text.split(/^```[^\n]*$/m);
-    if (parts.length < 3) { appendMarked(parent, text, q); return; }
-    var codes = blocks.map(function (b) { return b.code.trim(); });
-    parts.forEach(function (part, k) {
-      if (k % 2 === 0 || k === parts.length - 1) { appendMarked(parent, part.replace(/^\n+|\n+$/g, ""), q); return; }
-      var body = part.replace(/^\n|\n$/g, "");
-      var ran = codes.indexOf(body.trim());
-      if (ran !== -1) {
-        parent.appendChild(el("span", "fence-ref", "⤷ code block " + (ran + 1) + " (below)"));
-        return;
-      }
-      var code = el("span", "fence");
-      appendMarked(code, body, q);
-      parent.appendChild(code);
-    });
+  function hasFinalCall(run) {
+    return run.iterations.some(function (i) { return ITERS[i].final_call; });
   }
-
-  /* A <pre> holding `text`; past 2*CLIP characters only both ends are shown, with an
-   * explicit "… N characters hidden — show all" toggle in between. */
-  function textBlock(text, cls, clip, fenced) {
-    var pre = el("pre", "text " + (cls || ""));
-    clip = clip || CLIP;
-    text = text || "";
-    function clipped() {
-      pre.textContent = "";
-      var hidden = text.length - 2 * clip;
-      appendMarked(pre, text.slice(0, clip), state.query);
-      var middle = text.slice(clip, text.length - clip);
-      var label = "… " + hidden.toLocaleString("en-US") + " characters hidden — show all";
-      if (state.query && middle.toLowerCase().indexOf(state.query) !== -1) label += " (has matches)";
-      var more = el("button", "more", label);
-      more.type = "button";
-      more.addEventListener("click", full);
-      pre.appendChild(more);
-      appendMarked(pre, text.slice(text.length - clip), state.query);
-    }
-    function full() {
-      pre.textContent = "";
-      appendMarked(pre, text, state.query);
-      var less = el("button", "more", "show less");
-      less.type = "button";
-      less.addEventListener("click", clipped);
-      pre.appendChild(less);
-    }
-    if (text.length > 2 * clip + 200) clipped();
-    else if (fenced) appendFenced(pre, text, state.query, fenced);
-    else appendMarked(pre, text, state.query);
-    return pre;
+  var OUTCOMES = {
+    answer: ["answered", "ok"],
+    max_iterations: ["answered by the final answer call", "warn"],
+    limit: ["stopped by a limit", "err"],
+    cancelled: ["cancelled", "err"],
+    error: ["failed", "err"],
+  };
+  function outcomeBadge(outcome, limit) {
+    if (!outcome) return null;
+    var known = Object.prototype.hasOwnProperty.call(OUTCOMES, outcome) ? OUTCOMES[outcome] : [String(outcome), ""];
+    return badge(known[0] + (outcome === "limit" && limit ? ": " + limit : ""), "outcome " + known[1], "outcome of the run");
   }
 
   // -- header ------------------------------------------------------------------------
@@ -160,32 +64,46 @@
     var s = DATA.summary;
     $("title").textContent = DATA.title;
     var box = $("summary");
+    var story = el("div", "story");
+    if (s.question) {
+      var q = el("div", "story-part question");
+      add(q, el("span", "story-label", "Question"), textBlock(s.question, "question-text", 600));
+      story.appendChild(q);
+    }
+    if (s.answer !== null && s.answer !== undefined) {
+      var answer = el("div", "story-part answer");
+      add(answer, el("span", "story-label", "Answer"), mdBlock(s.answer, "answer-text"));
+      story.appendChild(answer);
+    }
+    if (s.error) {
+      var failed = el("div", "story-part run-error");
+      add(failed, el("span", "story-label", "Error"), textBlock(s.error, "stderr", 600));
+      story.appendChild(failed);
+    }
+    if (story.childNodes.length) box.appendChild(story);
+    var stats = el("div", "stats");
+    add(stats,
+      outcomeBadge(s.outcome, null),
+      stat(s.iterations, "iterations"),
+      s.final_call ? el("span", "stat final-call", "+ final answer call") : null,
+      s.child_runs ? stat(s.child_runs, "child runs") : null,
+      stat(s.subcalls, "sub-calls"),
+      s.errors ? stat(s.errors, "with errors", "err") : null,
+      s.execution_time !== null ? stat(fmtTime(s.execution_time), "elapsed") : null);
+    var total = usageBadge(s.usage, s.usage_reported ? "total:" : "logged:");
+    if (total) {
+      if (!s.usage_reported) total.title += " (summed from what the log recorded; it has no run total)";
+      stats.appendChild(total);
+    }
     var chips = el("div", "chips");
     add(chips, s.model ? badge(s.model, "model", "root model") : null);
     Object.keys(s.meta).forEach(function (k) {
       var v = s.meta[k];
       chips.appendChild(badge(k.replace(/_/g, " ") + ": " + (typeof v === "object" ? JSON.stringify(v) : v), "meta"));
     });
+    if (s.context) chips.appendChild(badge("context: " + s.context, "meta", "the run's context (summary)"));
     if (s.started) chips.appendChild(badge(s.started.replace("T", " ").slice(0, 19), "meta", "started"));
-    var stats = el("div", "stats");
-    add(stats,
-      stat(s.iterations, "iterations"),
-      s.child_runs ? stat(s.child_runs, "child runs") : null,
-      stat(s.subcalls, "sub-calls"),
-      s.errors ? stat(s.errors, "with errors", "err") : null,
-      s.execution_time !== null ? stat(fmtTime(s.execution_time), "elapsed") : null);
-    var total = usageBadge(s.usage, s.usage_reported ? "total:" : "sub-calls:");
-    if (total) {
-      if (!s.usage_reported) total.title += " (the log records sub-call usage only)";
-      stats.appendChild(total);
-    }
-    add(box, chips, stats);
-    if (s.answer !== null && s.answer !== undefined) {
-      var answer = el("div", "answer");
-      add(answer, el("span", "answer-label", "Answer"), textBlock(s.answer, "answer-text", 300));
-      box.appendChild(answer);
-    }
-    if (s.error) add(box, el("div", "run-error", s.error));
+    add(box, stats, chips);
   }
   function stat(value, label, cls) {
     if (value === 1 && /s$/.test(label)) label = label.slice(0, -1);
@@ -218,9 +136,9 @@
     var parentModel = run.parent === null ? null : RUNS[run.parent].model;
     add(label, el("span", "kind" + (run.via ? " child" : ""), run.label),
       run.model && run.model !== parentModel ? el("span", "node-model", run.model) : null,
-      run.prompt ? el("span", "node-prompt", firstLine(run.prompt, 48)) : null);
+      run.prompt || run.question ? el("span", "node-prompt", firstLine(run.prompt || run.question, 48)) : null);
     var meta = el("div", "node-meta");
-    add(meta, badge(plural(run.iterations.length, "iteration"), "count"),
+    add(meta, badge(plural(ownIterations(run), "iteration") + (hasFinalCall(run) ? " + final call" : ""), "count"),
       run.children.length ? badge(plural(run.children.length, "child"), "count") : null,
       usageBadge(run.usage, "", true), run.error ? badge("error", "err", run.error) : null,
       el("span", "match-badge"));
@@ -314,9 +232,13 @@
       head.appendChild(link);
     }
     var stats = el("div", "stats");
-    add(stats, stat(run.iterations.length, "iterations"),
-      run.children.length ? stat(run.children.length, "child runs") : null);
-    var total = usageBadge(run.usage, run.usage_reported ? "total:" : "sub-calls:");
+    var out = run.outcome;
+    add(stats, out ? outcomeBadge(out.outcome, out.limit) : null,
+      stat(ownIterations(run), "iterations"),
+      hasFinalCall(run) ? el("span", "stat final-call", "+ final answer call") : null,
+      run.children.length ? stat(run.children.length, "child runs") : null,
+      out && out.time !== null ? stat(fmtTime(out.time), "elapsed") : null);
+    var total = usageBadge(run.usage, run.usage_reported ? "total:" : "logged:");
     if (total) stats.appendChild(total);
     head.appendChild(stats);
     if (run.usage.models && Object.keys(run.usage.models).length > 1) {
@@ -326,8 +248,20 @@
       });
       head.appendChild(models);
     }
-    if (run.prompt) add(head, el("h4", null, "Prompt"), textBlock(run.prompt, "prompt", 400));
-    if (run.response !== null) add(head, el("h4", null, "Response"), textBlock(run.response, run.error ? "stderr" : "answer-text", 400));
+    if (run.prompt) add(head, el("h4", null, "Task from the parent (sub-call prompt)"), textBlock(run.prompt, "prompt", 400));
+    else if (run.question && run.id !== DATA.roots[0]) add(head, el("h4", null, "Question"), textBlock(run.question, "question-text", 400));
+    if (run.context) head.appendChild(el("div", "context-line", "Context: " + run.context));
+    if (run.response !== null && run.id !== DATA.roots[0]) {
+      add(head, el("h4", null, run.error ? "Response (error)" : "Answer"),
+        run.error ? textBlock(run.response, "stderr", 400) : mdBlock(run.response, "answer-text"));
+    }
+    if (out && out.error && run.id !== DATA.roots[0]) head.appendChild(textBlock(out.error, "stderr", 400));
+    if (run.iterations.length) {
+      var its = run.iterations.map(function (i) { return ITERS[i]; });
+      head.appendChild(rlmChart.timeline(its, { time: fmtTime, int: fmtInt }, function (k) {
+        showIteration(run.iterations[k]);
+      }));
+    }
     if (run.metadata) head.appendChild(metadataTable(run.metadata));
     return head;
   }
@@ -361,7 +295,7 @@
     var bar = el("div", "toolbar");
     var heading = state.matches
       ? plural(state.list.length, "matching iteration") + " of " + fmtInt(run.iterations.length)
-      : plural(run.iterations.length, "iteration");
+      : plural(ownIterations(run), "iteration") + (hasFinalCall(run) ? " + final answer call" : "");
     add(bar, el("h3", null, heading), run.iterations.length > AUTO_OPEN ? jumpBox(run) : null,
       toolButton("expand all", false), toolButton("collapse all", true));
     detail.appendChild(bar);
@@ -434,7 +368,7 @@
     var more = $("show-more");
     var left = state.list.length - state.shown;
     more.hidden = left <= 0;
-    more.textContent = "Show " + Math.min(PAGE, left) + " more (" + fmtInt(left) + " not shown yet)";
+    more.textContent = left > 0 ? "Show " + Math.min(PAGE, left) + " more (" + fmtInt(left) + " not shown yet)" : "";
   }
 
   function showIteration(index) {
@@ -448,143 +382,18 @@
     setTimeout(function () { c.classList.remove("flash"); }, 1200);
   }
 
-  // -- iteration cards ----------------------------------------------------------------
+  // -- iteration cards (cards.js) --------------------------------------------------------
 
-  function card(index) {
-    var it = ITERS[index];
-    var calls = 0, children = 0;
-    it.blocks.forEach(function (b) {
-      calls += b.calls.length;
-      b.calls.forEach(function (c) { if (c.run !== null) children++; });
-    });
-    var art = el("article", "iter" + (it.error ? " has-error" : "") + (it.final !== null ? " is-final" : ""));
-    art.dataset.index = index;
-    art.dataset.n = it.n;
-    var head = el("header", "iter-head");
-    head.setAttribute("role", "button");
-    head.tabIndex = 0;
-    var badges = el("span", "badges");
-    add(badges,
-      it.blocks.length ? badge(plural(it.blocks.length, "code block"), "count") : null,
-      calls ? badge(plural(calls, "sub-call"), "count") : null,
-      children ? badge(plural(children, "child RLM"), "child") : null,
-      usageBadge(it.usage),
-      it.time !== null ? badge(fmtTime(it.time), "time", "iteration time") : null,
-      it.error ? badge("error", "err") : null,
-      it.final !== null ? badge("final", "ok") : null);
-    add(head, el("span", "twisty", "▾"), el("span", "iter-n", "#" + it.n),
-      el("span", "preview", firstLine(it.response, 140)), badges);
-    var body = el("div", "iter-body");
-    add(art, head, body);
-    function toggle() {
-      var open = !art.classList.contains("open");
-      state.toggled[index] = open;
-      setOpen(art, index, open);
-    }
-    head.addEventListener("click", toggle);
-    head.addEventListener("keydown", function (e) {
-      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); toggle(); }
-    });
-    cards[index] = art;
-    var open = index in state.toggled ? state.toggled[index] : state.autoOpen;
-    setOpen(art, index, open, true);
-    observer.observe(art);
-    return art;
-  }
-
-  function setOpen(art, index, open, initial) {
-    art.classList.toggle("open", open);
-    art.querySelector(".twisty").textContent = open ? "▾" : "▸";
-    art.querySelector(".iter-head").setAttribute("aria-expanded", String(open));
-    if (open && !initial && !art.dataset.rendered) renderBody(art, index);
-  }
-
-  function onVisible(entries) {
-    entries.forEach(function (e) {
-      var art = e.target;
-      if (!e.isIntersecting || art.dataset.rendered) return;
-      if (art.classList.contains("open")) renderBody(art, +art.dataset.index);
-    });
-  }
-
-  function renderBody(art, index) {
-    var it = ITERS[index];
-    var body = art.querySelector(".iter-body");
-    art.dataset.rendered = "1";
-    observer.unobserve(art);
-    body.classList.add("rendered");
-    if (it.prompt.length) body.appendChild(promptSection(it));
-    add(body, el("h4", null, "Model reply"), textBlock(it.response, "reply", CLIP, it.blocks));
-    it.blocks.forEach(function (b, k) { body.appendChild(blockSection(b, k)); });
-    if (it.final !== null) {
-      var fin = el("div", "final-answer");
-      add(fin, el("h4", null, "Final answer"), textBlock(it.final, "answer-text"));
-      body.appendChild(fin);
-    }
-  }
-
-  function promptSection(it) {
-    var details = el("details", "prompt");
-    var label = "Prompt: " + plural(it.prompt.length, it.prompt_skipped ? "new message" : "message");
-    if (it.prompt_skipped) label += " (" + it.prompt_skipped + " earlier not repeated)";
-    details.appendChild(el("summary", null, label));
-    details.addEventListener("toggle", function fill() {
-      details.removeEventListener("toggle", fill);
-      it.prompt.forEach(function (m) {
-        var msg = el("div", "msg");
-        add(msg, el("span", "role role-" + m.role, m.role), textBlock(m.content, "msg-text", 600));
-        details.appendChild(msg);
-      });
-    });
-    return details;
-  }
-
-  function blockSection(b, k) {
-    var sec = el("section", "block" + (b.stderr.trim() ? " has-error" : ""));
-    var head = el("div", "block-head");
-    add(head, el("h4", null, "Code block " + (k + 1)), b.time !== null ? badge(fmtTime(b.time), "time") : null);
-    add(sec, head, textBlock(b.code, "code"));
-    if (b.stdout) add(sec, el("h5", null, "stdout"), textBlock(b.stdout, "stdout"));
-    if (b.stderr) add(sec, el("h5", "err", "stderr"), textBlock(b.stderr, "stderr"));
-    if (b.calls.length) {
-      var calls = el("div", "calls");
-      calls.appendChild(el("h5", null, "Sub-calls (" + b.calls.length + ")"));
-      b.calls.forEach(function (c) { calls.appendChild(callView(c)); });
-      sec.appendChild(calls);
-    }
-    if (b.final !== null) add(sec, el("h5", "ok", "answer submitted"), textBlock(b.final, "answer-text"));
-    var names = Object.keys(b.locals);
-    if (names.length) {
-      var vars = el("details", "locals");
-      vars.appendChild(el("summary", null, "Variables (" + names.length + ")"));
-      var table = el("table");
-      names.forEach(function (n) { add(table, add(el("tr"), el("th", null, n), el("td", null, b.locals[n]))); });
-      vars.appendChild(table);
-      sec.appendChild(vars);
-    }
-    return sec;
-  }
-
-  function callView(c) {
-    var box = el("div", "call" + (c.error ? " has-error" : "") + (c.run !== null ? " is-child" : ""));
-    var head = el("div", "call-head");
-    add(head, badge(c.run !== null ? "child RLM" : "sub-call", c.run !== null ? "child" : "count"),
-      el("span", "node-model", c.model), usageBadge(c.usage),
-      c.time !== null ? badge(fmtTime(c.time), "time") : null);
-    if (c.run !== null) {
-      var open = el("button", "link open-child", "open child run ›");
-      open.type = "button";
-      open.addEventListener("click", function () { selectRun(c.run); });
-      head.appendChild(open);
-    }
-    box.appendChild(head);
-    var prompt = el("details", "call-prompt");
-    prompt.appendChild(el("summary", null, "prompt: " + firstLine(c.prompt, 90)));
-    prompt.appendChild(textBlock(c.prompt, "msg-text", 600));
-    add(box, prompt, textBlock(c.response, c.error ? "stderr" : "response", 600));
-    if (c.error && c.error !== c.response) box.appendChild(textBlock(c.error, "stderr"));
-    return box;
-  }
+  var C = rlmCards({
+    iters: ITERS,
+    state: state,
+    observer: function () { return observer; },
+    register: function (index, art) { cards[index] = art; },
+    selectRun: function (id) { selectRun(id); },
+    textBlock: textBlock,
+    mdBlock: mdBlock,
+  });
+  var card = C.card, setOpen = C.setOpen, onVisible = C.onVisible;
 
   // -- search ---------------------------------------------------------------------------
 
