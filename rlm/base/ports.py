@@ -8,7 +8,8 @@ the engine, and the engine calls it without importing the wing:
 * ``SubcallRoute``: what an in-process environment may call for ``llm_query`` and
   ``budget()``; the engine's ``rlm.core.lm_route.LMRoute`` is the implementation.
 * ``RequestHandler``: what the socket server (``rlm.core.lm_server.LMServer``) serves:
-  one decoded request in, one response out.
+  one decoded request in, one response out; the engine's ``LMHandler`` is one, so the
+  server never imports the handler.
 """
 
 from __future__ import annotations
@@ -97,6 +98,13 @@ class SubcallRoute(Protocol):
 
 
 class RequestHandler(Protocol):
-    """What the socket server hands each authenticated request to."""
+    """What the socket server hands each authenticated, well-formed request to.
+
+    The server has checked the request's shape (``prompt`` or a list ``prompts``, a
+    string ``model`` if any, an int ``depth``) and set its ``id``. REPL code is on the
+    other side of the socket, so the handler checks the model it names. A failed call
+    is an error response, not an exception (the server turns one that escapes into an
+    error response as well).
+    """
 
     def handle_request(self, request: LMRequest) -> LMResponse: ...

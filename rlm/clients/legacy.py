@@ -1,4 +1,4 @@
-"""Clients written for ``rlms``: duck-typed objects adapted where they enter the engine.
+"""Where a client enters the engine: ``adopt``, and the adapter for ``rlms`` clients.
 
 The engine calls ``complete``/``acomplete`` and expects a ``str`` and that call's own
 usage. A client written for ``rlms`` (or a ``unittest.mock.Mock`` standing in for one)
@@ -6,16 +6,21 @@ has only ``completion``/``acompletion`` and ``get_last_usage``, whose usage may 
 ``ModelUsageSummary``, a whole ``UsageSummary`` or nothing useful. ``as_client`` wraps
 anything that is not an rlmx ``BaseLM`` in ``LegacyClient``; ``reply_text`` and
 ``usage_of`` (in ``base_lm``) are the two checks both paths share.
+
+``adopt`` is the one call the engine makes when it takes a client in: the client as a
+``BaseLM``, and its retries handed over (``rlm.clients.retry.hand_over``) so the
+engine's governor is the only layer that retries it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any
+from typing import Any, NamedTuple
 
 from rlm.base.types import ModelUsageSummary, Prompt, UsageSummary
 from rlm.clients.base_lm import BaseLM, LMResult, reply_text, usage_of
+from rlm.clients.retry import RetryPolicy, hand_over
 
 
 def _last_usage(client: Any) -> ModelUsageSummary:
@@ -74,3 +79,16 @@ class LegacyClient(BaseLM):
 def as_client(client: Any) -> BaseLM:
     """``client`` itself if it is an rlmx ``BaseLM``, else a ``LegacyClient`` over it."""
     return client if isinstance(client, BaseLM) else LegacyClient(client)
+
+
+class Adopted(NamedTuple):
+    """A client the engine has taken in, and the retry policy the engine applies to it."""
+
+    client: BaseLM
+    retry_policy: RetryPolicy
+
+
+def adopt(client: Any) -> Adopted:
+    """Take ``client`` into the engine: ``as_client(client)``, with its own retries handed
+    over (the client then tries once per call; the returned policy is its own)."""
+    return Adopted(as_client(client), hand_over(client))

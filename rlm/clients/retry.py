@@ -5,10 +5,13 @@ Clients translate their SDK's exceptions into the rlmx error tree (``ProviderErr
 decides, without I/O, whether and how long to wait. ``Retry-After`` wins over back-off.
 Errors that will not heal (auth, bad request, context too long) are not retried.
 
-Calls the engine makes go through its concurrency governor (``rlm.core.governor``),
-which applies the client's ``retry_policy`` itself so it can pace the whole call tree.
-While it runs a call, ``suspend_retries`` makes the helpers below try once: the two
-layers never multiply.
+A client retries with its ``retry_policy`` attribute (``call_with_retries(fn,
+self.retry_policy)``). When the engine takes a client in, its concurrency governor
+(``rlm.core.governor``) becomes the one retry layer, so it can pace the whole call
+tree: ``hand_over(client)`` returns the client's policy for the governor to apply and
+sets the client's own to ``HandedOver`` (no retries), so the two layers never
+multiply. The client's own retries stay off from then on: the engine owns the client
+(it also closes it).
 """
 
 from __future__ import annotations
@@ -17,9 +20,8 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar, Token
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from rlm.base.errors import ProviderConnectionError, ProviderError, RateLimitError
 
@@ -42,23 +44,43 @@ class RetryPolicy:
         """Seconds to wait before retry number ``attempt`` (0-based)."""
         if retry_after is not None and retry_after >= 0:
             return min(retry_after, self.max_delay)
-        raw = min(self.base_delay * (2**attempt), self.max_delay)
-        spread = (rng or random).uniform(-self.jitter, self.jitter) if self.jitter else 0.0
+        raw = min(self.base_delay * 2.0**attempt, self.max_delay)
+        uniform = rng.uniform if rng is not None else random.uniform
+        spread = uniform(-self.jitter, self.jitter) if self.jitter else 0.0
         return max(0.0, raw * (1 + spread))
 
 
+DEFAULT_POLICY = RetryPolicy()
 NO_RETRIES = RetryPolicy(max_retries=0)
 
-_suspended: ContextVar[bool] = ContextVar("rlm_retries_suspended", default=False)
+
+@dataclass(frozen=True)
+class HandedOver(RetryPolicy):
+    """A client's ``retry_policy`` once its caller retries for it: the client tries once
+    per call (``max_retries`` is 0); ``policy`` is the one its caller applies."""
+
+    max_retries: int = 0
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
 
 
-def suspend_retries() -> Token[bool]:
-    """Make ``call_with_retries`` try once in this context (the governor retries)."""
-    return _suspended.set(True)
+def hand_over(client: Any) -> RetryPolicy:
+    """Take over ``client``'s retries: the policy its caller should apply from now on.
 
-
-def resume_retries(token: Token[bool]) -> None:
-    _suspended.reset(token)
+    A client with a ``RetryPolicy`` of its own gets ``HandedOver`` in its place and
+    tries once per call; taking over a client again (another session sharing it)
+    returns the same policy. A client without one (it does not retry by itself) is
+    left alone and gets ``DEFAULT_POLICY``.
+    """
+    own = getattr(client, "retry_policy", None)
+    if isinstance(own, HandedOver):
+        return own.policy
+    if not isinstance(own, RetryPolicy):
+        return DEFAULT_POLICY
+    try:
+        client.retry_policy = HandedOver(policy=own)
+    except AttributeError:  # a read-only policy: the client keeps retrying by itself
+        return NO_RETRIES
+    return own
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -92,9 +114,7 @@ def call_with_retries(
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Call ``fn`` until it succeeds, fails for good, or retries run out."""
-    if _suspended.get():
-        return fn()
+    """Call ``fn`` until it succeeds, fails for good, or ``policy``'s retries run out."""
     attempt = 0
     while True:
         try:
@@ -112,8 +132,6 @@ async def acall_with_retries(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """Async form of ``call_with_retries``."""
-    if _suspended.get():
-        return await fn()
     attempt = 0
     while True:
         try:

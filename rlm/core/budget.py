@@ -81,15 +81,12 @@ class BudgetNode:
 
     def settle(self, model: str, usage: ModelUsageSummary, hold: Estimate | None) -> None:
         """Replace the reservation ``hold`` (if any) by the call's real usage."""
+        spent = UsageSummary({model: usage})
         with self.tree.lock:
             for node in self.chain:
                 if hold is not None:
                     node._unhold(hold)
-                mine = node._usage.model_usage_summaries.get(model)
-                if mine is None:
-                    node._usage.model_usage_summaries[model] = usage.copy()
-                else:
-                    mine.add(usage)
+                node._usage.merge(spent)
 
     def reserve(self, estimate: Estimate) -> Estimate:
         """Hold ``estimate`` on this node and its ancestors, or raise
@@ -185,8 +182,10 @@ class BudgetNode:
     @property
     def usage(self) -> UsageSummary:
         """A copy of everything charged to this node and its descendants."""
+        copy = UsageSummary()
         with self.tree.lock:
-            return UsageSummary({m: u.copy() for m, u in self._usage.model_usage_summaries.items()})
+            copy.merge(self._usage)
+        return copy
 
     @property
     def spent_usd(self) -> float:

@@ -59,6 +59,11 @@ class RLMConfig:
     def root_model(self) -> str:
         return self.model_override or str(self.backend_kwargs.get("model_name") or "unknown")
 
+    def result_model(self, client_model: str) -> str:
+        """The model a run's result names: the override, else the configured model, else
+        ``client_model`` (the name the root client gives itself)."""
+        return self.model_override or str(self.backend_kwargs.get("model_name") or client_model)
+
     def registered_models(self) -> list[str]:
         """The model names REPL code may pass besides ``allowed_models``: the root
         model's and the other backends' (their clients' own names are added as well)."""
@@ -192,9 +197,9 @@ class RLMConfig:
             other_kwargs[0] = _merge_sampling(other_kwargs[0], sub_sampling_args)
 
         try:
-            validate_custom_tools(custom_tools)
-            if custom_sub_tools is not None:
-                validate_custom_tools(custom_sub_tools)
+            for tools in (custom_tools, custom_sub_tools):
+                if tools is not None:
+                    validate_custom_tools(tools)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
 

@@ -4,7 +4,7 @@ It holds the session's write lock for as long as the RLM is open, restores the t
 into a fresh environment (namespace first, then contexts, histories and final
 answers), and writes each finished turn, completed or not, in one transaction. The
 engine calls it at two points only: when the persistent environment is created
-(``restore``) and when a root turn closes (``record``).
+(``restore``) and when a root turn closes (``record_turn``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm.base.checkpoint import Checkpoint
 from rlm.base.errors import ConfigurationError, RLMLimitError, SessionStoreError
@@ -20,6 +20,10 @@ from rlm.base.types import QueryMetadata, UsageSummary
 from rlm.core import snapshots
 from rlm.sessions.models import SessionRecord, TurnRecord, TurnStatus, TurnWrite
 from rlm.sessions.store import MissingPartsError, SessionStore, open_store
+
+if TYPE_CHECKING:
+    from rlm.core.loop import TurnResult
+    from rlm.core.turn import Turn
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,26 @@ class DurableSession:
         return True
 
     # -- turns -------------------------------------------------------------------------
+
+    def record_turn(
+        self, turn: Turn, result: TurnResult | None, error: BaseException | None
+    ) -> None:
+        """Save a finished root turn. A failure to save a turn that failed anyway is
+        noted on its error rather than raised over it."""
+        resumed, state = turn.resumed, turn.state
+        try:
+            self.record(
+                turn.env, index=turn.index, prompt=turn.prompt,
+                root_prompt=turn.loop_cfg.root_prompt, messages=state.messages,
+                answer=result.answer if result is not None else None, error=error,
+                usage=turn.usage, iterations=result.iterations if result else state.completed,
+                started=turn.started, checkpoint=turn.checkpoint,
+                replaces=resumed is not None and resumed.context_index == turn.index,
+            )  # fmt: skip
+        except Exception as exc:
+            if error is None:
+                raise
+            error.add_note(f"This turn could not be saved to the session store: {exc}")
 
     def record(
         self,

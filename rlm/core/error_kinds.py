@@ -1,17 +1,14 @@
-"""What a failed LM call means for the call tree: fatal, rate-limited, or retryable.
+"""What a failed LM call means for the call tree: fatal, or rate-limited.
 
 Pure functions over the rlmx error tree (and the ``status_code`` of SDK errors raised
-by clients written for ``rlms``), used by the governor.
+by clients written for ``rlms``), used by the governor. Whether an error may heal on a
+retry is the clients' call (``rlm.clients.retry.is_retryable``).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from rlm.base.errors import CircuitOpenError, MissingAPIKeyError, ProviderError
-from rlm.clients.retry import RetryPolicy
 
-DEFAULT_POLICY = RetryPolicy()
 _FATAL_STATUS = frozenset({401, 402, 403})
 # Billing problems, not pacing: OpenAI's insufficient_quota arrives as a 429.
 _QUOTA_MARKERS = (
@@ -44,9 +41,3 @@ def is_fatal(exc: BaseException) -> bool:
 
 def is_rate_limit(exc: BaseException) -> bool:
     return _status(exc) == 429
-
-
-def policy_of(client: Any) -> RetryPolicy:
-    """The client's own ``retry_policy`` (so ``max_retries`` keeps working), or the default."""
-    policy = getattr(client, "retry_policy", None)
-    return policy if isinstance(policy, RetryPolicy) else DEFAULT_POLICY

@@ -12,10 +12,11 @@ The root's model calls, ``llm_query``/``llm_query_batched``, ``rlm_query``/
   ``Retry-After`` or the policy's jittered back-off, and re-queues the call. Each success
   then adds ``1/window``: one slot per window-full of successes, until the window is
   back at its ceiling.
-* **Retries.** The governor is the only retry layer for the calls it runs: it suspends
-  the clients' own loop (``rlm.clients.retry.suspend_retries``) and applies the client's
-  ``retry_policy``. Transient errors back off outside the window, with jitter. A logical
-  call makes at most ``1 + max_retries`` attempts, as it would without the governor.
+* **Retries.** The governor is the only retry layer for the calls it runs: the caller
+  passes the client's ``retry_policy``, taken over when the client entered the engine
+  (``rlm.clients.legacy.adopt``), so the client itself tries once per call. Transient
+  errors back off outside the window, with jitter. A logical call makes at most
+  ``1 + max_retries`` attempts, as it would without the governor.
 * **Circuit breaker.** An auth or quota error (missing key, 401/402/403, "insufficient
   quota") trips it for that client (``key``): its queued calls and every later call fail
   at once with ``CircuitOpenError`` instead of launching doomed requests, until the
@@ -37,9 +38,9 @@ from typing import Any, TypeVar
 
 from rlm.base.cancel import CancelToken
 from rlm.base.errors import CircuitOpenError, ProviderError
-from rlm.clients.retry import RetryPolicy, is_retryable, resume_retries, suspend_retries
+from rlm.clients.retry import DEFAULT_POLICY, RetryPolicy, is_retryable
 from rlm.core.child_slots import ChildGate
-from rlm.core.error_kinds import is_fatal, is_rate_limit, policy_of
+from rlm.core.error_kinds import is_fatal, is_rate_limit
 from rlm.core.waiters import TaskWaiter, ThreadWaiter, Waiter
 
 A = TypeVar("A")
@@ -260,14 +261,12 @@ class Governor:
         self,
         exc: BaseException,
         attempt: int,
-        policy: RetryPolicy | None,
+        policy: RetryPolicy,
         epoch: int,
         key: object,
     ) -> float | None:
         """Release the call's slot and decide: seconds to wait before retrying, or ``None``
-        to give up and re-raise. ``policy`` ``None``: that of the client ``key``."""
-        if policy is None:
-            policy = policy_of(key)
+        to give up and re-raise."""
         with self._lock:
             try:
                 if not isinstance(exc, Exception):  # cancellation, Ctrl-C: never retried
@@ -304,9 +303,10 @@ class Governor:
         policy: RetryPolicy | None = None,
         key: object = None,
     ) -> T:
-        """``fn(arg)`` under the window, with retries; blocks this thread while queued.
-        ``key`` names the client (for its breaker and, when ``policy`` is ``None``, its
-        ``retry_policy``)."""
+        """``fn(arg)`` under the window, with retries under ``policy`` (``None``: the
+        default policy); blocks this thread while queued. ``key`` names the client, for
+        its circuit breaker."""
+        policy = DEFAULT_POLICY if policy is None else policy
         attempt, slots = 0, self._slots
         while True:
             # The lock-free admission of _aenter and _succeeded, inlined: every sync LM
@@ -320,7 +320,6 @@ class Governor:
                 epoch = self._epoch
             else:
                 epoch = self._enter(token, key)
-            mark = suspend_retries()
             try:
                 result = fn(arg)
             except BaseException as exc:
@@ -334,8 +333,6 @@ class Governor:
                         self._grow()
                         self._drain()
                 return result
-            finally:
-                resume_retries(mark)
             if delay > 0:
                 if token is not None:
                     token.wait(delay)
@@ -352,10 +349,10 @@ class Governor:
         key: object = None,
     ) -> T:
         """Async form of ``run``: queued calls await without blocking the loop."""
+        policy = DEFAULT_POLICY if policy is None else policy
         attempt = 0
         while True:
             epoch = await self._aenter(token, key)
-            mark = suspend_retries()
             try:
                 result = await fn(arg)
             except BaseException as exc:
@@ -365,8 +362,6 @@ class Governor:
             else:
                 self._succeeded()
                 return result
-            finally:
-                resume_retries(mark)
             if delay > 0:
                 await asyncio.sleep(delay)
             if token is not None:

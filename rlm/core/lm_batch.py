@@ -5,9 +5,10 @@ fixed pool of workers.
 * With a budget, the batch first asks its node how many calls fit
   (``BudgetNode.admit``): the excess fails at once, with the budget's error, and no
   work (no task, no client) is made for it. With no call left, no client is made.
-* The admitted prompts are pulled, in order, by at most ``concurrency`` worker tasks;
-  no task is made per prompt. Each call still reserves its own estimate and runs
-  through the governor.
+* The admitted prompts are pulled, in order, by at most ``batch_max_concurrent`` worker
+  tasks; no task is made per prompt. Each prompt is one call of the pipeline
+  (``rlm.core.lm_pipeline.charged``): it reserves its own estimate and runs through the
+  governor; its failure becomes that prompt's ``error``.
 * An auth or quota error stops the batch: prompts not yet done fail with the circuit
   breaker's error.
 """
@@ -15,21 +16,19 @@ fixed pool of workers.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from rlm.base.errors import CircuitOpenError, ConfigurationError
 from rlm.base.types import Prompt, RLMChatCompletion
-from rlm.core.error_kinds import is_fatal, policy_of
-from rlm.core.lm_route import failed_completion
-from rlm.core.reservation import require_price, reserve_call
+from rlm.core.error_kinds import is_fatal
+from rlm.core.lm_call import charged, failed_completion
+from rlm.core.reservation import require_price
 
 if TYPE_CHECKING:
-    from rlm.clients.base_lm import BaseLM, LMResult
     from rlm.core.budget import BudgetNode
-    from rlm.core.lm_handler import LMHandler
+    from rlm.core.lm_pipeline import CallPipeline
+    from rlm.core.lm_router import Route
 
 # Most prompts one llm_query_batched may carry; RLM(max_batch_size=...) sets it.
 DEFAULT_MAX_BATCH_SIZE = 10_000
@@ -53,19 +52,19 @@ def check_batch_size(size: int, limit: int) -> None:
 
 
 async def run_batch(
-    handler: LMHandler,
+    pipeline: CallPipeline,
     prompts: list[Prompt],
     model: str | None,
     depth: int,
     sink: BudgetNode | None,
 ) -> list[RLMChatCompletion]:
-    """``handler.acall_batched``: see the module docstring."""
-    check_batch_size(len(prompts), handler.max_batch_size)
+    """``pipeline.acall_batched``: see the module docstring."""
+    check_batch_size(len(prompts), pipeline.max_batch_size)
     if not prompts:
         return []
     results: list[RLMChatCompletion | None] = [None] * len(prompts)
     admitted = len(prompts)
-    name = model or handler.client_name(depth)
+    name = model or pipeline.router.name(depth)
     if sink is not None and sink.guarded:
         admitted, refusal = sink.admit(len(prompts))
         if refusal is not None:
@@ -74,56 +73,43 @@ async def run_batch(
                 results[i] = failed_completion(name, prompts[i], refusal, now)
     if admitted:
         try:
-            client = handler.get_client(model, depth)
-            name = model or client.model_name
+            route = pipeline.router.route(model, depth)
+            name = route.name
             if sink is not None:
-                require_price(sink, client, name)
+                require_price(sink, route.client, name)
         except Exception as exc:  # no client, or no price under max_budget
             now = time.perf_counter()
             for i in range(admitted):
                 results[i] = failed_completion(name, prompts[i], exc, now)
         else:
-            await _pool(handler, client, name, prompts[:admitted], sink, results)
+            await _pool(pipeline, route, prompts[:admitted], sink, results)
     return [r for r in results if r is not None]
 
 
 async def _pool(
-    handler: LMHandler,
-    client: BaseLM,
-    name: str,
+    pipeline: CallPipeline,
+    route: Route,
     prompts: list[Prompt],
     sink: BudgetNode | None,
     results: list[RLMChatCompletion | None],
 ) -> None:
     """Fill ``results[:len(prompts)]``, at most ``batch_max_concurrent`` calls at once."""
-    run: Callable[[Prompt], Awaitable[LMResult]] = functools.partial(handler.acomplete, client)
-    policy, token = policy_of(client), sink.token if sink is not None else None
-    guarded = sink is not None and sink.guarded
     order = iter(range(len(prompts)))  # shared: each worker pulls the next prompt
 
     async def worker() -> None:
         for i in order:
-            prompt, started, hold = prompts[i], time.perf_counter(), None
+            started = time.perf_counter()
             try:
-                if guarded:
-                    assert sink is not None
-                    hold = reserve_call(sink, client, name, prompt)
-                result = await handler.governor.arun(run, prompt, token, policy, client)
+                results[i] = await pipeline.adrive(charged(route, prompts[i], sink))
             except BaseException as exc:
-                if hold is not None and sink is not None:
-                    sink.release(hold)
                 if isinstance(exc, Exception):
-                    results[i] = failed_completion(name, prompt, exc, started)
+                    results[i] = failed_completion(route.name, prompts[i], exc, started)
                 if not isinstance(exc, Exception) or is_fatal(exc):
                     raise  # cancellation, or a doomed batch (see below)
-                continue
-            if sink is not None:
-                sink.settle(name, result.usage, hold)
-            results[i] = handler.completion_of(name, prompt, result, started)
 
     workers = [
         asyncio.ensure_future(worker())
-        for _ in range(min(handler.batch_max_concurrent, len(prompts)))
+        for _ in range(min(pipeline.batch_max_concurrent, len(prompts)))
     ]
     try:
         _, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
@@ -138,14 +124,14 @@ async def _pool(
     for task in workers:  # retrieved, so a worker's error is never "never retrieved"
         if not task.cancelled():
             task.exception()
-    cause = handler.governor.tripped(client)
+    cause = pipeline.governor.tripped(route.client)
     error: BaseException = (
         CircuitOpenError(cause) if cause is not None else asyncio.CancelledError()
     )
     now = time.perf_counter()
     for i, prompt in enumerate(prompts):
         if results[i] is None:
-            results[i] = failed_completion(name, prompt, error, now)
+            results[i] = failed_completion(route.name, prompt, error, now)
 
 
 __all__ = ["DEFAULT_MAX_BATCH_SIZE", "BatchTooLargeError", "check_batch_size", "run_batch"]

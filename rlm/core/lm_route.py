@@ -1,27 +1,29 @@
-"""``LMRoute``: what an in-process environment holds to reach the session's handler.
+"""``LMRoute``: what an in-process environment holds to reach the session's calls.
 
-It is the boundary between REPL code and the handler: the model names REPL code passes
-are checked against the handler's ``model_policy`` here, and a batch's length against
-``max_batch_size`` before anything else. A refused call comes back as an ``error``
-completion (the REPL shows ``Error: <error>``).
+It is the boundary between REPL code and the call pipeline (``rlm.core.lm_pipeline``):
+the model names REPL code passes are checked against the model policy here, and a
+batch's length against ``max_batch_size`` before anything else. A refused call comes
+back as an ``error`` completion (the REPL shows ``Error: <error>``). While someone
+listens to the run's events, each ``llm_query``/``llm_query_batched`` is announced by
+``subcall_started`` and ``subcall_finished``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rlm.base.errors import BudgetExhaustedError
 from rlm.base.types import Prompt, RLMChatCompletion, UsageSummary
-from rlm.core.model_policy import ModelNotAllowedError, UnpricedModelError
+from rlm.core.lm_call import REFUSALS, failed_completion
+from rlm.core.model_policy import ModelNotAllowedError
 
 if TYPE_CHECKING:
     from rlm.base.events import RunScope
     from rlm.core.budget import BudgetNode
-    from rlm.core.lm_handler import LMHandler
-
-# A call that was not made for one of these reasons reads just the reason.
-REFUSALS = (BudgetExhaustedError, ModelNotAllowedError, UnpricedModelError)
+    from rlm.core.lm_pipeline import CallPipeline
+    from rlm.core.model_policy import ModelPolicy
 
 
 def preview(prompt: Prompt, limit: int = 80) -> str:
@@ -37,38 +39,34 @@ def preview(prompt: Prompt, limit: int = 80) -> str:
     return text[:limit]
 
 
-def failed_completion(
-    name: str, prompt: Prompt, exc: BaseException, started: float
-) -> RLMChatCompletion:
-    """A completion for a call that failed (or was never made): the REPL shows the model
-    ``Error: <error>``. A refused call reads its reason ("budget exhausted: ...",
-    "model 'x' is not available ...")."""
-    text = str(exc) if isinstance(exc, REFUSALS) else f"{type(exc).__name__}: {exc}"
-    return RLMChatCompletion(
-        root_model=name,
-        prompt=prompt,
-        response="",
-        usage_summary=UsageSummary(),
-        execution_time=time.perf_counter() - started,
-        error=text,
-    )
+class _Outcome:
+    """What a sub-call's ``subcall_finished`` event reports."""
+
+    __slots__ = ("error", "model", "usage")
+
+    def __init__(self, model: str | None) -> None:
+        self.model = model
+        self.usage: UsageSummary | None = None
+        self.error: str | None = None
 
 
 class LMRoute:
-    """What an in-process environment holds: the handler bound to one depth, one usage
+    """What an in-process environment holds: the pipeline bound to one depth, one usage
     sink and one run's event scope. ``llm_query`` raises on failure;
     ``llm_query_batched`` reports failures per item in ``RLMChatCompletion.error``."""
 
-    __slots__ = ("depth", "handler", "scope", "sink")
+    __slots__ = ("depth", "pipeline", "policy", "scope", "sink")
 
     def __init__(
         self,
-        handler: LMHandler,
+        pipeline: CallPipeline,
+        policy: ModelPolicy,
         depth: int,
         sink: BudgetNode | None = None,
         scope: RunScope | None = None,
     ) -> None:
-        self.handler = handler
+        self.pipeline = pipeline
+        self.policy = policy
         self.depth = depth
         self.sink = sink
         self.scope = scope
@@ -79,78 +77,81 @@ class LMRoute:
             return {"calls": None, "tokens": None, "usd": None, "seconds": None}
         return self.sink.remaining()
 
+    @contextmanager
+    def _announced(self, model: str | None, prompts: list[Prompt]) -> Iterator[_Outcome]:
+        """Emit ``subcall_started`` now and ``subcall_finished`` (with what the block
+        put in the outcome, or the exception it raised) when the block ends."""
+        assert self.scope is not None
+        first = preview(prompts[0]) if prompts else ""
+        self.scope.emit(
+            "subcall_started", kind="llm", model=model, prompt_preview=first, count=len(prompts)
+        )
+        outcome, started = _Outcome(model), time.perf_counter()
+        try:
+            yield outcome
+        except Exception as exc:
+            outcome.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.scope.emit(
+                "subcall_finished",
+                kind="llm",
+                model=outcome.model,
+                duration=time.perf_counter() - started,
+                usage=outcome.usage,
+                error=outcome.error,
+            )
+
+    def _listened(self) -> bool:
+        scope = self.scope
+        return scope is not None and scope.bus.active
+
     def llm_query(self, prompt: Prompt, model: str | None = None) -> RLMChatCompletion:
         """One call; a refused call (model, reservation) comes back as an ``error``
         completion."""
         started = time.perf_counter()
-        try:
-            self.handler.model_policy.check(model)
-        except ModelNotAllowedError as exc:
+        if not self.policy.allows(model):
+            exc = ModelNotAllowedError(str(model), self.policy.names)
             return failed_completion(model or "", prompt, exc, started)
-        scope = self.scope
-        if scope is None or not scope.bus.active:
-            try:
-                return self.handler.call(prompt, model, self.depth, self.sink)
-            except REFUSALS as exc:
-                return failed_completion(model or "", prompt, exc, started)
-        scope.emit(
-            "subcall_started", kind="llm", model=model, prompt_preview=preview(prompt), count=1
-        )
-        error, result = None, None
+        if not self._listened():  # nobody listens: no events to build
+            return self._one(prompt, model, started, None)
+        with self._announced(model, [prompt]) as outcome:
+            return self._one(prompt, model, started, outcome)
+
+    def _one(
+        self, prompt: Prompt, model: str | None, started: float, outcome: _Outcome | None
+    ) -> RLMChatCompletion:
         try:
-            result = self.handler.call(prompt, model, self.depth, self.sink)
-            return result
+            result = self.pipeline.call(prompt, model, self.depth, self.sink)
         except REFUSALS as exc:
-            error = str(exc)
+            if outcome is not None:
+                outcome.error = str(exc)
             return failed_completion(model or "", prompt, exc, started)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            scope.emit(
-                "subcall_finished",
-                kind="llm",
-                model=result.root_model if result else model,
-                duration=time.perf_counter() - started,
-                usage=result.usage_summary if result else None,
-                error=error,
-            )
+        if outcome is not None:
+            outcome.model, outcome.usage = result.root_model, result.usage_summary
+        return result
 
     def llm_query_batched(
         self, prompts: list[Prompt], model: str | None = None
     ) -> list[RLMChatCompletion]:
         """Every prompt, concurrently; raises ``BatchTooLargeError`` (naming
         ``max_batch_size``) for a batch over the cap, before anything else."""
-        self.handler.check_batch_size(len(prompts))
-        if not self.handler.model_policy.allows(model):
+        self.pipeline.check_batch_size(len(prompts))
+        if not self.policy.allows(model):
             started = time.perf_counter()
-            exc = ModelNotAllowedError(str(model), self.handler.model_policy.names)
+            exc = ModelNotAllowedError(str(model), self.policy.names)
             return [failed_completion(str(model), p, exc, started) for p in prompts]
-        scope = self.scope
-        if scope is None or not scope.bus.active:
-            return self.handler.call_batched(prompts, model, self.depth, self.sink)
-        scope.emit(
-            "subcall_started",
-            kind="llm",
-            model=model,
-            prompt_preview=preview(prompts[0]) if prompts else "",
-            count=len(prompts),
-        )
-        started = time.perf_counter()
-        results = self.handler.call_batched(prompts, model, self.depth, self.sink)
-        usage = UsageSummary()
-        for r in results:
-            usage.merge(r.usage_summary)
-        errors = [r.error for r in results if r.error]
-        scope.emit(
-            "subcall_finished",
-            kind="llm",
-            model=model,
-            duration=time.perf_counter() - started,
-            usage=usage,
-            error=f"{len(errors)} of {len(results)} failed: {errors[0]}" if errors else None,
-        )
-        return results
+        if not self._listened():
+            return self.pipeline.call_batched(prompts, model, self.depth, self.sink)
+        with self._announced(model, prompts) as outcome:
+            results = self.pipeline.call_batched(prompts, model, self.depth, self.sink)
+            outcome.usage = UsageSummary()
+            for r in results:
+                outcome.usage.merge(r.usage_summary)
+            errors = [r.error for r in results if r.error]
+            if errors:
+                outcome.error = f"{len(errors)} of {len(results)} failed: {errors[0]}"
+            return results
 
 
-__all__ = ["REFUSALS", "LMRoute", "failed_completion", "preview"]
+__all__ = ["LMRoute", "preview"]

@@ -1,4 +1,9 @@
-"""LMServer: the loopback socket through which out-of-process workers reach LMHandler.
+"""LMServer: the loopback socket through which out-of-process workers reach a session.
+
+It serves any ``rlm.base.ports.RequestHandler`` (the engine's is ``LMHandler``): it
+reads and authenticates frames, checks that a request is well formed, and hands it to
+``handle_request``; it knows nothing of clients, budgets or the model policy.
+``OnDemandServer`` is a handler's server slot: nothing listens until ``start()``.
 
 A plain accept loop on a daemon thread rather than ``socketserver``: its shutdown
 polls every 0.5 s, while ``stop()`` here returns at once. Each connection gets its own
@@ -11,8 +16,7 @@ or ``{"auth": true, "token": ...}``, answered ``{"auth": "ok"}``), and must arri
 within ``AUTH_TIMEOUT`` seconds. Only then are frames up to ``MAX_FRAME_BYTES`` read.
 An authenticated connection idle for ``IDLE_TIMEOUT`` seconds is closed (clients
 reconnect), and at most ``MAX_CONNECTIONS`` are served at once: further connections
-wait in the listen backlog until one closes. Model names are checked against the
-handler's ``model_policy`` (REPL code is on the other side of this socket).
+wait in the listen backlog until one closes.
 """
 
 from __future__ import annotations
@@ -38,10 +42,9 @@ from rlm.base.wire import (
     recv_frame,
     socket_send,
 )
-from rlm.core.model_policy import ModelNotAllowedError
 
 if TYPE_CHECKING:
-    from rlm.core.lm_handler import LMHandler
+    from rlm.base.ports import RequestHandler
 
 # Defaults of the LMServer arguments of the same names (read when a server is made).
 AUTH_TIMEOUT: float = 5.0  # seconds a new connection has to send its first frame
@@ -82,7 +85,7 @@ class LMServer:
 
     def __init__(
         self,
-        handler: LMHandler,
+        handler: RequestHandler,
         host: str = "127.0.0.1",
         port: int = 0,
         token: str | None = None,
@@ -288,31 +291,25 @@ class LMServer:
         return self._dispatch(LMRequest.from_dict(data), data, rid).to_dict(), True
 
     def _dispatch(self, req: LMRequest, data: dict[str, Any], rid: int | None) -> LMResponse:
+        """Check the request's shape, then let the handler answer it."""
         depth = data.get("depth", 0)
         if not isinstance(depth, int) or isinstance(depth, bool):
             return LMResponse.error_response("malformed request: 'depth' must be an int", id=rid)
         if req.model is not None and not isinstance(req.model, str):
             return LMResponse.error_response("malformed request: 'model' must be a string", id=rid)
+        if req.prompts is not None and not isinstance(req.prompts, list):
+            return LMResponse.error_response("malformed request: 'prompts' must be a list", id=rid)
+        if req.prompts is None and req.prompt is None:
+            return LMResponse.error_response(
+                "malformed request: missing 'prompt' or 'prompts'", id=rid
+            )
+        req.id = rid
         try:
-            self.handler.model_policy.check(req.model)
-        except ModelNotAllowedError as exc:
-            return LMResponse.error_response(str(exc), id=rid)
-        try:
-            if req.prompts is not None:
-                if not isinstance(req.prompts, list):
-                    return LMResponse.error_response(
-                        "malformed request: 'prompts' must be a list", id=rid
-                    )
-                results = self.handler.call_batched(req.prompts, req.model, depth)
-                return LMResponse.batched_success_response(results, id=rid)
-            if req.prompt is None:
-                return LMResponse.error_response(
-                    "malformed request: missing 'prompt' or 'prompts'", id=rid
-                )
-            result = self.handler.call(req.prompt, req.model, depth)
-            return LMResponse.success_response(result, id=rid)
+            response = self.handler.handle_request(req)
         except Exception as exc:
             return LMResponse.error_response(f"LM call failed: {type(exc).__name__}: {exc}", id=rid)
+        response.id = rid
+        return response
 
 
 def _read_by(conn: socket.socket, size: int, deadline: float) -> bytearray:
@@ -330,4 +327,47 @@ def _read_by(conn: socket.socket, size: int, deadline: float) -> bytearray:
     return buf
 
 
-__all__ = ["AUTH_TIMEOUT", "IDLE_TIMEOUT", "MAX_CONNECTIONS", "LMServer", "is_loopback"]
+class OnDemandServer:
+    """A handler's socket slot: ``start()`` makes and starts an ``LMServer`` (once;
+    again after ``stop()``), ``stop()`` stops it. ``address`` is the configured one
+    until a server has bound its port."""
+
+    def __init__(self, handler: RequestHandler, host: str, port: int, token: str) -> None:
+        self.handler, self.host, self._port, self.token = handler, host, port, token
+        self._server: LMServer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        server = self._server
+        return server.port if server is not None else self._port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def start(self) -> tuple[str, int]:
+        """Start the loopback server if it is not running. Returns ``(host, port)``."""
+        with self._lock:
+            if self._server is None:
+                server = LMServer(self.handler, self.host, self._port, self.token)
+                server.start()
+                self._server = server
+        return self.address
+
+    def stop(self) -> None:
+        """Stop the server, if running. Returns immediately (no polling)."""
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
+
+__all__ = [
+    "AUTH_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "LMServer",
+    "OnDemandServer",
+    "is_loopback",
+]

@@ -205,7 +205,7 @@ def run_turn(
             iteration_obj=iteration,
             duration=iteration.iteration_time,
         )
-        if scope.bus.active:
+        if scope.bus.active:  # the report reads the tree's counters: only for a listener
             scope.emit("budget_update", iteration=i + 1, **node.report())
         if cfg.compaction:
             yield RecordCompaction(new_messages)
@@ -232,11 +232,18 @@ def run_turn(
     scope.emit("iteration_started", iteration=cfg.max_iterations + 1)
     reply = yield CallModel(prompt)
     text = reply.response or ""
+    scope.emit(
+        "model_reply",
+        iteration=cfg.max_iterations + 1,
+        response=text,
+        usage=reply.usage_summary,
+        duration=reply.execution_time,
+    )
     answer, submitted = text, False
-    blocks: list[CodeBlock] = []
+    last_blocks: list[CodeBlock] = []
     for code in find_code_blocks(text):  # a reply that submits through code still counts
         result = yield RunCode(code)
-        blocks.append(CodeBlock(code, result))
+        last_blocks.append(CodeBlock(code, result))
         if result.final_answer is not None:
             answer, submitted = result.final_answer, True
             break
@@ -248,7 +255,7 @@ def run_turn(
             answer = value
     st.messages.extend(prompt[-1:])
     st.messages.append({"role": "assistant", "content": text})
-    last = RLMIteration(prompt=prompt, response=text, code_blocks=blocks, final_answer=answer)
+    last = RLMIteration(prompt=prompt, response=text, code_blocks=last_blocks, final_answer=answer)
     st.iterations.append(last)
     scope.emit(
         "iteration_finished",
@@ -276,7 +283,8 @@ def drive_sync(
         try:
             effect = flow.send(value) if error is None else flow.throw(error)
         except StopIteration as stop:
-            return stop.value
+            done: TurnResult = stop.value
+            return done
         if cancel is not None and cancel.cancelled:
             value, error = None, cancel.error()
             continue
@@ -298,7 +306,8 @@ async def drive_async(
         try:
             effect = flow.send(value) if error is None else flow.throw(error)
         except StopIteration as stop:
-            return stop.value
+            done: TurnResult = stop.value
+            return done
         if cancel is not None and cancel.cancelled:
             value, error = None, cancel.error()
             continue

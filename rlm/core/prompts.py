@@ -85,7 +85,7 @@ def render_system_prompt(
 
     Prompts written for ``str.format`` (doubled braces) and plain prompts both work.
     """
-    tools = format_tools_for_prompt(custom_tools)
+    tools = format_tools_for_prompt(custom_tools) if custom_tools else None
     section = f"- Custom tools and data:\n{tools}" if tools else ""
     if "{custom_tools_section}" in system_prompt:
         try:

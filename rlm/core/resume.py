@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from rlm.base.checkpoint import Checkpoint
 from rlm.base.errors import ConfigurationError
+from rlm.base.ports import SupportsSnapshot
 from rlm.core.snapshots import vet_blob
-from rlm.environments.base_env import SupportsSnapshot
 
 if TYPE_CHECKING:
     from rlm.core.durable import DurableSession

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from rlm.base.errors import ConfigurationError
 from rlm.base.events import EventBus
+from rlm.base.ports import SupportsPersistence
 from rlm.base.types import ClientBackend, EnvironmentType, RLMChatCompletion
 from rlm.clients import BaseLM, get_client
 from rlm.core.callbacks import (
@@ -32,16 +33,15 @@ from rlm.core.lm_handler import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CONCURRENT_L
 from rlm.core.parsing import DEFAULT_MAX_OUTPUT_CHARS
 from rlm.core.resume import Resume
 from rlm.core.rlms_hooks import RLMSHooks
-from rlm.core.session import Session
+from rlm.core.session import Session, SessionParts
 from rlm.core.streaming import AsyncEventStream, EventStream
 from rlm.environments import (
+    ENVIRONMENT_NAMES,
     BaseEnv,
-    SupportsPersistence,
-    environment_names,
     environment_supports_persistence,
     get_environment,
 )
-from rlm.logger import RLMLogger, VerbosePrinter
+from rlm.logger import RLMLogger
 
 if TYPE_CHECKING:  # the store is imported when a session is durable, not by ``import rlm``
     from rlm.core.durable import DurableSession
@@ -167,32 +167,12 @@ class RLM(RLMSHooks):
             max_batch_size=max_batch_size,
         )
         cfg = self.config
-        # rlms attribute names, kept for code that reads them.
-        self.backend = cfg.backend
-        self.backend_kwargs = cfg.backend_kwargs
-        self.environment_type = cfg.environment
-        self.environment_kwargs = cfg.environment_kwargs
-        self.depth, self.max_depth, self.max_iterations = depth, max_depth, max_iterations
-        self.max_budget, self.max_timeout = max_budget, max_timeout
-        self.max_tokens, self.max_errors = max_tokens, max_errors
-        self.max_llm_calls, self.max_inflight_llm_calls = max_llm_calls, max_inflight_llm_calls
-        self.system_prompt = cfg.system_prompt
-        self.other_backends = list(cfg.other_backends) or None
-        self.other_backend_kwargs = list(cfg.other_backend_kwargs) or None
-        self.custom_tools, self.custom_sub_tools = cfg.custom_tools, cfg.custom_sub_tools
-        self.compaction, self.compaction_threshold_pct = compaction, compaction_threshold_pct
-        self.max_concurrent_subcalls = max_concurrent_subcalls
+        self._set_rlms_attributes()
         self.logger = logger
         self.persistent = persistent
-        self.on_subcall_start, self.on_subcall_complete = on_subcall_start, on_subcall_complete
-        self.on_iteration_start, self.on_iteration_complete = (
-            on_iteration_start,
-            on_iteration_complete,
-        )
-
-        if cfg.environment not in environment_names():
+        if cfg.environment not in ENVIRONMENT_NAMES:  # the registry's names, read once
             raise ConfigurationError(
-                f"Unknown environment: {cfg.environment!r}. Supported: {environment_names()}"
+                f"Unknown environment: {cfg.environment!r}. Supported: {list(ENVIRONMENT_NAMES)}"
             )
         self._persistent_env: BaseEnv | None = None
         if persistent:
@@ -205,8 +185,7 @@ class RLM(RLMSHooks):
         if self.durable:  # fails fast: a locked, foreign, corrupt or newer store
             self._durable = self._open_durable()
         self.events = EventBus()
-        self.verbose = VerbosePrinter(enabled=verbose)
-        if verbose:
+        if verbose:  # the console printer is only made for a verbose RLM
             self.verbose.attach(self.events)
         attach_callbacks(
             self.events,
@@ -232,16 +211,16 @@ class RLM(RLMSHooks):
         if self._session is None:
             if self.durable and self._durable is None:  # used again after close()
                 self._durable = self._open_durable()
-            self._session = Session(
-                self.config,
+            parts = SessionParts(
                 _make_client,
                 _make_environment,
                 self.events,
-                session_id=self.session_id,
-                logger=self.logger,
-                child_logger_factory=RLMLogger if self.logger is not None else None,
-                durable=self._durable,
+                self.session_id,
+                getattr(self.logger, "child_logger", RLMLogger)
+                if self.logger is not None
+                else None,
             )
+            self._session = Session(self.config, parts, logger=self.logger, durable=self._durable)
         return self._session
 
     def completion(
@@ -356,7 +335,7 @@ class RLM(RLMSHooks):
     def _validate_persistent_environment_support(self) -> None:
         """Raise ``ValueError`` if the configured environment cannot persist."""
         if not environment_supports_persistence(self.environment_type):
-            supported = [n for n in environment_names() if environment_supports_persistence(n)]
+            supported = [n for n in ENVIRONMENT_NAMES if environment_supports_persistence(n)]
             raise ConfigurationError(
                 f"persistent=True is not supported for environment '{self.environment_type}'. "
                 "Persistent mode needs an environment that implements SupportsPersistence "

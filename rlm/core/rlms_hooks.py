@@ -1,4 +1,9 @@
-"""The ``rlms`` ``RLM``'s private hooks, kept for code and tests written against it.
+"""The ``rlms`` ``RLM``'s attributes and private hooks, kept for code and tests written
+against it.
+
+``RLM`` mirrors its arguments under ``rlms``'s attribute names (``backend``,
+``max_depth``, ``other_backends``...; ``_set_rlms_attributes``) and has ``rlms``'s
+``verbose`` console printer, made on first use unless the RLM is verbose.
 
 ``rlms``'s own tests call and patch ``RLM._subcall``, ``_check_timeout``,
 ``_check_iteration_limits`` and read ``_consecutive_errors`` and
@@ -24,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from rlm.base.types import RLMChatCompletion, RLMIteration
 from rlm.core.budget import breach_error, find_breach
 from rlm.core.subcalls import error_completion
-from rlm.logger import RLMLogger
+from rlm.logger import RLMLogger, VerbosePrinter
 
 if TYPE_CHECKING:
     from rlm.core.config import RLMConfig
@@ -48,7 +53,8 @@ _NOT_INHERITED = frozenset(
 
 
 class RLMSHooks:
-    """Mixin for ``RLM``: the ``rlms``-era private methods (see the module docstring)."""
+    """Mixin for ``RLM``: the ``rlms``-era attributes and private methods (see the module
+    docstring)."""
 
     config: RLMConfig
     logger: RLMLogger | None
@@ -57,6 +63,43 @@ class RLMSHooks:
     _completion_start_time: float | None = None
     _consecutive_errors: int = 0
     _best_partial_answer: str | None = None
+    _verbose: VerbosePrinter | None = None
+
+    def _set_rlms_attributes(self) -> None:
+        """``rlms``'s attribute names for the configuration, for code that reads them."""
+        cfg, args = self.config, self._init_kwargs
+        self.backend = cfg.backend
+        self.backend_kwargs = cfg.backend_kwargs
+        self.environment_type = cfg.environment
+        self.environment_kwargs = cfg.environment_kwargs
+        self.depth, self.max_depth = cfg.depth, cfg.max_depth
+        self.max_iterations = cfg.max_iterations
+        self.max_budget, self.max_timeout = args["max_budget"], args["max_timeout"]
+        self.max_tokens, self.max_errors = args["max_tokens"], args["max_errors"]
+        self.max_llm_calls = args["max_llm_calls"]
+        self.max_inflight_llm_calls = args["max_inflight_llm_calls"]
+        self.system_prompt = cfg.system_prompt
+        self.other_backends = list(cfg.other_backends) or None
+        self.other_backend_kwargs = list(cfg.other_backend_kwargs) or None
+        self.custom_tools, self.custom_sub_tools = cfg.custom_tools, cfg.custom_sub_tools
+        self.compaction = cfg.compaction
+        self.compaction_threshold_pct = cfg.compaction_threshold_pct
+        self.max_concurrent_subcalls = cfg.max_concurrent_subcalls
+        self.on_subcall_start = args["on_subcall_start"]
+        self.on_subcall_complete = args["on_subcall_complete"]
+        self.on_iteration_start = args["on_iteration_start"]
+        self.on_iteration_complete = args["on_iteration_complete"]
+
+    @property
+    def verbose(self) -> VerbosePrinter:
+        """The console printer (``rlms``'s attribute): prints only for a verbose RLM."""
+        if self._verbose is None:
+            self._verbose = VerbosePrinter(enabled=self._init_kwargs["verbose"])
+        return self._verbose
+
+    @verbose.setter
+    def verbose(self, printer: VerbosePrinter) -> None:
+        self._verbose = printer
 
     def _get_session(self) -> Session:  # provided by RLM
         raise NotImplementedError
@@ -123,7 +166,8 @@ class RLMSHooks:
                 return error_completion(cfg, prompt, message, started)
         child = self._new_child(self._child_kwargs(model, max_timeout))
         try:
-            return child.completion(prompt)
+            result: RLMChatCompletion = child.completion(prompt)
+            return result
         except Exception as exc:
             partial = getattr(exc, "partial_answer", None)
             extra = f" Partial answer: {partial}" if partial else ""

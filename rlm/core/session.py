@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import itertools
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rlm.base.cancel import acquire_lock, cancelling_current_task
 from rlm.base.checkpoint import Checkpoint
 from rlm.base.errors import BudgetExhaustedError
 from rlm.base.events import EventBus, RunScope
+from rlm.base.ports import SupportsPersistence
 from rlm.base.types import QueryMetadata, RLMChatCompletion
 from rlm.clients.base_lm import BaseLM
 from rlm.core.budget import BudgetNode
@@ -31,18 +31,17 @@ from rlm.core.lm_handler import LMHandler, LMRoute
 from rlm.core.loop import LoopConfig, TurnResult, TurnState, drive_async, drive_sync
 from rlm.core.resume import Resume, restore_note, restore_one_shot, resume_point
 from rlm.core.runtime import run_blocking
-from rlm.core.subcalls import checked_subcall, error_completion, preview, run_child
-from rlm.core.turn import Turn, opening_messages
-from rlm.environments.base_env import BaseEnv, SupportsPersistence
+from rlm.core.subcalls import checked_subcall, error_completion, new_run_id, preview, run_child
+from rlm.core.turn import Turn, first_state
 from rlm.logger.rlm_logger import record_run
 
 if TYPE_CHECKING:
     from rlm.core.durable import DurableSession
+    from rlm.environments import BaseEnv
 
 ClientFactory = Callable[[str, dict[str, Any]], BaseLM]
-EnvFactory = Callable[[str, dict[str, Any]], BaseEnv]
+EnvFactory = Callable[[str, dict[str, Any]], "BaseEnv"]
 
-# Environments that run in this process get a direct route to the handler (no socket).
 # Every environment gets a direct route to the handler: in-process ones call it, and
 # worker-based ones relay their worker's sub-calls to it over the worker's own channel
 # (no socket). Environments not listed here also get the loopback socket's address.
@@ -50,11 +49,34 @@ ROUTED_ENVIRONMENTS = frozenset(
     {"local", "sandbox", "docker", "ipython", "modal", "e2b", "daytona", "prime"}
 )
 
-_run_ids = itertools.count(1)
+
+@dataclass(frozen=True)
+class SessionParts:
+    """What every session of one RLM's call tree is made with; children share it.
+
+    ``make_client`` / ``make_env`` build clients and environments by name (the ``RLM``
+    passes functions that look up ``rlm.core.rlm.get_client`` / ``get_environment`` at
+    call time, so patching those reaches every session). ``child_logger``, if set,
+    makes the logger of each child run."""
+
+    make_client: ClientFactory
+    make_env: EnvFactory
+    bus: EventBus
+    session_id: str | None = None
+    child_logger: Callable[[], Any] | None = None
 
 
-def new_run_id() -> str:
-    return f"run{next(_run_ids)}"
+@dataclass(frozen=True)
+class Lineage:
+    """A child session's place in its call tree: its parent's handler (hence governor),
+    the parent run's scope and budget node, its slot in the tree's child gate, and the
+    run id its ``subcall_started`` event announced."""
+
+    handler: LMHandler
+    scope: RunScope
+    node: BudgetNode
+    slot: ChildSlot
+    run_id: str
 
 
 class Session:
@@ -63,31 +85,19 @@ class Session:
     def __init__(
         self,
         config: RLMConfig,
-        make_client: ClientFactory,
-        make_env: EnvFactory,
-        bus: EventBus,
+        parts: SessionParts,
         *,
-        session_id: str | None = None,
-        handler: LMHandler | None = None,
-        parent_scope: RunScope | None = None,
-        parent_node: BudgetNode | None = None,
         logger: Any | None = None,
-        child_logger_factory: Callable[[], Any] | None = None,
-        child_slot: ChildSlot | None = None,
-        run_id: str | None = None,
         durable: DurableSession | None = None,
+        lineage: Lineage | None = None,
     ) -> None:
         self.config = config
-        self._make_client = make_client
-        self._make_env = make_env
-        self.bus = bus
-        self.session_id = session_id
-        self._owns_handler = handler is None
-        self.handler = handler
-        self._parent_scope = parent_scope
-        self._parent_node = parent_node
+        self.parts = parts
+        self.bus = parts.bus
+        self.session_id = parts.session_id
+        self.lineage = lineage  # None for the root session
+        self.handler = lineage.handler if lineage is not None else None
         self.logger = logger  # an RLMLogger that records this session's runs
-        self._child_logger_factory = child_logger_factory
         self.env: BaseEnv | None = None  # the persistent environment, once created
         self._route: LMRoute | None = None
         self._contexts: list[QueryMetadata] = []
@@ -96,8 +106,6 @@ class Session:
         self._active: tuple[BudgetNode, RunScope] | None = None
         self._turn_lock = threading.Lock()
         self.node: BudgetNode | None = None  # the last turn's budget node (its spending)
-        self._child_slot = child_slot  # a child run's slot in the tree's child gate
-        self._run_id = run_id  # a child's run id, announced by its subcall_started event
         self.durable = durable  # the store side of a durable root session
         self._note: str | None = None  # told to the model once, after a resume
         self._pending: Checkpoint | None = None  # the last turn's, if it stopped
@@ -107,8 +115,19 @@ class Session:
 
     def ensure_handler(self) -> LMHandler:
         if self.handler is None:
-            self.handler = build_handler(self.config, self._make_client)
+            self.handler = build_handler(self.config, self.parts.make_client)
         return self.handler
+
+    def child(
+        self, config: RLMConfig, scope: RunScope, node: BudgetNode, slot: ChildSlot, run_id: str
+    ) -> Session:
+        """A child session for ``rlm_query``, spawned by the run of ``scope`` and drawing
+        from its budget ``node``: this session's parts and handler, a logger of its own
+        (when runs are logged), ``slot`` in the tree's child gate, and ``run_id``."""
+        new_logger = self.parts.child_logger
+        lineage = Lineage(self.ensure_handler(), scope, node, slot, run_id)
+        logger = new_logger() if new_logger is not None else None
+        return Session(config, self.parts, logger=logger, lineage=lineage)
 
     def _env_kwargs(self, handler: LMHandler) -> dict[str, Any]:
         cfg = self.config
@@ -137,7 +156,7 @@ class Session:
         restored from the store (variables, then contexts, histories and answers)."""
         if self.env is None:
             handler = self.ensure_handler()
-            self.env = self._make_env(self.config.environment, self._env_kwargs(handler))
+            self.env = self.parts.make_env(self.config.environment, self._env_kwargs(handler))
             if self.durable is not None:
                 restored = self.durable.restore(self.env)
                 self._contexts = list(restored.contexts)
@@ -154,7 +173,7 @@ class Session:
         if not self.config.persistent:
             kwargs = self._env_kwargs(handler)
             kwargs["context_payload"] = prompt
-            return self._make_env(self.config.environment, kwargs), 0
+            return self.parts.make_env(self.config.environment, kwargs), 0
         env = self.ensure_environment()
         if not isinstance(env, SupportsPersistence):
             raise RuntimeError(
@@ -165,21 +184,10 @@ class Session:
         return env, index
 
     def _turn_state(self, root_prompt: str | None, checkpoint: Checkpoint | None) -> TurnState:
-        if checkpoint is None:
-            return TurnState(self._opening_messages(root_prompt))
-        state = TurnState(
-            copy.deepcopy(checkpoint.messages),
-            consecutive_errors=checkpoint.consecutive_errors,
-            last_error=checkpoint.last_error,
-            best_partial=checkpoint.best_partial,
-            compactions=checkpoint.compactions,
-            completed=checkpoint.iteration,
+        note, self._note = self._note, None  # e.g. which variables a resume lost
+        return first_state(
+            self.config, self._contexts, root_prompt, self._answers, note, checkpoint
         )
-        note, self._note = self._note, None
-        if note:
-            state.messages.append({"role": "user", "content": note})
-            state.committed = len(state.messages)
-        return state
 
     def close(self) -> None:
         """Release the environment and, if this session created it, the handler."""
@@ -187,15 +195,11 @@ class Session:
         if env is not None:
             env.cleanup()
         handler = self.handler
-        if handler is not None and self._owns_handler:
+        if handler is not None and self.lineage is None:  # a child's is its parent's
             self.handler = None
             handler.close()
 
     # -- turns ---------------------------------------------------------------------------
-
-    def _opening_messages(self, root_prompt: str | None) -> list[dict[str, Any]]:
-        note, self._note = self._note, None  # e.g. which variables a resume lost
-        return opening_messages(self.config, self._contexts, root_prompt, self._answers, note)
 
     @property
     def running(self) -> bool:
@@ -260,8 +264,11 @@ class Session:
         started = time.perf_counter()
         meta = QueryMetadata(prompt)  # raises ValueError for a missing payload
         handler = self.ensure_handler()
-        if cfg.persistent:
-            self.ensure_environment()  # a durable session's thread is back before we look
+        histories = 0
+        if cfg.persistent:  # a durable session's thread is back before we look
+            persistent = self.ensure_environment()
+            if isinstance(persistent, SupportsPersistence):
+                histories = persistent.get_history_count()
         checkpoint = resume_point(resume, self._pending, self.durable, prompt, root_prompt)
         slot = None  # a resumed stopped turn keeps its context_N if it was the last turn
         if checkpoint is not None:
@@ -269,11 +276,12 @@ class Session:
             last = len(self._contexts) - 1
             if cfg.persistent and checkpoint.context_index == self._stopped_index == last:
                 slot = last
-        node = self._parent_node.child(cfg.limits) if self._parent_node else BudgetNode(cfg.limits)
-        parent = self._parent_scope
+        lineage = self.lineage
+        node = lineage.node.child(cfg.limits) if lineage else BudgetNode(cfg.limits)
+        parent = lineage.scope if lineage else None
         scope = RunScope(
             self.bus,
-            run_id=self._run_id or new_run_id(),
+            run_id=lineage.run_id if lineage else new_run_id(),
             parent_id=parent.run_id if parent else None,
             session_id=self.session_id,
             turn=parent.turn if parent else self._turns,
@@ -291,7 +299,6 @@ class Session:
         self._active = (node, scope)
         self.node = node
         turn = Turn(
-            session=self,
             prompt=prompt,
             handler=handler,
             env=env,
@@ -299,33 +306,38 @@ class Session:
             node=node,
             scope=scope,
             state=self._turn_state(root_prompt, checkpoint),
-            loop_cfg=LoopConfig(max_iterations=cfg.max_iterations),
+            loop_cfg=LoopConfig(
+                max_iterations=cfg.max_iterations,
+                root_prompt=root_prompt,
+                context_count=len(self._contexts),
+                history_count=histories,
+                model_name=cfg.root_model,
+                compaction=cfg.compaction,
+                compaction_threshold_pct=cfg.compaction_threshold_pct,
+                max_output_chars=cfg.max_output_chars,
+            ),
             started=started,
-            detach=None,
+            on_close=self._end_turn,
+            model=cfg.model_override,
+            root_model=cfg.result_model(handler.default_client.model_name),
+            persistent=cfg.persistent,
+            session_id=self.session_id,
+            logger=self.logger,
             resumed=checkpoint,
         )
         try:  # from here on, a failure must still close the turn (env, alignment, events)
             if self._route is not None:
                 self._route.sink, self._route.scope = node, scope
-            turn.loop_cfg = LoopConfig(
-                max_iterations=cfg.max_iterations,
-                root_prompt=root_prompt,
-                context_count=len(self._contexts) if cfg.persistent else 1,
-                history_count=env.get_history_count() if cfg.persistent else 0,  # type: ignore[attr-defined]
-                model_name=cfg.root_model,
-                compaction=cfg.compaction,
-                compaction_threshold_pct=cfg.compaction_threshold_pct,
-                max_output_chars=cfg.max_output_chars,
-            )
             if self.logger is not None:
                 turn.detach = record_run(self.logger, self.bus, scope.run_id)
-            scope.emit(
-                "run_started",
-                prompt_preview=preview(prompt),
-                root_prompt=root_prompt,
-                metadata=self.config.metadata(self.root_model_name(handler)),
-                context_count=turn.loop_cfg.context_count,
-            )
+            if self.bus.active:  # the run's metadata is only built for someone listening
+                scope.emit(
+                    "run_started",
+                    prompt_preview=preview(prompt),
+                    root_prompt=root_prompt,
+                    metadata=cfg.metadata(turn.root_model),
+                    context_count=turn.loop_cfg.context_count,
+                )
         except BaseException as exc:
             raise turn.fail(exc) from None
         return turn
@@ -342,33 +354,8 @@ class Session:
             self._stopped_index = None if result is not None else turn.index
         else:
             turn.env.cleanup()
-        if self.durable is not None and self._parent_scope is None:
-            self._record(turn, result, error)
-
-    def _record(self, turn: Turn, result: TurnResult | None, error: BaseException | None) -> None:
-        """Save the turn to the durable store. A failure to save a turn that failed
-        anyway is noted on its error rather than raised over it."""
-        assert self.durable is not None
-        resumed, state = turn.resumed, turn.state
-        try:
-            self.durable.record(
-                turn.env, index=turn.index, prompt=turn.prompt,
-                root_prompt=turn.loop_cfg.root_prompt, messages=state.messages,
-                answer=result.answer if result is not None else None, error=error,
-                usage=turn.usage, iterations=result.iterations if result else state.completed,
-                started=turn.started, checkpoint=turn.checkpoint,
-                replaces=resumed is not None and resumed.context_index == turn.index,
-            )  # fmt: skip
-        except Exception as exc:
-            if error is None:
-                raise
-            error.add_note(f"This turn could not be saved to the session store: {exc}")
-
-    def root_model_name(self, handler: LMHandler) -> str:
-        cfg = self.config
-        return cfg.model_override or str(
-            cfg.backend_kwargs.get("model_name") or handler.default_client.model_name
-        )
+        if self.durable is not None and self.lineage is None:
+            self.durable.record_turn(turn, result, error)
 
     def _close_turn(
         self, env: BaseEnv, index: int, state: TurnState, result: TurnResult | None
@@ -400,6 +387,6 @@ class Session:
             node.ensure_room()  # a child could not make even its first call
         except BudgetExhaustedError as exc:
             return error_completion(cfg, prompt, f"Error: {exc}", time.perf_counter())
-        slot = self._child_slot
-        with slot.lent() if slot is not None else contextlib.nullcontext():
+        lineage = self.lineage
+        with lineage.slot.lent() if lineage is not None else contextlib.nullcontext():
             return run_child(self, prompt, model, node, scope, handler)

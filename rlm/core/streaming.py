@@ -78,7 +78,11 @@ class AsyncEventStream:
     async def _iterate(self) -> AsyncIterator[Event]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[object] = asyncio.Queue()
-        unsubscribe = self._bus.subscribe(lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+
+        def forward(event: Event) -> None:  # from any thread, onto this loop
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        unsubscribe = self._bus.subscribe(forward)
         task = asyncio.ensure_future(self._run())
         task.add_done_callback(lambda _: events.put_nowait(_DONE))
         # A consumer that stops early never reads the task's exception: mark it read.

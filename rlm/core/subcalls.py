@@ -1,7 +1,14 @@
-"""Child RLMs spawned by ``rlm_query``: a short-lived ``Session`` per prompt."""
+"""Child RLMs spawned by ``rlm_query``: a short-lived ``Session`` per prompt.
+
+``run_child`` makes the child through ``Session.child`` (the parent's parts, handler,
+bus and budget tree), announces it (``subcall_started`` / ``subcall_finished``) and
+turns its failure into an ``Error: ...`` reply. ``checked_subcall`` is ``rlm_query`` as
+REPL code sees it: the model it names is checked first.
+"""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -12,11 +19,17 @@ from rlm.base.types import RLMChatCompletion, UsageSummary
 from rlm.core.budget import BudgetNode
 from rlm.core.child_slots import ChildSlot
 from rlm.core.config import RLMConfig
-from rlm.core.lm_handler import LMHandler
 from rlm.core.model_policy import ModelNotAllowedError, ModelPolicy
 
 if TYPE_CHECKING:
+    from rlm.core.lm_handler import LMHandler
     from rlm.core.session import Session
+
+_run_ids = itertools.count(1)
+
+
+def new_run_id() -> str:
+    return f"run{next(_run_ids)}"
 
 
 def run_child(
@@ -36,8 +49,6 @@ def run_child(
     started = time.perf_counter()
     child_depth = cfg.depth + 1
     child_cfg = cfg.for_child(model, node.child_limits(cfg.limits))
-    from rlm.core.session import new_run_id
-
     run_id = new_run_id()
     scope.emit(
         "subcall_started",
@@ -55,20 +66,7 @@ def run_child(
         gate.enter(node.token)
         slot = ChildSlot(gate)
         try:
-            child = type(parent)(
-                child_cfg,
-                parent._make_client,
-                parent._make_env,
-                parent.bus,
-                session_id=parent.session_id,
-                handler=handler,
-                parent_scope=scope,
-                parent_node=node,
-                logger=parent._child_logger_factory() if parent._child_logger_factory else None,
-                child_logger_factory=parent._child_logger_factory,
-                child_slot=slot,
-                run_id=run_id,
-            )
+            child = parent.child(child_cfg, scope, node, slot, run_id)
             return child.completion(prompt)
         finally:
             slot.close()

@@ -1,6 +1,9 @@
 """One turn in flight: performs the loop's effects and closes the turn exactly once.
 
-The sync and async drivers share this object; they differ only in how they wait.
+The sync and async drivers share this object; they differ only in how they wait. A
+``Turn`` is made of plain values (the handler, environment, budget node and event scope
+of the run, its state and loop configuration); the session that opened it hears of
+its end through ``on_close``, called once, before the turn's last event.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rlm.base.checkpoint import Checkpoint
 from rlm.base.errors import BudgetExhaustedError, CancellationError, RLMLimitError
 from rlm.base.events import RunScope
+from rlm.base.ports import SupportsSnapshot
 from rlm.base.types import RLMChatCompletion, UsageSummary
 from rlm.core.budget import BudgetNode, breach_error
 from rlm.core.lm_handler import LMHandler
@@ -32,12 +36,11 @@ from rlm.core.loop import (
 )
 from rlm.core.prompts import build_metadata_prompt, render_system_prompt
 from rlm.core.runtime import run_blocking
-from rlm.environments.base_env import BaseEnv, SupportsSnapshot
 
 if TYPE_CHECKING:
     from rlm.base.types import QueryMetadata
     from rlm.core.config import RLMConfig
-    from rlm.core.session import Session
+    from rlm.environments import BaseEnv
 
 # On cancellation, how long an async turn waits for its running cell to wind down (with
 # the tree cancelled its sub-calls fail fast), so children finish before the root does.
@@ -72,6 +75,32 @@ def opening_messages(
     return messages
 
 
+def first_state(
+    cfg: RLMConfig,
+    contexts: list[QueryMetadata],
+    root_prompt: str | None,
+    answers: int,
+    note: str | None,
+    checkpoint: Checkpoint | None,
+) -> TurnState:
+    """A turn's state before its first iteration: the opening messages of a fresh turn,
+    or what ``checkpoint`` saved of a stopped one (``note`` then follows it, once)."""
+    if checkpoint is None:
+        return TurnState(opening_messages(cfg, contexts, root_prompt, answers, note))
+    state = TurnState(
+        copy.deepcopy(checkpoint.messages),
+        consecutive_errors=checkpoint.consecutive_errors,
+        last_error=checkpoint.last_error,
+        best_partial=checkpoint.best_partial,
+        compactions=checkpoint.compactions,
+        completed=checkpoint.iteration,
+    )
+    if note:
+        state.messages.append({"role": "user", "content": note})
+        state.committed = len(state.messages)
+    return state
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
@@ -79,17 +108,23 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 @dataclass
 class Turn:
-    session: Session
     prompt: Any
     handler: LMHandler
     env: BaseEnv
-    index: int
+    index: int  # the context's index (``context_N``)
     node: BudgetNode
     scope: RunScope
     state: TurnState
     loop_cfg: LoopConfig
     started: float
-    detach: Callable[[], None] | None
+    # Called once when the turn ends: (turn, result or None, error or None).
+    on_close: Callable[[Turn, TurnResult | None, BaseException | None], None]
+    model: str | None = None  # the model the run's own calls name (None: the default)
+    root_model: str = "unknown"  # the model its result names
+    persistent: bool = False
+    session_id: str | None = None
+    logger: Any | None = None  # records the run; its trajectory is the result's metadata
+    detach: Callable[[], None] | None = None  # stops the logger's recording
     resumed: Checkpoint | None = None  # the stopped turn this one continues
     checkpoint: Checkpoint | None = None  # set when the turn ends without an answer
     abandoned: asyncio.Future[Any] | None = None  # a cell left running by a cancel
@@ -99,19 +134,16 @@ class Turn:
 
     # -- effects -----------------------------------------------------------------------
 
-    def _model(self) -> str | None:
-        return self.session.config.model_override
-
     def perform(self, effect: Effect) -> Any:
         if isinstance(effect, CallModel):
-            return self.handler.call(list(effect.messages), self._model(), 0, self.node)
+            return self.handler.call(list(effect.messages), self.model, 0, self.node)
         if isinstance(effect, RunCode):
             return self.env.execute_code(effect.code)
         return self._perform_local(effect)
 
     async def aperform(self, effect: Effect) -> Any:
         if isinstance(effect, CallModel):
-            return await self.handler.acall(list(effect.messages), self._model(), 0, self.node)
+            return await self.handler.acall(list(effect.messages), self.model, 0, self.node)
         if isinstance(effect, RunCode):  # cells block: keep them off the event loop
             cell = run_blocking(self.env.execute_code, effect.code)
             cell.add_done_callback(_retrieve)  # an abandoned cell's error is not "lost"
@@ -149,7 +181,7 @@ class Turn:
     def _checkpoint(self, error: BaseException) -> Checkpoint:
         """The turn at the end of its last completed iteration, with the REPL variables
         (a one-shot run's environment is cleaned up next; another RLM may resume it)."""
-        st, persistent = self.state, self.session.config.persistent
+        st, persistent = self.state, self.persistent
         snapshot: bytes | None = None
         unsaved: list[str] = []
         running = self.abandoned is not None and not self.abandoned.done()
@@ -166,7 +198,7 @@ class Turn:
             usage=self.usage,
             context_index=self.index if persistent else None,
             root_prompt=self.loop_cfg.root_prompt,
-            session_id=self.session.session_id,
+            session_id=self.session_id,
             error=f"{type(error).__name__}: {error}",
             snapshot=snapshot,
             unsaved=list(unsaved),
@@ -174,7 +206,7 @@ class Turn:
 
     def _close(self, result: TurnResult | None, error: BaseException | None) -> None:
         try:
-            self.session._end_turn(self, result, error)
+            self.on_close(self, result, error)
         finally:
             self.scope.emit(
                 "run_finished",
@@ -221,9 +253,9 @@ class Turn:
 
     def succeed(self, result: TurnResult) -> RLMChatCompletion:
         self._close(result, None)
-        logger = self.session.logger
+        logger = self.logger
         return RLMChatCompletion(
-            root_model=self.session.root_model_name(self.handler),
+            root_model=self.root_model,
             prompt=self.prompt,
             response=result.answer,
             usage_summary=self.node.usage,

@@ -9,12 +9,12 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 from unittest import mock
 
 import pytest
-from probe_lm import FAST, ProbeLM
+from probe_lm import ProbeLM
 
 import rlm.core.rlm
 from rlm import RLM
@@ -27,8 +27,8 @@ from rlm.base.errors import (
     RateLimitError,
 )
 from rlm.base.types import Prompt
-from rlm.clients.base_lm import LMResult, TrackedLM
-from rlm.clients.retry import RetryPolicy, call_with_retries
+from rlm.clients.base_lm import LMResult, ProviderLM, TrackedLM
+from rlm.clients.retry import HandedOver, RetryPolicy
 from rlm.clients.scripted import ScriptedLM
 from rlm.core.error_kinds import is_fatal, is_rate_limit
 from rlm.core.governor import Governor
@@ -282,27 +282,67 @@ def test_unlimited_window_still_backs_off_and_returns_to_unlimited() -> None:
 # -- retries -----------------------------------------------------------------------------
 
 
-class SelfRetryingLM(ProbeLM):
-    """A client that, like the provider clients, retries through rlm.clients.retry."""
+class RateLimitedProvider(ProviderLM):
+    """A provider client: it retries by itself under its ``retry_policy``, like every
+    ``ProviderLM``. Each request it sends is refused with a 429."""
 
-    def _complete(self, prompt: Prompt) -> LMResult:
-        return call_with_retries(lambda: super(SelfRetryingLM, self)._complete(prompt), FAST)
+    def __init__(self, policy: RetryPolicy) -> None:
+        super().__init__(model_name="limited")
+        self.retry_policy = policy
+        self.requests = 0
+
+    def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
+        return {"prompt": prompt, "model": model}
+
+    def _send(self, request: dict[str, Any]) -> Any:
+        self.requests += 1
+        raise RateLimitError("slow down", retry_after=0.0)
+
+    async def _asend(self, request: dict[str, Any]) -> Any:
+        return self._send(request)
+
+    def _translate_errors(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def _parse(self, response: Any, model: str) -> LMResult:
+        return LMResult(str(response), model)
 
 
 def test_client_and_governor_retries_do_not_multiply() -> None:
-    def always(n: int, prompt: Prompt) -> None:
-        raise RateLimitError("slow down", retry_after=0.0)
-
     policy = RetryPolicy(max_retries=2, base_delay=0.001, max_delay=0.002)
-    probe = SelfRetryingLM(latency=0.0, fail=always, retry_policy=policy)
-    handler = LMHandler(probe)
+    alone = RateLimitedProvider(policy)
+    with pytest.raises(RateLimitError):
+        alone.completion("p")
+    assert alone.requests == 3  # on its own, the client retries under its policy
+
+    governed = RateLimitedProvider(policy)
+    handler = LMHandler(governed)
     try:
         with pytest.raises(RateLimitError):
             handler.call("p")
+        with pytest.raises(RateLimitError):
+            asyncio.run(handler.acall("p"))
+        assert handler.governor.retries == 4  # the governor retried, under the same policy
     finally:
         handler.close()
-    assert probe.attempts == 3  # 1 + max_retries, not (1 + 2) * (1 + 20)
-    assert call_with_retries(lambda: 1, FAST) == 1  # outside a governed call: untouched
+    assert governed.requests == 6  # 1 + max_retries per call, not (1 + 2) * (1 + 2)
+    assert isinstance(governed.retry_policy, HandedOver)
+    assert governed.retry_policy.policy == policy
+
+
+def test_a_client_shared_by_two_sessions_keeps_its_policy() -> None:
+    policy = RetryPolicy(max_retries=1, base_delay=0.001, max_delay=0.002)
+    shared = RateLimitedProvider(policy)
+    first, second = LMHandler(shared), LMHandler(shared)
+    try:
+        for handler in (first, second):
+            with pytest.raises(RateLimitError):
+                handler.call("p")
+    finally:
+        first.close()
+        second.close()
+    assert shared.requests == 4  # twice 1 + max_retries: the second session retries too
+    assert first.governor.retries == second.governor.retries == 1
 
 
 def test_transient_errors_are_retried_with_backoff() -> None:

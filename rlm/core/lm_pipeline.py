@@ -1,0 +1,177 @@
+"""The call pipeline: every LM call of a session, sync or async, single or batched.
+
+A call is written once, as a flow (``rlm.core.lm_call.charged``: reserve, send, charge
+or release). The drivers here only differ in how they send: ``call`` through the
+governor's ``run`` in the calling thread, ``acall`` through ``arun`` on the running
+loop, and a batch (``rlm.core.lm_batch``) drives one flow per prompt on a fixed pool
+of workers. ``call_batched`` is ``acall_batched`` run on the session's event loop
+(``rlm.core.runtime``).
+
+Before a single call, ``pick`` chooses its client (``rlm.core.lm_router``); a client
+the budget would refuse is never made. Every call, with or without a budget node, runs
+through the session's ``Governor``: the tree-wide in-flight window, AIMD on rate
+limits, retries and the circuit breaker. Python code calling the pipeline is not
+restricted to the model policy; ``LMRoute`` and the socket check it for REPL code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from rlm.base.types import Prompt, RLMChatCompletion
+from rlm.core.lm_batch import check_batch_size, run_batch
+from rlm.core.lm_call import Flow, charged
+
+if TYPE_CHECKING:
+    from rlm.clients.base_lm import BaseLM, LMResult
+    from rlm.core.budget import BudgetNode
+    from rlm.core.governor import Governor
+    from rlm.core.lm_router import ModelRouter, Route
+    from rlm.core.runtime import AsyncRuntime
+
+# Upper bound on sub-LM calls in flight for one llm_query_batched. rlms hard-codes 16;
+# RLM(max_concurrent_llm_calls=...) sets it.
+DEFAULT_MAX_CONCURRENT_LLM_CALLS = 256
+
+
+def _returned(flow: Flow, result: LMResult) -> RLMChatCompletion:
+    try:
+        flow.send(result)
+    except StopIteration as stop:
+        completion: RLMChatCompletion = stop.value
+        return completion
+    raise RuntimeError("a call's flow yielded twice")
+
+
+async def acomplete(client: BaseLM, prompt: Prompt) -> LMResult:
+    """``client.acomplete``; a sync-only client still fans out, on threads."""
+    try:
+        return await client.acomplete(prompt)
+    except NotImplementedError:
+        return await asyncio.to_thread(client.complete, prompt)
+
+
+class CallPipeline:
+    """Makes a session's LM calls: ``router`` picks clients, ``governor`` runs them,
+    ``runtime`` is the loop that sync batches run on."""
+
+    def __init__(
+        self,
+        router: ModelRouter,
+        governor: Governor,
+        runtime: AsyncRuntime,
+        batch_max_concurrent: int,
+        max_batch_size: int,
+    ) -> None:
+        if batch_max_concurrent < 1:
+            raise ValueError("batch_max_concurrent must be >= 1")
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.router = router
+        self.governor = governor
+        self.runtime = runtime
+        self.batch_max_concurrent = batch_max_concurrent
+        self.max_batch_size = max_batch_size
+
+    def pick(self, model: str | None, depth: int, sink: BudgetNode | None) -> Route:
+        """The call's route. A client that would be made is first admitted by the
+        budget, so a refused call makes (and caches) nothing."""
+        if sink is not None and sink.guarded and self.router.makes(model):
+            _, refusal = sink.admit(1)
+            if refusal is not None:
+                raise refusal
+        return self.router.route(model, depth)
+
+    # -- the drivers -----------------------------------------------------------------
+
+    def drive(self, flow: Flow) -> RLMChatCompletion:
+        """Run one call's flow, sending in this thread."""
+        send = next(flow)
+        client = send.route.client
+        try:
+            result = self.governor.run(
+                client.complete, send.prompt, send.token, send.route.retry_policy, client
+            )
+        except BaseException:
+            flow.close()  # the flow releases its reservation
+            raise
+        return _returned(flow, result)
+
+    async def adrive(self, flow: Flow) -> RLMChatCompletion:
+        """Run one call's flow, sending on the running loop."""
+        send = next(flow)
+        client = send.route.client
+        try:
+            result = await self.governor.arun(
+                lambda prompt: acomplete(client, prompt),
+                send.prompt,
+                send.token,
+                send.route.retry_policy,
+                client,
+            )
+        except BaseException:
+            flow.close()
+            raise
+        return _returned(flow, result)
+
+    # -- calls -----------------------------------------------------------------------
+
+    def call(
+        self,
+        prompt: Prompt,
+        model: str | None = None,
+        depth: int = 0,
+        sink: BudgetNode | None = None,
+    ) -> RLMChatCompletion:
+        """One completion with its own usage. Raises what the client raises, and
+        ``BudgetExhaustedError``, ``CancellationError``, ``CircuitOpenError`` or (with
+        ``max_budget``, for a model of unknown price) ``UnpricedModelError``."""
+        return self.drive(charged(self.pick(model, depth, sink), prompt, sink))
+
+    async def acall(
+        self,
+        prompt: Prompt,
+        model: str | None = None,
+        depth: int = 0,
+        sink: BudgetNode | None = None,
+    ) -> RLMChatCompletion:
+        """Async form of ``call``; cancelling the awaiting task cancels the request."""
+        return await self.adrive(charged(self.pick(model, depth, sink), prompt, sink))
+
+    def check_batch_size(self, size: int) -> None:
+        """Raise ``BatchTooLargeError`` if ``size`` prompts exceed ``max_batch_size``."""
+        check_batch_size(size, self.max_batch_size)
+
+    async def acall_batched(
+        self,
+        prompts: list[Prompt],
+        model: str | None = None,
+        depth: int = 0,
+        sink: BudgetNode | None = None,
+    ) -> list[RLMChatCompletion]:
+        """All ``prompts`` concurrently (at most ``batch_max_concurrent`` of this batch,
+        and what the governor's window allows, in flight), in prompt order. A failed
+        prompt yields a completion whose ``error`` is set; so does each prompt beyond
+        the calls the budget has left (failed at once). An auth or quota error cancels
+        the rest of the batch: those prompts fail with the circuit breaker's error.
+        Raises ``BatchTooLargeError`` above ``max_batch_size`` prompts."""
+        return await run_batch(self, prompts, model, depth, sink)
+
+    def call_batched(
+        self,
+        prompts: list[Prompt],
+        model: str | None = None,
+        depth: int = 0,
+        sink: BudgetNode | None = None,
+    ) -> list[RLMChatCompletion]:
+        """Sync form of ``acall_batched``, run on the session's event loop. Cancelling
+        the sink's tree cancels the batch's in-flight calls at once."""
+        self.check_batch_size(len(prompts))
+        if not prompts:
+            return []
+        token = sink.token if sink is not None else None
+        return self.runtime.run(self.acall_batched(prompts, model, depth, sink), token)
+
+
+__all__ = ["DEFAULT_MAX_CONCURRENT_LLM_CALLS", "CallPipeline", "acomplete"]
