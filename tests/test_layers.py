@@ -35,6 +35,7 @@ FLOORS: dict[str, int] = {
     "server": 3,
     "mcp_server": 3,
     "viewer": 3,
+    "evals": 3,
     "": 4,  # rlm/__init__.py (the public names) and rlm/__main__.py
 }
 NEIGHBOURS_ALLOWED = {3}  # surfaces may use each other (no cycles, checked below)

@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from rlm.cli import chat, mcp_cmd, run, serve, sessions_cmd, view
+from rlm.cli import chat, eval_cmd, mcp_cmd, run, serve, sessions_cmd, view
 from rlm.cli.failures import EXIT_INTERRUPTED, EXIT_PIPE, EXIT_USAGE
 
 EPILOG = """examples:
@@ -31,7 +31,9 @@ EPILOG = """examples:
   rlm sessions list
   rlm serve --port 8000
   rlm mcp
-  rlm view logs/rlm_2025-01-01_12-00-00_ab12cd34.jsonl
+  rlm view logs/                    # the newest log in logs/
+  rlm eval --self-check             # the answer-quality kit checks itself
+  rlm batch questions.jsonl --backend openai --model gpt-5-mini
 
 Run 'rlm COMMAND --help' for a command's options and examples."""
 
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rlmx {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (run, chat, serve, mcp_cmd, view, sessions_cmd):
+    for command in (run, chat, serve, mcp_cmd, view, sessions_cmd, eval_cmd):
         command.add_parser(subparsers)
     return parser
 
