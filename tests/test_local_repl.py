@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
-from rlm.base.types import ModelUsageSummary, RLMChatCompletion, UsageSummary
+from rlm.base.types import EnvironmentType, ModelUsageSummary, RLMChatCompletion, UsageSummary
 from rlm.environments import (
     ENVIRONMENT_NAMES,
     RESERVED_TOOL_NAMES,
+    IsolatedEnv,
     LocalREPL,
+    NonIsolatedEnv,
+    environment_descriptions,
+    environment_is_isolated,
     environment_names,
     environment_supports_persistence,
     get_environment,
@@ -490,11 +495,36 @@ def test_registry() -> None:
         environment_supports_persistence("nope")
 
 
+def test_rlms_environment_type_lists_the_registry_names() -> None:
+    # rlm.base.types keeps rlms's Literal; the registry is the list everything else reads.
+    assert sorted(get_args(EnvironmentType)) == sorted(ENVIRONMENT_NAMES)
+
+
+def test_registry_describes_every_environment_and_its_isolation() -> None:
+    descriptions = environment_descriptions()
+    assert list(descriptions) == list(ENVIRONMENT_NAMES)
+    assert descriptions["sandbox"].startswith("a bubblewrap sandbox")
+    assert descriptions["local"].startswith("this process")
+    import rlm.environments as envs
+
+    for name, text in descriptions.items():
+        assert text.strip() and "\n" not in text, name
+        # The flag says what the class is (the module imports without optional SDKs).
+        entry = envs._REGISTRY[name]
+        cls = getattr(importlib.import_module(entry.module), entry.class_name)
+        isolated = environment_is_isolated(name)
+        assert issubclass(cls, IsolatedEnv if isolated else NonIsolatedEnv), name
+    assert not environment_is_isolated("local") and not environment_is_isolated("ipython")
+    assert environment_is_isolated("sandbox")
+    with pytest.raises(ValueError):
+        environment_is_isolated("nope")
+
+
 def test_missing_environment_module_is_not_implemented(monkeypatch: pytest.MonkeyPatch) -> None:
     import rlm.environments as envs
 
     registry = dict(envs._REGISTRY)
-    registry["ghost"] = envs._Entry("rlm.environments.ghost_repl:GhostREPL")
+    registry["ghost"] = envs._Entry("rlm.environments.ghost_repl:GhostREPL", "nowhere yet")
     monkeypatch.setattr(envs, "_REGISTRY", registry)
     with pytest.raises(NotImplementedError, match="Environment 'ghost' is not available"):
         get_environment("ghost", {})

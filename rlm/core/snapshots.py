@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rlm.environments.base_env import IsolatedEnv, SupportsSnapshot
-from rlm.environments.worker_state import (
+from rlm.environments.host.state import (
     ORIGIN_HOST,
     ORIGIN_ISOLATED,
     ORIGIN_LOCAL_PROCESS,
@@ -120,7 +120,7 @@ def env_origin(env: Any) -> str:
     engine = getattr(env, "_engine", None) or env  # IPythonREPL runs one of two engines
     if isinstance(env, IsolatedEnv) or isinstance(engine, IsolatedEnv):
         return ORIGIN_ISOLATED
-    from rlm.environments.worker_env import WorkerEnv  # a worker outside a sandbox
+    from rlm.environments.host.worker_env import WorkerEnv  # a worker outside a sandbox
 
     return ORIGIN_LOCAL_PROCESS if isinstance(engine, WorkerEnv) else ORIGIN_HOST
 

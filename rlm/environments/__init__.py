@@ -1,5 +1,16 @@
-"""Execution environments and the registry that builds them by name.
+"""Execution environments, and the registry: the one list of environment names.
 
+``_REGISTRY`` names every environment ``RLM(environment=...)``, the CLI's ``--env``
+and the engine accept, with its class, a one-line description of where it runs model
+code (the CLI's help and notices show it), and whether it keeps a namespace across
+completions and runs code isolated from the host. Everything else that lists
+environments derives from it (``rlm.base.types.EnvironmentType`` is rlms's spelling of
+the same names, checked against it by the tests).
+
+Layout: the public classes are the ``*_repl`` modules here, each a thin composition;
+``worker/`` runs inside a worker process (standard library only), ``transports/``
+place a worker (a process, a sandbox, a container, a kernel), ``host/`` drives one
+from this process, and ``inprocess/`` holds what runs model code in this process.
 Environments other than ``local`` are imported lazily, so their optional
 dependencies are only needed when one is actually requested.
 """
@@ -31,7 +42,9 @@ from rlm.environments.local_repl import LocalREPL
 @dataclass(frozen=True)
 class _Entry:
     target: str  # "module:Class"
+    description: str  # where it runs model code, in a few words
     persistent: bool = False  # implements SupportsPersistence
+    isolated: bool = False  # an IsolatedEnv: model code cannot reach the host process
 
     @property
     def module(self) -> str:
@@ -42,15 +55,40 @@ class _Entry:
         return self.target.partition(":")[2]
 
 
+_PROVIDER = "the provider's cloud sandbox"
 _REGISTRY: dict[str, _Entry] = {
-    "local": _Entry("rlm.environments.local_repl:LocalREPL", persistent=True),
-    "ipython": _Entry("rlm.environments.ipython_repl:IPythonREPL", persistent=True),
-    "docker": _Entry("rlm.environments.docker_repl:DockerREPL", persistent=True),
-    "modal": _Entry("rlm.environments.modal_repl:ModalREPL", persistent=True),
-    "e2b": _Entry("rlm.environments.e2b_repl:E2BREPL", persistent=True),
-    "daytona": _Entry("rlm.environments.daytona_repl:DaytonaREPL", persistent=True),
-    "prime": _Entry("rlm.environments.prime_repl:PrimeREPL", persistent=True),
-    "sandbox": _Entry("rlm.environments.sandbox_repl:SandboxREPL", persistent=True),
+    "local": _Entry(
+        "rlm.environments.local_repl:LocalREPL",
+        "this process, with its files, network and environment variables: no isolation",
+        persistent=True,
+    ),
+    "ipython": _Entry(
+        "rlm.environments.ipython_repl:IPythonREPL",
+        "a local Jupyter kernel, as you: not a security boundary",
+        persistent=True,
+    ),
+    "docker": _Entry(
+        "rlm.environments.docker_repl:DockerREPL",
+        "a docker container without network",
+        persistent=True,
+        isolated=True,
+    ),
+    "modal": _Entry(
+        "rlm.environments.modal_repl:ModalREPL", _PROVIDER, persistent=True, isolated=True
+    ),
+    "e2b": _Entry("rlm.environments.e2b_repl:E2BREPL", _PROVIDER, persistent=True, isolated=True),
+    "daytona": _Entry(
+        "rlm.environments.daytona_repl:DaytonaREPL", _PROVIDER, persistent=True, isolated=True
+    ),
+    "prime": _Entry(
+        "rlm.environments.prime_repl:PrimeREPL", _PROVIDER, persistent=True, isolated=True
+    ),
+    "sandbox": _Entry(
+        "rlm.environments.sandbox_repl:SandboxREPL",
+        "a bubblewrap sandbox: no network, read-only system, scrubbed environment",
+        persistent=True,
+        isolated=True,
+    ),
 }
 
 ENVIRONMENT_NAMES: tuple[str, ...] = tuple(_REGISTRY)
@@ -59,6 +97,17 @@ ENVIRONMENT_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 def environment_names() -> list[str]:
     """Every registered environment name (some may not be implemented yet)."""
     return list(ENVIRONMENT_NAMES)
+
+
+def environment_descriptions() -> dict[str, str]:
+    """``{name: where it runs model code}`` for every registered environment."""
+    return {name: entry.description for name, entry in _REGISTRY.items()}
+
+
+def environment_is_isolated(name: str) -> bool:
+    """Whether environment ``name`` runs model code isolated from the host process
+    (``local`` and ``ipython`` do not)."""
+    return _entry(name).isolated
 
 
 def _entry(name: str) -> _Entry:
@@ -114,6 +163,8 @@ __all__ = [
     "SupportsPersistence",
     "SupportsSnapshot",
     "ToolInfo",
+    "environment_descriptions",
+    "environment_is_isolated",
     "environment_names",
     "environment_supports_persistence",
     "extract_tool_value",

@@ -93,6 +93,17 @@ class BaseEnv(ABC):
         """Reset the ``answer`` dict at the start of a turn."""
         self.execute_code('answer = {"content": "", "ready": False}')
 
+    def _keep_tools(
+        self, custom_tools: dict[str, Any] | None, custom_sub_tools: dict[str, Any] | None
+    ) -> None:
+        """Check ``custom_tools`` and keep them (``SupportsCustomTools``); the tools of
+        child RLMs, ``custom_sub_tools``, default to the same."""
+        validate_custom_tools(custom_tools)
+        self.custom_tools: dict[str, Any] = dict(custom_tools or {})
+        self.custom_sub_tools = (
+            custom_sub_tools if custom_sub_tools is not None else self.custom_tools
+        )
+
     def cleanup(self) -> None:  # noqa: B027 - optional hook
         """Release the environment's resources. Safe to call more than once."""
 

@@ -2,15 +2,18 @@
 
 One class, rlms's keywords, two engines behind it (``kernel_mode``):
 
-* ``"subprocess"`` (the default): ``ipython_kernel.KernelREPL``, the rlmx worker inside a
-  real Jupyter kernel (ipykernel + jupyter_client), with hard per-cell timeouts (kernel
-  interrupt, then restart with the namespace restored from its snapshot);
-* ``"in_process"``: ``ipython_inprocess.InProcessShellREPL``, an IPython shell in this
-  process with its own user module, fast and **not isolated at all**.
+* ``"subprocess"`` (the default): ``rlm.environments.host.kernel_env.KernelREPL``, the
+  rlmx worker inside a real Jupyter kernel (ipykernel + jupyter_client), with hard
+  per-cell timeouts (kernel interrupt, then restart with the namespace restored from
+  its snapshot);
+* ``"in_process"``: ``rlm.environments.inprocess.ipython_shell.InProcessShellREPL``, an
+  IPython shell in this process with its own user module, fast and **not isolated at
+  all**.
 
 Both give the one rlmx REPL semantics (``context_N``/``history_N``, the ``answer`` dict,
 ``FINAL_VAR``, ``SHOW_VARS``, custom tools, ``llm_query`` & co. relayed to the host) and
-the same re-entry guard (``ipython_common``).
+the same re-entry guard (``rlm.environments.host.ipython_common``). The routing knobs
+(``lm_handler_address``, ``subcall_fn``...) are the engine's relay's.
 
 Needs ``pip install 'rlmx[ipython]'``; importing this module does not.
 """
@@ -22,24 +25,24 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from rlm.base.types import REPLResult
 from rlm.environments.base_env import DEFAULT_MAX_CONCURRENT_SUBCALLS, NonIsolatedEnv
-from rlm.environments.ipython_common import (
+from rlm.environments.host.ipython_common import (
     CellLimitClock,
     ReentryGuard,
     cell_limit,
     positive_timeout,
 )
-from rlm.environments.subcall_relay import SubcallFn
+from rlm.environments.host.subcall_relay import SubcallFn, SubcallRouting
 
 if TYPE_CHECKING:
-    from rlm.environments.ipython_inprocess import InProcessShellREPL
-    from rlm.environments.ipython_kernel import KernelREPL
+    from rlm.environments.host.kernel_env import KernelREPL
+    from rlm.environments.inprocess.ipython_shell import InProcessShellREPL
 
 KernelMode = Literal["in_process", "subprocess"]
 KERNEL_MODES = ("in_process", "subprocess")
 DEFAULT_STARTUP_TIMEOUT = 60.0
 
 
-class IPythonREPL(NonIsolatedEnv):
+class IPythonREPL(SubcallRouting, NonIsolatedEnv):
     """A persistent REPL whose cells may use IPython syntax (``%magic``, ``!cmd``).
 
     ``kernel_mode``:
@@ -56,7 +59,7 @@ class IPythonREPL(NonIsolatedEnv):
       process. **Not isolated at all**: a cell can read and change anything in the host
       process (its modules, memory, files, environment, signal handlers), reach this REPL
       and its LM connection, and crash or hang the host; its time limit is best effort
-      (see ``cell_deadline``). Each instance has its own user module (a unique name in
+      (see ``rlm.environments.inprocess.deadline``). Each instance has its own user module (a unique name in
       ``sys.modules``, removed on cleanup). Use it only for code you would run yourself.
 
     ``cell_timeout``: not given (or None), rlmx's policy: 120 s of the cell's own running
@@ -115,7 +118,6 @@ class IPythonREPL(NonIsolatedEnv):
         self._wall_clock = wall_clock
         self._clock = CellLimitClock(wall)
         self._cell_limit = limit
-        self._subcall_fn = subcall_fn
         self._options: dict[str, Any] = dict(
             kwargs,
             lm_handler_address=lm_handler_address,
@@ -140,18 +142,17 @@ class IPythonREPL(NonIsolatedEnv):
             self._setup_subprocess()
 
     def _setup_in_process(self) -> None:
-        from rlm.environments.ipython_inprocess import InProcessShellREPL
+        from rlm.environments.inprocess.ipython_shell import InProcessShellREPL
 
-        self._engine = InProcessShellREPL(
-            self._guard, self._clock, self._cell_limit, **self._options
-        )
+        engine = InProcessShellREPL(self._guard, self._clock, self._cell_limit, **self._options)
+        self._engine, self._relay = engine, engine._relay
 
     def _setup_subprocess(self) -> None:
-        from rlm.environments.ipython_kernel import KernelREPL
+        from rlm.environments.host.kernel_env import KernelREPL
 
         options = dict(self._options, start_timeout=self.startup_timeout)
         engine = KernelREPL(self._guard, self._clock, **options)
-        self._engine = engine
+        self._engine, self._relay = engine, engine._relay
         engine.set_cell_limit(self._cell_limit, self._clock.wall)
 
     @property
@@ -226,21 +227,6 @@ class IPythonREPL(NonIsolatedEnv):
     def append_compaction_entry(self, entry: list[dict[str, Any]] | dict[str, Any]) -> None:
         self._guard.check()
         self.engine.append_compaction_entry(entry)
-
-    def update_handler_address(self, address: tuple[str, int]) -> None:
-        self.engine.update_handler_address(address)
-
-    @property
-    def lm_handler_address(self) -> tuple[str, int] | None:
-        return self.engine.lm_handler_address
-
-    @lm_handler_address.setter
-    def lm_handler_address(self, address: tuple[str, int]) -> None:
-        self.engine.update_handler_address(address)
-
-    @property
-    def subcall_fn(self) -> SubcallFn | None:
-        return self._subcall_fn
 
     # -- SupportsSnapshot -----------------------------------------------------------------
 

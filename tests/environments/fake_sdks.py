@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from rlm.environments.process_transport import SAFE_ENV
+from rlm.environments.transports.process import SAFE_ENV
 
 _ids = itertools.count(1)
 

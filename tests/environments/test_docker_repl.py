@@ -11,8 +11,9 @@ from worker_env_support import FAST, env_of, fake_docker, needs_docker_engine
 
 from rlm.base.errors import EnvironmentError_
 from rlm.environments import environment_supports_persistence
-from rlm.environments.docker_repl import DockerREPL, DockerTransport
-from rlm.environments.worker.zipapp import BOOTSTRAP
+from rlm.environments.docker_repl import DockerREPL
+from rlm.environments.transports.docker import DockerTransport
+from rlm.environments.transports.zipapp import BOOTSTRAP
 
 
 def test_command_line() -> None:

@@ -198,6 +198,24 @@ def test_llm_query_over_the_handler_socket(kind: str) -> None:
         handler.close()
 
 
+def test_routing_set_on_the_environment_reaches_its_sub_calls(kind: str) -> None:
+    with env_of(kind) as env:
+        assert (env.lm_route, env.lm_handler_address, env.subcall_fn) == (None, None, None)
+        with scripted_route() as (route, node):
+            env.lm_route = route
+            env.subcall_fn = lambda prompt, model=None: completion(prompt, f"child:{prompt}")
+            result = env.execute_code("print(llm_query('x'), rlm_query('y'))")
+            assert result.stdout == "echo:x child:y\n"
+            assert [c.prompt for c in result.rlm_calls] == ["x", "y"]
+            assert node.usage.total_calls == 1  # the child is the subcall_fn's to charge
+        env.lm_route = env.subcall_fn = None
+        assert (
+            env.execute_code("print(llm_query('x'))").stdout == "Error: No LM handler configured\n"
+        )
+        env.update_handler_address(("127.0.0.1", 5555))
+        assert env.lm_handler_address == ("127.0.0.1", 5555)
+
+
 def test_without_a_handler(kind: str) -> None:
     with env_of(kind) as env:
         result = env.execute_code("print(llm_query('hi'))\nprint(rlm_query('q'))")

@@ -33,8 +33,9 @@ import pytest
 from worker_env_support import DOCKER_ENGINE_PROBLEM, make_env, needs_bwrap
 
 from rlm.base.types import REPLResult
-from rlm.environments.sandbox_repl import SandboxREPL, python_binds
-from rlm.environments.sandbox_user import HostUser, user_argv
+from rlm.environments.sandbox_repl import SandboxREPL
+from rlm.environments.transports.bwrap import python_binds
+from rlm.environments.transports.sandbox_user import HostUser, user_argv
 
 FAKE_SECRET = "sk-rlmx-FAKE-SECRET-0123456789"
 FAKE_KEY = "-----BEGIN FAKE RLMX PRIVATE KEY-----"

@@ -1,4 +1,4 @@
-"""The sandbox never runs as host root (``rlm.environments.sandbox_user``).
+"""The sandbox never runs as host root (``rlm.environments.transports.sandbox_user``).
 
 Regression: started by root, bubblewrap mapped the sandbox's uid 65534 to host uid 0,
 so model code could open ``/proc/sys/kernel/core_pattern`` and other sysctls for
@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from worker_env_support import needs_bwrap
 
-from rlm.environments import sandbox_user
-from rlm.environments.sandbox_repl import WORKER_PATH, BwrapTransport, SandboxREPL
-from rlm.environments.sandbox_user import HostUser, blocked_dir, cover_argv, host_user
+from rlm.environments.sandbox_repl import SandboxREPL
+from rlm.environments.transports import sandbox_user
+from rlm.environments.transports.bwrap import WORKER_PATH, BwrapTransport
+from rlm.environments.transports.sandbox_user import HostUser, blocked_dir, cover_argv, host_user
 
 LIMITS: dict[str, Any] = {
     "cell_timeout": 30,

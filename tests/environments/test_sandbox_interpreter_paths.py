@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from worker_env_support import needs_bwrap
 
-from rlm.environments.sandbox_limits import SandboxLimits
-from rlm.environments.sandbox_repl import BwrapTransport, python_binds
+from rlm.environments.transports.bwrap import BwrapTransport, python_binds
+from rlm.environments.transports.sandbox_limits import SandboxLimits
 
 ROOT = Path(__file__).resolve().parents[2]  # this rlmx checkout
 SECRET = "rlmx-interpreter-paths-secret"

@@ -17,16 +17,16 @@ from typing import Any
 
 import pytest
 
-from rlm.environments.process_transport import SubprocessTransport
+from rlm.environments.host.client import ChunkReader, WorkerClient, describe_status
+from rlm.environments.host.state import WorkerState
+from rlm.environments.host.tools import looks_like_source, split_tools
+from rlm.environments.transports.process import SubprocessTransport
+from rlm.environments.transports.zipapp import bootstrap_argv, build_zipapp
 from rlm.environments.worker.capture import CappedText
 from rlm.environments.worker.payloads import read_value, send_value
 from rlm.environments.worker.protocol import HEADER, Channel, ChannelClosed, ProtocolError
 from rlm.environments.worker.repl import WorkerRepl
 from rlm.environments.worker.snapshot import RECHECK_BYTES, Snapshotter
-from rlm.environments.worker.zipapp import bootstrap_argv, build_zipapp
-from rlm.environments.worker_client import ChunkReader, WorkerClient, describe_status
-from rlm.environments.worker_state import WorkerState
-from rlm.environments.worker_tools import looks_like_source, split_tools
 
 # -- frames and payloads ---------------------------------------------------------------------
 
@@ -132,7 +132,7 @@ def names(entries: Sequence[tuple[dict[str, Any], Any]]) -> dict[str, str]:
 def test_snapshot_deltas(repl: WorkerRepl) -> None:
     snaps = Snapshotter(repl, 1 << 20)
     repl.inputs.add_context("ctx")
-    repl.inputs.bind(repl.ns)
+    repl.inputs.bind(repl.globals)
     code = "import json\nsmall = [1]\nbig = list(range(100_000))\ndef f():\n    return small\ng = lambda: 1\n"
     assert repl.execute(code, 1)["stderr"] == ""
     entries, deleted, unsaved = snaps.collect()
@@ -305,8 +305,7 @@ def test_worker_package_imports_only_the_stdlib() -> None:
         "import sys\n"
         "import rlm.environments.worker.boot\n"
         "bad = [m for m in sys.modules if m.startswith('rlm') and not ("
-        "m.startswith('rlm.environments.worker') or m in "
-        "('rlm', 'rlm.environments', 'rlm.environments.namespace'))]\n"
+        "m.startswith('rlm.environments.worker') or m in ('rlm', 'rlm.environments'))]\n"
         "print(bad)"
     )
     app_dir = Path(

@@ -9,7 +9,7 @@ import pickle
 import pytest
 
 from rlm.environments import LocalREPL, SupportsSnapshot
-from rlm.environments.worker_state import WorkerState
+from rlm.environments.host.state import WorkerState
 
 CELL = """
 import json

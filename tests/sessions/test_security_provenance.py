@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from session_support import Program, durable_rlm, repl, submit
 
-from rlm.environments.worker_state import WorkerState
+from rlm.environments.host.state import WorkerState
 
 PROBE = """present = []
 for name in ['Planted', 'bomb', 'nums']:

@@ -1,15 +1,18 @@
-"""The rlmx worker runtime: the one REPL that runs out of process.
+"""What runs inside a worker process: the rlmx REPL runtime.
 
-It depends only on the standard library (Python >= 3.9), so it starts in any
-container. Run it as ``python -m rlm.environments.worker`` where rlmx is installed, or
-as a single zipapp file (``build_zipapp``) where it is not. The host side is
-``rlm.environments.worker_client``; the wire format is in ``protocol``.
+Job: serve one host over a byte channel (the host's side is ``rlm.environments.host``;
+where the process runs is a ``rlm.environments.transports`` matter). Everything here
+depends only on the standard library (Python >= 3.9), so it starts in any container:
+run it as ``python -m rlm.environments.worker`` where rlmx is installed, or from the
+zipapp that ``rlm.environments.transports.zipapp`` builds from this folder where it is
+not. Keep it stdlib-only and free of imports from the rest of ``rlm``.
 
-Modules: ``protocol`` (frames), ``payloads`` (values sent by the host), ``capture``
-(per-cell output with a cap), ``repl`` (the namespace), ``snapshot`` (deltas and
-restore), ``host`` (sub-calls to the host), ``server`` (request dispatch), ``boot``
-(process set-up) and ``zipapp`` (packaging, and the stdin bootstrap; host side only).
-
-This package must stay importable without the rest of ``rlm``: keep it stdlib-only
-and free of imports from ``rlm`` outside ``rlm.environments.namespace``.
+Modules: ``namespace`` (the mechanics of a REPL namespace: ``answer``, inputs, the user
+view, builtins, cell tracebacks), ``repl_core`` (the one REPL: scaffold functions and
+cells; ``LocalREPL`` runs it in the host process too), ``repl`` (that REPL in a worker),
+``snapshot`` (deltas and restore), ``capture`` (per-cell output with a cap),
+``protocol`` (frames), ``payloads`` (values sent by the host), ``host`` (sub-calls to
+the host), ``server`` (request dispatch), ``boot`` (process set-up) and
+``kernel_agent`` (the worker inside a Jupyter kernel, for IPythonREPL; it also uses
+the kernel's IPython).
 """

@@ -199,12 +199,12 @@ class Server:
 
     def op_add_context(self, message: dict[str, Any]) -> None:
         index = self.repl.inputs.add_context(message.get("value"), message.get("index"))
-        self.repl.inputs.bind(self.repl.ns)
+        self.repl.inputs.bind(self.repl.globals)
         self.reply(message, index=index)
 
     def op_add_history(self, message: dict[str, Any]) -> None:
         index = self.repl.inputs.add_history(message.get("value"), message.get("index"))
-        self.repl.inputs.bind(self.repl.ns)
+        self.repl.inputs.bind(self.repl.globals)
         self.reply(message, index=index)
 
     def op_append_compaction(self, message: dict[str, Any]) -> None:
@@ -218,7 +218,7 @@ class Server:
         self.reply(message, contexts=inputs.context_count, histories=inputs.history_count)
 
     def op_lookup(self, message: dict[str, Any]) -> None:
-        value = self.repl.lookup(str(message.get("name")))
+        value = self.repl.lookup_variable(str(message.get("name")))
         if value is not None and len(value) > _INLINE_CHARS:  # a big FINAL_VAR: streamed
             data = value.encode("utf-8", "surrogatepass")
             self.channel.send_chunks({"re": message.get("id"), "utf8": True}, [data])

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlm.environments.worker.payloads import PICKLE_PROTOCOL
-from rlm.environments.worker.repl import DefRecord, WorkerRepl
+from rlm.environments.worker.repl_core import DefRecord, ReplCore
 
 RECHECK_BYTES = 64 * 1024
 _SIZED = (list, dict, set, bytearray)
@@ -67,9 +67,9 @@ class _Saved:
 
 
 class Snapshotter:
-    """Computes snapshot deltas of one ``WorkerRepl`` and restores entries into it."""
+    """Computes snapshot deltas of one REPL (``ReplCore``) and restores entries into it."""
 
-    def __init__(self, repl: WorkerRepl, max_value_bytes: int) -> None:
+    def __init__(self, repl: ReplCore, max_value_bytes: int) -> None:
         self.repl = repl
         self.max_value_bytes = max_value_bytes
         self.extra_name = _extra_pickler_name()
@@ -99,7 +99,7 @@ class Snapshotter:
             managed.add("context")
         if inputs.compaction_history is not None or 0 in inputs.histories:
             managed.add("history")
-        return {n: v for n, v in self.repl.view.items() if n not in managed}
+        return {n: v for n, v in self.repl.locals.items() if n not in managed}
 
     def collect(self, full: bool = False) -> tuple[list[Entry], list[str], dict[str, str]]:
         """``(entries, deleted, unsaved)`` since the last call (everything if ``full``)."""
@@ -186,16 +186,16 @@ class Snapshotter:
                     value = loader.loads(body)  # type: ignore[union-attr]
                 else:
                     raise ValueError(f"cannot load entries of kind {kind!r} in this worker")
-                repl.ns[name] = value
+                repl.globals[name] = value
             except BaseException as exc:
                 failed[name] = f"{type(exc).__name__}: {exc}"[:200]
-                repl.ns.pop(name, None)
+                repl.globals.pop(name, None)
                 continue
             # What was just loaded is what the host holds: the next delta skips it.
             small = body is not None and len(body) <= RECHECK_BYTES
             digest = hash(bytes(body)) if small and body is not None else None
             self._saved[name] = _Saved(value, _fingerprint(value), digest, len(body or b""))
         for helper in defined - names:  # a def re-run only to restore an alias of it
-            repl.ns.pop(helper, None)
+            repl.globals.pop(helper, None)
         repl.restore_scaffold()
         return failed

@@ -1,19 +1,27 @@
-"""Host-side answers to a worker's ``llm_query``/``rlm_query`` requests.
+"""How ``llm_query``/``rlm_query`` reach the engine: one relay per environment.
 
-The outcome rules are LocalREPL's, so the model sees the same texts whichever
-environment it runs in: a failed single call reads ``Error: LM query failed - ...``, a
-failed batch item ``Error: <its error>``, a failed child ``Error: RLM query failed -
-...``, and ``rlm_query`` falls back to ``llm_query`` without a ``subcall_fn``. Calls go
-through the session's ``SubcallRoute`` (in-process: usage is charged to the route's sink),
-else through the handler socket at ``lm_handler_address``.
+``SubcallRelay`` turns a request (``op``, prompts, model) into outcomes, one per
+prompt, for LocalREPL's cells (in this process) and for a worker's (``WorkerSupervisor``
+relays them). The outcome rules are LocalREPL's, so the model sees the same texts
+whichever environment it runs in: a failed single call reads ``Error: LM query failed -
+...``, a failed batch item ``Error: <its error>``, a failed child ``Error: RLM query
+failed - ...``, and ``rlm_query`` falls back to ``llm_query`` without a ``subcall_fn``.
+Calls go through the session's ``SubcallRoute`` (in-process: usage is charged to the
+route's sink), else through the handler socket at ``lm_handler_address``.
+
+``SubcallRouting`` is the mixin every built-in environment uses to expose its relay
+under rlms's names (``lm_handler_address``, ``lm_handler_token``, ``lm_route``,
+``subcall_fn``, ``update_handler_address``): the routing knobs live here only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from rlm.base.types import Prompt, RLMChatCompletion
@@ -24,6 +32,8 @@ if TYPE_CHECKING:
 
 SubcallFn = Callable[[str, str | None], RLMChatCompletion]
 Outcome = RLMChatCompletion | str  # a completion, or the "Error: ..." text to show
+# Entered around every ``subcall_fn`` call (IPythonREPL marks the calling thread).
+SubcallScope = Callable[[], AbstractContextManager[object]]
 
 NO_HANDLER = "Error: No LM handler configured"
 NOT_RUN = "Error: RLM query failed - not run"
@@ -39,7 +49,7 @@ def outcome_text(outcome: Outcome) -> str:
 
 
 class SubcallRelay:
-    """Turns one worker request into outcomes (one per prompt)."""
+    """Turns one sub-call request into outcomes (one per prompt)."""
 
     def __init__(
         self,
@@ -49,6 +59,7 @@ class SubcallRelay:
         lm_handler_address: tuple[str, int] | None = None,
         lm_handler_token: str | None = None,
         subcall_fn: SubcallFn | None = None,
+        scope: SubcallScope | None = None,
     ) -> None:
         self.depth = depth
         self.max_concurrent_subcalls = max_concurrent_subcalls
@@ -56,6 +67,7 @@ class SubcallRelay:
         self.lm_handler_address = lm_handler_address
         self.lm_handler_token = lm_handler_token
         self.subcall_fn = subcall_fn
+        self._scope: SubcallScope = scope or contextlib.nullcontext
         # One bound per environment: concurrent batches (from several threads of a
         # cell, or of a worker) share it, rather than each getting its own.
         self._subcall_slots = threading.BoundedSemaphore(max(1, max_concurrent_subcalls))
@@ -78,13 +90,15 @@ class SubcallRelay:
 
     def _subcall_many(self, prompts: list[Any], model: str | None) -> list[Outcome]:
         """``rlm_query_batched``: a fixed pool of workers pulls the prompts in order (no
-        future per prompt, however long the list)."""
+        future per prompt, however long the list). Each worker runs in a copy of the
+        caller's context, so what a child prints lands in the calling cell's output."""
         outcomes: list[Outcome] = [NOT_RUN] * len(prompts)
         order = iter(range(len(prompts)))
         lock = threading.Lock()
+        stopped = threading.Event()
 
         def work() -> None:
-            while True:
+            while not stopped.is_set():
                 with lock:
                     i = next(order, None)
                 if i is None:
@@ -92,15 +106,20 @@ class SubcallRelay:
                 outcomes[i] = self._subcall(prompts[i], model)
 
         workers = max(1, min(self.max_concurrent_subcalls, len(prompts)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="rlm-subcall") as pool:
-            for future in [pool.submit(work) for _ in range(workers)]:
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="rlm-subcall")
+        try:
+            futures = [pool.submit(contextvars.copy_context().run, work) for _ in range(workers)]
+            for future in futures:
                 future.result()
+        finally:
+            stopped.set()  # an interrupted caller leaves the prompts not started unrun
+            pool.shutdown(wait=False, cancel_futures=True)
         return outcomes
 
     def _subcall(self, prompt: Any, model: str | None) -> Outcome:
         assert self.subcall_fn is not None
         try:
-            with self._subcall_slots:
+            with self._subcall_slots, self._scope():
                 return self.subcall_fn(str(prompt), model)
         except Exception as exc:
             return f"Error: RLM query failed - {exc}"
@@ -163,3 +182,73 @@ class SubcallRelay:
         if connection is not None:
             with contextlib.suppress(Exception):
                 connection.close()
+
+
+class SubcallRouting:
+    """The sub-call routing of an environment, kept in one ``SubcallRelay``.
+
+    Reading or setting ``lm_handler_address``, ``lm_route`` or ``subcall_fn`` on the
+    environment reads or sets its relay's (a new address opens a new connection on the
+    next call), and ``update_handler_address`` (``SupportsPersistence``) points it at
+    another handler. An environment calls ``_route_subcalls`` in its constructor, or
+    shares the relay of the engine it runs on (IPythonREPL).
+    """
+
+    _relay: SubcallRelay
+    depth: int  # BaseEnv's: the depth of the sub-calls' LM requests
+    max_concurrent_subcalls: int  # BaseEnv's: one bound for all of the relay's sub-calls
+
+    def _route_subcalls(
+        self,
+        lm_route: SubcallRoute | None,
+        lm_handler_address: tuple[str, int] | None,
+        lm_handler_token: str | None,
+        subcall_fn: SubcallFn | None,
+    ) -> SubcallRelay:
+        """Make this environment's relay (call after ``BaseEnv.__init__``)."""
+        self._relay = SubcallRelay(
+            self.depth,
+            self.max_concurrent_subcalls,
+            lm_route,
+            lm_handler_address,
+            lm_handler_token,
+            subcall_fn,
+            self._subcall_scope(),
+        )
+        return self._relay
+
+    def _subcall_scope(self) -> SubcallScope | None:
+        """Entered around each ``subcall_fn`` call (None: nothing to enter)."""
+        return None
+
+    @property
+    def lm_handler_address(self) -> tuple[str, int] | None:
+        return self._relay.lm_handler_address
+
+    @lm_handler_address.setter
+    def lm_handler_address(self, address: tuple[str, int] | None) -> None:
+        self._relay.lm_handler_address = address
+
+    @property
+    def lm_handler_token(self) -> str | None:
+        return self._relay.lm_handler_token
+
+    @property
+    def lm_route(self) -> SubcallRoute | None:
+        return self._relay.lm_route
+
+    @lm_route.setter
+    def lm_route(self, route: SubcallRoute | None) -> None:
+        self._relay.lm_route = route
+
+    @property
+    def subcall_fn(self) -> SubcallFn | None:
+        return self._relay.subcall_fn
+
+    @subcall_fn.setter
+    def subcall_fn(self, fn: SubcallFn | None) -> None:
+        self._relay.subcall_fn = fn
+
+    def update_handler_address(self, address: tuple[str, int]) -> None:
+        """Send ``llm_query`` & co. to the LM handler listening on ``address``."""
+        self.lm_handler_address = address

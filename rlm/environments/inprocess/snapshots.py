@@ -1,11 +1,10 @@
 """``SupportsSnapshot`` for LocalREPL, on the worker's snapshot code (one implementation).
 
-LocalREPL's namespace is a plain dict, not a worker's ``__main__`` module, so
-``LocalNamespace`` presents it to ``Snapshotter`` the way ``WorkerRepl`` presents the
-worker's: the user view, the versioned inputs (never saved: their owner adds them
-again), the ``def``/``class`` sources recorded after each cell, and the scaffold to put
-back after a restore. What can and cannot be saved is therefore exactly the worker's
-policy (see ``rlm.environments.worker.snapshot``).
+LocalREPL is a ``ReplCore`` like the worker's REPL, so ``Snapshotter`` reads it as it
+reads a worker's: the user view, the versioned inputs (never saved: their owner adds
+them again), the ``def``/``class`` sources recorded after each cell, and the scaffold to
+put back after a restore. What can and cannot be saved is therefore exactly the
+worker's policy (see ``rlm.environments.worker.snapshot``).
 
 Two forms:
 
@@ -27,13 +26,12 @@ environment's class bodies and unpickle its values here. Its inputs are still bo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
-from rlm.environments.namespace import Inputs
-from rlm.environments.worker.repl import WorkerRepl
+from rlm.environments.host.state import ORIGIN_HOST, WorkerState, refusal
+from rlm.environments.worker.repl_core import ReplCore
 from rlm.environments.worker.snapshot import Entry, Snapshotter
-from rlm.environments.worker_state import ORIGIN_HOST, WorkerState, refusal
 
 DEFAULT_MAX_VALUE_BYTES = 1 << 30  # per variable, as the worker environments
 
@@ -41,50 +39,10 @@ DEFAULT_MAX_VALUE_BYTES = 1 << 30  # per variable, as the worker environments
 Delta = tuple[list[dict[str, Any]], dict[str, bytes], dict[str, str]]
 
 
-class LocalNamespace(WorkerRepl):
-    """LocalREPL's namespace seen as a ``WorkerRepl``. It borrows WorkerRepl's def
-    recording and source restore, and never runs its ``__init__`` (which would take over
-    the host's ``sys.modules['__main__']``)."""
-
-    def __init__(  # a view of LocalREPL's state, not a REPL of its own
-        self,
-        ns: dict[str, Any],
-        view: MutableMapping[str, Any],
-        inputs: Inputs,
-        sources: dict[str, str],
-        rebind: Callable[[], None],
-    ) -> None:
-        self.ns = ns
-        self.view = view  # type: ignore[assignment]
-        self.inputs = inputs
-        self.sources = sources
-        self.defs = {}
-        self._rebind = rebind
-
-    def restore_scaffold(self) -> None:
-        self._rebind()
-
-    @property
-    def last_cell(self) -> int:
-        """The highest cell number a recorded or restored source belongs to (a restored
-        REPL numbers its next cells after it, so tracebacks keep the right lines)."""
-        numbers = [r.cell for r in self.defs.values()]
-        return max(numbers, default=0)
-
-    def record_defs(self, code: str, cell: int) -> None:
-        """Remember the source of the cell's top-level ``def``/``class`` statements."""
-        try:
-            self._record_defs(code, cell)
-        except Exception:  # e.g. ValueError for NUL bytes: the cell failed to compile anyway
-            return
-
-
 class LocalSnapshots:
-    """Snapshots of one LocalREPL namespace. Callers hold the REPL's lock."""
+    """Snapshots of one in-process REPL (LocalREPL). Callers hold the REPL's lock."""
 
-    def __init__(
-        self, namespace: LocalNamespace, max_value_bytes: int, trusted: bool = False
-    ) -> None:
+    def __init__(self, namespace: ReplCore, max_value_bytes: int, trusted: bool = False) -> None:
         self.namespace = namespace
         self.max_value_bytes = max_value_bytes
         self.trusted = trusted  # load blobs whatever environment wrote them
@@ -164,7 +122,7 @@ class LocalSnapshots:
         return sorted(failed)
 
     def _restore_entries(self, entries: list[Entry]) -> dict[str, str]:
-        view = self.namespace.view
+        view = self.namespace.locals
         for name in list(view):  # replace, as a worker restore does on a fresh worker
             del view[name]
         self.namespace.defs.clear()

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from rlm.environments.worker_client import Transport
+from rlm.environments.transports.base import Transport
 
 # Builtin types the engine lists as "REPL variables": kept as their preview string.
 _LISTED = frozenset({"str", "list", "dict", "tuple", "set"})

@@ -100,9 +100,9 @@ def ensure_installed() -> None:
     (pytest's capsys, a host app) may have replaced them since: wrap what is current."""
     with _install_lock:
         if not isinstance(sys.stdout, StreamProxy):
-            sys.stdout = StreamProxy(sys.stdout, 0)  # type: ignore[assignment]
+            sys.stdout = StreamProxy(sys.stdout, 0)
         if not isinstance(sys.stderr, StreamProxy):
-            sys.stderr = StreamProxy(sys.stderr, 1)  # type: ignore[assignment]
+            sys.stderr = StreamProxy(sys.stderr, 1)
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """Mechanics of a REPL namespace: the ``answer`` dict, the user-variable view, builtins,
 ``SHOW_VARS``/``FINAL_VAR`` helpers and cell tracebacks.
 
-Standard library only and Python 3.9 compatible, on purpose: the out-of-process worker
-(``rlm.environments.worker``) imports this module without the rest of ``rlm``.
+The REPL core (``repl_core``) is built on these, in the worker and in LocalREPL alike.
+Standard library only and Python 3.9 compatible, on purpose: the worker imports this
+module without the rest of ``rlm``.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class AnswerDict(dict[str, Any]):
         if key == "ready":
             self._notify()
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         changes = dict(*args, **kwargs)
         super().update(changes)
         if "ready" in changes:

@@ -1,11 +1,11 @@
 """The transport of IPythonREPL: one Jupyter kernel serving the worker protocol.
 
 ``KernelTransport`` starts a kernel with ``jupyter_client.KernelManager`` (in a
-private working directory, with a scrubbed environment) and runs ``ipython_agent``
-in it, which connects back over a Unix socket in a private directory and proves
-itself with a one-time token; that socket is the worker's channel. Killing the
-worker kills the kernel's process group. ``run_next_cell`` and ``interrupt`` are the
-kernel's own means, used by ``ipython_repl.KernelSupervisor``.
+private working directory, with a scrubbed environment) and runs the worker's
+``kernel_agent`` in it, which connects back over a Unix socket in a private directory
+and proves itself with a one-time token; that socket is the worker's channel. Killing
+the worker kills the kernel's process group. ``run_next_cell`` and ``interrupt`` are
+the kernel's own means, used by ``rlm.environments.host.kernel_env.KernelSupervisor``.
 """
 
 from __future__ import annotations
@@ -25,18 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from rlm.base.errors import MissingExtraError, WorkerCrashedError, WorkerTimeoutError
-from rlm.environments.process_transport import SAFE_ENV, StderrTail
-from rlm.environments.worker.zipapp import default_zipapp
-from rlm.environments.worker_client import Transport, WorkerPipes
+from rlm.environments.transports.base import Transport, WorkerPipes
+from rlm.environments.transports.process import SAFE_ENV, StderrTail
+from rlm.environments.transports.zipapp import default_zipapp
+from rlm.environments.worker import kernel_agent
 
-_AGENT = Path(__file__).with_name("ipython_agent.py").read_text("utf-8")
+_AGENT = Path(kernel_agent.__file__).read_text("utf-8")
 _TOKEN_BYTES = 16
 
 
 def _kernel_manager_class() -> Any:
     try:
         import ipykernel  # noqa: F401  (the kernel the manager starts)
-        from jupyter_client import KernelManager
+        import jupyter_client  # noqa: F401  (the package: a missing install fails here)
+        from jupyter_client.manager import KernelManager
     except ImportError:
         raise MissingExtraError("The ipython environment", "ipython", "ipykernel") from None
     return KernelManager

@@ -31,30 +31,25 @@ from rlm.environments.base_env import (
     DEFAULT_MAX_CONCURRENT_SUBCALLS,
     BaseEnv,
     IsolatedEnv,
-    validate_custom_tools,
 )
-from rlm.environments.subcall_relay import SubcallFn, SubcallRelay
-from rlm.environments.worker_client import (
-    DEFAULT_MAX_FRAME_MB,
-    NO_VALUE,
-    Transport,
-    WorkerRequestError,
-)
-from rlm.environments.worker_recovery import WorkerValue, to_locals
-from rlm.environments.worker_state import (
+from rlm.environments.host.client import DEFAULT_MAX_FRAME_MB, NO_VALUE, WorkerRequestError
+from rlm.environments.host.recovery import WorkerValue, to_locals
+from rlm.environments.host.state import (
     ORIGIN_ISOLATED,
     ORIGIN_LOCAL_PROCESS,
     WorkerState,
     host_copy,
 )
-from rlm.environments.worker_supervisor import (
+from rlm.environments.host.subcall_relay import SubcallFn, SubcallRouting
+from rlm.environments.host.supervisor import (
     DEFAULT_MAX_PENDING_SUBCALLS,
     Limits,
     Reply,
     Timeouts,
     WorkerSupervisor,
 )
-from rlm.environments.worker_tools import split_tools
+from rlm.environments.host.tools import split_tools
+from rlm.environments.transports.base import Transport
 
 if TYPE_CHECKING:
     from rlm.base.ports import SubcallRoute
@@ -70,7 +65,7 @@ DEFAULT_SNAPSHOT_LIMIT_MB = 1024
 __all__ = ["DEFAULT_CELL_TIMEOUT", "MAX_CELL_TIMEOUT", "WorkerEnv", "WorkerValue"]
 
 
-class WorkerEnv(BaseEnv):
+class WorkerEnv(SubcallRouting, BaseEnv):
     """A REPL served by a worker process that ``transport`` places and controls.
 
     Keyword arguments besides BaseEnv's and LocalREPL's: ``cell_timeout`` (120 s,
@@ -122,28 +117,14 @@ class WorkerEnv(BaseEnv):
         )
         self.transport = transport
         self._close_transport = weakref.finalize(self, transport.close)  # if never cleaned up
-        validate_custom_tools(custom_tools)
-        self.lm_handler_address = lm_handler_address
-        self.lm_route = lm_route
-        self.subcall_fn = subcall_fn
+        self._keep_tools(custom_tools, custom_sub_tools)
+        relay = self._route_subcalls(lm_route, lm_handler_address, lm_handler_token, subcall_fn)
         self.compaction = compaction
-        self.custom_tools: dict[str, Any] = dict(custom_tools or {})
-        self.custom_sub_tools = (
-            custom_sub_tools if custom_sub_tools is not None else self.custom_tools
-        )
         self.cell_timeout = min(float(cell_timeout), MAX_CELL_TIMEOUT)
         self.output_limit = max(1000, min(int(output_limit), MAX_OUTPUT_LIMIT))
         self.snapshots = snapshots
         self.state = WorkerState(compaction, int(snapshot_limit_mb * 2**20))
         values, sources = split_tools(self.custom_tools)
-        relay = SubcallRelay(
-            depth,
-            max_concurrent_subcalls,
-            lm_route,
-            lm_handler_address,
-            lm_handler_token,
-            subcall_fn,
-        )
         timeouts = Timeouts(
             self.cell_timeout,
             interrupt_grace,
@@ -265,10 +246,6 @@ class WorkerEnv(BaseEnv):
             with self._lock:
                 history.append(host_copy(entry))
                 self._control("append_compaction", history[-1])
-
-    def update_handler_address(self, address: tuple[str, int]) -> None:
-        self.lm_handler_address = address
-        self.supervisor.relay.lm_handler_address = address
 
     # -- variables -----------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
-from rlm.environments.worker_recovery import CellClock
+from rlm.environments.host.recovery import CellClock
 
 _FLOOR = 0.02  # the watchdog never polls faster than this (a paused clock)
 

@@ -22,8 +22,8 @@ import threading
 from collections.abc import Sequence
 from typing import IO
 
-from rlm.environments.worker.zipapp import default_zipapp
-from rlm.environments.worker_client import Transport, WorkerPipes
+from rlm.environments.transports.base import Transport, WorkerPipes
+from rlm.environments.transports.zipapp import default_zipapp
 
 # What the worker inherits from the host's environment: nothing secret.
 SAFE_ENV = {

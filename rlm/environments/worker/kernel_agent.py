@@ -1,6 +1,6 @@
 """The rlmx agent inside an IPythonREPL's Jupyter kernel (and two helpers the host shares).
 
-``IPythonREPL`` sends this file's source to a fresh kernel, with the worker zipapp's
+``KernelTransport`` sends this file's source to a fresh kernel, with the worker zipapp's
 path: the agent puts the zipapp first on ``sys.path`` and serves the same worker
 ``Server`` as every other environment (the namespace, snapshots, sub-call bridge),
 over a Unix socket back to the host instead of stdin/stdout. Only where code runs
@@ -14,8 +14,9 @@ differs:
   is passed through the shell's ``transform_cell`` first.
 
 Standard library and IPython only, Python 3.9 compatible. ``ipython_syntax`` and
-``plain_display`` are also what the in-process mode (``ipython_inprocess``) uses, the
-one module of the host that imports this file.
+``plain_display`` are also what the in-process mode
+(``rlm.environments.inprocess.ipython_shell``) uses, the one module of the host that
+imports this file.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def start(zipapp: str, address: str, token: str, argv: list[str]) -> KernelAgent
     shell = get_ipython()
     args = parse_args(argv)
 
-    class KernelServer(server_module.Server):  # type: ignore[misc, name-defined]
+    class KernelServer(server_module.Server):
         def op_exec(self, message: dict[str, Any]) -> None:
             message["code"] = ipython_syntax(str(message.get("code", "")), shell)
             super().op_exec(message)

@@ -36,15 +36,11 @@ from typing import Any
 
 from rlm.base.errors import EnvironmentError_, WorkerCrashedError, WorkerTimeoutError
 from rlm.base.types import RLMChatCompletion
-from rlm.environments.subcall_relay import OPS, SubcallRelay, outcome_text
-from rlm.environments.worker_client import (
-    DEFAULT_MAX_FRAME_MB,
-    NO_VALUE,
-    Transport,
-    WorkerClient,
-)
-from rlm.environments.worker_recovery import CellClock, format_lost
-from rlm.environments.worker_state import WorkerState
+from rlm.environments.host.client import DEFAULT_MAX_FRAME_MB, NO_VALUE, WorkerClient
+from rlm.environments.host.recovery import CellClock, format_lost
+from rlm.environments.host.state import WorkerState
+from rlm.environments.host.subcall_relay import OPS, SubcallRelay, outcome_text
+from rlm.environments.transports.base import Transport
 
 Reply = dict[str, Any]
 DEFAULT_MAX_PENDING_SUBCALLS = 32  # a worker's sub-call requests being answered at once

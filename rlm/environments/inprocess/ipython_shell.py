@@ -16,7 +16,7 @@ What building a shell changes process-wide (``sys.ps1``..``ps3``, ``builtins.dis
 and ``__IPYTHON__``) is put back; ``!cmd`` runs in the REPL's directory, and ``%cd``
 (which would move the host's working directory) is refused.
 
-Cells have a best-effort time limit (``cell_deadline``). This mode is **not isolated at
+Cells have a best-effort time limit (``rlm.environments.inprocess.deadline``). This mode is **not isolated at
 all**: cells share the host's memory, modules, files, signals and threads.
 """
 
@@ -29,7 +29,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -37,19 +36,12 @@ from types import MappingProxyType, ModuleType
 from typing import Any
 
 from rlm.base.errors import MissingExtraError
-from rlm.base.types import Prompt, REPLResult
-from rlm.environments.cell_deadline import CellDeadline, CellTimeout
-from rlm.environments.ipython_agent import ipython_syntax, plain_display
-from rlm.environments.ipython_common import CellLimitClock, ReentryGuard
+from rlm.base.types import REPLResult
+from rlm.environments.host.ipython_common import CellLimitClock, ReentryGuard
+from rlm.environments.host.subcall_relay import SubcallScope
+from rlm.environments.inprocess.deadline import CellDeadline, CellTimeout
 from rlm.environments.local_repl import LocalREPL
-from rlm.environments.namespace import (
-    CellRecord,
-    UserView,
-    cell_filename,
-    format_cell_error,
-)
-from rlm.environments.output_capture import capture
-from rlm.environments.subcall_relay import Outcome, SubcallFn, outcome_text
+from rlm.environments.worker.kernel_agent import ipython_syntax, plain_display
 
 _MODULE_KEYS = frozenset({"__name__", "__doc__", "__package__", "__loader__", "__spec__"})
 _SHELL_LOCK = threading.Lock()  # building a shell touches process-wide state
@@ -89,7 +81,10 @@ def new_shell(module: ModuleType, ipython_dir: str) -> Any:
     config = Config()
     config.HistoryAccessor.enabled = False  # no SQLite history file per instance
     with _SHELL_LOCK, _process_state_kept():
-        return InteractiveShell(config=config, user_module=module, ipython_dir=ipython_dir)
+        shell = InteractiveShell(  # type: ignore[no-untyped-call]
+            config=config, user_module=module, ipython_dir=ipython_dir
+        )
+        return shell
 
 
 def _run_commands_in(shell: Any, cwd: str) -> None:
@@ -133,16 +128,15 @@ def _no_chdir(line: str = "") -> None:
 class InProcessShellREPL(LocalREPL):
     """The ``in_process`` engine of IPythonREPL (see the module docstring).
 
-    ``guard`` refuses re-entry (its ``subcall_fn`` runs tracked), ``clock`` measures
-    cells against ``cell_limit`` seconds (None: no limit); the other keyword arguments
-    are LocalREPL's."""
+    ``guard`` refuses re-entry (its ``subcall_fn`` runs inside ``guard.subcall``),
+    ``clock`` measures cells against ``cell_limit`` seconds (None: no limit); the other
+    keyword arguments are LocalREPL's."""
 
     def __init__(
         self,
         guard: ReentryGuard,
         clock: CellLimitClock,
         cell_limit: float | None,
-        subcall_fn: SubcallFn | None = None,
         **kwargs: Any,
     ) -> None:
         self._guard = guard
@@ -150,12 +144,16 @@ class InProcessShellREPL(LocalREPL):
         self.cell_limit = cell_limit
         self.shell: Any = None
         self.user_module: ModuleType | None = None
+        self._own_timeout: type[CellTimeout] | None = None  # the running cell's deadline
         try:
-            super().__init__(subcall_fn=guard.tracked(subcall_fn), **kwargs)
+            super().__init__(**kwargs)
         except BaseException:
             with contextlib.suppress(Exception):  # the original error is the one to see
                 self.cleanup()
             raise
+
+    def _subcall_scope(self) -> SubcallScope:
+        return self._guard.subcall
 
     def setup(self) -> None:
         """LocalREPL's namespace, moved into a fresh user module with its shell."""
@@ -171,56 +169,43 @@ class InProcessShellREPL(LocalREPL):
         user_ns.update((k, v) for k, v in namespace.items() if k != "__name__")
         _run_commands_in(shell, self.temp_dir)
         # IPython syntax compiles to get_ipython() calls; display() prints as a kernel's.
-        self._builtins.update(get_ipython=shell.get_ipython, display=plain_display(shell))
-        self._scaffold["input"] = self._builtins["input"]  # a rebound input() is undone
+        self.builtins.update(get_ipython=shell.get_ipython, display=plain_display(shell))
         self.globals = user_ns
-        self.locals = UserView(user_ns, frozenset(self._scaffold))
-        self._restore()
+        # A rebound input() is undone like the scaffold.
+        self.set_functions({**self.scaffold, "input": self.builtins["input"]})
 
-    # -- cells -------------------------------------------------------------------------
+    # -- cells (LocalREPL's, with IPython syntax and a deadline) ------------------------
 
     def execute_code(self, code: str) -> REPLResult:
-        started = time.perf_counter()
-        with self._guard.cell(), self._lock:
-            if self._closed or self.shell is None:
-                raise RuntimeError("IPythonREPL has been cleaned up")
-            self._cell_count += 1
-            number = self._cell_count
-            filename = cell_filename(number)
-            self._sources[filename] = code
-            cell, outer = CellRecord(), self._cell
-            self._cell = cell
-            deadline = self._deadline(number)
-            try:
-                with capture() as (out, err):
-                    try:
-                        with deadline or nullcontext():
-                            source = ipython_syntax(code, self.shell)
-                            self._sources[filename] = source  # what tracebacks show
-                            exec(compile(source, filename, "exec"), self.globals)
-                    except KeyboardInterrupt:
-                        raise  # the engine turns it into a CancellationError
-                    except BaseException as exc:  # SystemExit too: it ends only the cell
-                        if isinstance(exc, CellTimeout) and not (
-                            deadline and isinstance(exc, deadline.timeout)
-                        ):
-                            raise  # the deadline of a cell that is running this one
-                        if err.tell() and not err.getvalue().endswith("\n"):
-                            err.write("\n")
-                        err.write(self._describe(exc, number))
-                    finally:
-                        self._restore()
-                        self._snapshots.namespace.record_defs(self._sources[filename], number)
-            finally:
-                self._cell = outer
-            return REPLResult(
-                stdout=out.getvalue(),
-                stderr=err.getvalue(),
-                locals=self.locals.copy(),
-                execution_time=time.perf_counter() - started,
-                rlm_calls=list(cell.calls),
-                final_answer=cell.final_answer,
+        with self._guard.cell():
+            return super().execute_code(code)
+
+    def _check_open(self) -> None:
+        if self._closed or self.shell is None:
+            raise RuntimeError("IPythonREPL has been cleaned up")
+
+    def _exec(self, code: str, filename: str) -> None:
+        deadline = self._deadline(self._cell_count)
+        self._own_timeout = deadline.timeout if deadline is not None else None
+        with deadline or nullcontext():
+            source = ipython_syntax(code, self.shell)
+            self.sources[filename] = source  # what tracebacks show
+            exec(compile(source, filename, "exec"), self.globals)
+
+    def _ends_cell(self, exc: BaseException) -> bool:
+        if isinstance(exc, CellTimeout):
+            # Only this cell's own deadline; another is that of a cell running this one.
+            return self._own_timeout is not None and isinstance(exc, self._own_timeout)
+        return super()._ends_cell(exc)
+
+    def _describe_error(self, exc: BaseException) -> str:
+        if isinstance(exc, CellTimeout):
+            return (
+                f"TimeoutError: cell {self._cell_count} ran longer than the "
+                f"{self.cell_limit:g} s cell_timeout and was interrupted; the namespace is "
+                "intact.\n"
             )
+        return super()._describe_error(exc)
 
     def set_cell_limit(self, seconds: float | None, wall: bool) -> None:
         """Limit the next cells to ``seconds`` (None: no limit), of wall-clock time if
@@ -237,43 +222,15 @@ class InProcessShellREPL(LocalREPL):
             return None
         return CellDeadline(self.cell_limit, self.clock, number)
 
-    def _describe(self, exc: BaseException, number: int) -> str:
-        if isinstance(exc, CellTimeout):
-            return (
-                f"TimeoutError: cell {number} ran longer than the {self.cell_limit:g} s "
-                "cell_timeout and was interrupted; the namespace is intact.\n"
-            )
-        return format_cell_error(exc, self._sources)
-
     # -- sub-calls: the time a cell waits for them is not its own --------------------------
 
-    @staticmethod
-    def _deliver(cell: CellRecord, outcomes: list[Outcome]) -> list[str]:
-        # An outcome is a completion or an error text: tell them apart by the text, not
-        # by the completion class (which a re-import of rlm.base.types would replace).
-        cell.record([o for o in outcomes if not isinstance(o, str)])
-        return [outcome_text(o) for o in outcomes]
-
-    @contextmanager
-    def _waiting(self) -> Iterator[None]:
+    def _ask(self, op: str, prompts: list[Any], model: str | None) -> list[str]:
         number = self._cell_count
         self.clock.enter(number)
         try:
-            yield
+            return super()._ask(op, prompts, model)
         finally:
             self.clock.leave(number)
-
-    def _subcall(self, prompt: str, model: str | None) -> Outcome:
-        with self._waiting():
-            return super()._subcall(prompt, model)
-
-    def _complete(self, prompt: Prompt, model: str | None) -> Outcome:
-        with self._waiting():
-            return super()._complete(prompt, model)
-
-    def _complete_many(self, prompts: list[Prompt], model: str | None) -> list[Outcome]:
-        with self._waiting():
-            return super()._complete_many(prompts, model)
 
     # -- lifecycle ---------------------------------------------------------------------
 

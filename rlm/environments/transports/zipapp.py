@@ -1,8 +1,8 @@
 """Package the worker as one zipapp file, for machines where rlmx is not installed.
 
-The archive holds the worker package, ``rlm.environments.namespace`` and empty
-``rlm``/``rlm.environments`` package stubs, so the worker's imports work unchanged
-without importing the engine. Run it with ``python -I worker.pyz [options]``.
+The archive holds the worker package (``rlm.environments.worker``, every module of it)
+and empty ``rlm``/``rlm.environments`` package stubs, so the worker's imports work
+unchanged without importing the engine. Run it with ``python -I worker.pyz [options]``.
 
 Where no file can be placed beforehand (a container image, a cloud sandbox), run
 ``bootstrap_argv(python)`` instead and write ``bootstrap_payload()`` to the process's
@@ -24,9 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-_WORKER_DIR = Path(__file__).resolve().parent
-_ENV_DIR = _WORKER_DIR.parent
-_HOST_ONLY = {"zipapp.py"}
+_WORKER_DIR = Path(__file__).resolve().parent.parent / "worker"
 _STUB = '"""Stub package of the rlmx worker zipapp (the engine is not included)."""\n'
 _MAIN = "from rlm.environments.worker.boot import main\n\nmain()\n"
 _STAMP = (1980, 1, 1, 0, 0, 0)  # fixed, so identical sources give identical archives
@@ -40,11 +38,9 @@ def _members() -> dict[str, str]:
         "__main__.py": _MAIN,
         "rlm/__init__.py": _STUB,
         "rlm/environments/__init__.py": _STUB,
-        "rlm/environments/namespace.py": (_ENV_DIR / "namespace.py").read_text("utf-8"),
     }
     for source in sorted(_WORKER_DIR.glob("*.py")):
-        if source.name not in _HOST_ONLY:
-            members[f"rlm/environments/worker/{source.name}"] = source.read_text("utf-8")
+        members[f"rlm/environments/worker/{source.name}"] = source.read_text("utf-8")
     return members
 
 

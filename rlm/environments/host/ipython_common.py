@@ -1,5 +1,6 @@
-"""What both modes of IPythonREPL share: the re-entry guard, the cell clock with
-rlms's wall-clock option, and the ``cell_timeout`` rules.
+"""What both engines of IPythonREPL share (the in-process shell and the kernel this
+host drives): the re-entry guard, the cell clock with rlms's wall-clock option, and
+the ``cell_timeout`` rules.
 
 ``ReentryGuard`` turns two calls that would otherwise hang or corrupt a cell into a
 ``RuntimeError`` that names the problem:
@@ -19,10 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rlm.base.types import RLMChatCompletion
-from rlm.environments.subcall_relay import SubcallFn
-from rlm.environments.worker_env import DEFAULT_CELL_TIMEOUT
-from rlm.environments.worker_recovery import CellClock
+from rlm.environments.host.recovery import CellClock
+from rlm.environments.host.worker_env import DEFAULT_CELL_TIMEOUT
 
 # A limit no cell reaches, that every blocking wait still accepts.
 NO_LIMIT = threading.TIMEOUT_MAX / 4
@@ -65,24 +64,20 @@ class ReentryGuard:
             with self._lock:
                 self._cells.discard(me)
 
-    def tracked(self, fn: SubcallFn | None) -> SubcallFn | None:
-        """``fn`` marking its calling thread as inside a sub-call while it runs."""
-        if fn is None:
-            return None
-
-        def subcall(prompt: str, model: str | None = None) -> RLMChatCompletion:
-            me = threading.get_ident()
+    @contextmanager
+    def subcall(self) -> Iterator[None]:
+        """Around a ``subcall_fn`` call (the relay's scope): marks the calling thread as
+        inside one, so a call back into the REPL is refused instead of hanging."""
+        me = threading.get_ident()
+        with self._lock:
+            self._subcalls[me] = self._subcalls.get(me, 0) + 1
+        try:
+            yield
+        finally:
             with self._lock:
-                self._subcalls[me] = self._subcalls.get(me, 0) + 1
-            try:
-                return fn(prompt, model)
-            finally:
-                with self._lock:
-                    depth = self._subcalls.pop(me, 1) - 1
-                    if depth:
-                        self._subcalls[me] = depth
-
-        return subcall
+                depth = self._subcalls.pop(me, 1) - 1
+                if depth:
+                    self._subcalls[me] = depth
 
 
 class CellLimitClock(CellClock):

@@ -24,7 +24,7 @@ import pickle
 import threading
 from typing import Any
 
-from rlm.environments.namespace import Inputs
+from rlm.environments.worker.namespace import Inputs
 
 BLOB_FORMAT = "rlmx-worker-snapshot"
 BLOB_VERSION = 1

@@ -1,12 +1,10 @@
-"""The host side of the worker protocol: a transport interface and one client.
+"""The host side of the worker protocol: one client over a transport's pipes.
 
-A ``Transport`` only places the worker somewhere and controls its process: it
-launches it with the given worker arguments and hands back two byte pipes, and can
-poll, wait for, kill and clean up that process. It knows nothing of the
-protocol. ``WorkerClient`` speaks the protocol over those pipes: its reader threads
-match replies to requests (``Future``\\s, so waiting can time out) and pass every
-other message, such as the worker's sub-call requests and snapshot entries, to an
-``on_message`` callback.
+A ``Transport`` (``rlm.environments.transports.base``) places the worker and hands back
+two byte pipes. ``WorkerClient`` speaks the protocol over those pipes: its reader
+threads match replies to requests (``Future``\\s, so waiting can time out) and pass
+every other message, such as the worker's sub-call requests and snapshot entries, to
+an ``on_message`` callback.
 
 Nothing a worker sends is ever unpickled, executed or evaluated on the host.
 """
@@ -18,17 +16,16 @@ import io
 import itertools
 import signal
 import threading
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from rlm.base.errors import EnvironmentError_, WorkerCrashedError, WorkerTimeoutError
+from rlm.environments.transports.base import Transport
+from rlm.environments.transports.zipapp import bootstrap_payload
 from rlm.environments.worker.payloads import send_value
 from rlm.environments.worker.protocol import CHUNK_BYTES, Channel, FrameTooLarge
-from rlm.environments.worker.zipapp import bootstrap_payload
 
 # Largest stream (one snapshot entry) the host accepts from a worker.
 DEFAULT_MAX_STREAM_BYTES = 4 << 30
@@ -41,18 +38,6 @@ NO_VALUE: Any = object()  # no payload follows the request
 
 class WorkerRequestError(EnvironmentError_):
     """The worker answered a request with an error (the worker itself is fine)."""
-
-
-@dataclass
-class WorkerPipes:
-    """The worker's channel as seen from the host.
-
-    ``to_worker`` needs ``write`` and ``flush``. ``from_worker`` is a binary file
-    object, or any iterator of ``bytes`` chunks (what provider SDKs tend to give).
-    """
-
-    to_worker: IO[bytes]  # the worker's stdin
-    from_worker: IO[bytes] | Iterator[bytes]  # the worker's stdout
 
 
 class ChunkReader(io.RawIOBase):
@@ -76,51 +61,6 @@ class ChunkReader(io.RawIOBase):
         view[:size] = self._left[:size]
         self._left = self._left[size:]
         return size
-
-
-class Transport(ABC):
-    """Places and controls one worker process at a time (a new one after ``kill``).
-
-    Implementations: ``SubprocessTransport`` (a local child process, the base of the
-    ``sandbox`` transport). A transport for a container or a cloud sandbox only needs
-    these methods; every REPL semantic lives in the worker and in ``WorkerEnv``.
-    """
-
-    #: Whether files the worker wrote survive a restart (told to the model if not).
-    files_survive_restart: bool = True
-    #: True if ``launch`` runs ``bootstrap_argv(...)``: the client then sends the
-    #: zipapp on stdin first (for places where no file can be put beforehand).
-    bootstrap: bool = False
-
-    @abstractmethod
-    def launch(self, worker_args: Sequence[str]) -> WorkerPipes:
-        """Start the worker (``python -I worker.pyz *worker_args`` or equivalent)."""
-
-    @abstractmethod
-    def poll(self) -> int | None:
-        """The exit status if the worker has exited (negative: killed by that signal)."""
-
-    @abstractmethod
-    def kill(self) -> None:
-        """Stop the worker and everything it started, at once. Idempotent."""
-
-    def wait(self, timeout: float) -> int | None:
-        """Wait up to ``timeout`` seconds for the worker to exit; its status or None."""
-        event = threading.Event()
-        for _ in range(max(1, int(timeout / 0.01))):
-            status = self.poll()
-            if status is not None:
-                return status
-            event.wait(0.01)
-        return self.poll()
-
-    def stderr_tail(self) -> str:
-        """The end of what the worker wrote to stderr (crash reports), if kept."""
-        return ""
-
-    def close(self) -> None:
-        """Kill the worker and release everything (temp dirs, cgroups). Idempotent."""
-        self.kill()
 
 
 def describe_status(status: int | None) -> str:

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import importlib
 import struct
 import threading
 from abc import ABC, abstractmethod
@@ -31,8 +32,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rlm.environments.worker.zipapp import bootstrap_argv
-from rlm.environments.worker_client import Transport, WorkerPipes
+from rlm.base.errors import MissingExtraError
+from rlm.environments.transports.base import Transport, WorkerPipes
+from rlm.environments.transports.zipapp import bootstrap_argv
 
 T = TypeVar("T")
 Send = Callable[[bytes], None]  # delivers bytes to the process's stdin, in order
@@ -45,35 +47,6 @@ def launcher_argv(python: str, text: bool, worker_args: Sequence[str]) -> list[s
     """The command that runs the launcher, which runs the worker bootstrap."""
     mode = "text" if text else "binary"
     return [python, "-I", "-c", _LAUNCHER, mode, *bootstrap_argv(python), *worker_args]
-
-
-class ExecAdapter(ABC):
-    """One provider's calls. ``start`` may create the sandbox on first use."""
-
-    #: The SDK's stdin or stdout carries ``str`` only: use base64 lines both ways.
-    text: bool = False
-
-    @abstractmethod
-    def start(self, argv: list[str]) -> tuple[Send, Iterator[bytes] | Iterator[str]]:
-        """Start ``argv`` in the sandbox; its stdin writer and stdout chunks."""
-
-    def alive(self) -> bool:
-        """False once the provider knows the process has ended (checked cheaply)."""
-        return True
-
-    def exit_code(self) -> int | None:
-        """The ended process's exit status, if the provider reports one."""
-        return None
-
-    @abstractmethod
-    def kill(self) -> None:
-        """Stop the current process with the provider's own means (best effort)."""
-
-    def stderr_tail(self) -> str:
-        return ""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Delete the sandbox if the adapter created it. Idempotent."""
 
 
 class TailBuffer:
@@ -101,6 +74,78 @@ class TailBuffer:
         with contextlib.suppress(Exception):
             for chunk in chunks:
                 self.add(chunk)
+
+
+class ExecAdapter(ABC):
+    """One provider's calls. ``start`` may create the sandbox on first use; what the
+    process writes to stderr is kept in ``_tail`` for crash reports."""
+
+    #: The SDK's stdin or stdout carries ``str`` only: use base64 lines both ways.
+    text: bool = False
+
+    def __init__(self) -> None:
+        self._tail = TailBuffer()
+
+    @abstractmethod
+    def start(self, argv: list[str]) -> tuple[Send, Iterator[bytes] | Iterator[str]]:
+        """Start ``argv`` in the sandbox; its stdin writer and stdout chunks."""
+
+    def alive(self) -> bool:
+        """False once the provider knows the process has ended (checked cheaply)."""
+        return True
+
+    def exit_code(self) -> int | None:
+        """The ended process's exit status, if the provider reports one."""
+        return None
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop the current process with the provider's own means (best effort)."""
+
+    def stderr_tail(self) -> str:
+        return self._tail.text()
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Delete the sandbox if the adapter created it. Idempotent."""
+
+
+class SandboxAdapter(ExecAdapter):
+    """An adapter for an SDK with sandbox objects: the sandbox is created on first use
+    (``_create``) unless one is given, and only one it created is deleted at ``close``
+    (``_delete``)."""
+
+    def __init__(self, sandbox: Any = None) -> None:
+        super().__init__()
+        self.sandbox = sandbox
+        self._owned = sandbox is None
+
+    def _sandbox(self) -> Any:
+        if self.sandbox is None:
+            self.sandbox = self._create()
+        return self.sandbox
+
+    @abstractmethod
+    def _create(self) -> Any:
+        """A new sandbox."""
+
+    @abstractmethod
+    def _delete(self, sandbox: Any) -> None:
+        """Delete (or terminate) a sandbox this adapter created."""
+
+    def close(self) -> None:
+        sandbox, self.sandbox = self.sandbox, None
+        if sandbox is not None and self._owned:
+            with contextlib.suppress(Exception):
+                self._delete(sandbox)
+
+
+def import_sdk(module: str, environment: str, extra: str, package: str) -> Any:
+    """Provider SDK ``module``, imported when first needed: a missing one raises
+    ``MissingExtraError`` naming ``pip install 'rlmx[extra]'`` and ``package``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(f"The {environment} environment", extra, package) from None
 
 
 class LoopThread:

@@ -1,9 +1,10 @@
 """IPythonREPL's ``subprocess`` mode: the rlmx worker in a real Jupyter kernel.
 
-``KernelTransport`` starts a kernel with ``jupyter_client.KernelManager`` (in a
-private working directory, with a scrubbed environment), and runs ``ipython_agent``
-in it: the rlmx worker ``Server``, connected back to the host over a Unix socket
-guarded by a one-time token. Everything else is ``WorkerEnv``'s: the same namespace
+``KernelTransport`` (``rlm.environments.transports.kernel``) starts a kernel with
+``jupyter_client.KernelManager`` (in a private working directory, with a scrubbed
+environment), and runs the worker's ``kernel_agent`` in it: the rlmx worker
+``Server``, connected back to the host over a Unix socket guarded by a one-time token.
+Everything else is ``WorkerEnv``'s: the same namespace
 semantics (``context_N``/``history_N``, ``answer``, ``FINAL_VAR``, ``SHOW_VARS``,
 custom tools), ``llm_query`` & co. relayed over that socket, snapshots after every
 cell, and the timeout policy, carried out with the kernel's own means:
@@ -27,14 +28,14 @@ from typing import Any
 
 from rlm.base.types import REPLResult
 from rlm.environments.base_env import NonIsolatedEnv
-from rlm.environments.ipython_common import NO_LIMIT, CellLimitClock, ReentryGuard
-from rlm.environments.kernel_transport import KernelTransport
-from rlm.environments.subcall_relay import SubcallFn
-from rlm.environments.worker_client import WorkerClient
-from rlm.environments.worker_env import WorkerEnv
-from rlm.environments.worker_recovery import to_locals
-from rlm.environments.worker_supervisor import Reply, WorkerSupervisor
-from rlm.environments.worker_tools import split_tools
+from rlm.environments.host.client import WorkerClient
+from rlm.environments.host.ipython_common import NO_LIMIT, CellLimitClock, ReentryGuard
+from rlm.environments.host.recovery import to_locals
+from rlm.environments.host.subcall_relay import SubcallScope
+from rlm.environments.host.supervisor import Reply, WorkerSupervisor
+from rlm.environments.host.tools import split_tools
+from rlm.environments.host.worker_env import WorkerEnv
+from rlm.environments.transports.kernel import KernelTransport
 
 
 class _KernelInterrupts:
@@ -70,9 +71,9 @@ class KernelSupervisor(WorkerSupervisor):
 class KernelREPL(WorkerEnv, NonIsolatedEnv):
     """The ``subprocess`` engine of IPythonREPL (see the module docstring).
 
-    ``guard`` refuses re-entry (its ``subcall_fn`` runs tracked), ``clock`` measures
-    cells; the other keyword arguments are WorkerEnv's, plus ``kernel_name`` and
-    ``kernel_env`` (see IPythonREPL)."""
+    ``guard`` refuses re-entry (its ``subcall_fn`` runs inside ``guard.subcall``),
+    ``clock`` measures cells; the other keyword arguments are WorkerEnv's, plus
+    ``kernel_name`` and ``kernel_env`` (see IPythonREPL)."""
 
     def __init__(
         self,
@@ -80,7 +81,6 @@ class KernelREPL(WorkerEnv, NonIsolatedEnv):
         clock: CellLimitClock,
         kernel_name: str = "python3",
         kernel_env: dict[str, str] | None = None,
-        subcall_fn: SubcallFn | None = None,
         **kwargs: Any,
     ) -> None:
         self.kernel_name = kernel_name
@@ -88,7 +88,10 @@ class KernelREPL(WorkerEnv, NonIsolatedEnv):
         self._clock = clock
         transport = KernelTransport(kernel_name, kernel_env)
         transport.start_timeout = float(kwargs.get("start_timeout", 60.0))
-        super().__init__(transport, subcall_fn=guard.tracked(subcall_fn), **kwargs)
+        super().__init__(transport, **kwargs)
+
+    def _subcall_scope(self) -> SubcallScope:
+        return self._guard.subcall
 
     def setup(self) -> None:
         # Cells must be execute_requests: the same supervisor, with KernelSupervisor's
