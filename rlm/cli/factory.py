@@ -15,6 +15,7 @@ from typing import Any
 from rlm.cli.config import BackendChoice, choose_backend
 from rlm.cli.settings import Settings
 from rlm.core.rlm import RLM
+from rlm.environments import environment_descriptions, environment_is_isolated
 from rlm.logger import RLMLogger
 
 
@@ -38,19 +39,6 @@ class ModelSetup:
         return "embedded" if self.backend == "llama_cpp" else self.backend
 
 
-# Where each environment runs model-written code (docs/security.md has the details).
-_ISOLATION = {
-    "sandbox": "a bubblewrap sandbox: no network, read-only system, scrubbed environment",
-    "docker": "a docker container without network",
-    "modal": "the provider's cloud sandbox",
-    "e2b": "the provider's cloud sandbox",
-    "daytona": "the provider's cloud sandbox",
-    "prime": "the provider's cloud sandbox",
-    "ipython": "a local Jupyter kernel, as you: not a security boundary",
-}
-UNISOLATED = frozenset({"local", "ipython"})
-
-
 def environment_notice(env: str, where: str) -> str:
     """One stderr line saying where model-written code runs; ``where`` names this
     process for the ``local`` environment (e.g. "this server's process")."""
@@ -60,13 +48,13 @@ def environment_notice(env: str, where: str) -> str:
             "with its files, network and environment variables (API keys). Use --env "
             "sandbox (or RLM_ENV=sandbox) to isolate it; see docs/security.md."
         )
-    isolation = _ISOLATION.get(env, "see docs/security.md")
+    isolation = environment_descriptions().get(env, "see docs/security.md")
     return f"rlm: model-written code runs in the '{env}' environment ({isolation})."
 
 
 def exposed_warning(env: str, host: str) -> str | None:
     """The loud warning for an unisolated environment served beyond loopback, if any."""
-    if env not in UNISOLATED:
+    if env not in environment_descriptions() or environment_is_isolated(env):
         return None
     where = "inside this server's process" if env == "local" else "in a kernel running as you"
     return (
