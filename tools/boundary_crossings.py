@@ -1,12 +1,15 @@
 """Count how often one completion crosses package boundaries inside ``rlm/``.
 
-Runs one ``RLM.completion()`` against a scripted model whose first reply calls
+Runs one ``RLM.completion()`` (on a fresh ``RLM``, after a warm-up run in the same
+process so imports are not counted) against a scripted model whose first reply calls
 ``llm_query`` once and whose second reply gives the answer, in the local environment,
 with a profiler (``sys.setprofile`` / ``threading.setprofile``) watching every Python
 call. Each call whose caller and callee are both files under ``rlm/`` is recorded as a
 (caller file, callee file) pair. The report counts distinct pairs between files, and
-those whose two files sit in different packages (``rlm/core`` vs ``rlm/clients``; the
-sub-packages of ``rlm/environments`` count as their own packages).
+those whose two files sit in different packages: the top-level packages of ``rlm``
+(``core``, ``clients``, ``environments``, ``base``, ...; ``environments/worker`` belongs
+to ``environments``). It counts again without the calls into ``rlm/base``, the ground
+floor of plain types and events that every package uses by design.
 
     python tools/boundary_crossings.py            # the totals
     python tools/boundary_crossings.py --pairs    # and every cross-package pair
@@ -28,12 +31,15 @@ PKG = ROOT / "rlm"
 
 def _package(path: str) -> str:
     rel = pathlib.Path(path).relative_to(PKG)
-    return "/".join(rel.parts[:-1]) or "."
+    return rel.parts[0] if len(rel.parts) > 1 else "."
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", action="store_true", help="list the cross-package pairs")
+    parser.add_argument(
+        "--with-construction", action="store_true", help="also count RLM(...) itself"
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
 
@@ -67,15 +73,21 @@ def main(argv: list[str] | None = None) -> int:
             pairs[(caller, callee)] += 1
             funcs[(caller, caller_frame.f_code.co_name, callee, frame.f_code.co_name)] += 1
 
+    fresh = RLM(
+        backend="scripted",
+        backend_kwargs={"responses": replies, "repeat_last": False},
+        environment="local",
+    )
     threading.setprofile(profile)
     sys.setprofile(profile)
     try:
-        rlm = RLM(
-            backend="scripted",
-            backend_kwargs={"responses": replies, "repeat_last": False},
-            environment="local",
-        )
-        result = rlm.completion("some context", root_prompt="q")
+        if args.with_construction:
+            fresh = RLM(
+                backend="scripted",
+                backend_kwargs={"responses": replies, "repeat_last": False},
+                environment="local",
+            )
+        result = fresh.completion("some context", root_prompt="q")
     finally:
         sys.setprofile(None)
         threading.setprofile(None)  # type: ignore[arg-type]
@@ -87,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"caller->callee file pairs: {len(pairs)}")
     print(f"cross-package pairs: {len(cross)}")
     fcross = [k for k in funcs if _package(k[0]) != _package(k[2])]
+    above = [k for k in fcross if _package(k[2]) != "base"]
     print(f"function-level calls between files: {len(funcs)}, across packages: {len(fcross)}")
+    print(f"  of which not into the ground floor (rlm/base): {len(above)}")
     if args.pairs:
         for a, fa, b, fb in sorted(fcross):
             print(

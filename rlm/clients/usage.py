@@ -20,7 +20,7 @@ class UsageTracker:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._totals: dict[str, ModelUsageSummary] = {}
+        self._totals = UsageSummary()
         self._last: ContextVar[ModelUsageSummary | None] = ContextVar(
             f"rlm_last_usage_{id(self)}", default=None
         )
@@ -28,17 +28,15 @@ class UsageTracker:
 
     def record(self, model: str, usage: ModelUsageSummary) -> None:
         with self._lock:
-            total = self._totals.get(model)
-            if total is None:
-                self._totals[model] = usage.copy()
-            else:
-                total.add(usage)
+            self._totals.merge(UsageSummary({model: usage}))
             self._last_global = usage
         self._last.set(usage)
 
     def summary(self) -> UsageSummary:
+        copy = UsageSummary()
         with self._lock:
-            return UsageSummary({m: u.copy() for m, u in self._totals.items()})
+            copy.merge(self._totals)
+        return copy
 
     def last(self) -> ModelUsageSummary:
         """The caller's own last call if it made one, else the most recent call overall."""

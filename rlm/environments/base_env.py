@@ -98,7 +98,8 @@ class BaseEnv(ABC):
     ) -> None:
         """Check ``custom_tools`` and keep them (``SupportsCustomTools``); the tools of
         child RLMs, ``custom_sub_tools``, default to the same."""
-        validate_custom_tools(custom_tools)
+        if custom_tools:
+            validate_custom_tools(custom_tools)
         self.custom_tools: dict[str, Any] = dict(custom_tools or {})
         self.custom_sub_tools = (
             custom_sub_tools if custom_sub_tools is not None else self.custom_tools
