@@ -78,7 +78,7 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
     turns, ctx_bytes = int(p.get("turns", 50)), int(p.get("ctx_bytes", 100_000))
     churn = int(p.get("churn_bytes", 0))
     b = hb.Bench()
-    from rlm.sessions import durable as durable_mod
+    from rlm.core import durable as durable_mod
 
     state = {"t": 0, "k": 0}
 
