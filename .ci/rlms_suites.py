@@ -4,7 +4,7 @@
 
 Downloads the ``rlms`` sdists (0.1.0 and 0.1.3) from PyPI at run time (their code is
 never committed here), copies each one's ``tests/`` folder into a scratch directory
-beside our own ``tests/mock_lm.py`` (the sdists do not ship it), and runs pytest on it
+beside our own ``.ci/rlms_compat/mock_lm.py`` (the sdists do not ship it), and runs pytest on it
 with this interpreter, where ``import rlm`` is rlmx. No rlms code is importable: only
 the ``tests/`` folders are extracted. Tests that rlmx deliberately does not pass are
 deselected by name from ``rlms_compat/deselected.toml``, each with its reason.

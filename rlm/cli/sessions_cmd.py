@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from rlm.base.errors import ConfigurationError, SessionError, SessionLockedError
 from rlm.base.redact import redact_text
+from rlm.cli.failures import EXIT_USAGE
 from rlm.logger.verbose import one_line, printable
 from rlm.sessions import api
 from rlm.sessions.store import STORE_ENV_VAR, default_store_path
@@ -192,8 +193,14 @@ def cmd_export(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         )
         if args.output:  # a file keeps its text as is; JSON escapes the C0 controls
             text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
-            with open(args.output, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
+            try:
+                with open(args.output, "w", encoding="utf-8") as f:
+                    f.write(text + "\n")
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                print(f"rlm: error: cannot write {printable(args.output)}: {reason}",
+                      file=sys.stderr)  # fmt: skip
+                return EXIT_USAGE
             print(f"exported {printable(args.session_id)} to {printable(args.output)}",
                   file=sys.stderr)  # fmt: skip
         else:  # maybe a terminal: ASCII only, so no C1 control or bidi override is raw

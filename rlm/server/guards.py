@@ -15,7 +15,7 @@ def check_token(authorization: str | None, token: str) -> None:
     """``Authorization: Bearer <token>``, compared in constant time; else 401."""
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not given:
-        raise APIError(401, "Missing bearer token: send 'Authorization: Bearer <token>' "
+        raise APIError(401, "Missing credentials: send 'Authorization: Bearer <token>' "
                        "(the token rlm serve printed, or RLM_SERVER_TOKEN)",
                        code="invalid_api_key")  # fmt: skip
     if not hmac.compare_digest(given.strip().encode(), token.encode()):

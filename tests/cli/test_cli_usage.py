@@ -145,3 +145,15 @@ def test_sessions_export_into_head_exits_quietly(tmp_path: Path) -> None:
         ]["id"]
         == "notes"
     )
+
+
+def test_sessions_export_to_an_unwritable_path_is_one_line(tmp_path: Path) -> None:
+    store = tmp_path / "s.db"
+    made = rlm("chat", "--session", "notes", "--store", str(store), *scripted(answer_code("'ok'")),
+               "-q", cwd=tmp_path, stdin="hello\n/quit\n", env={"TERM": "dumb"})  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    for target in ("nodir/out.json", str(tmp_path)):  # a missing folder; a folder
+        proc = rlm("sessions", "export", "notes", "--store", str(store), "-o", target, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.startswith("rlm: error: cannot write ") and proc.stderr.count("\n") == 1

@@ -52,6 +52,9 @@ def test_missing_or_wrong_token_is_401() -> None:
     missing = asyncio.run(post(app, body(), headers={}))
     assert_openai_error(missing, 401, "invalid_api_key")
     assert missing.json()["error"]["type"] == "authentication_error"
+    # the way out is readable: redaction must not eat the advice
+    assert "'Authorization: Bearer <token>'" in missing.json()["error"]["message"]
+    assert "***" not in missing.json()["error"]["message"]
     wrong = asyncio.run(post(app, body(), headers={"Authorization": "Bearer nope"}))
     assert_openai_error(wrong, 401, "invalid_api_key")
     assert "nope" not in wrong.text and TOKEN not in wrong.text
