@@ -20,6 +20,7 @@ import socket
 import sys
 from typing import IO, Any
 
+from rlm.base.errors import RLMError
 from rlm.base.redact import redact_text
 from rlm.cli.config import CLIUsageError
 from rlm.cli.factory import SettingsFactory, environment_notice, exposed_warning, from_args
@@ -138,7 +139,25 @@ def serve(args: argparse.Namespace, err: IO[str] | None = None) -> int:
         if failed is not None:
             return failed
         store = getattr(args, "session_store", None)
+        if store:
+            failed = _check_store(store, err)
+            if failed is not None:
+                return failed
         return _serve(args, settings, SettingsFactory(settings, setup, store), listener, err)
+
+
+def _check_store(spec: str, err: IO[str]) -> int | None:
+    """Open ``--session-store`` once at start-up, so a path that cannot hold a store is
+    one line now rather than a 500 on the first request."""
+    from rlm.sessions.store import open_store
+
+    try:
+        open_store(spec).close()
+    except (OSError, RLMError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"rlm: error: --session-store {spec}: {redact_text(reason)}", file=err, flush=True)
+        return EXIT_USAGE
+    return None
 
 
 def _serve(

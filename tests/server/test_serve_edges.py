@@ -115,6 +115,20 @@ def test_a_busy_port_is_one_line_before_any_token(tmp_path: Path) -> None:
     ]
 
 
+def test_a_session_store_that_cannot_open_is_one_line_at_start_up(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlm", "serve", "--port", "0", *SCRIPTED,
+         "--session-store", str(blocker / "sessions.db")],
+        capture_output=True, text=True, cwd=tmp_path, env=env_for(tmp_path), timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[-1].startswith(f"rlm: error: --session-store {blocker / 'sessions.db'}: ")
+    assert "Traceback" not in proc.stderr and "serving" not in proc.stderr
+
+
 def test_access_log_health_and_no_secrets(tmp_path: Path) -> None:
     with rlm_serve(tmp_path, *SCRIPTED) as (base, lines, proc):
         health = call(f"{base}/health", token=None)
