@@ -183,9 +183,23 @@ def _setup(args: argparse.Namespace, err: IO[str]) -> tuple[Any, Any]:
         },
         self_check=getattr(args, "self_check", False),
     )
+    if setup.kind == "model":  # a missing extra or API key: one line now, not N failed items
+        _check_client(setup.backend, setup.backend_kwargs)
     for notice in setup.notices:
         print(f"rlm: {notice}", file=err, flush=True)
     return config, setup
+
+
+def _check_client(backend: str, backend_kwargs: dict[str, Any]) -> None:
+    """Build the model's client once and close it (no model call); ``_Usage`` naming
+    the fix when it cannot be built."""
+    from rlm.base.errors import RLMError
+    from rlm.clients import get_client
+
+    try:
+        get_client(backend, dict(backend_kwargs)).close()
+    except RLMError as exc:
+        raise _Usage(str(exc)) from None
 
 
 def _engine(args: argparse.Namespace, config: Any, setup: Any) -> tuple[str, dict[str, Any]]:

@@ -93,6 +93,18 @@ def test_report_only_needs_a_run(tmp_path: Path) -> None:
     assert code == 2 and "no suite.json" in err
 
 
+def test_a_missing_api_key_is_one_line_before_any_item(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    for command in (["eval", "--out", str(tmp_path / "e")], ["batch", str(tmp_path / "q.jsonl")]):
+        (tmp_path / "q.jsonl").write_text('{"id": "a", "context": "x", "question": "q"}\n')
+        code, _, err = run(*command, "--backend", "openai", "--model", "gpt-5-mini")
+        assert code == 2, err
+        assert err.strip().splitlines()[-1].startswith("rlm: error: ") and "OPENAI_API_KEY" in err
+        assert not (tmp_path / "e" / "results.jsonl").exists()  # nothing ran
+
+
 def test_setup_failures_exit_1(tmp_path: Path) -> None:
     code, _, err = run(
         "eval",
@@ -100,6 +112,8 @@ def test_setup_failures_exit_1(tmp_path: Path) -> None:
         "openai",
         "--model",
         "x",
+        "--backend-kwargs",
+        '{"api_key": "sk-test-not-used"}',
         "--methods",
         "rlms",
         "--rlms-python",
