@@ -20,6 +20,8 @@ Event types and their ``data`` keys:
 ``budget_update``      iteration, spent_usd, tokens, calls, elapsed (this run and its
                        children), remaining ({calls, tokens, usd, seconds}, None = no limit)
 ``final_answer``       answer, iterations, source ("answer"|"FINAL"|"FINAL_VAR"|"default")
+``call_retry``         purpose (iteration|final_answer|compaction|subcall), model, attempt
+                       (1-based, the one that failed), attempts, error, wait (seconds)
 ``limit_exceeded``     kind, message, partial_answer
 ``run_finished``       response, usage (UsageSummary), execution_time, error
 =====================  ============================================================
@@ -46,6 +48,7 @@ EventType = Literal[
     "subcall_finished",
     "budget_update",
     "final_answer",
+    "call_retry",
     "limit_exceeded",
     "run_finished",
 ]

@@ -3,6 +3,10 @@
 ``RunTracker`` follows one run's events (subscribe it per run) and keeps the root run's
 iteration count and usage for the summary and ``--json``; the rich live display in
 ``rlm.cli.live`` replaces its lines in a terminal but keeps the same counts.
+
+Lines are in plain words: how the answer came (``answer submitted in iteration 2``, or
+``no answer submitted after 4 iterations; the final-answer request replied: ...``), and
+each retry of a failing model call as it happens (which call, the error, the wait).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class RunTracker:
         self._max_iterations: int | None = None
         self.subcalls = 0  # sub-calls started anywhere in the tree
         self.spent: dict[str, Any] = {}  # the root's last budget_update (whole tree)
+        self.started = False  # the root run started (its usage is then worth a summary)
+        self._current: dict[str, int] = {}  # run id -> the iteration it is in
         self._lock = threading.Lock()  # batched sub-calls emit from several threads
 
     def attach(self, bus: EventBus) -> Callable[[], None]:
@@ -58,9 +64,11 @@ class RunTracker:
         data = event.data
         it = data.get("iteration")
         if event.type == "run_started" and is_root:
+            self.started = True
             self._max_iterations = getattr(data.get("metadata"), "max_iterations", None)
         elif event.type == "iteration_started":
-            if is_root and self._max_iterations and (it or 0) > self._max_iterations:
+            self._current[event.run_id] = int(it or 0)
+            if is_root and self._final_call(it):
                 self.say("iterations used up: asking the model for its final answer")
                 return
             if is_root:
@@ -69,7 +77,10 @@ class RunTracker:
         elif event.type == "model_reply":
             reply = data.get("response") or ""
             took = format_duration(data.get("duration"))
-            self.say(f"iteration {it}: model replied {len(reply):,} chars in {took}", level)
+            what = "final-answer request" if is_root and self._final_call(it) else f"iteration {it}"
+            self.say(f"{what}: model replied {len(reply):,} chars in {took}", level)
+        elif _kind(event) == "call_retry":
+            self.say(self._retry_line(event), level)
         elif event.type == "code_cell_finished":
             self.say(f"iteration {it}: {_cell_line(data)}", level)
         elif event.type in ("subcall_started", "subcall_finished"):
@@ -81,10 +92,57 @@ class RunTracker:
         elif event.type == "final_answer":
             if is_root:
                 self.iterations = data.get("iterations") or self.iterations
-            source, n = data.get("source"), data.get("iterations")
-            self.say(f"final answer from {source} after {n} iteration(s)", level)
-        elif event.type == "run_finished" and is_root:
-            self.usage = data.get("usage")
+            self.say(_answer_line(data), level)
+        elif event.type == "run_finished":
+            self._current.pop(event.run_id, None)
+            if is_root:
+                self.usage = data.get("usage")
+
+    def _final_call(self, iteration: Any) -> bool:
+        """The root's "answer now" call, made once its iterations are used up."""
+        limit = self._max_iterations
+        return limit is not None and isinstance(iteration, int) and iteration > limit
+
+    def _retry_line(self, event: Event) -> str:
+        """``iteration 7: model call failed (ProviderConnectionError: ...); retry 1 of 4
+        in 0.50s``"""
+        data = event.data
+        purpose, model = data.get("purpose"), data.get("model") or "the model"
+        it = self._current.get(event.run_id, 0)
+        if purpose == "subcall":
+            call = f"iteration {it}: sub-call to {model}" if it else f"sub-call to {model}"
+        elif purpose == "final_answer":
+            call = "final-answer request"
+        elif purpose == "compaction":
+            call = f"iteration {it}: history summary call"
+        else:
+            call = f"iteration {it}: model call"
+        error = one_line(redact_text(str(data.get("error") or "")), 160)
+        retry, retries = int(data.get("attempt") or 1), int(data.get("attempts") or 1) - 1
+        wait = format_duration(data.get("wait"))
+        return f"{call} failed ({error}); retry {retry} of {retries} in {wait}"
+
+
+def _kind(event: Event) -> str:
+    """The event's type as a plain string: ``call_retry`` is not in ``EventType`` yet."""
+    return event.type
+
+
+def _plural(n: Any, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _answer_line(data: dict[str, Any]) -> str:
+    """How the run's answer came about, in plain words."""
+    source, n = data.get("source"), data.get("iterations")
+    if source == "default":
+        reply = one_line(redact_text(str(data.get("answer") or "")), 100) or "(nothing)"
+        return (
+            f"no answer submitted after {_plural(n, 'iteration')}; "
+            f"the final-answer request replied: {reply}"
+        )
+    how = {"FINAL": " with FINAL(...)", "FINAL_VAR": " with FINAL_VAR(...)"}.get(str(source), "")
+    return f"answer submitted{how} in iteration {n}"
 
 
 def _cell_line(data: dict[str, Any]) -> str:
@@ -111,7 +169,8 @@ def _subcall_line(event: Event) -> str:
 
 
 def print_summary(tracker: RunTracker, wall: float, log_path: str | None) -> None:
-    tracker.say(f"{tracker.iterations} iteration(s), wall time {format_duration(wall)}")
+    """The run's iterations, wall time and usage per model, and where its log is."""
+    tracker.say(f"{_plural(tracker.iterations, 'iteration')}, wall time {format_duration(wall)}")
     usage = tracker.usage.model_usage_summaries if tracker.usage else {}
     for model, u in usage.items():
         cost = f", ${u.total_cost:.6f}" if u.total_cost is not None else ""

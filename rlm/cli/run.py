@@ -3,9 +3,12 @@
 stdout carries only the answer (or ``--json``), so the command composes in pipelines.
 Exit codes (``rlm.cli.failures``): 0 answered, 2 bad usage, input or setup (an empty
 context or question without ``--allow-empty``, a missing extra or API key), 3 a limit
-stopped the run (the partial answer is printed), 4 the model provider failed, 1 any
-other rlmx error. Files a directory or glob context leaves out (not UTF-8 text,
-unreadable) are named on stderr.
+stopped the run, 4 the model provider failed, 1 any other rlmx error. Files a directory
+or glob context leaves out (not UTF-8 text, unreadable) are named on stderr.
+
+A run that started and then stopped without an answer (a limit, a provider failing
+mid-run) still reports what it spent and where its log is on stderr, and prints its
+best partial answer on stdout (``--json``: in the payload), before the error line.
 """
 
 from __future__ import annotations
@@ -134,18 +137,24 @@ def run(
     try:
         with rlm, tracker:
             result = rlm.completion(context, root_prompt=args.question)
-    except RLMLimitError as exc:
+    except RLMError as exc:
+        message, code = (
+            (str(exc), EXIT_LIMIT)
+            if isinstance(exc, RLMLimitError)
+            else _failure(exc, settings, setup)
+        )
+        if not tracker.started:  # nothing ran: the error line says it all
+            return _fail(err, message, code)
         print_summary(
             tracker, time.perf_counter() - started, getattr(logger, "log_file_path", None)
         )
-        partial = exc.partial_answer
+        partial = getattr(exc, "partial_answer", None)
+        partial = partial if isinstance(partial, str) and partial else None
         if args.json:
-            _print_json(out, _limit_payload(exc, tracker))
+            _print_json(out, _stopped_payload(exc, partial, tracker))
         elif partial:
             print(partial, file=out, flush=True)
-        return _fail(err, f"{exc} (partial answer {'printed' if partial else 'empty'})", EXIT_LIMIT)
-    except RLMError as exc:
-        return _fail(err, *_failure(exc, settings, setup))
+        return _fail(err, f"{message} (partial answer {'printed' if partial else 'empty'})", code)
 
     if args.json:
         _print_json(out, {**result.to_dict(), "iterations": tracker.iterations})
@@ -161,11 +170,11 @@ def _failure(exc: RLMError, settings: Settings, setup: ModelSetup) -> tuple[str,
     return message, code
 
 
-def _limit_payload(exc: RLMLimitError, tracker: RunTracker) -> dict[str, Any]:
+def _stopped_payload(exc: RLMError, partial: str | None, tracker: RunTracker) -> dict[str, Any]:
     return {
-        "error": str(exc),
+        "error": redact_text(str(exc)),
         "error_type": type(exc).__name__,
-        "partial_answer": exc.partial_answer,
+        "partial_answer": partial,
         "iterations": tracker.iterations,
         "usage_summary": tracker.usage.to_dict() if tracker.usage else None,
     }

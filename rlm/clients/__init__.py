@@ -8,13 +8,21 @@ this off.
 
 import os
 
-from rlm.clients.base_lm import DEFAULT_TIMEOUT, BaseLM, LMResult, ProviderLM, TrackedLM
+from rlm.clients.base_lm import (
+    DEFAULT_TIMEOUT,
+    BaseLM,
+    CallPurpose,
+    LMResult,
+    ProviderLM,
+    TrackedLM,
+)
 from rlm.clients.registry import BackendSpec, backend_names, get_client, register_backend
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "BackendSpec",
     "BaseLM",
+    "CallPurpose",
     "LMResult",
     "ProviderLM",
     "TrackedLM",

@@ -9,11 +9,17 @@ New clients should subclass ``TrackedLM`` and implement only ``_complete`` and
 ``_acomplete``: usage accounting, ``completion``/``acompletion`` and the usage getters
 come for free and are safe under concurrency. Clients of a remote provider subclass
 ``ProviderLM`` instead and describe only their wire format.
+
+The engine says what each call is for (``CallPurpose``) through ``complete_for`` /
+``acomplete_for``; by default those are ``complete`` / ``acomplete``, so a client that
+does not care pays nothing. A client that shapes replies (``llama_cpp``'s
+``code_prefill``) overrides them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import time
 from abc import ABC, abstractmethod
@@ -54,6 +60,29 @@ def usage_of(value: Any) -> ModelUsageSummary:
             total.add(usage)
         return total
     return ModelUsageSummary(1, 0, 0)
+
+
+class CallPurpose(enum.Enum):
+    """What the engine makes a model call for; passed to ``BaseLM.complete_for``.
+
+    * ``ITERATION``: the root model's turn in the RLM loop; a reply with REPL code is
+      wanted (the only purpose for which ``wants_code`` is true);
+    * ``FINAL_ANSWER``: the iterations ran out; the model is asked for its answer in words;
+    * ``COMPACTION``: the model is asked to summarise the history so far;
+    * ``SUBCALL``: a plain question: ``llm_query``/``llm_query_batched``, ``rlm_query`` at
+      the depth limit, an RLM used at ``depth >= max_depth``, and any call Python code
+      makes through the handler.
+    """
+
+    ITERATION = "iteration"
+    FINAL_ANSWER = "final_answer"
+    COMPACTION = "compaction"
+    SUBCALL = "subcall"
+
+    @property
+    def wants_code(self) -> bool:
+        """True when the reply should be REPL code (the root's iteration calls)."""
+        return self is CallPurpose.ITERATION
 
 
 @dataclass
@@ -113,6 +142,15 @@ class BaseLM(ABC):
         """Async form of ``complete``."""
         text = reply_text(self, await self.acompletion(prompt))
         return LMResult(text=text, model=self.model_name, usage=usage_of(self.get_last_usage()))
+
+    def complete_for(self, prompt: Prompt, purpose: CallPurpose) -> LMResult:
+        """One call made for ``purpose``: what the engine calls. The default ignores the
+        purpose (``complete``); override it to shape the call by purpose."""
+        return self.complete(prompt)
+
+    async def acomplete_for(self, prompt: Prompt, purpose: CallPurpose) -> LMResult:
+        """Async form of ``complete_for`` (the default is ``acomplete``)."""
+        return await self.acomplete(prompt)
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release connections. Called when the session that owns the client closes."""

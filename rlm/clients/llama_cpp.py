@@ -9,6 +9,11 @@ Prompts are formatted here and sent to ``create_completion`` rather than through
 may want different chat formats and (b) ``code_prefill`` needs to start the assistant's
 reply with fixed text, which the chat API cannot do.
 
+``code_prefill`` is applied only where code is wanted: to the calls the engine makes for
+``CallPurpose.ITERATION`` (the root model's turns). The final-answer request,
+``llm_query`` sub-calls and summaries get a plain reply. A direct ``completion()`` call,
+which names no purpose, is prefilled as before.
+
 Chat format: ``chat_format`` if given; else ``"gemma"`` when the file name says gemma;
 else the GGUF's own Jinja template when it has one (SmolLM2's is ChatML); else ChatML.
 """
@@ -27,7 +32,7 @@ from typing import Any
 
 from rlm.base.errors import ConfigurationError, MissingExtraError, ProviderError
 from rlm.base.types import ModelUsageSummary, Prompt
-from rlm.clients.base_lm import LMResult, TrackedLM
+from rlm.clients.base_lm import CallPurpose, LMResult, TrackedLM
 
 DEFAULT_MAX_TOKENS = 256  # keeps a CPU smoke run short; raise it via sampling_args
 DEFAULT_TEMPERATURE = 0.2  # tiny models ramble at llama.cpp's default of 0.8
@@ -224,22 +229,23 @@ class LlamaCppClient(TrackedLM):
         args.update({k: v for k, v in self.sampling_args.items() if v is not None})
         return args
 
-    def _tokens(self, messages: list[dict[str, Any]]) -> tuple[list[int], Any]:
+    def _tokens(self, messages: list[dict[str, Any]], prefill: str) -> tuple[list[int], Any]:
         formatted = self._format(messages=messages)
-        text = formatted.prompt + (self.code_prefill or "")
+        text = formatted.prompt + prefill
         tokens = self.llama.tokenize(
             text.encode("utf-8"), add_bos=not formatted.added_special, special=True
         )
         return tokens, formatted
 
-    def _fit(self, prompt: Prompt, max_tokens: int) -> tuple[list[int], Any]:
-        """Prompt tokens that leave room for ``max_tokens``. Like llama.cpp's context
-        shift, the oldest turns after the first message are dropped when it is too long."""
+    def _fit(self, prompt: Prompt, max_tokens: int, prefill: str) -> tuple[list[int], Any]:
+        """Prompt tokens (ending with ``prefill``) that leave room for ``max_tokens``. Like
+        llama.cpp's context shift, the oldest turns after the first message are dropped
+        when it is too long."""
         messages = to_messages(prompt)
-        tokens, formatted = self._tokens(messages)
+        tokens, formatted = self._tokens(messages, prefill)
         while len(tokens) + max_tokens > self.n_ctx and len(messages) > 2:
             del messages[1]
-            tokens, formatted = self._tokens(messages)
+            tokens, formatted = self._tokens(messages, prefill)
         if len(tokens) + max_tokens > self.n_ctx:
             raise ProviderError(
                 f"Prompt of {len(tokens)} tokens plus max_tokens={max_tokens} does not fit "
@@ -248,11 +254,26 @@ class LlamaCppClient(TrackedLM):
             )
         return tokens, formatted
 
+    def complete_for(self, prompt: Prompt, purpose: CallPurpose) -> LMResult:
+        """A call for ``purpose``: ``code_prefill`` only if the purpose wants code."""
+        if purpose.wants_code or not self.code_prefill:
+            return self.complete(prompt)
+        result = self._generate(prompt, "")
+        self._usage.record(result.model, result.usage)
+        return result
+
+    async def acomplete_for(self, prompt: Prompt, purpose: CallPurpose) -> LMResult:
+        return await asyncio.to_thread(self.complete_for, prompt, purpose)
+
     def _complete(self, prompt: Prompt) -> LMResult:
+        return self._generate(prompt, self.code_prefill or "")
+
+    def _generate(self, prompt: Prompt, prefill: str) -> LMResult:
+        """One completion whose reply starts with ``prefill`` (closed if cut mid-block)."""
         args = self._generation_args()
         max_tokens = int(args.get("max_tokens") or DEFAULT_MAX_TOKENS)
         with self._model.lock:
-            tokens, formatted = self._fit(prompt, max_tokens)
+            tokens, formatted = self._fit(prompt, max_tokens, prefill)
             stop = args.pop("stop", None) or []
             stop = [stop] if isinstance(stop, str) else list(stop)
             if formatted.stop:
@@ -264,8 +285,8 @@ class LlamaCppClient(TrackedLM):
             except (ValueError, RuntimeError) as exc:
                 raise ProviderError(f"llama.cpp failed: {exc}", retryable=False) from exc
         text = response["choices"][0]["text"] or ""
-        if self.code_prefill:
-            text = self.code_prefill + text
+        if prefill:
+            text = prefill + text
             if text.count("```") % 2:  # cut off mid-block: close it so the code still parses
                 text = text.rstrip("\n") + "\n```"
         usage = response.get("usage") or {}

@@ -39,13 +39,17 @@ _NO_LIMITS = Limits()
 
 
 class _Tree:
-    """What every node of one call tree shares."""
+    """What every node of one call tree shares. ``interruptible``: the tree's root turn
+    is driven on an event loop (``acompletion``, ``stream``, or a run with a deadline),
+    so its token may stop it at any moment; blocking calls then go through the loop
+    too, so the token cancels them in flight (``rlm.core.lm_pipeline``)."""
 
-    __slots__ = ("lock", "token")
+    __slots__ = ("interruptible", "lock", "token")
 
     def __init__(self, token: CancelToken) -> None:
         self.lock = threading.Lock()
         self.token = token
+        self.interruptible = False
 
 
 class BudgetNode:

@@ -16,7 +16,8 @@ The root's model calls, ``llm_query``/``llm_query_batched``, ``rlm_query``/
   passes the client's ``retry_policy``, taken over when the client entered the engine
   (``rlm.clients.legacy.adopt``), so the client itself tries once per call. Transient
   errors back off outside the window, with jitter. A logical call makes at most
-  ``1 + max_retries`` attempts, as it would without the governor.
+  ``1 + max_retries`` attempts, as it would without the governor. Each retry is told
+  to the caller's ``on_retry`` as it is decided (no silent pauses).
 * **Circuit breaker.** An auth or quota error (missing key, 401/402/403, "insufficient
   quota") trips it for that client (``key``): its queued calls and every later call fail
   at once with ``CircuitOpenError`` instead of launching doomed requests, until the
@@ -45,6 +46,9 @@ from rlm.core.waiters import TaskWaiter, ThreadWaiter, Waiter
 
 A = TypeVar("A")
 T = TypeVar("T")
+
+# Told of each retry: the error, the 0-based attempt that failed, seconds until the next.
+OnRetry = Callable[[BaseException, int, float], None]
 
 
 def _noop() -> None:
@@ -302,10 +306,11 @@ class Governor:
         token: CancelToken | None = None,
         policy: RetryPolicy | None = None,
         key: object = None,
+        on_retry: OnRetry | None = None,
     ) -> T:
         """``fn(arg)`` under the window, with retries under ``policy`` (``None``: the
         default policy); blocks this thread while queued. ``key`` names the client, for
-        its circuit breaker."""
+        its circuit breaker; ``on_retry`` hears of each retry before its wait."""
         policy = DEFAULT_POLICY if policy is None else policy
         attempt, slots = 0, self._slots
         while True:
@@ -326,6 +331,8 @@ class Governor:
                 delay = self._failed(exc, attempt, policy, epoch, key)
                 if delay is None:
                     raise
+                if on_retry is not None:
+                    on_retry(exc, attempt, self._wait(delay))
             else:
                 slots.pop()
                 if self._waiters or self._window != self._ceiling:
@@ -347,6 +354,7 @@ class Governor:
         token: CancelToken | None = None,
         policy: RetryPolicy | None = None,
         key: object = None,
+        on_retry: OnRetry | None = None,
     ) -> T:
         """Async form of ``run``: queued calls await without blocking the loop."""
         policy = DEFAULT_POLICY if policy is None else policy
@@ -359,6 +367,8 @@ class Governor:
                 delay = self._failed(exc, attempt, policy, epoch, key)
                 if delay is None:
                     raise
+                if on_retry is not None:
+                    on_retry(exc, attempt, self._wait(delay))
             else:
                 self._succeeded()
                 return result
@@ -367,6 +377,11 @@ class Governor:
             if token is not None:
                 token.raise_if_cancelled()
             attempt += 1
+
+    def _wait(self, delay: float) -> float:
+        """Seconds until a retry may start (a rate limit's pause holds it back)."""
+        paused = self._paused_until
+        return max(delay, paused - self._clock()) if paused else delay
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent view of the governor, for reports and tests."""

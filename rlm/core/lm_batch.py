@@ -26,6 +26,7 @@ from rlm.core.lm_call import charged, failed_completion
 from rlm.core.reservation import require_price
 
 if TYPE_CHECKING:
+    from rlm.base.events import RunScope
     from rlm.core.budget import BudgetNode
     from rlm.core.lm_pipeline import CallPipeline
     from rlm.core.lm_router import Route
@@ -57,8 +58,10 @@ async def run_batch(
     model: str | None,
     depth: int,
     sink: BudgetNode | None,
+    scope: RunScope | None = None,
 ) -> list[RLMChatCompletion]:
-    """``pipeline.acall_batched``: see the module docstring."""
+    """``pipeline.acall_batched``: see the module docstring. ``scope`` is the run that
+    asked (its events announce the calls' retries)."""
     check_batch_size(len(prompts), pipeline.max_batch_size)
     if not prompts:
         return []
@@ -82,7 +85,7 @@ async def run_batch(
             for i in range(admitted):
                 results[i] = failed_completion(name, prompts[i], exc, now)
         else:
-            await _pool(pipeline, route, prompts[:admitted], sink, results)
+            await _pool(pipeline, route, prompts[:admitted], sink, results, scope)
     return [r for r in results if r is not None]
 
 
@@ -92,6 +95,7 @@ async def _pool(
     prompts: list[Prompt],
     sink: BudgetNode | None,
     results: list[RLMChatCompletion | None],
+    scope: RunScope | None,
 ) -> None:
     """Fill ``results[:len(prompts)]``, at most ``batch_max_concurrent`` calls at once."""
     order = iter(range(len(prompts)))  # shared: each worker pulls the next prompt
@@ -100,7 +104,8 @@ async def _pool(
         for i in order:
             started = time.perf_counter()
             try:
-                results[i] = await pipeline.adrive(charged(route, prompts[i], sink))
+                flow = charged(route, prompts[i], sink, scope=scope)
+                results[i] = await pipeline.adrive(flow)
             except BaseException as exc:
                 if isinstance(exc, Exception):
                     results[i] = failed_completion(route.name, prompts[i], exc, started)

@@ -5,7 +5,9 @@ caller's budget node (``rlm.core.reservation``; a refused reservation raises bef
 anything is sent), yields a ``Send`` for its driver to perform through the governor
 (``rlm.core.lm_pipeline``: in this thread, or on the running loop), receives the
 ``LMResult`` and charges the call's real usage to the node; if the send raised, the
-driver closes the flow, which releases the reservation. ``completion_of`` and
+driver closes the flow, which releases the reservation. The ``Send`` also says what the
+call is for (``CallPurpose``, told to the client) and which run's events it belongs to
+(``scope``: its retries are announced there). ``completion_of`` and
 ``failed_completion`` are the two ways a call ends up as an ``RLMChatCompletion``.
 """
 
@@ -17,11 +19,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from rlm.base.errors import BudgetExhaustedError
 from rlm.base.types import Prompt, RLMChatCompletion, UsageSummary
+from rlm.clients.base_lm import CallPurpose
 from rlm.core.model_policy import ModelNotAllowedError, UnpricedModelError
 from rlm.core.reservation import reserve_call
 
 if TYPE_CHECKING:
     from rlm.base.cancel import CancelToken
+    from rlm.base.events import RunScope
     from rlm.clients.base_lm import LMResult
     from rlm.core.budget import BudgetNode
     from rlm.core.lm_router import Route
@@ -36,6 +40,8 @@ class Send(NamedTuple):
     route: Route
     prompt: Prompt
     token: CancelToken | None
+    purpose: CallPurpose = CallPurpose.SUBCALL
+    scope: RunScope | None = None  # the run that makes the call (its events)
 
 
 # One call: yields its ``Send``, receives the ``LMResult`` and returns the completion;
@@ -71,14 +77,21 @@ def failed_completion(
     )
 
 
-def charged(route: Route, prompt: Prompt, sink: BudgetNode | None) -> Flow:
+def charged(
+    route: Route,
+    prompt: Prompt,
+    sink: BudgetNode | None,
+    purpose: CallPurpose = CallPurpose.SUBCALL,
+    scope: RunScope | None = None,
+) -> Flow:
     """One call of the pipeline: reserve on ``sink``, send, then charge or release."""
     started = time.perf_counter()
     hold = None
     if sink is not None and sink.guarded:
         hold = reserve_call(sink, route.client, route.name, prompt)
     try:
-        result = yield Send(route, prompt, sink.token if sink is not None else None)
+        token = sink.token if sink is not None else None
+        result = yield Send(route, prompt, token, purpose, scope)
     except BaseException:  # GeneratorExit: the send failed and the driver closed the flow
         if hold is not None:
             assert sink is not None

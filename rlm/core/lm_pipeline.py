@@ -12,21 +12,31 @@ the budget would refuse is never made. Every call, with or without a budget node
 through the session's ``Governor``: the tree-wide in-flight window, AIMD on rate
 limits, retries and the circuit breaker. Python code calling the pipeline is not
 restricted to the model policy; ``LMRoute`` and the socket check it for REPL code.
+
+Each call names its ``purpose`` (``CallPurpose``; the client gets it through
+``complete_for``) and, optionally, the ``scope`` of the run making it: each retry is
+then announced there as a ``call_retry`` event (purpose, model, attempt, attempts,
+error, wait). A sync call charged to a tree driven on a loop (``acompletion``,
+``stream``, a run with ``max_timeout``: ``BudgetNode.tree.interruptible``) is sent on
+the session's loop, so cancelling the tree cancels it in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from rlm.base.types import Prompt, RLMChatCompletion
+from rlm.clients.base_lm import CallPurpose
 from rlm.core.lm_batch import check_batch_size, run_batch
-from rlm.core.lm_call import Flow, charged
+from rlm.core.lm_call import Flow, Send, charged
 
 if TYPE_CHECKING:
+    from rlm.base.events import RunScope
     from rlm.clients.base_lm import BaseLM, LMResult
+    from rlm.clients.retry import RetryPolicy
     from rlm.core.budget import BudgetNode
-    from rlm.core.governor import Governor
+    from rlm.core.governor import Governor, OnRetry
     from rlm.core.lm_router import ModelRouter, Route
     from rlm.core.runtime import AsyncRuntime
 
@@ -44,12 +54,40 @@ def _returned(flow: Flow, result: LMResult) -> RLMChatCompletion:
     raise RuntimeError("a call's flow yielded twice")
 
 
-async def acomplete(client: BaseLM, prompt: Prompt) -> LMResult:
-    """``client.acomplete``; a sync-only client still fans out, on threads."""
+async def acomplete(
+    client: BaseLM, prompt: Prompt, purpose: CallPurpose = CallPurpose.SUBCALL
+) -> LMResult:
+    """``client.acomplete_for``; a sync-only client still fans out, on threads."""
     try:
-        return await client.acomplete(prompt)
+        return await client.acomplete_for(prompt, purpose)
     except NotImplementedError:
-        return await asyncio.to_thread(client.complete, prompt)
+        return await asyncio.to_thread(client.complete_for, prompt, purpose)
+
+
+def retry_notice(send: Send, policy: RetryPolicy) -> OnRetry | None:
+    """What tells the call's run of each retry (``call_retry``), if anyone listens."""
+    scope = send.scope
+    if scope is None or not scope.bus.active:
+        return None
+
+    def notify(exc: BaseException, attempt: int, wait: float) -> None:
+        # "call_retry" is not in rlm.base.events.EventType yet: typed loosely until it is.
+        cast(Any, scope).emit(
+            "call_retry",
+            purpose=send.purpose.value,
+            model=send.route.name,
+            attempt=attempt + 1,
+            attempts=policy.max_retries + 1,
+            error=f"{type(exc).__name__}: {exc}",
+            wait=wait,
+        )
+
+    return notify
+
+
+def _cancellable(sink: BudgetNode | None) -> bool:
+    """True for a call of a tree its token may stop at any moment (driven on a loop)."""
+    return sink is not None and sink.tree.interruptible
 
 
 class CallPipeline:
@@ -88,10 +126,15 @@ class CallPipeline:
     def drive(self, flow: Flow) -> RLMChatCompletion:
         """Run one call's flow, sending in this thread."""
         send = next(flow)
-        client = send.route.client
+        client, purpose, policy = send.route.client, send.purpose, send.route.retry_policy
         try:
             result = self.governor.run(
-                client.complete, send.prompt, send.token, send.route.retry_policy, client
+                lambda prompt: client.complete_for(prompt, purpose),
+                send.prompt,
+                send.token,
+                policy,
+                client,
+                retry_notice(send, policy),
             )
         except BaseException:
             flow.close()  # the flow releases its reservation
@@ -101,14 +144,15 @@ class CallPipeline:
     async def adrive(self, flow: Flow) -> RLMChatCompletion:
         """Run one call's flow, sending on the running loop."""
         send = next(flow)
-        client = send.route.client
+        client, purpose, policy = send.route.client, send.purpose, send.route.retry_policy
         try:
             result = await self.governor.arun(
-                lambda prompt: acomplete(client, prompt),
+                lambda prompt: acomplete(client, prompt, purpose),
                 send.prompt,
                 send.token,
-                send.route.retry_policy,
+                policy,
                 client,
+                retry_notice(send, policy),
             )
         except BaseException:
             flow.close()
@@ -123,11 +167,20 @@ class CallPipeline:
         model: str | None = None,
         depth: int = 0,
         sink: BudgetNode | None = None,
+        *,
+        purpose: CallPurpose = CallPurpose.SUBCALL,
+        scope: RunScope | None = None,
     ) -> RLMChatCompletion:
         """One completion with its own usage. Raises what the client raises, and
         ``BudgetExhaustedError``, ``CancellationError``, ``CircuitOpenError`` or (with
-        ``max_budget``, for a model of unknown price) ``UnpricedModelError``."""
-        return self.drive(charged(self.pick(model, depth, sink), prompt, sink))
+        ``max_budget``, for a model of unknown price) ``UnpricedModelError``. For an
+        interruptible tree the request is sent on the session's loop, so cancelling
+        the sink's tree cancels it in flight."""
+        flow = charged(self.pick(model, depth, sink), prompt, sink, purpose, scope)
+        if _cancellable(sink) and not self.runtime.in_loop_thread():
+            assert sink is not None
+            return self.runtime.run(self.adrive(flow), sink.token)
+        return self.drive(flow)
 
     async def acall(
         self,
@@ -135,9 +188,13 @@ class CallPipeline:
         model: str | None = None,
         depth: int = 0,
         sink: BudgetNode | None = None,
+        *,
+        purpose: CallPurpose = CallPurpose.SUBCALL,
+        scope: RunScope | None = None,
     ) -> RLMChatCompletion:
         """Async form of ``call``; cancelling the awaiting task cancels the request."""
-        return await self.adrive(charged(self.pick(model, depth, sink), prompt, sink))
+        route = self.pick(model, depth, sink)
+        return await self.adrive(charged(route, prompt, sink, purpose, scope))
 
     def check_batch_size(self, size: int) -> None:
         """Raise ``BatchTooLargeError`` if ``size`` prompts exceed ``max_batch_size``."""
@@ -149,6 +206,7 @@ class CallPipeline:
         model: str | None = None,
         depth: int = 0,
         sink: BudgetNode | None = None,
+        scope: RunScope | None = None,
     ) -> list[RLMChatCompletion]:
         """All ``prompts`` concurrently (at most ``batch_max_concurrent`` of this batch,
         and what the governor's window allows, in flight), in prompt order. A failed
@@ -156,7 +214,7 @@ class CallPipeline:
         the calls the budget has left (failed at once). An auth or quota error cancels
         the rest of the batch: those prompts fail with the circuit breaker's error.
         Raises ``BatchTooLargeError`` above ``max_batch_size`` prompts."""
-        return await run_batch(self, prompts, model, depth, sink)
+        return await run_batch(self, prompts, model, depth, sink, scope)
 
     def call_batched(
         self,
@@ -164,6 +222,7 @@ class CallPipeline:
         model: str | None = None,
         depth: int = 0,
         sink: BudgetNode | None = None,
+        scope: RunScope | None = None,
     ) -> list[RLMChatCompletion]:
         """Sync form of ``acall_batched``, run on the session's event loop. Cancelling
         the sink's tree cancels the batch's in-flight calls at once."""
@@ -171,7 +230,8 @@ class CallPipeline:
         if not prompts:
             return []
         token = sink.token if sink is not None else None
-        return self.runtime.run(self.acall_batched(prompts, model, depth, sink), token)
+        batch = self.acall_batched(prompts, model, depth, sink, scope)
+        return self.runtime.run(batch, token)
 
 
-__all__ = ["DEFAULT_MAX_CONCURRENT_LLM_CALLS", "CallPipeline", "acomplete"]
+__all__ = ["DEFAULT_MAX_CONCURRENT_LLM_CALLS", "CallPipeline", "acomplete", "retry_notice"]

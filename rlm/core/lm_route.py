@@ -122,7 +122,7 @@ class LMRoute:
         self, prompt: Prompt, model: str | None, started: float, outcome: _Outcome | None
     ) -> RLMChatCompletion:
         try:
-            result = self.pipeline.call(prompt, model, self.depth, self.sink)
+            result = self.pipeline.call(prompt, model, self.depth, self.sink, scope=self.scope)
         except REFUSALS as exc:
             if outcome is not None:
                 outcome.error = str(exc)
@@ -144,7 +144,8 @@ class LMRoute:
         if not self._listened():
             return self.pipeline.call_batched(prompts, model, self.depth, self.sink)
         with self._announced(model, prompts) as outcome:
-            results = self.pipeline.call_batched(prompts, model, self.depth, self.sink)
+            batch = self.pipeline.call_batched
+            results = batch(prompts, model, self.depth, self.sink, self.scope)
             outcome.usage = UsageSummary()
             for r in results:
                 outcome.usage.merge(r.usage_summary)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from rlm.base.cancel import CancelToken
 from rlm.base.events import RunScope
 from rlm.base.types import CodeBlock, REPLResult, RLMChatCompletion, RLMIteration
+from rlm.clients.base_lm import CallPurpose
 from rlm.clients.tokens import count_tokens, get_context_limit
 from rlm.core.budget import BudgetNode, breach_error, find_breach
 from rlm.core.parsing import (
@@ -36,9 +37,12 @@ from rlm.core.prompts import (
 
 
 class CallModel(NamedTuple):
-    """Ask the run's model for a reply to ``messages``. Result: ``RLMChatCompletion``."""
+    """Ask the run's model for a reply to ``messages``, for ``purpose`` (the client may
+    shape the call by it: only ``ITERATION`` calls want code). Result:
+    ``RLMChatCompletion``."""
 
     messages: list[dict[str, Any]]
+    purpose: CallPurpose = CallPurpose.ITERATION
 
 
 class RunCode(NamedTuple):
@@ -129,7 +133,8 @@ def run_turn(
 
         if cfg.compaction and _should_compact(st.messages, cfg):
             summary = yield CallModel(
-                [*st.messages, {"role": "user", "content": COMPACTION_PROMPT}]
+                [*st.messages, {"role": "user", "content": COMPACTION_PROMPT}],
+                CallPurpose.COMPACTION,
             )
             st.compactions += 1
             yield RecordCompaction({"type": "summary", "content": summary.response})
@@ -230,7 +235,7 @@ def run_turn(
     # Out of iterations: one last call that asks for the answer outright.
     prompt = [*st.messages, {"role": "user", "content": FINAL_ANSWER_PROMPT}]
     scope.emit("iteration_started", iteration=cfg.max_iterations + 1)
-    reply = yield CallModel(prompt)
+    reply = yield CallModel(prompt, CallPurpose.FINAL_ANSWER)
     text = reply.response or ""
     scope.emit(
         "model_reply",

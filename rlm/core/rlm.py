@@ -256,7 +256,8 @@ class RLM(RLMSHooks):
         resume: Resume = None,
     ) -> RLMChatCompletion:
         """``completion`` for asyncio, with the same semantics. Model calls use the
-        clients' native async methods; REPL cells run on a worker thread."""
+        clients' native async methods; REPL cells run on a worker thread. Cancelling
+        the awaiting task stops the tree and raises ``asyncio.CancelledError``."""
         self._check_prompt(prompt, root_prompt)
         self._completion_start_time = time.perf_counter()
         session = self._get_session()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import threading
@@ -74,6 +75,24 @@ class AsyncRuntime:
         finally:
             if unregister is not None:
                 unregister()
+
+    def run_until_done(self, coro: Coroutine[Any, Any, T], interrupt: Callable[[], object]) -> T:
+        """Run ``coro`` on the loop and wait for its end, however it ends. If this
+        thread is interrupted while it waits (Ctrl-C), ``interrupt()`` is called (it
+        should make ``coro`` wind down), ``coro`` is waited for, and the interruption
+        is re-raised."""
+        if self.in_loop_thread():
+            coro.close()
+            raise RuntimeError("AsyncRuntime.run_until_done() called from its own loop thread")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            if not future.done():
+                interrupt()
+                with contextlib.suppress(BaseException):  # its own outcome: superseded
+                    future.result()
+            raise
 
     def close(self) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rlm.base.cancel import acquire_lock, cancelling_current_task
+from rlm.base.cancel import acquire_lock
 from rlm.base.checkpoint import Checkpoint
 from rlm.base.errors import BudgetExhaustedError
 from rlm.base.events import EventBus, RunScope
@@ -27,8 +27,9 @@ from rlm.clients.base_lm import BaseLM
 from rlm.core.budget import BudgetNode
 from rlm.core.child_slots import ChildSlot
 from rlm.core.config import RLMConfig, build_handler
+from rlm.core.deadline import Deadline
 from rlm.core.lm_handler import LMHandler, LMRoute
-from rlm.core.loop import LoopConfig, TurnResult, TurnState, drive_async, drive_sync
+from rlm.core.loop import LoopConfig, TurnResult, TurnState
 from rlm.core.resume import Resume, restore_note, restore_one_shot, resume_point
 from rlm.core.runtime import run_blocking
 from rlm.core.subcalls import checked_subcall, error_completion, new_run_id, preview, run_child
@@ -217,44 +218,25 @@ class Session:
     ) -> RLMChatCompletion:
         """Run one turn to an answer. Turns of one session never overlap."""
         with self._turn_lock:
-            turn = self._begin(prompt, root_prompt, resume)
-            try:
-                result = drive_sync(turn.flow(), turn.perform, turn.node.token)
-            except BaseException as exc:
-                error = turn.fail(exc)
-                if error is exc:
-                    raise
-                raise error from None
-            return turn.succeed(result)
+            return self._begin(prompt, root_prompt, resume).complete()
 
     async def acompletion(
         self, prompt: Any, root_prompt: str | None = None, resume: Resume = None
     ) -> RLMChatCompletion:
-        """``completion`` for asyncio: the same turn, with effects awaited. Cancelling
-        the task, or the turn's token, stops it with ``CancellationError``."""
+        """``completion`` for asyncio: the same turn, with effects awaited. The turn's
+        token (``cancel()``) stops it with ``CancellationError``, its deadline with
+        ``TimeoutExceededError``; cancelling the awaiting task stops the tree and
+        raises ``asyncio.CancelledError`` (``Turn.fail``)."""
         await acquire_lock(self._turn_lock)
         try:
             begin = run_blocking(self._begin, prompt, root_prompt, resume)
             try:
                 turn = await asyncio.shield(begin)
             except asyncio.CancelledError as exc:  # let the turn open, then close it properly
-                raise (await begin).fail(exc) from None
-            try:
-                with cancelling_current_task(turn.node.token):
-                    result = await drive_async(turn.flow(), turn.aperform, turn.node.token)
-            except BaseException as exc:
-                error = turn.fail(exc)
-                if error is exc:
-                    raise
-                raise error from None
-            if self.durable is None:
-                return turn.succeed(result)
-            closing = run_blocking(turn.succeed, result)  # the checkpoint: off the loop
-            try:
-                return await asyncio.shield(closing)
-            except asyncio.CancelledError:
-                await asyncio.wait((closing,))  # closed before another turn may start
+                (await begin).fail(exc, outside=True)
                 raise
+            # A durable turn's checkpoint is written off the loop.
+            return await turn.acomplete(close_off_loop=self.durable is not None)
         finally:
             self._turn_lock.release()
 
@@ -326,6 +308,9 @@ class Session:
             resumed=checkpoint,
         )
         try:  # from here on, a failure must still close the turn (env, alignment, events)
+            limit = node.limits.max_timeout
+            if limit is not None and lineage is None:  # the root's covers the whole tree
+                turn.deadline = Deadline(node.token, limit, node.started).start()
             if self._route is not None:
                 self._route.sink, self._route.scope = node, scope
             if self.logger is not None:

@@ -4,6 +4,16 @@ The sync and async drivers share this object; they differ only in how they wait.
 ``Turn`` is made of plain values (the handler, environment, budget node and event scope
 of the run, its state and loop configuration); the session that opened it hears of
 its end through ``on_close``, called once, before the turn's last event.
+
+``complete()`` and ``acomplete()`` run it to its end. A root turn with a deadline
+(``max_timeout``) is driven on the session's loop even from ``complete()``, so the
+deadline stops the model call in flight and the running cell (which is given
+``CELL_GRACE`` seconds, then abandoned). How each way of stopping ends
+(``fail``): the deadline raises ``TimeoutExceededError``; ``RLM.cancel()``, Ctrl-C and
+cancelling a ``Turn``'s own driving task raise ``CancellationError``; an asyncio
+cancellation from outside ``acomplete()`` (``task.cancel()``, ``asyncio.wait_for``,
+``asyncio.timeout``, a failing ``TaskGroup``) propagates as ``asyncio.CancelledError``.
+All of them cancel the whole tree and leave the checkpoint to resume from.
 """
 
 from __future__ import annotations
@@ -16,8 +26,15 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rlm.base.cancel import cancelling_current_task
 from rlm.base.checkpoint import Checkpoint
-from rlm.base.errors import BudgetExhaustedError, CancellationError, RLMLimitError
+from rlm.base.errors import (
+    BudgetExhaustedError,
+    CancellationError,
+    RLMError,
+    RLMLimitError,
+    TimeoutExceededError,
+)
 from rlm.base.events import RunScope
 from rlm.base.ports import SupportsSnapshot
 from rlm.base.types import RLMChatCompletion, UsageSummary
@@ -32,6 +49,8 @@ from rlm.core.loop import (
     RunCode,
     TurnResult,
     TurnState,
+    drive_async,
+    drive_sync,
     run_turn,
 )
 from rlm.core.prompts import build_metadata_prompt, render_system_prompt
@@ -40,6 +59,7 @@ from rlm.core.runtime import run_blocking
 if TYPE_CHECKING:
     from rlm.base.types import QueryMetadata
     from rlm.core.config import RLMConfig
+    from rlm.core.deadline import Deadline
     from rlm.environments import BaseEnv
 
 # On cancellation, how long an async turn waits for its running cell to wind down (with
@@ -106,6 +126,22 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+async def _grace(cell: asyncio.Future[Any]) -> None:
+    """Give a cancelled turn's cell up to ``CELL_GRACE`` seconds to end (its sub-calls
+    fail fast once the tree is cancelled); a repeated cancellation does not cut it short."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + CELL_GRACE
+    while not cell.done() and (left := end - loop.time()) > 0:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait((cell,), timeout=left)
+
+
+def _cancelled_from_outside() -> bool:
+    """True if the running task has a cancellation pending that no token asked for."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 @dataclass
 class Turn:
     prompt: Any
@@ -128,31 +164,96 @@ class Turn:
     resumed: Checkpoint | None = None  # the stopped turn this one continues
     checkpoint: Checkpoint | None = None  # set when the turn ends without an answer
     abandoned: asyncio.Future[Any] | None = None  # a cell left running by a cancel
+    deadline: Deadline | None = None  # a root run's max_timeout, armed while it runs
 
     def flow(self) -> Generator[Effect, Any, TurnResult]:
         return run_turn(self.state, self.loop_cfg, self.node, self.scope)
+
+    # -- driving -----------------------------------------------------------------------
+
+    def complete(self) -> RLMChatCompletion:
+        """Run the turn in this thread to its completion, or raise what ``fail`` says."""
+        try:
+            result = self._run_blocking()
+        except BaseException as exc:
+            error = self.fail(exc)
+            if error is exc:
+                raise
+            raise error from None
+        return self.succeed(result)
+
+    async def acomplete(self, close_off_loop: bool = False) -> RLMChatCompletion:
+        """``complete`` on the running loop; ``close_off_loop``: the closing (a durable
+        checkpoint) runs on a worker thread and is waited for even if cancelled."""
+        try:
+            result = await self.adrive()
+        except BaseException as exc:
+            outside = isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside()
+            error = self.fail(exc, outside=outside)
+            if error is exc:
+                raise
+            raise error from None
+        if not close_off_loop:
+            return self.succeed(result)
+        closing = run_blocking(self.succeed, result)
+        try:
+            return await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            await asyncio.wait((closing,))  # closed before another turn may start
+            raise
+
+    async def adrive(self) -> TurnResult:
+        """The loop driven on the running loop: cancelling the tree's token cancels the
+        task, hence the effect in flight (and, the tree being ``interruptible``, the
+        blocking sub-calls of its cells)."""
+        self.node.tree.interruptible = True  # its sub-calls become cancellable too
+        with cancelling_current_task(self.node.token):
+            return await drive_async(self.flow(), self.aperform, self.node.token)
+
+    def _run_blocking(self) -> TurnResult:
+        """A root turn with a deadline is driven on the session's loop (the deadline may
+        stop it at any moment); any other turn in this thread, its model calls being
+        cancellable anyway if its tree is ``interruptible``."""
+        runtime = self.handler.runtime
+        if self.deadline is None or runtime.in_loop_thread():
+            return drive_sync(self.flow(), self.perform, self.node.token)
+        token = self.node.token
+
+        async def driven() -> TurnResult:
+            try:
+                return await self.adrive()
+            except asyncio.CancelledError:  # only the token cancels this task
+                raise token.error() from None
+
+        return runtime.run_until_done(driven(), token.cancel)
 
     # -- effects -----------------------------------------------------------------------
 
     def perform(self, effect: Effect) -> Any:
         if isinstance(effect, CallModel):
-            return self.handler.call(list(effect.messages), self.model, 0, self.node)
+            messages, purpose = list(effect.messages), effect.purpose
+            return self.handler.call(
+                messages, self.model, 0, self.node, purpose=purpose, scope=self.scope
+            )
         if isinstance(effect, RunCode):
             return self.env.execute_code(effect.code)
         return self._perform_local(effect)
 
     async def aperform(self, effect: Effect) -> Any:
         if isinstance(effect, CallModel):
-            return await self.handler.acall(list(effect.messages), self.model, 0, self.node)
+            messages, purpose = list(effect.messages), effect.purpose
+            return await self.handler.acall(
+                messages, self.model, 0, self.node, purpose=purpose, scope=self.scope
+            )
         if isinstance(effect, RunCode):  # cells block: keep them off the event loop
             cell = run_blocking(self.env.execute_code, effect.code)
             cell.add_done_callback(_retrieve)  # an abandoned cell's error is not "lost"
             try:
                 return await asyncio.shield(cell)
             except asyncio.CancelledError:
+                self.abandoned = cell  # first: the checkpoint must not wait for its REPL
                 self.node.token.cancel()
-                await asyncio.wait((cell,), timeout=CELL_GRACE)
-                self.abandoned = cell
+                await _grace(cell)
                 raise
         return self._perform_local(effect)
 
@@ -205,6 +306,8 @@ class Turn:
         )
 
     def _close(self, result: TurnResult | None, error: BaseException | None) -> None:
+        if self.deadline is not None:
+            self.deadline.stop()
         try:
             self.on_close(self, result, error)
         finally:
@@ -218,38 +321,60 @@ class Turn:
             if self.detach is not None:
                 self.detach()
 
-    def fail(self, exc: BaseException) -> BaseException:
-        """Close the turn after ``exc``; returns the exception the caller should raise
-        (Ctrl-C, task cancellation and ``RLM.cancel()`` become ``CancellationError``; a
-        refused reservation becomes the limit error of the limit it hit)."""
-        error = exc
+    def fail(self, exc: BaseException, *, outside: bool = False) -> BaseException:
+        """Close the turn after ``exc``; returns the exception the caller should raise.
+
+        An asyncio cancellation from outside the run (``outside``) is returned as is;
+        the deadline's becomes ``TimeoutExceededError``; Ctrl-C, other cancellations and
+        ``RLM.cancel()`` become ``CancellationError``; a refused reservation becomes the
+        limit error of the limit it hit. Each limit error carries the partial answer and
+        (root runs) the checkpoint; so does any other ``RLMError`` a root run raises
+        (a provider failing mid-run), which keeps its type."""
+        error, st, root = exc, self.state, self.scope.parent_id is None
         cancelled = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError | CancellationError)
         if cancelled:
             self.node.token.cancel()  # whatever started it, the whole tree stops
         if isinstance(exc, BudgetExhaustedError):
-            st = self.state
             exc = error = breach_error(exc.breach, st.best_partial, st.iteration - 1, st.last_error)
-        if cancelled and self.scope.parent_id is not None:
+        timed_out = self.deadline is not None and self.deadline.fired and not outside
+        if cancelled and not root:
             pass  # a child run: re-raise as is, so the whole tree stops (not just the child)
+        elif cancelled and timed_out:
+            error = self._timeout_error()
+            self._announce(error, type(error).__name__)
         elif cancelled:
-            partial = self.state.best_partial
-            error = CancellationError(partial, "Execution cancelled by user")
-            self.scope.emit(
-                "limit_exceeded", kind="cancelled", message=str(error), partial_answer=partial
-            )
+            stopped = CancellationError(st.best_partial, "Execution cancelled by user")
+            error = exc if outside else stopped
+            self._announce(stopped, "cancelled")
         elif isinstance(exc, RLMLimitError):
-            self.scope.emit(
-                "limit_exceeded",
-                kind=type(exc).__name__,
-                message=str(exc),
-                partial_answer=exc.partial_answer,
-            )
-        if self.scope.parent_id is None:  # a root run: it can be resumed
+            self._announce(exc, type(exc).__name__)
+        if root:  # a root run: it can be resumed
             self.checkpoint = self._checkpoint(error)
             if isinstance(error, RLMLimitError):
                 error.checkpoint = self.checkpoint
+            elif isinstance(error, RLMError):  # the error keeps its type and gains both
+                failure: Any = error
+                failure.partial_answer, failure.checkpoint = st.best_partial, self.checkpoint
         self._close(None, error)
         return error
+
+    def _announce(self, error: RLMLimitError, kind: str) -> None:
+        self.scope.emit(
+            "limit_exceeded", kind=kind, message=str(error), partial_answer=error.partial_answer
+        )
+
+    def _timeout_error(self) -> TimeoutExceededError:
+        """The deadline stopped the run during its iteration ``state.iteration``."""
+        assert self.deadline is not None and self.deadline.elapsed is not None
+        st, limit, elapsed = self.state, self.deadline.limit, self.deadline.elapsed
+        where = f"during iteration {st.iteration}" if st.iteration else "before the first iteration"
+        return TimeoutExceededError(
+            elapsed,
+            limit,
+            st.best_partial,
+            f"Timeout exceeded {where}: {elapsed:.1f}s of {limit:.1f}s limit; "
+            "the work in flight was stopped",
+        )
 
     def succeed(self, result: TurnResult) -> RLMChatCompletion:
         self._close(result, None)

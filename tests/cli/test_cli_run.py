@@ -192,7 +192,7 @@ def test_openai_compatible_server_answer_and_usage(
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "the White Rabbit\n"
     assert EMBEDDED_NOTICE not in proc.stderr
-    assert "rlm: final answer from FINAL after 1 iteration(s)" in proc.stderr
+    assert "rlm: answer submitted with FINAL(...) in iteration 1" in proc.stderr
     assert "rlm: usage m: 1 call(s), 40 tokens in / 10 out" in proc.stderr
 
 
