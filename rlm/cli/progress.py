@@ -79,7 +79,7 @@ class RunTracker:
             took = format_duration(data.get("duration"))
             what = "final-answer request" if is_root and self._final_call(it) else f"iteration {it}"
             self.say(f"{what}: model replied {len(reply):,} chars in {took}", level)
-        elif _kind(event) == "call_retry":
+        elif event.type == "call_retry":
             self.say(self._retry_line(event), level)
         elif event.type == "code_cell_finished":
             self.say(f"iteration {it}: {_cell_line(data)}", level)
@@ -121,11 +121,6 @@ class RunTracker:
         retry, retries = int(data.get("attempt") or 1), int(data.get("attempts") or 1) - 1
         wait = format_duration(data.get("wait"))
         return f"{call} failed ({error}); retry {retry} of {retries} in {wait}"
-
-
-def _kind(event: Event) -> str:
-    """The event's type as a plain string: ``call_retry`` is not in ``EventType`` yet."""
-    return event.type
 
 
 def _plural(n: Any, word: str) -> str:

@@ -24,7 +24,7 @@ the session's loop, so cancelling the tree cancels it in flight.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from rlm.base.types import Prompt, RLMChatCompletion
 from rlm.clients.base_lm import CallPurpose
@@ -65,14 +65,16 @@ async def acomplete(
 
 
 def retry_notice(send: Send, policy: RetryPolicy) -> OnRetry | None:
-    """What tells the call's run of each retry (``call_retry``), if anyone listens."""
+    """What tells the call's run of each retry (``call_retry``) if anyone listens then;
+    nothing is asked of the event bus unless a call is retried."""
     scope = send.scope
-    if scope is None or not scope.bus.active:
+    if scope is None:
         return None
 
     def notify(exc: BaseException, attempt: int, wait: float) -> None:
-        # "call_retry" is not in rlm.base.events.EventType yet: typed loosely until it is.
-        cast(Any, scope).emit(
+        if not scope.bus.active:
+            return
+        scope.emit(
             "call_retry",
             purpose=send.purpose.value,
             model=send.route.name,
