@@ -27,13 +27,13 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from rlm.base.types import Prompt, RLMChatCompletion
-from rlm.clients.base_lm import CallPurpose
+from rlm.clients.base_lm import BaseLM, CallPurpose
 from rlm.core.lm_batch import check_batch_size, run_batch
 from rlm.core.lm_call import Flow, Send, charged
 
 if TYPE_CHECKING:
     from rlm.base.events import RunScope
-    from rlm.clients.base_lm import BaseLM, LMResult
+    from rlm.clients.base_lm import LMResult
     from rlm.clients.retry import RetryPolicy
     from rlm.core.budget import BudgetNode
     from rlm.core.governor import Governor, OnRetry
@@ -54,14 +54,31 @@ def _returned(flow: Flow, result: LMResult) -> RLMChatCompletion:
     raise RuntimeError("a call's flow yielded twice")
 
 
+def shapes_calls(client: BaseLM) -> bool:
+    """Whether ``client``'s class overrides ``complete_for`` (it shapes a call by its
+    purpose). Other clients get ``complete``/``acomplete``, as they always did; a mocked
+    client (``Mock(spec=BaseLM)``, as rlms-era tests build them) keeps working."""
+    return getattr(type(client), "complete_for", BaseLM.complete_for) is not BaseLM.complete_for
+
+
+def complete(client: BaseLM, prompt: Prompt, purpose: CallPurpose) -> LMResult:
+    """One call, told its purpose when the client wants to know it."""
+    if shapes_calls(client):
+        return client.complete_for(prompt, purpose)
+    return client.complete(prompt)
+
+
 async def acomplete(
     client: BaseLM, prompt: Prompt, purpose: CallPurpose = CallPurpose.SUBCALL
 ) -> LMResult:
-    """``client.acomplete_for``; a sync-only client still fans out, on threads."""
+    """Async form of ``complete``; a sync-only client still fans out, on threads."""
+    shaped = shapes_calls(client)
     try:
-        return await client.acomplete_for(prompt, purpose)
+        if shaped:
+            return await client.acomplete_for(prompt, purpose)
+        return await client.acomplete(prompt)
     except NotImplementedError:
-        return await asyncio.to_thread(client.complete_for, prompt, purpose)
+        return await asyncio.to_thread(complete, client, prompt, purpose)
 
 
 def retry_notice(send: Send, policy: RetryPolicy) -> OnRetry | None:
@@ -131,7 +148,7 @@ class CallPipeline:
         client, purpose, policy = send.route.client, send.purpose, send.route.retry_policy
         try:
             result = self.governor.run(
-                lambda prompt: client.complete_for(prompt, purpose),
+                lambda prompt: complete(client, prompt, purpose),
                 send.prompt,
                 send.token,
                 policy,
