@@ -194,10 +194,10 @@ def _check_client(backend: str, backend_kwargs: dict[str, Any]) -> None:
     """Build the model's client once and close it (no model call); ``_Usage`` naming
     the fix when it cannot be built."""
     from rlm.base.errors import RLMError
-    from rlm.clients import get_client
+    from rlm.cli.factory import build_client_once
 
     try:
-        get_client(backend, dict(backend_kwargs)).close()
+        build_client_once(backend, backend_kwargs)
     except RLMError as exc:
         raise _Usage(str(exc)) from None
 

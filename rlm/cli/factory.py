@@ -129,10 +129,17 @@ def preload_client(setup: ModelSetup) -> float:
     ``ConfigurationError``) and an embedded GGUF model is loaded now, not by the first
     request (``llama_cpp`` keeps loaded models for the process). Returns the seconds
     it took; no model is called."""
+    return build_client_once(setup.backend, setup.backend_kwargs)
+
+
+def build_client_once(backend: str, backend_kwargs: Mapping[str, Any]) -> float:
+    """Build ``backend``'s client and close it, without calling the model; the seconds
+    it took. Raises what building raises (``MissingExtraError``, ``MissingAPIKeyError``,
+    ``ConfigurationError``)."""
     from rlm.clients import get_client
 
     started = time.perf_counter()
-    get_client(setup.backend, dict(setup.backend_kwargs)).close()
+    get_client(backend, dict(backend_kwargs)).close()
     return time.perf_counter() - started
 
 
