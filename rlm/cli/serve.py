@@ -26,7 +26,14 @@ from rlm.cli.config import CLIUsageError
 from rlm.cli.factory import SettingsFactory, environment_notice, exposed_warning, from_args
 from rlm.cli.failures import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from rlm.cli.serve_start import bind_listener, check_model, log_to
-from rlm.cli.settings import PORT, POSITIVE_FLOAT, POSITIVE_INT, Settings, add_model_options
+from rlm.cli.settings import (
+    NON_NEGATIVE_FLOAT,
+    PORT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    Settings,
+    add_model_options,
+)
 
 MIB = 1024 * 1024
 EXAMPLES = """examples:
@@ -84,6 +91,17 @@ def add_parser(subparsers: Any) -> None:
         type=POSITIVE_INT,
         help="open connections at most; more get 503 and are closed (default: 256)",
     )
+    g.add_argument("--session-grace", type=NON_NEGATIVE_FLOAT, metavar="SECONDS",
+                   help="a session used this recently is never evicted for a new one; a new "
+                   "session waits, then gets 429 (default: 120 in memory, 0 with "
+                   "--session-store, where eviction loses nothing)")  # fmt: skip
+    g.add_argument("--body-timeout", type=POSITIVE_FLOAT, metavar="SECONDS",
+                   help="a request's whole body must arrive within this (default: 30)")  # fmt: skip
+    g.add_argument("--keep-alive", type=POSITIVE_INT, metavar="SECONDS",
+                   help="close an idle keep-alive connection after this (default: 5)")  # fmt: skip
+    g.add_argument("--shutdown-timeout", type=NON_NEGATIVE_FLOAT, metavar="SECONDS",
+                   help="on SIGTERM/Ctrl-C, requests in flight get this long to finish, "
+                   "then are cancelled (default: 10)")  # fmt: skip
     g.add_argument("--session-store", metavar="PATH|URL",
                    help="keep sessions in this store: they survive eviction and restarts "
                    "(default: in memory only; see 'rlm sessions')")  # fmt: skip
@@ -102,13 +120,24 @@ def _is_loopback(host: str) -> bool:
 
 def build_app(settings: Settings, factory: SettingsFactory, token: str) -> Any:
     from rlm.server import create_app
-    from rlm.server.sessions import InMemorySessionRegistry, StoreBackedSessionRegistry
+    from rlm.server.sessions import (
+        DEFAULT_GRACE,
+        InMemorySessionRegistry,
+        StoreBackedSessionRegistry,
+    )
 
     store = factory.session_store
+    grace = settings.session_grace
     registry: Any = (
-        StoreBackedSessionRegistry(store, settings.max_sessions, settings.session_ttl)
+        StoreBackedSessionRegistry(
+            store, settings.max_sessions, settings.session_ttl, grace=grace or 0.0
+        )
         if store
-        else InMemorySessionRegistry(settings.max_sessions, settings.session_ttl)
+        else InMemorySessionRegistry(
+            settings.max_sessions,
+            settings.session_ttl,
+            grace=DEFAULT_GRACE if grace is None else grace,
+        )
     )
     return create_app(
         factory,
@@ -117,6 +146,7 @@ def build_app(settings: Settings, factory: SettingsFactory, token: str) -> Any:
         sessions=registry,
         max_body_bytes=int(settings.max_body_mb * MIB),
         max_concurrency=settings.max_concurrency,
+        body_timeout=settings.body_timeout,
     )
 
 
@@ -194,9 +224,19 @@ def _serve(
     from rlm.server.transport import ConnectionLimits, uvicorn_config
 
     limits = ConnectionLimits(
-        settings.header_timeout, settings.idle_timeout, settings.max_connections
+        settings.header_timeout,
+        settings.idle_timeout,
+        settings.max_connections,
+        settings.keep_alive,
     )
-    config = uvicorn_config(app, settings.host, port, limits, log_level="warning")
+    config = uvicorn_config(
+        app,
+        settings.host,
+        port,
+        limits,
+        log_level="warning",
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+    )
     server = uvicorn.Server(config)
     server.run(sockets=[listener])
     return EXIT_OK if server.started else EXIT_ERROR

@@ -66,6 +66,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be 0 or more")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -150,6 +160,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("header_timeout", _positive_float, "RLM_HEADER_TIMEOUT", "serve"),
     Option("idle_timeout", _positive_float, "RLM_IDLE_TIMEOUT", "serve"),
     Option("max_connections", _positive_int, "RLM_MAX_CONNECTIONS", "serve"),
+    Option("session_grace", _non_negative_float, "RLM_SESSION_GRACE", "serve"),
+    Option("body_timeout", _positive_float, "RLM_BODY_TIMEOUT", "serve"),
+    Option("keep_alive", _positive_int, "RLM_KEEP_ALIVE", "serve"),
+    Option("shutdown_timeout", _non_negative_float, "RLM_SHUTDOWN_TIMEOUT", "serve"),
     Option("context_roots", _path_list, "RLM_MCP_CONTEXT_ROOTS", "mcp"),
     Option("max_context_mb", _positive_float, "RLM_MCP_MAX_CONTEXT_MB", "mcp"),
 )
@@ -181,6 +195,10 @@ class Settings:
     header_timeout: float = 10.0  # rlm serve: seconds to receive a request's headers
     idle_timeout: float = 30.0  # ... and between bytes of its body
     max_connections: int = 256
+    session_grace: float | None = None  # None: 120 s in memory, 0 with a session store
+    body_timeout: float = 30.0  # seconds for a request's whole body to arrive
+    keep_alive: int = 5  # seconds an idle keep-alive connection stays open
+    shutdown_timeout: float = 10.0  # on SIGTERM: seconds to finish requests in flight
     context_roots: tuple[str, ...] = ()  # rlm mcp: () is the working directory
     max_context_mb: float = 100.0
     config_path: str | None = None
@@ -243,6 +261,7 @@ def flag_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 POSITIVE_INT = flag_type(_positive_int)
 POSITIVE_FLOAT = flag_type(_positive_float)
+NON_NEGATIVE_FLOAT = flag_type(_non_negative_float)
 PORT = flag_type(_port)
 
 

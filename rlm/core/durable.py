@@ -1,6 +1,8 @@
 """``DurableSession``: the store side of one durable ``RLM``.
 
-It holds the session's write lock for as long as the RLM is open, restores the thread
+It holds the session's write lock for as long as the RLM is open (a server sharing the
+store with other processes lets go of it between turns: ``release_lock`` /
+``reacquire``), restores the thread
 into a fresh environment (namespace first, then contexts, histories and final
 answers), and writes each finished turn, completed or not, in one transaction. The
 engine calls it at two points only: when the persistent environment is created
@@ -19,7 +21,7 @@ from rlm.base.errors import ConfigurationError, RLMLimitError, SessionStoreError
 from rlm.base.types import QueryMetadata, UsageSummary
 from rlm.core import snapshots
 from rlm.sessions.models import SessionRecord, TurnRecord, TurnStatus, TurnWrite
-from rlm.sessions.store import MissingPartsError, SessionStore, open_store
+from rlm.sessions.store import LockHandle, MissingPartsError, SessionStore, open_store
 
 if TYPE_CHECKING:
     from rlm.core.loop import TurnResult
@@ -52,7 +54,7 @@ class DurableSession:
         self.store = store
         self.session_id = session_id
         self._owns_store = owns_store
-        self._lock = store.acquire_lock(session_id, lock_timeout)
+        self._lock: LockHandle | None = store.acquire_lock(session_id, lock_timeout)
         try:
             self.info: SessionRecord = store.ensure_session(session_id, config)
             self.thread: list[TurnRecord] = store.thread(session_id)
@@ -61,6 +63,30 @@ class DurableSession:
             raise
         self._pending: Checkpoint | None = None
         self._matched: tuple[Any, tuple[str, str]] | None = None  # (prompt, its hash)
+        self.idempotency_key: str | None = None  # stored with the next turn, then cleared
+
+    # -- the write lock between turns --------------------------------------------------
+
+    @property
+    def holds_lock(self) -> bool:
+        return self._lock is not None
+
+    def release_lock(self) -> None:
+        """Let another process write the session until ``reacquire``. Idempotent."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def reacquire(self, timeout: float | None = None) -> bool:
+        """Take the lock back (waiting up to ``timeout``; raises ``SessionLockedError``).
+        True when the stored thread is still the one held in memory; False when another
+        process wrote, forked over or deleted the session meanwhile (then this object,
+        and the environment built from it, are stale: rebuild them from the store)."""
+        if self._lock is None:
+            self._lock = self.store.acquire_lock(self.session_id, timeout)
+        record = self.store.get_session(self.session_id)
+        head = self.head
+        return record is not None and record.head_turn == (head.id if head else None)
 
     @property
     def head(self) -> TurnRecord | None:
@@ -184,6 +210,11 @@ class DurableSession:
             replaces_head=replaces,
         )
         self._matched = None
+        if self._lock is None:
+            raise SessionStoreError(
+                f"session {self.session_id!r} is not held by this process: "
+                "reacquire() its lock before writing a turn"
+            )
         try:
             write.snapshot = snapshots.capture(env)
             try:
@@ -206,7 +237,7 @@ class DurableSession:
 
     def close(self) -> None:
         """Release the lock (and the store, if this session opened it). Idempotent."""
-        lock = getattr(self, "_lock", None)
+        lock, self._lock = getattr(self, "_lock", None), None
         if lock is not None:
             lock.release()
         if self._owns_store:

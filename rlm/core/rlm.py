@@ -368,6 +368,24 @@ class RLM(RLMSHooks):
         self._durable.fork(new_id)
         return RLM(**{**self._init_kwargs, "session_id": new_id})
 
+    # -- sharing a durable session between processes ------------------------------------
+
+    def release_session_lock(self) -> None:
+        """Let other processes write this durable session until the next
+        ``reacquire_session_lock`` (a server between turns: ``rlm serve`` replicas over
+        one store). A no-op for a session that is not durable or not open."""
+        if self._durable is not None:
+            self._durable.release_lock()
+
+    def reacquire_session_lock(self, timeout: float | None = None) -> bool:
+        """Become the session's writer again, waiting up to ``timeout`` seconds (default:
+        the store's ``lock_timeout``; raises ``SessionLockedError``). False when another
+        process moved the session on meanwhile: this object is then stale; ``close()``
+        it and build a new ``RLM`` for the session, which resumes from the store."""
+        if self._durable is None:
+            return True
+        return self._durable.reacquire(timeout)
+
     @staticmethod
     def _env_supports_persistence(env: BaseEnv) -> bool:
         return isinstance(env, SupportsPersistence)

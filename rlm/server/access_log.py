@@ -10,7 +10,8 @@ the run used (in + out), and ``error=CODE`` when a stream ended in an error afte
 session id are client-chosen, so their control characters are escaped.
 
 ``AccessLog`` is the ASGI middleware; a route fills in what only it knows through
-``note_for(request.scope)``.
+``note_for(request.scope)``. It also tells an ``observe`` callback of each request
+(the server's metrics), with or without the log line.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,13 @@ class RequestNote:
     session_id: str | None = None
     tokens: int | None = None
     error: str | None = None  # the error code of a stream that failed after its 200
+    cost: float | None = None  # what the run's model calls cost, when reported
+    upstream: str | None = None  # the run ended in a provider error: its kind
+    disconnected: bool = False  # the client went away; its run was cancelled
+
+
+# Told of each request as its response ends: path, status, seconds, the route's note.
+Observer = Callable[[str, "int | None", float, RequestNote], None]
 
 
 def note_for(scope: Scope) -> RequestNote:
@@ -70,9 +79,17 @@ def format_line(
 class AccessLog:
     """ASGI middleware: logs one line per HTTP request as its response ends."""
 
-    def __init__(self, app: ASGIApp, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        logger: logging.Logger | None = None,
+        observe: Observer | None = None,
+        enabled: bool = True,
+    ) -> None:
         self.app = app
         self.log = logger or log
+        self.observe = observe  # also told of each request (``rlm.server.metrics``)
+        self.enabled = enabled  # False: no log line, the observer only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,7 +114,10 @@ class AccessLog:
         finally:
             seconds = time.perf_counter() - started
             method, path = str(scope.get("method", "")), str(scope.get("path", ""))
-            self.log.info(format_line(method, path, status, seconds, note))
+            if self.observe is not None:
+                self.observe(path, status, seconds, note)
+            if self.enabled:
+                self.log.info(format_line(method, path, status, seconds, note))
 
 
 def usage_tokens(body: Any) -> int | None:

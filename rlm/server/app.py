@@ -1,17 +1,26 @@
-"""The Starlette application: ``POST /v1/chat/completions``, ``GET /v1/models`` and
-``GET /health``.
+"""The Starlette application: ``POST /v1/chat/completions``, ``GET /v1/models``,
+``GET /metrics`` and ``GET /health``.
 
-Every ``/v1`` route runs inside ``_guarded``: the bearer token is checked first, and
-any exception becomes OpenAI's error JSON through ``errors.translate`` (unknown routes
-and methods too, through the ``HTTPException`` handler). ``GET /health`` needs no
-token: it answers ``{"status": "ok"}`` and never calls a model or shows a setting.
-With ``access_log`` (the default) every request is one line on the
-``rlm.server.access`` logger (``rlm.server.access_log``); ``rlm serve`` prints them.
+Every ``/v1`` route and ``/metrics`` run inside ``_guarded``: the bearer token is
+checked first, and any exception becomes OpenAI's error JSON through
+``errors.translate`` (unknown routes and methods too, through the ``HTTPException``
+handler). ``GET /health`` needs no token: it answers ``{"status": "ok"}`` and never
+calls a model or shows a setting. With ``access_log`` (the default) every request is
+one line on the ``rlm.server.access`` logger (``rlm.server.access_log``); ``rlm
+serve`` prints them. ``/metrics`` is Prometheus text (``rlm.server.metrics``).
+
+A completion request takes one of ``max_concurrency`` slots only once its body is in
+(a body must arrive within ``body_timeout`` seconds: 408), and gives it back however
+it ends: answered, failed, or its client gone, which cancels the run (a stream's
+client too). While the server runs, idle sessions past their TTL are closed by a
+timer (every ``sweep_interval`` seconds), not only when the next request comes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -21,19 +30,28 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from rlm.core.rlm import RLM
 from rlm.server.access_log import AccessLog, note_for
-from rlm.server.errors import error_response
+from rlm.server.errors import APIError, error_response
 from rlm.server.guards import DEFAULT_MAX_BODY_BYTES, ConcurrencyLimit, check_token, read_json
+from rlm.server.memory import trim_native_memory
+from rlm.server.metrics import Metrics
+from rlm.server.openai_types import ChatCompletion
 from rlm.server.runner import Runner
 from rlm.server.sessions import InMemorySessionRegistry, RLMFactory, SessionRegistry
 from rlm.server.translate import model_list, parse_request
 
 Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("rlm.server")
+
+
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_SWEEP_INTERVAL = 30.0
+MAX_IDEMPOTENCY_KEY = 255
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,11 @@ class ServerOptions:
     model_ids: Sequence[str] = ("rlm",)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_concurrency: int = 4
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+
+
+class _ClientGone(Exception):
+    """The client closed its connection before its answer was ready."""
 
 
 class _SlotStream(StreamingResponse):
@@ -75,9 +98,10 @@ def _guarded(token: str, handler: Handler) -> Handler:
 class ChatServer:
     """The routes' state: options, the concurrency limit and the runner."""
 
-    def __init__(self, runner: Runner, options: ServerOptions) -> None:
+    def __init__(self, runner: Runner, options: ServerOptions, metrics: Metrics) -> None:
         self.runner = runner
         self.options = options
+        self.metrics = metrics
         self.model_ids = list(options.model_ids)
         self.limit = ConcurrencyLimit(options.max_concurrency)
         self.started = int(time.time())
@@ -88,36 +112,103 @@ class ChatServer:
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
+    async def metrics_page(self, request: Request) -> Response:
+        text = self.metrics.render(self.runner.sessions)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
     async def chat_completions(self, request: Request) -> Response:
-        self.limit.acquire()  # before reading the body: an overloaded server says so fast
         note = note_for(request.scope)
+        key = _idempotency_key(request.headers.get("idempotency-key"))
+        self.limit.check()  # an overloaded server says so before reading the body
         try:
-            body = await read_json(request, self.options.max_body_bytes)
-            req = parse_request(body, self.model_ids)
-            note.session_id = req.session_id
+            body = await asyncio.wait_for(
+                read_json(request, self.options.max_body_bytes), self.options.body_timeout
+            )
+        except TimeoutError:
+            raise APIError(408, f"The request body did not arrive within "
+                           f"{self.options.body_timeout:g} s", code="request_timeout") from None  # fmt: skip
+        req = parse_request(body, self.model_ids)
+        note.session_id = req.session_id
+        self.limit.acquire()  # a slot only for a request that is all here
+        try:
             if req.stream:
                 headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
                 stream = self.runner.stream(req, note)
                 return _SlotStream(stream, self.limit.release, headers)
-            result = await self.runner.complete(req, note)
-        except BaseException:
-            self.limit.release()
-            raise
-        self.limit.release()
+            run = self.runner.complete(req, note, key)
+            result = await _unless_disconnected(request, run)
+        except _ClientGone:
+            note.disconnected = True
+            return Response(status_code=499)  # nobody reads it; the access log does
+        finally:
+            if not req.stream:
+                self.limit.release()
         return JSONResponse(dict(result))
 
 
-def _closing(
-    registry: SessionRegistry[RLM],
+def _idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value or len(value) > MAX_IDEMPOTENCY_KEY or not value.isprintable():
+        raise APIError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable "
+                       "characters", param="Idempotency-Key", code="invalid_idempotency_key")  # fmt: skip
+    return value
+
+
+async def _unless_disconnected(request: Request, run: Awaitable[ChatCompletion]) -> ChatCompletion:
+    """``run``'s result; if the client disconnects first, the run is cancelled (the
+    engine stops its model calls and cell) and ``_ClientGone`` raised."""
+    task = asyncio.ensure_future(run)
+    watch = asyncio.ensure_future(_disconnect(request.receive))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this request itself was cancelled (server shutdown)
+        task.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise _ClientGone()
+    return task.result()
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns when the client has gone (the body was read before this listens)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _lifespan(
+    registry: SessionRegistry[RLM], sweep_interval: float
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sweeper = asyncio.ensure_future(_sweep(registry, sweep_interval))
         try:
             yield
         finally:  # server shutdown: release every session's environment
-            registry.close()
+            sweeper.cancel()
+            await asyncio.to_thread(registry.close)
+            trim_native_memory()
 
     return lifespan
+
+
+async def _sweep(registry: SessionRegistry[RLM], interval: float) -> None:
+    """Close sessions past their idle TTL every ``interval`` seconds, off the loop, and
+    hand the memory they held back to the system."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if await asyncio.to_thread(registry.sweep):
+                trim_native_memory()
+        except Exception:  # a session that fails to close must not stop the timer
+            log.exception("closing expired sessions failed")
 
 
 def create_app(
@@ -129,15 +220,20 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_concurrency: int = 4,
     access_log: bool = True,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
 ) -> Starlette:
     """The ASGI app. ``rlm_factory`` builds each request's RLM (see ``RLMFactory``);
     ``sessions`` keeps persistent ones (default: in memory, 64 sessions, 1 h idle);
     ``access_log`` logs one line per request on ``rlm.server.access``."""
     if not token:
         raise ValueError("the server needs a token")
+    if body_timeout <= 0 or sweep_interval <= 0:
+        raise ValueError("body_timeout and sweep_interval must be greater than 0")
     registry: SessionRegistry[RLM] = sessions if sessions is not None else InMemorySessionRegistry()
-    options = ServerOptions(token, tuple(model_ids), max_body_bytes, max_concurrency)
-    server = ChatServer(Runner(rlm_factory, registry), options)
+    options = ServerOptions(token, tuple(model_ids), max_body_bytes, max_concurrency, body_timeout)
+    metrics = Metrics()
+    server = ChatServer(Runner(rlm_factory, registry), options, metrics)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         return error_response(exc)
@@ -146,6 +242,7 @@ def create_app(
         routes=[
             Route("/health", server.health, methods=["GET"]),
             Route("/v1/models", _guarded(token, server.models), methods=["GET"]),
+            Route("/metrics", _guarded(token, server.metrics_page), methods=["GET"]),
             Route(
                 "/v1/chat/completions",
                 _guarded(token, server.chat_completions),
@@ -153,8 +250,8 @@ def create_app(
             ),
         ],
         exception_handlers={HTTPException: http_error},
-        middleware=[Middleware(AccessLog)] if access_log else [],
-        lifespan=_closing(registry),
+        middleware=[Middleware(AccessLog, observe=metrics.observe, enabled=access_log)],
+        lifespan=_lifespan(registry, sweep_interval),
     )
     app.state.server = server
     app.state.sessions = registry

@@ -22,6 +22,7 @@ anything else              500     server_error           internal_error
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from rlm.base.errors import CancellationError, ClientError, ConfigurationError, RLMError
@@ -50,8 +51,10 @@ class APIError(Exception):
         type: ErrorType | None = None,
         param: str | None = None,
         code: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
+        self.retry_after = retry_after  # seconds: sent as a Retry-After header
         self.status = status
         self.message = message
         self.type: ErrorType = type or _TYPE_BY_STATUS.get(
@@ -92,7 +95,10 @@ def _from_exception(exc: BaseException) -> APIError:
 def translate(exc: BaseException) -> tuple[int, ErrorBody]:
     """The HTTP status and OpenAI error body for ``exc`` (credentials in the message,
     such as a provider URL's ``user:password@``, are redacted)."""
-    api = _from_exception(exc)
+    return _translated(_from_exception(exc))
+
+
+def _translated(api: APIError) -> tuple[int, ErrorBody]:
     return api.status, error_body(redact_text(api.message), api.type, api.param, api.code)
 
 
@@ -100,6 +106,9 @@ def error_response(exc: BaseException) -> JSONResponse:
     """A Starlette ``JSONResponse`` for ``exc`` (Starlette imported only when serving)."""
     from starlette.responses import JSONResponse
 
-    status, body = translate(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(dict(body), status_code=status, headers=headers)
+    api = _from_exception(exc)
+    status, body = _translated(api)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if api.retry_after is not None and api.retry_after >= 0:
+        headers["Retry-After"] = str(max(1, math.ceil(api.retry_after)))
+    return JSONResponse(dict(body), status_code=status, headers=headers or None)

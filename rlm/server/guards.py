@@ -46,23 +46,30 @@ async def read_json(request: Any, limit: int) -> Any:
 
 
 class ConcurrencyLimit:
-    """At most ``limit`` completions at once; one more is refused with 429 at once
-    (queueing would only hide the overload from the client's retry logic)."""
+    """At most ``limit`` completions at once; one more is refused with 429 and a
+    ``Retry-After`` at once (queueing would only hide the overload from the client's
+    retry logic). ``check()`` refuses without taking a slot: the server calls it before
+    reading a body, and takes the slot (``acquire()``) once the body is all here."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, retry_after: float = 1.0) -> None:
         if limit < 1:
             raise ValueError("the concurrency limit must be at least 1")
         self.limit = limit
+        self.retry_after = retry_after
         self.active = 0  # touched only on the event loop's thread
 
-    def acquire(self) -> None:
+    def check(self) -> None:
         if self.active >= self.limit:
             raise APIError(
                 429,
                 f"Server overloaded: {self.active} of {self.limit} completions are running. "
                 "Retry shortly, or start rlm serve with a higher --max-concurrency.",
                 code="overloaded",
+                retry_after=self.retry_after,
             )
+
+    def acquire(self) -> None:
+        self.check()
         self.active += 1
 
     def release(self) -> None:

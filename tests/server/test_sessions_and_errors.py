@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
@@ -13,7 +15,7 @@ from rlm.base.errors import (
     RLMError,
 )
 from rlm.server.errors import APIError, translate
-from rlm.server.sessions import InMemorySessionRegistry
+from rlm.server.sessions import InMemorySessionRegistry, SessionGoneError, SessionsFullError
 from rlm.server.translate import context_and_root_prompt
 
 
@@ -35,7 +37,7 @@ class Clock:
 
 
 def test_lru_eviction_closes_the_oldest() -> None:
-    registry: InMemorySessionRegistry[Value] = InMemorySessionRegistry(max_sessions=2)
+    registry: InMemorySessionRegistry[Value] = InMemorySessionRegistry(max_sessions=2, grace=0)
     a = registry.get_or_create("a", lambda: Value("a"))
     b = registry.get_or_create("b", lambda: Value("b"))
     assert registry.get_or_create("a", lambda: Value("new")) is a  # touches a
@@ -43,6 +45,8 @@ def test_lru_eviction_closes_the_oldest() -> None:
     assert b.closed and not a.closed and not c.closed
     assert sorted(i.session_id for i in registry.list()) == ["a", "c"]
     assert registry.get("b") is None
+    with pytest.raises(SessionGoneError, match="evicted"):  # never a fresh "b"
+        registry.get_or_create("b", lambda: Value("reset"))
     assert registry.drop("a") and a.closed and not registry.drop("a")
     registry.close()
     assert c.closed and len(registry) == 0
@@ -57,10 +61,16 @@ def test_idle_ttl_expires_unused_sessions() -> None:
     clock.now = 12
     assert [i.session_id for i in registry.list()] == ["fresh"]
     assert old.closed and not fresh.closed
+    with pytest.raises(SessionGoneError, match="unused for more than 10 s") as gone:
+        registry.get_or_create("old", lambda: Value("reset"))
+    assert gone.value.status == 410 and gone.value.code == "session_expired"
+    assert registry.stats.expired == 1 and registry.stats.gone == 1
 
 
 def test_a_leased_session_is_pinned_and_turns_queue() -> None:
-    registry: InMemorySessionRegistry[Value] = InMemorySessionRegistry(max_sessions=1)
+    registry: InMemorySessionRegistry[Value] = InMemorySessionRegistry(
+        max_sessions=2, grace=0, admission_timeout=0
+    )
     order: list[str] = []
 
     async def turn(name: str, hold: float) -> None:
@@ -91,6 +101,94 @@ def test_dropping_a_session_in_use_closes_it_on_release() -> None:
         return value
 
     assert asyncio.run(main()).closed
+
+
+def test_sessions_in_their_grace_are_not_evicted_new_ones_wait_then_429() -> None:
+    clock = Clock()
+    registry: InMemorySessionRegistry[Value] = InMemorySessionRegistry(
+        max_sessions=1, grace=30, clock=clock, admission_timeout=0
+    )
+    a = registry.get_or_create("a", lambda: Value("a"))
+    with pytest.raises(SessionsFullError) as full:
+        registry.get_or_create("b", lambda: Value("b"))
+    assert full.value.status == 429 and full.value.code == "sessions_full"
+    assert full.value.retry_after == 30  # when "a" leaves its grace
+    assert not a.closed and registry.get("b") is None and registry.stats.refused == 1
+    clock.now = 31  # "a" is past its grace: it makes room, and is remembered as evicted
+    registry.get_or_create("b", lambda: Value("b"))
+    assert a.closed and registry.stats.evicted == 1
+    with pytest.raises(SessionGoneError, match="--max-sessions"):
+        registry.get_or_create("a", lambda: Value("a again"))
+
+
+def test_a_new_session_waits_for_a_place_freed_by_a_lease() -> None:
+    registry: InMemorySessionRegistry[Value] = InMemorySessionRegistry(
+        max_sessions=1, grace=0, admission_timeout=5
+    )
+    order: list[str] = []
+
+    async def hold() -> None:
+        async with registry.lease("a", lambda: Value("a")):
+            order.append("a in")
+            await asyncio.sleep(0.1)
+            order.append("a out")
+
+    async def newcomer() -> None:
+        await asyncio.sleep(0.02)  # "a" holds the only place
+        async with registry.lease("b", lambda: Value("b")):
+            order.append("b in")
+
+    async def main() -> None:
+        await asyncio.gather(hold(), newcomer())
+
+    asyncio.run(main())
+    assert order == ["a in", "a out", "b in"]
+    assert [i.session_id for i in registry.list()] == ["b"]
+
+
+def test_sessions_are_built_off_the_event_loop() -> None:
+    registry: InMemorySessionRegistry[Value] = InMemorySessionRegistry()
+    ticks: list[int] = []
+    building = threading.Event()
+
+    def slow() -> Value:  # a durable session waiting for another process's lock
+        building.set()
+        time.sleep(0.3)
+        return Value("slow")
+
+    async def ticker() -> None:
+        while not building.is_set():
+            await asyncio.sleep(0.005)
+        for i in range(5):
+            ticks.append(i)
+            await asyncio.sleep(0.01)
+
+    async def main() -> list[int]:
+        tick = asyncio.create_task(ticker())
+        async with registry.lease("s", slow):
+            seen = list(ticks)  # what the loop did while the factory blocked
+        await tick
+        return seen
+
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+    assert registry.get("s") is not None
+
+
+def test_a_failed_build_frees_its_place() -> None:
+    registry: InMemorySessionRegistry[Value] = InMemorySessionRegistry(max_sessions=1)
+
+    def broken() -> Value:
+        raise RLMError("store locked")
+
+    async def main() -> None:
+        with pytest.raises(RLMError):
+            async with registry.lease("s", broken):
+                pass
+        async with registry.lease("t", lambda: Value("t")):
+            pass
+
+    asyncio.run(main())
+    assert [i.session_id for i in registry.list()] == ["t"]
 
 
 @pytest.mark.parametrize(
