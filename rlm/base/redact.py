@@ -26,7 +26,7 @@ _COOKIE_HEADER = re.compile(r"(?i)\b((?:set-)?cookie\s*:\s*)[^\r\n]+")
 # form needs the quoted name, so prose such as "KeyError: 'x'" is left alone). Redacted
 # when ``is_sensitive_key(name)``.
 _PAIR = re.compile(
-    r"""(?P<lead>["']?)(?P<name>[A-Za-z_][\w.-]*)(?P=lead)(?P<sep>\s*(?:=|(?<=["']):)\s*)"""
+    r"""(?<![\w.-])(?P<lead>["']?)(?P<name>[A-Za-z_][\w.-]*)(?P=lead)(?P<sep>\s*(?:=|(?<=["']):)\s*)"""
     r"""(?:(?P<quote>["'])(?P<quoted>[^"']*)(?P=quote)|(?P<bare>[^\s"'&,;)}\]]+))"""
 )
 REDACTED = "***"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import sys
 from typing import Any
 
 from rlm.server.errors import APIError
@@ -38,11 +39,34 @@ async def read_json(request: Any, limit: int) -> Any:
         body += part
         if len(body) > limit:
             raise _too_large(limit)
+    return parse_json(bytes(body))
+
+
+def _invalid_json(message: str) -> APIError:
+    return APIError(400, message, code="invalid_json")
+
+
+def _no_constant(name: str) -> Any:
+    raise _invalid_json(f"The request body is not valid JSON: {name} is not a JSON value")
+
+
+def parse_json(body: bytes) -> Any:
+    """``body`` as JSON, or a 400 ``invalid_json`` that says what is wrong: a syntax
+    error, bytes that are not UTF-8, ``NaN``/``Infinity`` (Python's extensions, not
+    JSON), nesting deeper than the parser's recursion allows, or an integer longer than
+    Python converts (``sys.get_int_max_str_digits()``, 4,300 digits by default)."""
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise APIError(400, f"The request body is not valid JSON: {exc}",
-                       code="invalid_json") from None  # fmt: skip
+        return json.loads(body, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise _invalid_json(f"The request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise _invalid_json(f"The request body is not valid UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise _invalid_json("The request body nests arrays or objects too deeply to read; "
+                            "keep JSON nesting under a few hundred levels") from None  # fmt: skip
+    except ValueError:  # int("1" * 5000): Python's limit on integer digits
+        raise _invalid_json(f"The request body holds an integer with more than "
+                            f"{sys.get_int_max_str_digits():,} digits") from None  # fmt: skip
 
 
 class ConcurrencyLimit:

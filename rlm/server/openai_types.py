@@ -35,6 +35,20 @@ class ChatCompletionRequest(TypedDict, total=False):
     n: int
     user: str
     metadata: dict[str, str]
+    # read for their types and ranges only (``translate._check_types``): a wrong one is
+    # a 400 as it is from OpenAI, a right one changes nothing
+    temperature: float
+    top_p: float
+    max_tokens: int
+    max_completion_tokens: int
+    presence_penalty: float
+    frequency_penalty: float
+    seed: int
+    stop: str | list[str]
+    logprobs: bool
+    top_logprobs: int
+    parallel_tool_calls: bool
+    store: bool
     # rlmx extensions, sent with the openai client's ``extra_body``
     root_prompt: str
     session_id: str

@@ -16,10 +16,16 @@ The context is the message's text when it is a single message, else a list of
 The session comes from ``session_id`` (``extra_body``), else ``metadata.session_id``,
 else ``user``. No session: a one-off RLM. A session: one persistent RLM, so a follow-up
 request's context becomes ``context_1``, ``context_2``, ... next to ``history_N``.
+
+Nothing runs before the whole body is checked (a 400 naming ``param``): every string in
+it is valid Unicode (no lone surrogate from a ``\\ud800`` escape), and OpenAI's typed
+parameters have OpenAI's types and ranges (``"stream": "no"`` is ``invalid_type``, not
+a stream). Client text quoted back in an error (an unknown model) is cut to 64 characters.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,7 +45,29 @@ from rlm.server.openai_types import (
 )
 
 MAX_SESSION_ID = 256
+MAX_SHOWN = 64  # client-chosen text quoted in an error message is cut here
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+# OpenAI's typed request parameters, checked as OpenAI checks them (a wrong type is a
+# 400 ``invalid_type`` naming the parameter; ``null`` means "not given"). Those the
+# server does not use are still checked, so a typo fails here as it would upstream.
+_BOOLEANS = ("stream", "logprobs", "parallel_tool_calls", "store", "rlm_events")
+_INTEGERS: dict[str, tuple[int | None, int | None]] = {
+    "n": (1, 128),
+    "max_tokens": (1, None),
+    "max_completion_tokens": (1, None),
+    "seed": (None, None),
+    "top_logprobs": (0, 20),
+}
+_NUMBERS: dict[str, tuple[float, float]] = {
+    "temperature": (0, 2),
+    "top_p": (0, 1),
+    "presence_penalty": (-2, 2),
+    "frequency_penalty": (-2, 2),
+}
+_STRINGS = ("model", "user", "root_prompt", "session_id")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_Trail = tuple[Any, str | int] | None  # (the parent's trail, a key or an index)
 
 
 @dataclass(frozen=True)
@@ -57,8 +85,122 @@ class RLMRequest:
     created: int = 0
 
 
+def shown(text: str, limit: int = MAX_SHOWN) -> str:
+    """Client-chosen text for an error message: at most ``limit`` characters (and "…")."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
+
+
+def _kind(value: Any) -> str:
+    """The JSON type of ``value`` in OpenAI's words ("a string", "an integer", ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _wrong_type(param: str, expected: str, value: Any) -> APIError:
+    return _bad(f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} "
+                "instead.", param, "invalid_type")  # fmt: skip
+
+
+def _check_unicode(body: dict[str, Any]) -> None:
+    """Every string in the body (keys too) is valid Unicode: JSON's ``\\ud800`` escapes
+    can smuggle in a lone surrogate, which no encoder, store or provider accepts. Walked
+    without recursion (the body may nest as deep as the JSON parser allows)."""
+    stack: list[tuple[Any, _Trail]] = [(body, None)]
+    while stack:
+        value, trail = stack.pop()
+        if isinstance(value, str):
+            if found := _SURROGATE.search(value):
+                path = _path(trail)
+                raise _bad(f"'{path}' is not valid Unicode: it holds a lone surrogate "
+                           f"(\\u{ord(found.group()):04x}) at character {found.start()}",
+                           path, "invalid_unicode")  # fmt: skip
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and _SURROGATE.search(key):
+                    path = _path(trail)
+                    where = f"'{path}'" if path else "the request body"
+                    raise _bad(f"a key in {where} is not valid Unicode (a lone surrogate)",
+                               path or None, "invalid_unicode")  # fmt: skip
+                if isinstance(item, str | dict | list):
+                    stack.append((item, (trail, key)))
+        elif isinstance(value, list):
+            stack.extend((item, (trail, i)) for i, item in enumerate(value)
+                         if isinstance(item, str | dict | list))  # fmt: skip
+
+
+def _path(trail: _Trail) -> str:
+    """``messages[0].content`` for the trail of keys and indexes down to a value."""
+    parts: list[str | int] = []
+    while trail is not None:
+        trail, step = trail
+        parts.append(step)
+    text = ""
+    for step in reversed(parts):
+        text += f"[{step}]" if isinstance(step, int) else (("." if text else "") + shown(step))
+    return text
+
+
+def _check_types(body: dict[str, Any]) -> None:
+    """OpenAI's typed parameters (``_BOOLEANS``, ``_INTEGERS``, ...) have their types
+    and ranges; a wrong one is a 400 naming it, never silently read as something else."""
+    for name in _BOOLEANS:
+        value = body.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise _wrong_type(name, "a boolean", value)
+    for name, (low, high) in _INTEGERS.items():
+        value = body.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _wrong_type(name, "an integer", value)
+            _in_range(name, value, low, high)
+    for name, (low_f, high_f) in _NUMBERS.items():
+        value = body.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _wrong_type(name, "a number", value)
+            _in_range(name, value, low_f, high_f)
+    for name in _STRINGS:
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _wrong_type(name, "a string", value)
+    stop = body.get("stop")
+    strings = isinstance(stop, list) and all(isinstance(s, str) for s in stop)
+    if stop is not None and not isinstance(stop, str) and not strings:
+        raise _wrong_type("stop", "a string or an array of strings", stop)
+    for name in ("stream_options", "metadata"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise _wrong_type(name, "an object", value)
+    include_usage = (body.get("stream_options") or {}).get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise _wrong_type("stream_options.include_usage", "a boolean", include_usage)
+    session = (body.get("metadata") or {}).get("session_id")
+    if session is not None and not isinstance(session, str):
+        raise _wrong_type("metadata.session_id", "a string", session)
+
+
+def _in_range(name: str, value: float, low: float | None, high: float | None) -> None:
+    word = "integer" if isinstance(value, int) else "decimal"
+    got = shown(str(value))
+    if low is not None and value < low:
+        raise _bad(f"Invalid '{name}': {word} below minimum value. Expected a value >= "
+                   f"{low}, but got {got} instead.", name, f"{word}_below_min_value")  # fmt: skip
+    if high is not None and value > high:
+        raise _bad(f"Invalid '{name}': {word} above maximum value. Expected a value <= "
+                   f"{high}, but got {got} instead.", name, f"{word}_above_max_value")  # fmt: skip
 
 
 def _text(content: Any, where: str) -> str:
@@ -68,10 +210,13 @@ def _text(content: Any, where: str) -> str:
         return ""
     if isinstance(content, list):
         texts = []
-        for part in content:
+        for j, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text":
                 raise _bad(f"{where}: only text content parts are supported", where)
-            texts.append(str(part.get("text") or ""))
+            text = part.get("text")
+            if text is not None and not isinstance(text, str):
+                raise _wrong_type(f"{where}.content[{j}].text", "a string", text)
+            texts.append(text or "")
         return "".join(texts)
     raise _bad(f"{where}: content must be a string or a list of text parts", where)
 
@@ -83,32 +228,20 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
     messages = []
     for i, m in enumerate(raw):
         where = f"messages[{i}]"
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
+        role = m.get("role") if isinstance(m, dict) else None
+        if not isinstance(role, str) or role not in ROLES:
             raise _bad(f"{where}: each message needs a role, one of {sorted(ROLES)}", where)
-        messages.append({"role": str(m["role"]), "content": _text(m.get("content"), where)})
+        messages.append({"role": role, "content": _text(m.get("content"), where)})
     return messages
 
 
-def _optional_str(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _bad(f"'{key}' must be a string", key)
-    return value
-
-
 def _session_id(body: dict[str, Any]) -> str | None:
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise _bad("'metadata' must be an object", "metadata")
-    sid = _optional_str(body, "session_id")
-    if sid is None and metadata:
-        sid = metadata.get("session_id")
-        if sid is not None and not isinstance(sid, str):
-            raise _bad("'metadata.session_id' must be a string", "metadata")
+    """``session_id``, else ``metadata.session_id``, else ``user`` (types checked)."""
+    sid: str | None = body.get("session_id")
     if sid is None:
-        sid = _optional_str(body, "user")
+        sid = (body.get("metadata") or {}).get("session_id")
+    if sid is None:
+        sid = body.get("user")
     if sid is not None and not (0 < len(sid) <= MAX_SESSION_ID):
         raise _bad(f"session ids are 1 to {MAX_SESSION_ID} characters", "session_id")
     return sid
@@ -127,27 +260,33 @@ def context_and_root_prompt(
 
 
 def parse_request(body: Any, model_ids: list[str]) -> RLMRequest:
-    """Validate a chat-completions body; raises ``APIError`` (400, or 404 for a model)."""
+    """Validate a chat-completions body; raises ``APIError`` (400, or 404 for a model).
+
+    Everything is checked before anything runs: the body's strings are valid Unicode,
+    OpenAI's typed parameters have their types (``"stream": "no"`` is a 400, not a
+    stream), and client-chosen text quoted back in an error is cut to ``MAX_SHOWN``."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
+    _check_unicode(body)
     model = body.get("model")
-    if not isinstance(model, str) or not model:
+    if model is None or model == "":
         raise _bad("'model' is required", "model", "missing_model")
+    _check_types(body)
     if model not in model_ids:
-        raise APIError(404, f"The model '{model}' does not exist; this server serves "
+        raise APIError(404, f"The model '{shown(model)}' does not exist; this server serves "
                        f"{', '.join(model_ids)}", param="model", code="model_not_found")  # fmt: skip
     if body.get("n") not in (None, 1):
         raise _bad("only n=1 is supported", "n")
     messages = _messages(body)
-    context, root_prompt = context_and_root_prompt(messages, _optional_str(body, "root_prompt"))
+    context, root_prompt = context_and_root_prompt(messages, body.get("root_prompt"))
     options = body.get("stream_options") or {}
     return RLMRequest(
         model=model,
         context=context,
         root_prompt=root_prompt,
         session_id=_session_id(body),
-        stream=bool(body.get("stream")),
-        include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+        stream=body.get("stream") is True,
+        include_usage=options.get("include_usage") is True,
         events=body.get("rlm_events") is not False,
         id=f"chatcmpl-{uuid.uuid4().hex}",
         created=int(time.time()),

@@ -18,13 +18,22 @@ client never completes. ``guarded_protocol`` wraps uvicorn's HTTP protocol class
 A connection that breaks a limit is closed (a 408 is sent first when no request was
 under way). Nothing is timed while the application works on a complete request: a long
 completion, or a stream, is never cut.
+
+Every response written here is OpenAI's error JSON (``rlm.server.errors``), as the
+application's are: the 503 and 408 above, and the 400 uvicorn sends for a request its
+parser rejects (a malformed request line or header), which uvicorn writes as plain text
+(``Invalid HTTP request received.``) from ``send_400_response``; the wrapper overrides
+that one method.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from typing import Any
+
+from rlm.server.errors import APIError, error_body
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 30.0
@@ -32,13 +41,23 @@ DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_KEEP_ALIVE = 5
 
 
-def _response(status: bytes, body: bytes) -> bytes:
-    head = f"connection: close\r\ncontent-type: text/plain\r\ncontent-length: {len(body)}"
-    return b"HTTP/1.1 " + status + b"\r\n" + head.encode() + b"\r\n\r\n" + body
+def _response(status: int, reason: str, message: str, code: str) -> bytes:
+    """A whole ``connection: close`` HTTP/1.1 response holding OpenAI's error JSON."""
+    api = APIError(status, message, code=code)
+    body = json.dumps(error_body(api.message, api.type, api.param, api.code)).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nconnection: close\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
-_OVERLOADED = _response(b"503 Service Unavailable", b"Too many open connections.\n")
-_TIMED_OUT = _response(b"408 Request Timeout", b"Request not received in time.\n")
+_OVERLOADED = _response(503, "Service Unavailable", "Too many open connections; retry "
+                        "shortly.", "too_many_connections")  # fmt: skip
+_TIMED_OUT = _response(408, "Request Timeout", "The request was not received in time.",
+                       "request_timeout")  # fmt: skip
+_MALFORMED = _response(400, "Bad Request", "Invalid HTTP request received: the request line "
+                       "or a header is not valid HTTP/1.1.", "invalid_http_request")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,14 @@ def guarded_protocol(limits: ConnectionLimits, base: type[Any] | None = None) ->
         def connection_lost(self, exc: Exception | None) -> None:
             self._rlm_cancel()
             super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:
+            """uvicorn's answer to bytes its parser rejects (h11, httptools and zttp
+            all call this, then nothing else): OpenAI's error JSON, not plain text."""
+            if self.transport is None or self.transport.is_closing():
+                return
+            self.transport.write(_MALFORMED)
+            self.transport.close()
 
         # -- the timer -------------------------------------------------------------
 
