@@ -266,10 +266,12 @@ class SessionError(RLMError):
 
 class SessionLockedError(SessionError):
     """Another live process holds the session's write lock (after the bounded wait).
-    ``holder`` describes it (pid, hostname, since), when known."""
+    ``holder`` describes it (pid, hostname, since), when known; ``retry_after`` is the
+    seconds until its lease runs out unless renewed, when known."""
 
-    def __init__(self, message: str, holder: Any = None) -> None:
+    def __init__(self, message: str, holder: Any = None, retry_after: float | None = None) -> None:
         self.holder = holder
+        self.retry_after = retry_after
         super().__init__(message)
 
 

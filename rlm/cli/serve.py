@@ -185,7 +185,8 @@ def _check_store(spec: str, err: IO[str]) -> int | None:
         open_store(spec).close()
     except (OSError, RLMError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        print(f"rlm: error: --session-store {spec}: {redact_text(reason)}", file=err, flush=True)
+        shown = redact_text(f"--session-store {spec}: {reason}")
+        print(f"rlm: error: {shown}", file=err, flush=True)
         return EXIT_USAGE
     return None
 

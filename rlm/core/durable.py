@@ -208,8 +208,10 @@ class DurableSession:
             checkpoint=checkpoint.to_record() if checkpoint is not None else None,
             context_hash=matched[1] if matched is not None and matched[0] is prompt else None,
             replaces_head=replaces,
+            idempotency_key=self.idempotency_key,
         )
         self._matched = None
+        self.idempotency_key = None
         if self._lock is None:
             raise SessionStoreError(
                 f"session {self.session_id!r} is not held by this process: "

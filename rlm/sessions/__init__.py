@@ -14,8 +14,10 @@
 After every turn the store writes, in one transaction, the turn's context (stored once
 per content hash), its history, answer, usage and cost, and the REPL namespace (see
 ``docs/sessions.md``). Modules: ``store`` (the interface), ``sqlite_store``,
-``migrations``, ``blobs``, ``locks``, ``gc``, ``models`` and ``api`` (list, show, export,
-fork, delete). The engine's side (``rlm.core.durable``, ``rlm.core.snapshots``,
+``migrations``, ``postgres_store`` (``session_store="postgresql://..."``, with
+``postgres_db``, ``postgres_migrations`` and ``postgres_leases``; psycopg is imported
+only when one is opened), ``blobs``, ``locks``, ``gc``, ``models`` and ``api`` (list,
+show, export, fork, delete). The engine's side (``rlm.core.durable``, ``rlm.core.snapshots``,
 ``rlm.core.resume``) uses the store through ``SessionStore``; this package never imports
 the engine or an environment.
 """
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from rlm.sessions.api import SessionDetail, delete, export, fork, list_sessions, show
     from rlm.sessions.locks import LockHolder
     from rlm.sessions.models import SessionRecord, SessionSummary, TurnRecord
+    from rlm.sessions.postgres_store import PostgresSessionStore
     from rlm.sessions.sqlite_store import SQLiteSessionStore
     from rlm.sessions.store import STORE_ENV_VAR, SessionStore, default_store_path, open_store
 
@@ -47,6 +50,7 @@ _HOMES = {
     "rlm.sessions.locks": ("LockHolder",),
     "rlm.sessions.models": ("SessionRecord", "SessionSummary", "TurnRecord"),
     "rlm.sessions.sqlite_store": ("SQLiteSessionStore",),
+    "rlm.sessions.postgres_store": ("PostgresSessionStore",),
     "rlm.sessions.store": ("STORE_ENV_VAR", "SessionStore", "default_store_path", "open_store"),
     "rlm.base.errors": (
         "SessionError",
@@ -69,6 +73,7 @@ __all__ = [
     "STORE_ENV_VAR",
     "Checkpoint",
     "LockHolder",
+    "PostgresSessionStore",
     "SQLiteSessionStore",
     "SessionDetail",
     "SessionError",

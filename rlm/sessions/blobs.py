@@ -1,4 +1,4 @@
-"""Content-addressed, chunked, compressed blobs in the store's SQLite file.
+"""Content-addressed, chunked, compressed blobs in the store's database.
 
 A blob is identified by the sha256 of its bytes and stored once, however many turns or
 sessions refer to it. Its bytes are cut into ``CHUNK_SIZE`` chunks, each stored once
@@ -11,6 +11,12 @@ a temporary file and ``mmap``, so only the resulting ``str`` is held in memory.
 How a blob's bytes are decoded is the referrer's business (a turn records its context's
 codec: ``text``, ``bytes`` or ``pickle``). Writes happen inside the caller's transaction.
 Pickled values run code when loaded: open only stores you trust, as with any pickle.
+
+``db`` is a ``sqlite3.Connection`` or anything with its ``execute``/``executemany``
+(the PostgreSQL store passes ``postgres_db.PgConnection``). The statements are written
+so that two writers storing the same content at once both succeed (``INSERT OR
+IGNORE``, then read the row back), and a blob is read one chunk per query, so a
+client that buffers whole results never holds more than a chunk.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ import io
 import json
 import mmap
 import pickle
-import sqlite3
 import tempfile
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from rlm.base.errors import SessionStoreError
+from rlm.sessions.models import TurnWrite
+from rlm.sessions.store import MissingPartsError
 
 CHUNK_SIZE = 1 << 20
 MMAP_TEXT_BYTES = 64 << 20  # texts above this are decoded from a mapped temp file
@@ -34,6 +41,24 @@ _PROBE = 16 * 1024
 _RAW, _ZLIB = 0, 1
 _TEXT_SLICE = 1 << 20  # characters encoded at a time
 _JSON_BATCH = 64 * 1024
+
+
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+
+class Connection(Protocol):
+    """What blobs and garbage collection need of a database connection (sqlite3's API,
+    ``?`` placeholders)."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
 
 
 def _pack(chunk: bytes | memoryview) -> tuple[int, bytes]:
@@ -53,7 +78,7 @@ class BlobWriter(io.RawIOBase):
     """A write-only file that stores what it receives as one blob; ``finish()`` returns
     its hash. With ``db=None`` it only hashes (to compare contents without storing)."""
 
-    def __init__(self, db: sqlite3.Connection | None, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(self, db: Connection | None, chunk_size: int = CHUNK_SIZE) -> None:
         super().__init__()
         self.db = db
         self.chunk_size = chunk_size
@@ -88,14 +113,15 @@ class BlobWriter(io.RawIOBase):
         if self.db is None:
             return
         digest = hashlib.sha256(chunk).hexdigest()
-        row = self.db.execute("SELECT id FROM chunks WHERE hash = ?", (digest,)).fetchone()
+        find = "SELECT id FROM chunks WHERE hash = ?"
+        row = self.db.execute(find, (digest,)).fetchone()
         if row is None:
             codec, data = _pack(chunk if isinstance(chunk, memoryview) else bytes(chunk))
-            cursor = self.db.execute(
-                "INSERT INTO chunks (hash, codec, size, data) VALUES (?, ?, ?, ?)",
+            self.db.execute(
+                "INSERT OR IGNORE INTO chunks (hash, codec, size, data) VALUES (?, ?, ?, ?)",
                 (digest, codec, len(chunk), data),
             )
-            row = (cursor.lastrowid,)
+            row = self.db.execute(find, (digest,)).fetchone()
         self._chunk_ids.append(int(row[0]))
 
     def finish(self) -> str:
@@ -107,11 +133,11 @@ class BlobWriter(io.RawIOBase):
         db = self.db
         if db is not None and not has_blob(db, digest):
             db.execute(
-                "INSERT INTO blobs (hash, size, chunk_count) VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO blobs (hash, size, chunk_count) VALUES (?, ?, ?)",
                 (digest, self.size, len(self._chunk_ids)),
             )
             db.executemany(
-                "INSERT INTO blob_chunks (blob_hash, seq, chunk_id) VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO blob_chunks (blob_hash, seq, chunk_id) VALUES (?, ?, ?)",
                 [(digest, seq, cid) for seq, cid in enumerate(self._chunk_ids)],
             )
         return digest
@@ -120,20 +146,20 @@ class BlobWriter(io.RawIOBase):
 # -- writing -------------------------------------------------------------------------
 
 
-def put_bytes(db: sqlite3.Connection | None, data: bytes | bytearray | memoryview) -> str:
+def put_bytes(db: Connection | None, data: bytes | bytearray | memoryview) -> str:
     writer = BlobWriter(db)
     writer.write(data)
     return writer.finish()
 
 
-def put_text(db: sqlite3.Connection | None, text: str) -> str:
+def put_text(db: Connection | None, text: str) -> str:
     writer = BlobWriter(db)
     for start in range(0, len(text), _TEXT_SLICE):
         writer.write(text[start : start + _TEXT_SLICE].encode("utf-8", "surrogatepass"))
     return writer.finish()
 
 
-def put_json(db: sqlite3.Connection | None, value: Any) -> str:
+def put_json(db: Connection | None, value: Any) -> str:
     writer = BlobWriter(db)
     batch: list[str] = []
     pending = 0
@@ -147,7 +173,7 @@ def put_json(db: sqlite3.Connection | None, value: Any) -> str:
     return writer.finish()
 
 
-def put_value(db: sqlite3.Connection | None, value: Any) -> tuple[str, str]:
+def put_value(db: Connection | None, value: Any) -> tuple[str, str]:
     """Store a context payload exactly: ``(hash, codec)``. A ``str`` is stored as UTF-8
     text, ``bytes`` as is, anything else as a pickle (dicts and lists round-trip)."""
     if isinstance(value, str):
@@ -159,30 +185,58 @@ def put_value(db: sqlite3.Connection | None, value: Any) -> tuple[str, str]:
     return writer.finish(), "pickle"
 
 
+def put_turn(db: Connection, turn: TurnWrite) -> tuple[str, str, str, str | None]:
+    """Store what a turn refers to: ``(context_hash, codec, history_hash, snapshot_hash)``.
+    A context whose hash the caller already knows and the store holds is not written
+    again; a parts snapshot naming a body the store does not hold raises
+    ``MissingPartsError`` (the caller captures a full snapshot and writes again)."""
+    known = turn.context_hash
+    if known is not None and has_blob(db, known[0]):
+        context_hash, codec = known
+    else:
+        context_hash, codec = put_value(db, turn.context)
+    history_hash = put_json(db, turn.messages)
+    snap = turn.snapshot
+    if snap is None:
+        return context_hash, codec, history_hash, None
+    if snap.kind == "parts":
+        for digest, body in snap.bodies.items():
+            if not has_blob(db, digest):
+                put_bytes(db, body)
+        missing = [d for d in snap.digests if not has_blob(db, d)]
+        if missing:
+            raise MissingPartsError(f"{len(missing)} snapshot part(s) are not stored")
+    return context_hash, codec, history_hash, put_bytes(db, snap.data)
+
+
 # -- reading -------------------------------------------------------------------------
 
 
-def has_blob(db: sqlite3.Connection, digest: str) -> bool:
+def has_blob(db: Connection, digest: str) -> bool:
     return db.execute("SELECT 1 FROM blobs WHERE hash = ?", (digest,)).fetchone() is not None
 
 
-def blob_size(db: sqlite3.Connection, digest: str) -> int:
+def blob_size(db: Connection, digest: str) -> int:
     row = db.execute("SELECT size FROM blobs WHERE hash = ?", (digest,)).fetchone()
     if row is None:
         raise SessionStoreError(f"blob {digest[:12]} is missing: the store is damaged")
     return int(row[0])
 
 
-def iter_chunks(db: sqlite3.Connection, digest: str) -> Iterator[bytes]:
-    """The blob's bytes, one decompressed chunk at a time."""
+def iter_chunks(db: Connection, digest: str) -> Iterator[bytes]:
+    """The blob's bytes, one decompressed chunk at a time (one query per chunk)."""
     size = blob_size(db, digest)
-    rows = db.execute(
-        "SELECT c.codec, c.size, c.data FROM blob_chunks b JOIN chunks c ON c.id = b.chunk_id "
-        "WHERE b.blob_hash = ? ORDER BY b.seq",
-        (digest,),
-    )
+    ids = db.execute(
+        "SELECT chunk_id FROM blob_chunks WHERE blob_hash = ? ORDER BY seq", (digest,)
+    ).fetchall()
     seen = 0
-    for codec, raw_size, data in rows:
+    for (chunk_id,) in ids:
+        row = db.execute("SELECT codec, size, data FROM chunks WHERE id = ?", (chunk_id,))
+        found = row.fetchone()
+        if found is None:
+            raise SessionStoreError(f"blob {digest[:12]}: chunks are missing (damaged store)")
+        codec, raw_size, data = found
+        del found
         chunk = zlib.decompress(data) if codec == _ZLIB else bytes(data)
         if len(chunk) != raw_size:
             raise SessionStoreError(f"blob {digest[:12]}: a chunk has the wrong size (damaged)")
@@ -192,7 +246,7 @@ def iter_chunks(db: sqlite3.Connection, digest: str) -> Iterator[bytes]:
         raise SessionStoreError(f"blob {digest[:12]}: chunks are missing (damaged store)")
 
 
-def read_bytes(db: sqlite3.Connection, digest: str) -> bytearray:
+def read_bytes(db: Connection, digest: str) -> bytearray:
     """The blob's bytes, filled into one buffer of the right size (no joined copy)."""
     buf = bytearray(blob_size(db, digest))
     pos = 0
@@ -202,7 +256,7 @@ def read_bytes(db: sqlite3.Connection, digest: str) -> bytearray:
     return buf
 
 
-def read_text(db: sqlite3.Connection, digest: str) -> str:
+def read_text(db: Connection, digest: str) -> str:
     if blob_size(db, digest) <= MMAP_TEXT_BYTES:
         return read_bytes(db, digest).decode("utf-8", "surrogatepass")
     with tempfile.TemporaryFile() as spool:  # file pages, not a second copy in the heap
@@ -213,7 +267,7 @@ def read_text(db: sqlite3.Connection, digest: str) -> str:
             return str(mapped, "utf-8", "surrogatepass")
 
 
-def read_json(db: sqlite3.Connection, digest: str) -> Any:
+def read_json(db: Connection, digest: str) -> Any:
     return json.loads(read_bytes(db, digest))
 
 
@@ -238,7 +292,7 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-def read_value(db: sqlite3.Connection, digest: str, codec: str) -> Any:
+def read_value(db: Connection, digest: str, codec: str) -> Any:
     """The payload stored by ``put_value``."""
     if codec == "text":
         return read_text(db, digest)

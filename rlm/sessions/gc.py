@@ -4,13 +4,14 @@ Turns are shared between forks and a resumed turn replaces its stopped one in th
 thread, so what is garbage is decided by reachability: every turn on a path from a
 session's head to the first turn is live, and so is every blob such a turn names
 (its context, history and snapshot, and the parts a parts snapshot lists). Runs
-inside the caller's write transaction, so it sees, and is seen, atomically.
+inside the caller's write transaction, so it sees, and is seen, atomically. The
+statements suit both stores (``blobs.Connection``; the PostgreSQL store serialises
+collection against writers with an advisory lock).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from rlm.sessions import blobs
 
@@ -21,9 +22,9 @@ _LIVE_TURNS = (
 )
 
 
-def collect_garbage(db: sqlite3.Connection) -> int:
+def collect_garbage(db: blobs.Connection) -> int:
     """Delete unreachable turns, blobs and chunks; returns the number of turns deleted."""
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS gc_live_turns (id INTEGER PRIMARY KEY)")
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS gc_live_turns (id BIGINT PRIMARY KEY)")
     db.execute("CREATE TEMP TABLE IF NOT EXISTS gc_live_blobs (hash TEXT PRIMARY KEY)")
     db.execute("DELETE FROM gc_live_turns")
     db.execute("DELETE FROM gc_live_blobs")

@@ -100,7 +100,19 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_initial]
+def m002_idempotency_keys(db: sqlite3.Connection) -> None:
+    """A turn may carry the idempotency key of the request that wrote it."""
+    _run(
+        db,
+        """
+        ALTER TABLE turns ADD COLUMN idempotency_key TEXT;
+        CREATE INDEX turns_idempotency ON turns (idempotency_key)
+            WHERE idempotency_key IS NOT NULL;
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_idempotency_keys]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -48,6 +48,7 @@ class TurnRecord:
     unrestorable: dict[str, str]
     checkpoint: dict[str, Any] | None
     created_at: float
+    idempotency_key: str | None = None  # of the request that wrote it, if it had one
 
     @property
     def completed(self) -> bool:
@@ -90,6 +91,7 @@ class TurnWrite:
     checkpoint: dict[str, Any] | None
     context_hash: tuple[str, str] | None = None  # (hash, codec) when already known
     replaces_head: bool = False  # a resumed turn takes the place of the stopped head
+    idempotency_key: str | None = None  # stored with the turn: ``SessionStore.find_turn``
 
 
 @dataclass(frozen=True)

@@ -45,20 +45,25 @@ from rlm.sessions.models import (
 from rlm.sessions.store import (
     DEFAULT_LOCK_TIMEOUT,
     LockHandle,
-    MissingPartsError,
     SessionStore,
 )
 
 _TURN_COLUMNS = (
     "id, parent_id, session_id, idx, status, root_prompt, context_hash, context_codec, "
     "context_meta, history_hash, answer, error, usage, cost, iterations, execution_time, "
-    "snapshot_kind, snapshot_hash, unrestorable, checkpoint, created_at"
+    "snapshot_kind, snapshot_hash, unrestorable, checkpoint, created_at, idempotency_key"
 )
-_THREAD = (
+_CHAIN = (
     "WITH RECURSIVE chain(id) AS (SELECT head_turn FROM sessions WHERE id = ? "
     "UNION ALL SELECT t.parent_id FROM turns t JOIN chain c ON t.id = c.id "
     "WHERE t.parent_id IS NOT NULL) "
-    f"SELECT {_TURN_COLUMNS} FROM turns WHERE id IN (SELECT id FROM chain) ORDER BY idx, id"
+)
+_THREAD = (
+    f"{_CHAIN}SELECT {_TURN_COLUMNS} FROM turns WHERE id IN (SELECT id FROM chain) ORDER BY idx, id"
+)
+_FIND = (
+    f"{_CHAIN}SELECT {_TURN_COLUMNS} FROM turns WHERE idempotency_key = ? "
+    "AND id IN (SELECT id FROM chain) ORDER BY idx DESC, id DESC LIMIT 1"
 )
 
 
@@ -105,18 +110,14 @@ def _warn_if_shared(path: Path) -> None:
 class _Lock(LockHandle):
     def __init__(self, store: SQLiteSessionStore, session_id: str, owner: str) -> None:
         self.store, self.session_id, self.owner = store, session_id, owner
-        self._heartbeat = locks.Heartbeat(self._beat, store.heartbeat)
+        store._held.add(session_id, owner)  # heartbeats: the process's one renewal thread
         self._released = False
-
-    def _beat(self) -> None:
-        with self.store._tx() as db:
-            locks.beat(db, self.session_id, self.owner)
 
     def release(self) -> None:
         if self._released:
             return
         self._released = True
-        self._heartbeat.stop()
+        self.store._held.discard(self.owner)
         with contextlib.suppress(SessionError), self.store._tx() as db:
             locks.release(db, self.session_id, self.owner)
 
@@ -147,6 +148,7 @@ class SQLiteSessionStore(SessionStore):
                 raise SessionStoreError(f"no session store at {self.path}")
             _create_private(self.path)
         self._mutex = threading.RLock()
+        self._held = locks.HeldLocks(self._renew, heartbeat)
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -267,6 +269,7 @@ class SQLiteSessionStore(SessionStore):
                     f"session {session_id!r} is in use by {holder.describe()}; close it first "
                     "(or force the deletion)",
                     holder,
+                    locks.retry_after(holder, self.stale_after),
                 )
             db.execute("DELETE FROM locks WHERE session_id = ?", (session_id,))
             db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
@@ -291,17 +294,11 @@ class SQLiteSessionStore(SessionStore):
                 ).fetchone()
                 if head is not None and head[1] == turn.index and head[2] != "completed":
                     parent = head[0]
-            known = turn.context_hash
-            if known is not None and blobs.has_blob(db, known[0]):
-                context_hash, codec = known
-            else:
-                context_hash, codec = blobs.put_value(db, turn.context)
-            history_hash = blobs.put_json(db, turn.messages)
-            snapshot_hash = self._put_snapshot(db, turn)
+            context_hash, codec, history_hash, snapshot_hash = blobs.put_turn(db, turn)
             snap = turn.snapshot
             cursor = db.execute(
                 f"INSERT INTO turns ({_TURN_COLUMNS.partition(', ')[2]}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     parent, session_id, turn.index, turn.status, turn.root_prompt,
                     context_hash, codec, json.dumps(turn.context_meta), history_hash,
@@ -309,7 +306,7 @@ class SQLiteSessionStore(SessionStore):
                     turn.iterations, turn.execution_time, snap.kind if snap else None,
                     snapshot_hash, json.dumps(snap.unrestorable if snap else {}),
                     json.dumps(turn.checkpoint) if turn.checkpoint is not None else None,
-                    time.time(),
+                    time.time(), turn.idempotency_key,
                 ),
             )  # fmt: skip
             turn_id = cursor.lastrowid
@@ -320,19 +317,10 @@ class SQLiteSessionStore(SessionStore):
             row = db.execute(f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = ?", (turn_id,))
             return _turn(row.fetchone())
 
-    @staticmethod
-    def _put_snapshot(db: sqlite3.Connection, turn: TurnWrite) -> str | None:
-        snap = turn.snapshot
-        if snap is None:
-            return None
-        if snap.kind == "parts":
-            for digest, body in snap.bodies.items():
-                if not blobs.has_blob(db, digest):
-                    blobs.put_bytes(db, body)
-            missing = [d for d in snap.digests if not blobs.has_blob(db, d)]
-            if missing:
-                raise MissingPartsError(f"{len(missing)} snapshot part(s) are not stored")
-        return blobs.put_bytes(db, snap.data)
+    def find_turn(self, session_id: str, idempotency_key: str) -> TurnRecord | None:
+        with self._read() as db:
+            row = db.execute(_FIND, (session_id, idempotency_key)).fetchone()
+        return None if row is None else _turn(row)
 
     def read_context(self, turn: TurnRecord) -> Any:
         with self._read() as db:
@@ -374,6 +362,7 @@ class SQLiteSessionStore(SessionStore):
                     "without the lock (`rlm sessions show ID` / rlm.sessions.show()), or "
                     "fork it (`rlm sessions fork ID NEW` / rlm.sessions.fork())",
                     holder,
+                    locks.retry_after(holder, self.stale_after),
                 )
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.25)
@@ -382,7 +371,19 @@ class SQLiteSessionStore(SessionStore):
         with self._read() as db:
             return locks.live_holder(db, session_id, self.stale_after)
 
+    def _renew(self, held: list[tuple[str, str]]) -> None:
+        """Heartbeat every lock this store holds (on the renewal thread); a store busy
+        with a long write is skipped this time rather than waited for."""
+        if not self._mutex.acquire(timeout=1.0):
+            return
+        try:
+            with self._tx() as db:
+                locks.beat_all(db, held)
+        finally:
+            self._mutex.release()
+
     def close(self) -> None:
+        self._held.clear()
         with self._mutex, contextlib.suppress(sqlite3.Error):
             self._db.close()
 

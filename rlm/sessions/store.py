@@ -1,14 +1,25 @@
 """The session store interface, where stores live by default, and how a spec opens one.
 
 ``SessionStore`` is what the engine (``rlm.core.durable``), the inspection API
-(``rlm.sessions.api``), the CLI and the server use; ``SQLiteSessionStore`` is the one
-implementation today. Another backend implements these methods and is passed as
-``RLM(session_store=<instance>)``.
+(``rlm.sessions.api``), the CLI and the server use. Two implementations:
+``SQLiteSessionStore`` (one file) and ``PostgresSessionStore`` (``rlmx[postgres]``,
+for several processes or hosts over one database). Another backend implements these
+methods and is passed as ``RLM(session_store=<instance>)``.
 
-A spec is a ``SessionStore``, a path, or a ``sqlite://`` URL (``sqlite:///abs/path.db``,
+A spec is a ``SessionStore``, a path, a ``sqlite://`` URL (``sqlite:///abs/path.db``,
 ``sqlite:relative.db``) whose query may set ``lock_timeout``, ``stale_after`` and
 ``synchronous`` (``normal``: a commit survives a crashed process; ``full``: also a
-power cut).
+power cut), or a ``postgresql://`` / ``postgres://`` URL (libpq's, whose query may also
+set ``lock_timeout``, ``lease``, ``heartbeat``, ``pool_size`` and ``schema``: see
+``postgres_db.parse_url``). A password in a URL never appears in an error or a log.
+
+**Idempotency keys.** ``TurnWrite.idempotency_key`` is stored with the turn (the key a
+client sent with the request that ran it), and ``find_turn(session_id, key)`` returns
+the newest turn of the session's thread written with that key (``None`` if there is
+none, or no such session): a retried request, on this process or another, finds the
+turn it already committed instead of running it again. Keys are not unique: a stopped
+turn resumed under the same key is replaced in the thread, and only the thread is
+searched. The record's ``status`` tells a completed turn from a stopped or failed one.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from rlm.base.errors import ConfigurationError, SessionStoreError
+from rlm.base.redact import redact_text
 from rlm.sessions.locks import LockHolder
 from rlm.sessions.models import (
     SessionRecord,
@@ -76,6 +88,17 @@ class SessionStore(ABC):
     def write_turn(self, session_id: str, owner: str, turn: TurnWrite) -> TurnRecord:
         """Save one turn atomically and move the session's pointer to it."""
 
+    def find_turn(self, session_id: str, idempotency_key: str) -> TurnRecord | None:
+        """The newest turn of the session's thread written with ``idempotency_key``
+        (``TurnWrite.idempotency_key``); ``None`` if none, or no such session. Stores
+        override this with an indexed query; this default reads the thread."""
+        try:
+            turns = self.thread(session_id)
+        except LookupError:
+            return None
+        found = [t for t in turns if t.idempotency_key == idempotency_key]
+        return found[-1] if found else None
+
     @abstractmethod
     def read_context(self, turn: TurnRecord) -> Any: ...
 
@@ -125,15 +148,23 @@ def default_store_path() -> Path:
     return Path(data_home).expanduser() / "rlmx" / "sessions.db"
 
 
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres_url(spec: str | os.PathLike[str]) -> bool:
+    return urlsplit(os.fspath(spec)).scheme.lower() in POSTGRES_SCHEMES
+
+
 def parse_spec(spec: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
-    """``(path, options)`` of a path or ``sqlite:`` URL."""
+    """``(path, options)`` of a path or ``sqlite:`` URL (PostgreSQL URLs: ``open_store``)."""
     text = os.fspath(spec)
     if "://" not in text and not text.startswith("sqlite:"):
         return Path(text).expanduser(), {}
     parts = urlsplit(text)
     if parts.scheme != "sqlite":
         raise ConfigurationError(
-            f"unsupported session store URL {text!r}: only sqlite: URLs and paths are supported"
+            f"unsupported session store URL {redact_text(text)!r}: session stores are "
+            "paths, sqlite: URLs and postgresql:// URLs"
         )
     raw = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
     if not raw:
@@ -152,10 +183,18 @@ def parse_spec(spec: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
 def open_store(
     spec: SessionStore | str | os.PathLike[str] | None = None, *, create: bool = True
 ) -> SessionStore:
-    """The store ``spec`` names (``None``: the default path). A ``SessionStore`` is
-    returned as is; ``create=False`` refuses a path that does not exist."""
+    """The store ``spec`` names (``None``: ``$RLM_SESSION_STORE`` or the default path).
+    A ``SessionStore`` is returned as is; ``create=False`` refuses a path that does not
+    exist (or a database without the store's tables). A ``postgresql://`` URL opens a
+    ``PostgresSessionStore`` (``MissingExtraError`` without ``rlmx[postgres]``)."""
     if isinstance(spec, SessionStore):
         return spec
+    if spec is None and is_postgres_url(os.environ.get(STORE_ENV_VAR, "")):
+        spec = os.environ[STORE_ENV_VAR]  # a URL, not a path (a Path would fold its //)
+    if spec is not None and is_postgres_url(spec):
+        from rlm.sessions.postgres_store import PostgresSessionStore
+
+        return PostgresSessionStore(os.fspath(spec), create=create)
     from rlm.sessions.sqlite_store import SQLiteSessionStore
 
     path, options = parse_spec(default_store_path() if spec is None else spec)

@@ -78,3 +78,24 @@ def run_child(script: str, *args: str, timeout: float = 60) -> subprocess.Comple
 
 def child_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]))
+
+
+def raw(store: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run ``sql`` (``?`` placeholders) on the database behind ``store`` directly, on a
+    connection of its own (committed), bypassing the store: for checks and damage."""
+    if hasattr(store, "path"):
+        import sqlite3
+
+        db = sqlite3.connect(store.path)
+        try:
+            rows = db.execute(sql, params).fetchall()
+            db.commit()
+            return rows
+        finally:
+            db.close()
+    import psycopg
+
+    with psycopg.connect(store.url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{store.schema}"')
+        cursor = conn.execute(sql.replace("?", "%s"), params)
+        return cursor.fetchall() if cursor.description else []

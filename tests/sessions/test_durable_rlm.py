@@ -1,5 +1,6 @@
 """Durable sessions through the public ``RLM`` API: resume in a fresh process, fork,
-what the model is told, and where sessions live by default."""
+what the model is told, and where sessions live by default. Resume and fork run on
+both stores (``RLM(session_store="postgresql://...")`` too)."""
 
 from __future__ import annotations
 
@@ -57,8 +58,8 @@ rlm.close()
 """
 
 
-def test_resume_in_a_fresh_process(tmp_path: Path) -> None:
-    store = str(tmp_path / "sessions.db")
+def test_resume_in_a_fresh_process(store_spec: str) -> None:
+    store = store_spec  # a SQLite file, then a PostgreSQL URL (conftest.py)
     first = run_child(CHILD_FIRST, store)
     assert first.stdout.strip() == "stored [1, 2, 3]"
     second = json.loads(run_child(CHILD_SECOND, store).stdout)
@@ -86,8 +87,8 @@ def test_resume_in_a_fresh_process(tmp_path: Path) -> None:
     assert turns[0].usage["model_usage_summaries"]["root"]["total_calls"] == 2
 
 
-def test_fork_diverges_without_affecting_the_original(tmp_path: Path) -> None:
-    store = tmp_path / "s.db"
+def test_fork_diverges_without_affecting_the_original(store_spec: str) -> None:
+    store = store_spec
     program = Program(
         {
             "start": [submit("'started'", "x = 'base'")],

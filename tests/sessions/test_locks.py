@@ -53,6 +53,7 @@ def test_a_second_process_waits_then_gets_session_locked(tmp_path: Path) -> None
         assert 0.6 <= waited < 3
         assert f"pid {child.pid} on {HOSTNAME}" in str(info.value)
         assert info.value.holder.pid == child.pid
+        assert info.value.retry_after is None  # a live process here: until it lets go
         # Reading is always allowed, and shows who holds it.
         assert show("shared", store).turns[0].answer == "held"
         (summary,) = list_sessions(store)
@@ -107,8 +108,10 @@ def test_staleness_rules(tmp_path: Path) -> None:
     store.ensure_session("s", {})
     # Another host that still beats: respected.
     _plant(store, hostname="elsewhere", pid=os.getpid())
-    with pytest.raises(SessionLockedError, match="on elsewhere"):
+    with pytest.raises(SessionLockedError, match="on elsewhere") as info:
         store.acquire_lock("s")
+    # How long until it would be stale, if it fell silent now.
+    assert info.value.retry_after is not None and 25 < info.value.retry_after <= 30
     # Another host silent for longer than stale_after: broken.
     _plant(store, hostname="elsewhere", heartbeat_at=time.time() - 60)
     store.acquire_lock("s").release()

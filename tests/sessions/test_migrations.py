@@ -21,7 +21,7 @@ EXPECTED = {
         "id", "parent_id", "session_id", "idx", "status", "root_prompt", "context_hash",
         "context_codec", "context_meta", "history_hash", "answer", "error", "usage", "cost",
         "iterations", "execution_time", "snapshot_kind", "snapshot_hash", "unrestorable",
-        "checkpoint", "created_at",
+        "checkpoint", "created_at", "idempotency_key",
     ],
     "sessions": ["id", "head_turn", "created_at", "updated_at", "forked_from", "config"],
     "locks": [
@@ -55,7 +55,7 @@ def test_a_blank_database_migrates_to_the_expected_schema(tmp_path: Path) -> Non
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"blob_chunks_chunk", "turns_parent"} <= indexes
+    assert {"blob_chunks_chunk", "turns_parent", "turns_idempotency"} <= indexes
     db.close()
     SQLiteSessionStore(path).close()  # opening again changes nothing
     assert schema(path) == EXPECTED
@@ -78,6 +78,34 @@ def test_an_older_file_moves_forward_one_migration_at_a_time(tmp_path: Path) -> 
     assert applied == ["m1", "m2"]
     assert [c[1] for c in db.execute("PRAGMA table_info(a)")] == ["x", "y"]
     assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    db.close()
+
+
+def test_a_version_1_store_gains_idempotency_keys_and_keeps_its_turns(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db, MIGRATIONS[:1])  # the schema rlmx released first
+    db.close()
+    path.chmod(0o600)
+    db = sqlite3.connect(path)  # a session and a turn, as that rlmx wrote them
+    db.execute(
+        "INSERT INTO turns (id, parent_id, session_id, idx, status, root_prompt, context_hash, "
+        "context_codec, context_meta, history_hash, answer, error, usage, cost, iterations, "
+        "execution_time, snapshot_kind, snapshot_hash, unrestorable, checkpoint, created_at) "
+        "VALUES (1, NULL, 's', 0, 'completed', 'q', 'h', 'text', '{}', 'hh', 'a0', NULL, '{}', "
+        "NULL, 1, 0.0, NULL, NULL, '{}', NULL, 1.0)"
+    )
+    db.execute("INSERT INTO sessions VALUES ('s', 1, 1.0, 1.0, NULL, '{}')")
+    db.commit()
+    db.close()
+    store = SQLiteSessionStore(path)
+    (turn,) = store.thread("s")
+    assert (turn.answer, turn.idempotency_key) == ("a0", None)
+    assert store.find_turn("s", "k") is None
+    store.close()
+    assert schema(path) == EXPECTED
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     db.close()
 
 

@@ -1,15 +1,21 @@
-"""The SQLite store below the engine: content-addressed chunked blobs, atomic turns,
-threads and forks as pointers, garbage collection."""
+"""The stores below the engine: content-addressed chunked blobs, atomic turns, threads
+and forks as pointers, garbage collection, idempotency keys. Every test that goes
+through ``SessionStore`` runs on both stores (SQLite, and a real PostgreSQL server:
+``store_spec`` in ``conftest.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from session_support import raw
 
 from rlm.base.errors import ConfigurationError
 from rlm.sessions import (
@@ -25,7 +31,7 @@ from rlm.sessions import (
     show,
 )
 from rlm.sessions.models import SnapshotWrite, TurnWrite
-from rlm.sessions.store import MissingPartsError, open_store, parse_spec
+from rlm.sessions.store import MissingPartsError, SessionStore, open_store, parse_spec
 
 
 def write(index: int, context: Any, **kw: Any) -> TurnWrite:
@@ -39,25 +45,21 @@ def write(index: int, context: Any, **kw: Any) -> TurnWrite:
     return TurnWrite(**fields)
 
 
-def counts(store: SQLiteSessionStore) -> dict[str, int]:
-    db = sqlite3.connect(store.path)
-    try:
-        return {
-            t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-            for t in ("turns", "blobs", "chunks", "sessions")
-        }
-    finally:
-        db.close()
+def counts(store: SessionStore) -> dict[str, int]:
+    return {
+        t: raw(store, f"SELECT COUNT(*) FROM {t}")[0][0]
+        for t in ("turns", "blobs", "chunks", "sessions")
+    }
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    opened = SQLiteSessionStore(tmp_path / "s.db")
+def store(store_spec: str) -> Any:
+    opened = open_store(store_spec)
     yield opened
     opened.close()
 
 
-def session(store: SQLiteSessionStore, sid: str = "s") -> str:
+def session(store: SessionStore, sid: str = "s") -> str:
     store.ensure_session(sid, {"backend": "scripted"})
     return store.acquire_lock(sid).owner
 
@@ -71,14 +73,14 @@ def session(store: SQLiteSessionStore, sid: str = "s") -> str:
      [{"role": "user", "content": "x"}], {3: "int keys"}],
     ids=["empty", "str", "unicode", "bytes", "dict", "messages", "int-keys"],
 )  # fmt: skip
-def test_values_round_trip_exactly(store: SQLiteSessionStore, value: Any) -> None:
+def test_values_round_trip_exactly(store: SessionStore, value: Any) -> None:
     owner = session(store)
     turn = store.write_turn("s", owner, write(0, value))
     assert store.read_context(turn) == value
     assert type(store.read_context(turn)) is type(value)
 
 
-def test_a_context_is_stored_once_per_content(store: SQLiteSessionStore) -> None:
+def test_a_context_is_stored_once_per_content(store: SessionStore) -> None:
     owner = session(store)
     big = "lorem ipsum dolor " * 200_000  # 3.6 MB: 4 chunks
     store.write_turn("s", owner, write(0, big))
@@ -91,31 +93,48 @@ def test_a_context_is_stored_once_per_content(store: SQLiteSessionStore) -> None
     assert turns[0].context_hash == turns[1].context_hash
 
 
-def test_chunks_are_shared_between_blobs_and_compressed(tmp_path: Path) -> None:
-    db = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
-    from rlm.sessions.migrations import migrate
+@contextlib.contextmanager
+def blob_db(store: SessionStore) -> Iterator[Any]:
+    """A connection to the store's database that ``blobs`` can write to directly."""
+    if isinstance(store, SQLiteSessionStore):
+        db = sqlite3.connect(store.path, isolation_level=None)
+        try:
+            yield db
+        finally:
+            db.close()
+        return
+    import psycopg
 
-    migrate(db)
-    writer = blobs.BlobWriter(db, chunk_size=1024)
-    writer.write(b"a" * 4096)
-    first = writer.finish()
-    writer = blobs.BlobWriter(db, chunk_size=1024)
-    writer.write(b"a" * 2048 + b"b" * 10)
-    second = writer.finish()
-    assert db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 2  # 'a'*1024, 'b'*10
-    assert blobs.read_bytes(db, first) == b"a" * 4096
-    assert blobs.read_bytes(db, second) == b"a" * 2048 + b"b" * 10
-    codecs = {r[0] for r in db.execute("SELECT codec FROM chunks WHERE size = 1024")}
-    assert codecs == {1}  # zlib
-    random = blobs.put_bytes(db, bytes(range(256)) * 7 + __import__("os").urandom(5000))
-    assert blobs.read_bytes(db, random)[:256] == bytes(range(256))
-    db.close()
+    from rlm.sessions.postgres_db import PgConnection
+
+    with psycopg.connect(store.url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{store.schema}"')  # type: ignore[attr-defined]
+        yield PgConnection(conn)
+
+
+def test_chunks_are_shared_between_blobs_and_compressed(store: SessionStore) -> None:
+    with blob_db(store) as db:
+        writer = blobs.BlobWriter(db, chunk_size=1024)
+        writer.write(b"a" * 4096)
+        first = writer.finish()
+        writer = blobs.BlobWriter(db, chunk_size=1024)
+        writer.write(b"a" * 2048 + b"b" * 10)
+        second = writer.finish()
+        assert db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 2  # 'a'*1024, 'b'*10
+        assert blobs.read_bytes(db, first) == b"a" * 4096
+        assert blobs.read_bytes(db, second) == b"a" * 2048 + b"b" * 10
+        codecs = {r[0] for r in db.execute("SELECT codec FROM chunks WHERE size = 1024").fetchall()}
+        assert codecs == {1}  # zlib
+        random = blobs.put_bytes(db, bytes(range(256)) * 7 + os.urandom(5000))
+        assert blobs.read_bytes(db, random)[:256] == bytes(range(256))
+        # Storing the same content again (as a second writer would) changes nothing.
+        assert blobs.put_bytes(db, b"a" * 2048 + b"b" * 10) == second
+        assert db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0] == 3
 
 
 def test_a_large_text_is_written_and_read_without_a_second_copy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = SQLiteSessionStore(tmp_path / "big.db")
     owner = session(store)
     text = "".join(f"line {i} of a long document\n" for i in range(1_000_000))  # ~29 MB
     tracemalloc.start()
@@ -130,19 +149,16 @@ def test_a_large_text_is_written_and_read_without_a_second_copy(
     tracemalloc.stop()
     assert back == text
     assert peak < 1.25 * len(text), peak  # the str itself, plus a chunk
-    store.close()
 
 
-def test_a_damaged_blob_is_a_store_error(store: SQLiteSessionStore) -> None:
+def test_a_damaged_blob_is_a_store_error(store: SessionStore) -> None:
     owner = session(store)
     turn = store.write_turn("s", owner, write(0, "x" * 3_000_000))
-    db = sqlite3.connect(store.path)
-    db.execute(
+    raw(
+        store,
         "DELETE FROM chunks WHERE id = (SELECT MAX(chunk_id) FROM blob_chunks WHERE blob_hash = ?)",
         (turn.context_hash,),
     )
-    db.commit()
-    db.close()
     with pytest.raises(SessionStoreError, match="damaged"):
         store.read_context(turn)
 
@@ -155,7 +171,7 @@ class Exploding:
         raise RuntimeError("cannot pickle me")
 
 
-def test_a_failed_write_leaves_no_partial_rows(store: SQLiteSessionStore) -> None:
+def test_a_failed_write_leaves_no_partial_rows(store: SessionStore) -> None:
     owner = session(store)
     store.write_turn("s", owner, write(0, "fine"))
     before = counts(store)
@@ -166,7 +182,7 @@ def test_a_failed_write_leaves_no_partial_rows(store: SQLiteSessionStore) -> Non
     assert [t.index for t in store.thread("s")] == [0]
 
 
-def test_parts_snapshots_need_their_bodies(store: SQLiteSessionStore) -> None:
+def test_parts_snapshots_need_their_bodies(store: SessionStore) -> None:
     owner = session(store)
     body = b"pickled body"
     digest = __import__("hashlib").sha256(body).hexdigest()
@@ -182,13 +198,13 @@ def test_parts_snapshots_need_their_bodies(store: SQLiteSessionStore) -> None:
     assert turn.snapshot_kind == "parts"
 
 
-def test_writes_need_the_lock(store: SQLiteSessionStore) -> None:
+def test_writes_need_the_lock(store: SessionStore) -> None:
     session(store)
     with pytest.raises(SessionLockedError, match="lost its write lock"):
         store.write_turn("s", "not-the-owner", write(0, "c"))
 
 
-def test_a_resumed_turn_replaces_its_stopped_one(store: SQLiteSessionStore) -> None:
+def test_a_resumed_turn_replaces_its_stopped_one(store: SessionStore) -> None:
     owner = session(store)
     store.write_turn("s", owner, write(0, "c0"))
     store.write_turn("s", owner, write(1, "c1", status="stopped", answer=None))
@@ -200,9 +216,10 @@ def test_a_resumed_turn_replaces_its_stopped_one(store: SQLiteSessionStore) -> N
     assert [t.status for t in store.thread("s")] == ["completed"] * 2 + ["failed", "completed"]
 
 
-def test_forks_share_turns_and_deletion_frees_only_what_is_unshared(tmp_path: Path) -> None:
-    path = tmp_path / "f.db"
-    store = SQLiteSessionStore(path)
+def test_forks_share_turns_and_deletion_frees_only_what_is_unshared(
+    store: SessionStore, store_spec: str
+) -> None:
+    path = store_spec
     owner = session(store, "a")
     store.write_turn("a", owner, write(0, "shared context " * 10_000))
     fork("a", "b", path)
@@ -223,12 +240,10 @@ def test_forks_share_turns_and_deletion_frees_only_what_is_unshared(tmp_path: Pa
     assert [store.read_context(t) for t in turns] == ["shared context " * 10_000, "only b"]
     delete("b", path, force=True)
     assert counts(store) == {"turns": 0, "blobs": 0, "chunks": 0, "sessions": 0}
-    store.close()
 
 
-def test_listing_showing_and_exporting(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
-    store = SQLiteSessionStore(path)
+def test_listing_showing_and_exporting(store: SessionStore, store_spec: str) -> None:
+    path = store_spec
     owner = session(store, "one")
     store.write_turn("one", owner, write(0, {"doc": "text"}, usage={"x": 1}, cost=0.5))
     (summary,) = list_sessions(path)
@@ -242,17 +257,46 @@ def test_listing_showing_and_exporting(tmp_path: Path) -> None:
     assert export("one", path)["turns"][0]["context"]["pickle"]["trusted"] is False
     assert data["turns"][0]["history"] == [{"role": "user", "content": "m0"}]
     assert "context" not in export("one", path, contexts=False)["turns"][0]
-    store.close()
 
 
 def test_store_specs(tmp_path: Path) -> None:
     assert parse_spec(f"sqlite:///{tmp_path}/a.db?lock_timeout=2")[1] == {"lock_timeout": 2.0}
     assert parse_spec("sqlite:rel.db")[0] == Path("rel.db")
-    with pytest.raises(ConfigurationError, match="only sqlite"):
-        parse_spec("postgres://host/db")
+    with pytest.raises(ConfigurationError, match="sqlite: URLs and postgresql:// URLs") as info:
+        parse_spec("mysql://user:hunter2@host/db")
+    assert "hunter2" not in str(info.value)
     with pytest.raises(ConfigurationError, match="unknown session store URL option"):
         parse_spec("sqlite:///x.db?nope=1")
     opened = open_store(f"sqlite:///{tmp_path}/u.db?synchronous=full&lock_timeout=0.5")
     assert opened.lock_timeout == 0.5
     assert open_store(opened) is opened
     opened.close()
+
+
+# -- idempotency keys --------------------------------------------------------------------
+
+
+def test_a_turn_is_found_by_its_idempotency_key(store: SessionStore) -> None:
+    owner = session(store)
+    first = store.write_turn("s", owner, write(0, "c0", idempotency_key="k-0"))
+    store.write_turn("s", owner, write(1, "c1"))
+    stopped = store.write_turn(
+        "s", owner, write(2, "c2", status="stopped", answer=None, idempotency_key="k-2")
+    )
+    assert first.idempotency_key == "k-0" and store.thread("s")[1].idempotency_key is None
+    assert store.find_turn("s", "k-0") == first
+    assert store.find_turn("s", "k-2") == stopped  # its status tells it did not complete
+    # The resumed turn (same request, same key) replaces the stopped one in the thread.
+    done = store.write_turn("s", owner, write(2, "c2", replaces_head=True, idempotency_key="k-2"))
+    assert store.find_turn("s", "k-2") == done and done.completed
+    assert store.find_turn("s", "nope") is None
+    assert store.find_turn("absent", "k-0") is None
+    other = session(store, "other")
+    store.write_turn("other", other, write(0, "c0", idempotency_key="k-other"))
+    assert store.find_turn("s", "k-other") is None  # keys belong to a session's thread
+    # A fork's thread holds the turns it shares: their keys are found there too.
+    store.fork("s", "f")
+    assert store.find_turn("f", "k-0") == first
+    # The interface's default (for stores without an index) agrees.
+    assert SessionStore.find_turn(store, "s", "k-2") == done
+    assert SessionStore.find_turn(store, "absent", "k-0") is None

@@ -64,7 +64,7 @@ def test_sessions_export_and_rm(store: str, tmp_path: Path, capsys) -> None:
     assert "context" not in json.loads(capsys.readouterr().out)["turns"][0]
     assert main(["sessions", "rm", "notes", "--store", store]) == 0
     assert list_sessions(store) == []
-    assert main(["sessions", "show", "notes", "--store", store]) == 1
+    assert main(["sessions", "show", "notes", "--store", store]) == 2  # no such session
     assert "no session 'notes'" in capsys.readouterr().err
 
 
@@ -180,8 +180,8 @@ def test_the_public_surface_is_pinned() -> None:
     import rlm.sessions as sessions
 
     assert set(sessions.__all__) == {
-        "STORE_ENV_VAR", "Checkpoint", "LockHolder", "SQLiteSessionStore", "SessionDetail",
-        "SessionError", "SessionLockedError", "SessionNotFoundError", "SessionRecord",
+        "STORE_ENV_VAR", "Checkpoint", "LockHolder", "PostgresSessionStore", "SQLiteSessionStore",
+        "SessionDetail", "SessionError", "SessionLockedError", "SessionNotFoundError", "SessionRecord",
         "SessionStore", "SessionStoreError", "SessionSummary", "TurnRecord",
         "default_store_path", "delete", "export", "fork", "list_sessions", "open_store", "show",
     }  # fmt: skip
