@@ -8,10 +8,11 @@ uvicorn, mcp) only when it runs. Each subcommand module adds its parser and sets
 
 Errors are one ``rlm: error: ...`` line on stderr (a usage error also prints the usage
 of the command it belongs to, ``rlm run`` or ``rlm sessions list``, not the top-level
-one). Exit codes, the same for every command (``rlm.cli.failures``): 0 done, 1 an
-rlmx error, 2 bad usage, input or setup, 3 a limit stopped the run, 4 the model
-provider failed, 130 interrupted, 141 stdout closed early (``rlm ... | head``: no
-traceback, as for a Unix tool).
+one). Exit codes, the same for every command (``rlm.cli.failures``, also in ``rlm
+--help``): 0 done, 1 an rlmx error, 2 bad usage, input or setup (a missing session or
+store, an environment that cannot start included), 3 a limit stopped the run, 4 the
+model provider failed, 130 interrupted, 141 stdout closed early (``rlm ... | head``:
+no traceback, as for a Unix tool).
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ EPILOG = """examples:
   rlm view logs/                    # the newest log in logs/
   rlm eval --self-check             # the answer-quality kit checks itself
   rlm batch questions.jsonl --backend openai --model gpt-5-mini
+
+exit codes (every command):
+  0    done
+  1    another rlmx error (a durable session in use by another process included)
+  2    bad usage, input or setup: a flag, a file, an empty context or question, a
+       missing extra or API key, a port in use, no such session or store, an
+       environment that cannot start (no Docker daemon, no bubblewrap)
+  3    a limit stopped the run (rlm run prints the partial answer)
+  4    the model provider failed (unreachable, refused the key, errored)
+  130  interrupted (Ctrl-C)
+  141  stdout was closed early (rlm ... | head)
 
 Run 'rlm COMMAND --help' for a command's options and examples."""
 

@@ -78,8 +78,10 @@ def chat(
     stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
     name = getattr(args, "session", None)
     store = (getattr(args, "store", None) or str(default_store_path())) if name else None
+    env: str | None = None
     try:
         settings, setup = from_args(args)
+        env = settings.env
         if not args.quiet:  # before the session: building it may start the environment
             print(environment_notice(settings.env, "this process"), file=err, flush=True)
         preload_client(setup)
@@ -93,13 +95,14 @@ def chat(
         print(f"rlm: error: {redact_text(str(exc))}", file=err, flush=True)
         return EXIT_USAGE
     except SessionLockedError as exc:
-        print(f"rlm: error: {locked_message(exc, name or '')}", file=err, flush=True)
+        message = locked_message(exc, name or "", getattr(args, "store", None))
+        print(f"rlm: error: {message}", file=err, flush=True)
         return EXIT_ERROR
     except SessionError as exc:  # an unusable store
         print(f"rlm: error: {redact_text(str(exc))}", file=err, flush=True)
         return EXIT_ERROR
     except RLMError as exc:  # a missing extra or key, a bad setting: exit 2
-        code, message = describe(exc)
+        code, message = describe(exc, env=env)
         print(f"rlm: error: {message}", file=err, flush=True)
         return code
     if setup.notice:

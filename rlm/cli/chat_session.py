@@ -22,11 +22,11 @@ from rlm.base.redact import redact_text
 from rlm.base.types import UsageSummary
 from rlm.cli.config import CLIUsageError, SkipLister, load_context
 from rlm.cli.factory import SettingsFactory
-from rlm.cli.failures import key_hint, provider_status
+from rlm.cli.failures import error_line, key_hint, provider_status
 from rlm.cli.live import LiveDisplay
 from rlm.cli.progress import RunTracker
 from rlm.core.rlm import RLM
-from rlm.logger.verbose import format_duration, format_usage, one_line
+from rlm.logger.verbose import format_duration, format_usage, one_line, plural
 from rlm.sessions import api as stored
 
 HELP = """commands:
@@ -163,7 +163,7 @@ class ChatSession:
             if tracker.usage is not None:
                 self.usage.merge(tracker.usage)
         except RLMError as exc:
-            note = f"{type(exc).__name__}: {exc}"
+            note = error_line(exc, self.factory.settings.env)
             if provider_status(exc) == 401:
                 setup = self.factory.setup
                 hint = key_hint(self.factory.settings, setup.backend, setup.backend_kwargs)
@@ -211,7 +211,7 @@ class ChatSession:
         s = self.factory.settings
         spent = format_usage(self.usage) or "nothing yet"
         calls = sum(m.total_calls for m in self.usage.model_usage_summaries.values())
-        self.say(f"{len(self.turns)} message(s), {calls} model call(s): {spent}")
+        self.say(f"{plural(len(self.turns), 'message')}, {plural(calls, 'model call')}: {spent}")
         limits = [f"max_iterations {self.factory.setup.max_iterations}"]
         if s.max_budget is not None:
             limits.append(f"max_budget ${s.max_budget}")

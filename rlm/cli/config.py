@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from rlm.logger.verbose import printable
+from rlm.logger.verbose import plural, printable
 
 EMBEDDED_NOTICE = (
     "rlm: no API key or --base-url set; using the embedded offline smoke-test model "
@@ -43,9 +43,15 @@ def _is_gguf(model: str | None) -> bool:
 
 
 def _embedded(model_path: str | None, notice: str | None) -> BackendChoice:
+    """The in-process llama_cpp backend. ``model_name`` is the GGUF's name (its file
+    stem), so sessions and results name the real model rather than "unknown"."""
+    from rlm.clients.llama_cpp import model_label
+
+    name = model_label(model_path)
+    named: dict[str, Any] = {"model_name": name} if name else {}
     if model_path:  # a user's own GGUF: probably capable, so no training wheels
-        return BackendChoice("llama_cpp", {"model_path": model_path})
-    kwargs = {"code_prefill": EMBEDDED_CODE_PREFILL}
+        return BackendChoice("llama_cpp", {"model_path": model_path, **named})
+    kwargs = {"code_prefill": EMBEDDED_CODE_PREFILL, **named}
     return BackendChoice("llama_cpp", kwargs, EMBEDDED_MAX_ITERATIONS, notice)
 
 
@@ -184,5 +190,5 @@ class SkipLister:
     def finish(self) -> None:
         hidden = self.count - MAX_SKIPS_LISTED
         if hidden > 0:
-            print(f"{self.prefix}skipped {hidden} more file(s) ({self.count} in all)",
-                  file=self.err, flush=True)  # fmt: skip
+            more = plural(hidden, "more file", "more files")
+            print(f"{self.prefix}skipped {more} ({self.count} in all)", file=self.err, flush=True)

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
+from rlm.logger.verbose import plural
+
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EVAL_EXAMPLES = """examples:
   rlm eval                                   # tiny offline run on the embedded model
@@ -32,7 +34,14 @@ EVAL_EXAMPLES = """examples:
 BATCH_EXAMPLES = """examples:
   rlm batch questions.jsonl --backend openai --model gpt-5-mini
   rlm batch questions.jsonl -o answers.jsonl --engine ray --address auto
+  rlm batch questions.jsonl --model gpt-5 --overwrite   # answer again with another model
 input rows: {"id": "q1", "context": "...", "question": "..."} (or "context_file": "doc.txt")
+
+rerunning over the same output writes each id once: rows answered with the same
+settings are skipped (failed ones too, unless --retry-failed); rows answered with other
+settings (another method, model, limit) or from a changed input row stop the command
+with exit 2 naming them, before anything runs: pass --overwrite to answer them again
+and replace their rows, or -o to write a new file.
 """
 
 
@@ -137,6 +146,12 @@ def add_batch_parser(subparsers: Any) -> None:
     p.add_argument("input", metavar="INPUT.jsonl")
     p.add_argument("-o", "--output", metavar="OUT.jsonl", help="default: INPUT.answers.jsonl")
     p.add_argument("--method", default="rlm-d1", help="base, rlm-d1, rlm-d2 or a [methods.*] name")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="answer again the rows the output holds from other settings or changed input "
+        "rows, replacing them (without it such a rerun is an error)",
+    )
     _model_options(p)
     _engine_options(p)
     p.set_defaults(handler=batch_command)
@@ -155,8 +170,9 @@ class _Usage(Exception):
     """A usage or input error: print it, exit 2."""
 
 
-def _setup(args: argparse.Namespace, err: IO[str]) -> tuple[Any, Any]:
-    """(config, model setup) from the flags and the ``--config`` file."""
+def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(config, model setup) from the flags and the ``--config`` file. Its notices
+    (``setup.notices``) are the caller's to print, once every argument is checked."""
     from rlm.evals.config import EvalConfig, load_config
     from rlm.evals.setup import resolve_model
 
@@ -185,9 +201,18 @@ def _setup(args: argparse.Namespace, err: IO[str]) -> tuple[Any, Any]:
     )
     if setup.kind == "model":  # a missing extra or API key: one line now, not N failed items
         _check_client(setup.backend, setup.backend_kwargs)
+    return config, setup
+
+
+def _notices(setup: Any, err: IO[str], scored: Sequence[Any] = ()) -> None:
+    """The setup's notices and, for ``scored`` methods, the honesty notes (the embedded
+    model's scores mean nothing...): printed only once every argument is checked."""
+    from rlm.evals.report import honesty_notes
+
     for notice in setup.notices:
         print(f"rlm: {notice}", file=err, flush=True)
-    return config, setup
+    for note in honesty_notes([m.describe() for m in scored]):
+        print(f"rlm: note: {note}", file=err, flush=True)
 
 
 def _check_client(backend: str, backend_kwargs: dict[str, Any]) -> None:
@@ -299,7 +324,7 @@ def eval_command(
     if run.failed_config:
         return _fail(
             err,
-            f"{run.failed_config} item(s) could not run (setup errors; see report)",
+            f"{plural(run.failed_config, 'item')} could not run (setup errors; see report)",
             EXIT_INCOMPLETE,
         )
     return EXIT_OK
@@ -307,9 +332,8 @@ def eval_command(
 
 def _run_eval(args: argparse.Namespace, err: IO[str]) -> Any:
     from rlm.evals import DatasetSource, Suite, build_methods, parse_length, run_eval
-    from rlm.evals.report import honesty_notes
 
-    config, setup = _setup(args, err)
+    config, setup = _setup(args)
     defaults = setup.suite_defaults
     datasets = [*config.datasets, *(DatasetSource.parse(d) for d in args.dataset)]
     families = args.families or config.families
@@ -330,9 +354,9 @@ def _run_eval(args: argparse.Namespace, err: IO[str]) -> Any:
     seeds = args.seeds or config.seeds or defaults["seeds"]
     title = args.title or config.title
     suite = Suite(methods, families, lengths, seeds, datasets, options, title)
-    for note in honesty_notes([m.describe() for m in methods]):
-        print(f"rlm: note: {note}", file=err, flush=True)
+    suite.validate()  # families, lengths, seeds, haystack: before any note
     engine, engine_options = _engine(args, config, setup)
+    _notices(setup, err, methods)
     return run_eval(suite, args.out, engine, engine_options, args.retry_failed, args.quiet, err)
 
 
@@ -343,11 +367,11 @@ def batch_command(
     args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | None = None
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    from rlm.evals import ConfigError, MethodError, build_methods, run_batch
-    from rlm.evals.batch import BatchInputError
+    from rlm.evals import ConfigError, MethodError, build_methods
+    from rlm.evals.batch import BatchInputError, read_batch, run_batch_rows
 
     try:
-        config, setup = _setup(args, err)
+        config, setup = _setup(args)
         (method,) = build_methods(
             [args.method],
             setup.backend,
@@ -357,18 +381,22 @@ def batch_command(
             config.rlms_python,
         )
         engine, options = _engine(args, config, setup)
+        rows = read_batch(args.input)  # the input's errors before any notice
+        _notices(setup, err)
         output = args.output or str(args.input).removesuffix(".jsonl") + ".answers.jsonl"
-        run = run_batch(
-            args.input, output, method, engine, options, args.retry_failed, args.quiet, err
-        )
+        run = run_batch_rows(
+            rows, output, method, engine, options, args.retry_failed, args.quiet, err,
+            overwrite=args.overwrite,
+        )  # fmt: skip
     except (_Usage, ConfigError, MethodError, BatchInputError, ValueError, OSError) as exc:
         return _fail(err, str(exc))
     except KeyboardInterrupt:
         print("rlm: interrupted; answered rows are kept (rerun to resume)", file=err, flush=True)
         return EXIT_INTERRUPTED
+    replaced = f" ({run.replaced} replacing older answers)" if run.replaced else ""
     print(
-        f"{run.rows} rows: {run.ran} answered now, {run.skipped} before, {run.failed} failed "
-        f"-> {run.output}",
+        f"{run.rows} rows: {run.ran} answered now{replaced}, {run.skipped} before, "
+        f"{run.failed} failed -> {run.output}",
         file=out,
         flush=True,
     )

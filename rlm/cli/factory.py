@@ -10,13 +10,18 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm.cli.config import BackendChoice, choose_backend
 from rlm.cli.settings import Settings
+from rlm.core.governor import Governor
+from rlm.core.governor import shared_governor as governor_for
 from rlm.core.rlm import RLM
 from rlm.environments import environment_descriptions, environment_is_isolated
 from rlm.logger import RLMLogger
+
+if TYPE_CHECKING:
+    from rlm.sessions.store import SessionStore
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class ModelSetup:
     def label(self) -> str:
         """A short name for the root model: its name, its file's stem or the backend."""
         kwargs = self.backend_kwargs
+        if self.backend == "llama_cpp" and not kwargs.get("model_path"):
+            return "embedded"  # its model_name (the GGUF's stem) names it in the store
         if kwargs.get("model_name"):
             return str(kwargs["model_name"])
         if kwargs.get("model_path"):
@@ -91,14 +98,26 @@ class SettingsFactory:
     over), durable in ``session_store`` when one is given (``rlm.sessions``);
     ``trajectory=True`` attaches an in-memory ``RLMLogger`` (``rlm.logger``), which also
     writes JSONL when ``log_dir`` is set.
+
+    ``shared_governor=True`` (``rlm serve``) gives every RLM it builds the process's one
+    governor for the upstream (``rlm.core.governor.shared_governor``, keyed by backend
+    and base URL): their call trees share its pacing, so a 429 pauses all of them.
     """
 
     def __init__(
-        self, settings: Settings, setup: ModelSetup, session_store: str | None = None
+        self,
+        settings: Settings,
+        setup: ModelSetup,
+        session_store: str | SessionStore | None = None,
+        *,
+        shared_governor: bool = False,
     ) -> None:
         self.settings = settings
         self.setup = setup
         self.session_store = session_store
+        self.governor: Governor | None = None
+        if shared_governor:
+            self.governor = governor_for(setup.backend, self.upstream(setup.backend_kwargs))
 
     @property
     def model_ids(self) -> list[str]:
@@ -120,7 +139,18 @@ class SettingsFactory:
             persistent=session_id is not None,
             session_id=session_id,
             session_store=self.session_store if session_id is not None else None,
+            governor=self.governor,
         )
+
+    @staticmethod
+    def upstream(backend_kwargs: Mapping[str, Any]) -> str | None:
+        """The endpoint a backend's settings point at (``base_url``, LiteLLM's
+        ``api_base``, Azure's ``azure_endpoint``); ``None`` for the backend's default."""
+        for name in ("base_url", "api_base", "azure_endpoint"):
+            value = backend_kwargs.get(name)
+            if isinstance(value, str) and value:
+                return value
+        return None
 
 
 def preload_client(setup: ModelSetup) -> float:

@@ -7,7 +7,8 @@ Exit codes, the same for every command:
 1    any other rlmx error (a session in use by another process included)
 2    bad usage, input or setup: a flag, a file, an empty context or question, a
      missing optional extra (the line names its ``pip install``), a missing API key,
-     a port in use
+     a port in use, a session or session store that does not exist, an environment
+     that cannot start (no Docker daemon, no bubblewrap: the line names the fix)
 3    a limit stopped the run (``rlm run``: the partial answer is printed)
 4    the model provider failed (unreachable, refused the key, errored)
 130  interrupted (Ctrl-C)
@@ -17,25 +18,30 @@ Exit codes, the same for every command:
 A provider's 401 says which key the CLI sent and how to send another
 (``--api-key-env VAR``); a missing API key names the flag rather than Python's
 ``backend_kwargs``; a locked durable session names the ``rlm`` commands that get
-around it.
+around it (with the ``--store`` the user passed). No line names an internal class such
+as ``EnvironmentError_``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 from rlm.base.errors import (
     ClientError,
     ConfigurationError,
+    EnvironmentError_,
     MissingAPIKeyError,
     MissingExtraError,
     ProviderError,
     SessionLockedError,
+    WorkerCrashedError,
+    WorkerTimeoutError,
 )
 from rlm.base.redact import redact_text
 from rlm.cli.settings import Settings
-from rlm.logger.verbose import printable
+from rlm.logger.verbose import one_line, printable
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_PROVIDER = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
@@ -80,22 +86,103 @@ def key_hint(
     return f"check the API key ({flag})"
 
 
-def locked_message(exc: SessionLockedError, session: str) -> str:
-    """A locked session, with the command-line ways around it."""
+_SHELL_SAFE = re.compile(r"[\w@%+=:,./~-]+")
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one shell word: bare when it is safe, else in double quotes (the
+    commands a message names are themselves in single quotes)."""
+    if _SHELL_SAFE.fullmatch(text):
+        return text
+    return '"' + re.sub(r'(["\\$`])', r"\\\1", text) + '"'
+
+
+def store_flag(store: str | None) -> str:
+    """`` --store PATH`` for a command line the user can copy (empty for the default
+    store); a URL's credentials are never shown (``***``: put the password back)."""
+    if not store:
+        return ""
+    return f" --store {shell_word(redact_text(str(store)))}"
+
+
+def locked_message(exc: SessionLockedError, session: str, store: str | None = None) -> str:
+    """A locked session, with the command-line ways around it; ``store`` is the
+    ``--store`` the user passed (None: the default store), repeated in each command."""
     holder = getattr(exc, "holder", None)
     who = holder.describe() if holder is not None and hasattr(holder, "describe") else None
     name = printable(session)
+    flag = printable(store_flag(store))
     return printable(
         f"session {session!r} is in use by {who or 'another process'}; one process "
         "writes a session at a time. Quit the other rlm chat (or wait for it), read the "
-        f"session with 'rlm sessions show {name}', or copy it with 'rlm sessions fork "
-        f"{name} NEW' and use --session NEW"
+        f"session with 'rlm sessions show {name}{flag}', or copy it with 'rlm sessions fork "
+        f"{name} NEW{flag}' and use --session NEW{flag}"
     )
 
 
-def describe(exc: BaseException, hint: str | None = None) -> tuple[int, str]:
+def public_name(exc: BaseException) -> str:
+    """The error's class name as a user may see it (``EnvironmentError_``, named so
+    only to stay clear of Python's builtin, is "EnvironmentError")."""
+    return type(exc).__name__.rstrip("_") or "Error"
+
+
+def is_environment_failure(exc: BaseException) -> bool:
+    """The environment could not be started (or restarted): a setup problem, exit 2.
+    A worker that crashed or timed out while running a cell is not one."""
+    return isinstance(exc, EnvironmentError_) and not isinstance(
+        exc, WorkerCrashedError | WorkerTimeoutError
+    )
+
+
+# Other places for model-written code, best first, for an environment that cannot start.
+_INSTEAD = {
+    "docker": "--env sandbox (isolated, needs bubblewrap) or --env local (not isolated)",
+    "sandbox": "--env docker or --env local (not isolated)",
+}
+_DEFAULT_INSTEAD = "--env sandbox (isolated) or --env local (not isolated)"
+
+
+def environment_message(exc: BaseException, env: str | None = None) -> str:
+    """One line for an environment that cannot start: what is wrong, and the fix
+    (start the service it needs, or another ``--env``)."""
+    text = redact_text(str(exc))
+    where = f"the {env!r} environment" if env else "the code environment"
+    instead = _INSTEAD.get(env or "", _DEFAULT_INSTEAD)
+    lower = text.lower()
+    if "cannot connect to the docker daemon" in lower:
+        line = next(ln for ln in text.splitlines() if "docker daemon" in ln.lower())
+        detail = line.strip().removeprefix("docker: ").split(". Is the docker daemon")[0]
+        return one_line(f"{where} cannot start: no Docker daemon is reachable ({detail}). "
+                        f"Start Docker, or pass {instead}", 600)  # fmt: skip
+    if "permission denied while trying to connect to the docker daemon" in lower:
+        return one_line(f"{where} cannot start: this user may not use the Docker daemon "
+                        "(permission denied on its socket). Add the user to the 'docker' "
+                        f"group, or pass {instead}", 600)  # fmt: skip
+    if "needs the docker cli" in lower:
+        return one_line(f"{where} cannot start: the docker command is not installed. "
+                        "Install Docker (https://docs.docker.com/engine/install/), or pass "
+                        f"{instead}", 600)  # fmt: skip
+    if "bubblewrap (bwrap)" in lower and "not found" in lower:
+        return one_line(f"{where} cannot start: bubblewrap (bwrap) is not installed. Install "
+                        "it (sudo apt-get install bubblewrap, or dnf install bubblewrap), or "
+                        f"pass {instead}", 600)  # fmt: skip
+    detail = one_line(text, 300) or "no reason given"
+    return one_line(f"{where} cannot start: {detail}. Fix that, or pass {instead}", 600)
+
+
+def error_line(exc: BaseException, env: str | None = None) -> str:
+    """An error a turn ended with, for a line of its own (``rlm chat``)."""
+    if is_environment_failure(exc):
+        return environment_message(exc, env)
+    return redact_text(f"{public_name(exc)}: {exc}")
+
+
+def describe(
+    exc: BaseException, hint: str | None = None, env: str | None = None
+) -> tuple[int, str]:
     """The exit code and the (redacted) message for an error a run raised; ``hint``
-    (``key_hint``) is added when the provider refused the key (HTTP 401)."""
+    (``key_hint``) is added when the provider refused the key (HTTP 401); ``env`` names
+    the environment (``--env``) for one that cannot start."""
     if isinstance(exc, MissingExtraError):
         return EXIT_USAGE, redact_text(str(exc))
     if isinstance(exc, MissingAPIKeyError):
@@ -110,4 +197,6 @@ def describe(exc: BaseException, hint: str | None = None) -> tuple[int, str]:
         if hint and provider_status(exc) == 401:
             message = f"{message.rstrip('. ')}. {hint[:1].upper()}{hint[1:]}"
         return EXIT_PROVIDER, message
-    return EXIT_ERROR, redact_text(f"{type(exc).__name__}: {exc}")
+    if is_environment_failure(exc):
+        return EXIT_USAGE, environment_message(exc, env)
+    return EXIT_ERROR, redact_text(f"{public_name(exc)}: {exc}")

@@ -12,7 +12,7 @@ from collections import deque
 from typing import IO, Any
 
 from rlm.cli.progress import RunTracker
-from rlm.logger.verbose import format_duration
+from rlm.logger.verbose import format_duration, plural
 
 RECENT_LINES = 4
 
@@ -70,8 +70,8 @@ class LiveDisplay(RunTracker):
     def status_line(self) -> str:
         """``iteration 3/30 · 4 sub-calls · 1,234 tokens · $0.001200 · 12.30s``"""
         limit = self._limit or self._max_iterations
-        parts = [f"iteration {self.iterations}" + (f"/{limit}" if limit else "")]
-        parts.append(f"{self.subcalls} sub-call{'s' if self.subcalls != 1 else ''}")
+        parts = [f"iteration {self.current}" + (f"/{limit}" if limit else "")]
+        parts.append(plural(self.subcalls, "sub-call"))
         if self.spent.get("tokens"):
             parts.append(f"{int(self.spent['tokens']):,} tokens")
         if self.spent.get("spent_usd"):

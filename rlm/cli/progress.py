@@ -18,17 +18,22 @@ from typing import IO, Any
 from rlm.base.events import Event, EventBus
 from rlm.base.redact import redact_text
 from rlm.base.types import REPLResult, UsageSummary
-from rlm.logger.verbose import format_duration, format_usage, one_line
+from rlm.logger.verbose import format_duration, format_usage, one_line, plural
 
 
 class RunTracker:
     """Follows the event stream: prints progress lines (unless quiet) and keeps the
-    root run's iteration count and usage for the summary and ``--json``."""
+    root run's iteration count and usage for the summary and ``--json``.
+
+    ``iterations`` counts the root's *completed* iterations (a run stopped by a limit
+    before its first one ends has 0; the final "answer now" call is not one);
+    ``current`` is the iteration in progress, for a live display."""
 
     def __init__(self, err: IO[str], quiet: bool = False) -> None:
         self.err = err
         self.quiet = quiet
         self.iterations = 0
+        self.current = 0
         self.usage: UsageSummary | None = None
         self._root: str | None = None
         self._root_depth = 0
@@ -72,8 +77,11 @@ class RunTracker:
                 self.say("iterations used up: asking the model for its final answer")
                 return
             if is_root:
-                self.iterations = max(self.iterations, it or 0)
+                self.current = max(self.current, it or 0)
             self.say(f"iteration {it} started", level)
+        elif event.type == "iteration_finished":
+            if is_root and not self._final_call(it):
+                self.iterations = max(self.iterations, int(it or 0))
         elif event.type == "model_reply":
             reply = data.get("response") or ""
             took = format_duration(data.get("duration"))
@@ -123,17 +131,13 @@ class RunTracker:
         return f"{call} failed ({error}); retry {retry} of {retries} in {wait}"
 
 
-def _plural(n: Any, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _answer_line(data: dict[str, Any]) -> str:
     """How the run's answer came about, in plain words."""
     source, n = data.get("source"), data.get("iterations")
     if source == "default":
         reply = one_line(redact_text(str(data.get("answer") or "")), 100) or "(nothing)"
         return (
-            f"no answer submitted after {_plural(n, 'iteration')}; "
+            f"no answer submitted after {plural(int(n or 0), 'iteration')}; "
             f"the final-answer request replied: {reply}"
         )
     how = {"FINAL": " with FINAL(...)", "FINAL_VAR": " with FINAL_VAR(...)"}.get(str(source), "")
@@ -164,14 +168,16 @@ def _subcall_line(event: Event) -> str:
 
 
 def print_summary(tracker: RunTracker, wall: float, log_path: str | None) -> None:
-    """The run's iterations, wall time and usage per model, and where its log is."""
-    tracker.say(f"{_plural(tracker.iterations, 'iteration')}, wall time {format_duration(wall)}")
+    """The run's completed iterations, wall time and usage per model, and where its
+    log is."""
+    done = plural(tracker.iterations, "iteration")
+    tracker.say(f"{done}, wall time {format_duration(wall)}")
     usage = tracker.usage.model_usage_summaries if tracker.usage else {}
     for model, u in usage.items():
         cost = f", ${u.total_cost:.6f}" if u.total_cost is not None else ""
         tracker.say(
-            f"usage {model}: {u.total_calls} call(s), {u.total_input_tokens:,} tokens in / "
-            f"{u.total_output_tokens:,} out{cost}"
+            f"usage {model}: {plural(u.total_calls, 'call')}, {u.total_input_tokens:,} tokens "
+            f"in / {u.total_output_tokens:,} out{cost}"
         )
     if log_path:
         tracker.say(f"trajectory: {log_path}")

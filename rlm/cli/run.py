@@ -30,6 +30,7 @@ from rlm.cli.failures import (
     EXIT_USAGE,
     describe,
     key_hint,
+    public_name,
 )
 from rlm.cli.live import LiveDisplay, use_live
 from rlm.cli.progress import RunTracker, print_summary
@@ -166,14 +167,14 @@ def run(
 
 def _failure(exc: RLMError, settings: Settings, setup: ModelSetup) -> tuple[str, int]:
     hint = key_hint(settings, setup.backend, setup.backend_kwargs, os.environ)
-    code, message = describe(exc, hint)
+    code, message = describe(exc, hint, settings.env)
     return message, code
 
 
 def _stopped_payload(exc: RLMError, partial: str | None, tracker: RunTracker) -> dict[str, Any]:
     return {
         "error": redact_text(str(exc)),
-        "error_type": type(exc).__name__,
+        "error_type": public_name(exc),
         "partial_answer": partial,
         "iterations": tracker.iterations,
         "usage_summary": tracker.usage.to_dict() if tracker.usage else None,

@@ -18,7 +18,7 @@ import os
 import secrets
 import socket
 import sys
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rlm.base.errors import RLMError
 from rlm.base.redact import redact_text
@@ -34,6 +34,9 @@ from rlm.cli.settings import (
     Settings,
     add_model_options,
 )
+
+if TYPE_CHECKING:
+    from rlm.sessions.store import SessionStore
 
 MIB = 1024 * 1024
 EXAMPLES = """examples:
@@ -168,27 +171,32 @@ def serve(args: argparse.Namespace, err: IO[str] | None = None) -> int:
         failed = check_model(setup, err)
         if failed is not None:
             return failed
-        store = getattr(args, "session_store", None)
-        if store:
-            failed = _check_store(store, err)
-            if failed is not None:
-                return failed
-        return _serve(args, settings, SettingsFactory(settings, setup, store), listener, err)
+        spec = getattr(args, "session_store", None)
+        store = _open_store(spec, err) if spec else None
+        if spec and store is None:
+            return EXIT_USAGE
+        # One store for every session (a PostgreSQL store is a connection pool) and one
+        # governor for the upstream, so a 429 paces every session's calls together.
+        factory = SettingsFactory(settings, setup, store, shared_governor=True)
+        try:
+            return _serve(args, settings, factory, listener, err)
+        finally:
+            if store is not None:
+                store.close()
 
 
-def _check_store(spec: str, err: IO[str]) -> int | None:
-    """Open ``--session-store`` once at start-up, so a path that cannot hold a store is
-    one line now rather than a 500 on the first request."""
+def _open_store(spec: str, err: IO[str]) -> SessionStore | None:
+    """Open ``--session-store`` at start-up, so a path that cannot hold a store is one
+    line now rather than a 500 on the first request; None (and the line) if it fails."""
     from rlm.sessions.store import open_store
 
     try:
-        open_store(spec).close()
+        return open_store(spec)
     except (OSError, RLMError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         shown = redact_text(f"--session-store {spec}: {reason}")
         print(f"rlm: error: {shown}", file=err, flush=True)
-        return EXIT_USAGE
-    return None
+        return None
 
 
 def _serve(

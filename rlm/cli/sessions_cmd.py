@@ -3,7 +3,11 @@
 
 What a store holds is shown through ``printable``: a session id, prompt or hostname
 with escape sequences in it reaches the terminal escaped, never raw. Exports never
-unpickle (``--trust-pickles`` to decode pickled contexts of a store you wrote)."""
+unpickle (``--trust-pickles`` to decode pickled contexts of a store you wrote).
+
+Exit codes as for every command (``rlm.cli.failures``): 2 for what the user named
+wrongly (no such session or store, a fork onto an existing id, a bad store URL), 1 for
+a session in use by another process or a store that cannot be used."""
 
 from __future__ import annotations
 
@@ -13,10 +17,16 @@ import sys
 import time
 from typing import IO, Any
 
-from rlm.base.errors import ConfigurationError, SessionError, SessionLockedError
+from rlm.base.errors import (
+    ConfigurationError,
+    SessionError,
+    SessionLockedError,
+    SessionNotFoundError,
+    SessionStoreError,
+)
 from rlm.base.redact import redact_text
-from rlm.cli.failures import EXIT_USAGE
-from rlm.logger.verbose import one_line, printable
+from rlm.cli.failures import EXIT_ERROR, EXIT_USAGE, store_flag
+from rlm.logger.verbose import one_line, plural, printable
 from rlm.sessions import api
 from rlm.sessions.store import STORE_ENV_VAR, default_store_path
 
@@ -83,13 +93,26 @@ def _when(stamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
 
 
+def exit_code(exc: SessionError | ConfigurationError) -> int:
+    """2 when the user named something that is not there (a session, a store) or
+    cannot be (a fork onto an existing id, a bad store URL); 1 otherwise (a session in
+    use, a store that is corrupt or cannot be written)."""
+    if isinstance(exc, SessionNotFoundError | ConfigurationError):
+        return EXIT_USAGE
+    if isinstance(exc, SessionStoreError) and str(exc).startswith("no session store at"):
+        return EXIT_USAGE
+    if type(exc) is SessionError and str(exc).endswith("that session already exists"):
+        return EXIT_USAGE
+    return EXIT_ERROR
+
+
 def _run(fn: Any, err: IO[str] | None = None) -> int:
     try:
         return int(fn())
     except (SessionError, ConfigurationError) as exc:
         message = printable(redact_text(str(exc)))
         print(f"rlm: error: {message}", file=err or sys.stderr, flush=True)
-        return 1
+        return exit_code(exc)
 
 
 def cmd_list(args: argparse.Namespace, out: IO[str] | None = None) -> int:
@@ -129,7 +152,9 @@ def cmd_show(args: argparse.Namespace, out: IO[str] | None = None) -> int:
             print(json.dumps(detail.to_dict(), indent=2, default=str), file=out)
             return 0
         s = detail.session
-        line = f"session {s.id} · {len(detail.turns)} turn(s) · created {_when(s.created_at)}"
+        line = (
+            f"session {s.id} · {plural(len(detail.turns), 'turn')} · created {_when(s.created_at)}"
+        )
         if s.forked_from:
             line += f" · forked from {s.forked_from}"
         print(printable(line), file=out)
@@ -173,7 +198,7 @@ def cmd_fork(args: argparse.Namespace, out: IO[str] | None = None) -> int:
 
     def run() -> int:
         api.fork(args.session_id, args.new_id, args.store)
-        store = f" --store {args.store}" if args.store else ""
+        store = store_flag(args.store)
         print(printable(f"forked {args.session_id} as {args.new_id}; go on with: rlm chat "
                         f"--session {args.new_id}{store}"), file=out)  # fmt: skip
         return 0

@@ -12,12 +12,15 @@ The SDK's own retries are off; errors are translated once, in ``_translated``, a
 retried by ``rlm.clients.retry`` like every other backend.
 
 As in ``rlms``, the module attribute ``anthropic`` is the SDK (imported on first access,
-so ``patch("rlm.clients.anthropic.anthropic.Anthropic")`` works), and the sync and async
-SDK clients are both built with the client.
+so ``patch("rlm.clients.anthropic.anthropic.Anthropic")`` works; patched classes are
+built with the client, as in ``rlms``). The SDK's own clients are shared by every
+client of the process, the async ones per event loop (``rlm.clients.async_pool``). A
+200 that holds no text (an HTML page, no content) is a retryable ``ProviderError``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -25,12 +28,19 @@ from typing import Any
 
 from rlm.base.errors import ProviderConnectionError, ProviderError
 from rlm.base.types import ModelUsageSummary, Prompt
-from rlm.clients.async_pool import PerLoop
+from rlm.clients.async_pool import SDKClients
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
 from rlm.clients.compat import EnvDefaults, LazySDK, require_key
-from rlm.clients.openai import to_messages
+from rlm.clients.openai import HTTP_CLIENTS, to_messages
+from rlm.clients.openai_wire import Raw, araw_reply, has_raw_replies, raw_reply
 from rlm.clients.pricing import estimate_cost, price_of
-from rlm.clients.retry import RetryPolicy, http_error, parse_retry_after
+from rlm.clients.retry import (
+    RetryPolicy,
+    empty_reply,
+    http_error,
+    parse_retry_after,
+    unreadable_reply,
+)
 
 _SDK = LazySDK(globals(), {"anthropic": "anthropic"}, "The anthropic backend", "anthropic")
 
@@ -145,11 +155,28 @@ def usage_of(usage: Any, model: str) -> ModelUsageSummary:
     )
 
 
-def parse_message(message: Any, model: str) -> LMResult:
-    """Text (every text block, concatenated) and usage of a Messages API reply."""
-    blocks = getattr(message, "content", None) or []
-    text = "".join(b.text for b in blocks if getattr(b, "type", None) == "text")
-    return LMResult(text=text, model=model, usage=usage_of(getattr(message, "usage", None), model))
+def parse_message(
+    message: Any, model: str, where: str = "the Anthropic API", secret: str | None = None
+) -> LMResult:
+    """Text (every text block, concatenated) and usage of a Messages API reply (or of a
+    ``Raw`` one). A body that is not a reply, or a reply without text, raises a
+    retryable ``ProviderError``: an answer is never made up of nothing."""
+    http = None
+    if isinstance(message, Raw):
+        message, http = message
+    if isinstance(message, str | bytes):  # the SDK's way of returning a non-JSON body
+        headers = getattr(http, "headers", None)
+        content_type = headers.get("content-type") if headers is not None else None
+        raise unreadable_reply(where, message, content_type, secret)
+    blocks = getattr(message, "content", None)
+    texts = [b.text for b in blocks or () if getattr(b, "type", None) == "text"]
+    if not texts:
+        reason = getattr(message, "stop_reason", None)
+        what = "no text content" + (f" (stop_reason: {reason})" if isinstance(reason, str) else "")
+        body = getattr(http, "text", None) if blocks is None else None
+        raise empty_reply(where, what, body if isinstance(body, str) else None, secret)
+    usage = usage_of(getattr(message, "usage", None), model)
+    return LMResult(text="".join(texts), model=model, usage=usage)
 
 
 def _provider_message(exc: Any) -> str:
@@ -160,26 +187,28 @@ def _provider_message(exc: Any) -> str:
     return str(getattr(exc, "message", None) or exc)
 
 
-def _status_error(exc: Any) -> ProviderError:
+def _status_error(exc: Any, secret: str | None = None) -> ProviderError:
     status = int(exc.status_code)
     headers = getattr(getattr(exc, "response", None), "headers", None) or {}
     retry_after = parse_retry_after(headers.get("retry-after"))
     message = f"Anthropic API returned HTTP {status}: {_provider_message(exc)}"
-    return http_error(status, message, retry_after)
+    return http_error(status, message, retry_after, secret)
 
 
 @contextmanager
-def _translated(sdk: Any, timeout: float) -> Iterator[None]:
+def _translated(sdk: Any, timeout: float, where: str, secret: str | None) -> Iterator[None]:
     """The one place the SDK's exceptions become rlmx errors."""
     try:
         yield
+    except json.JSONDecodeError as exc:  # JSON promised, something else sent
+        raise unreadable_reply(where, exc.doc, secret=secret) from exc
     except sdk.APITimeoutError as exc:
         raise ProviderConnectionError(f"Anthropic API did not answer within {timeout}s") from exc
     except sdk.APIConnectionError as exc:
         cause = exc.__cause__ or exc
         raise ProviderConnectionError(f"Could not reach the Anthropic API: {cause}") from exc
     except sdk.APIStatusError as exc:
-        raise _status_error(exc) from exc
+        raise _status_error(exc, secret) from exc
     except sdk.AnthropicError as exc:  # malformed replies and the like: retrying won't help
         raise ProviderError(f"Anthropic API: {exc}", retryable=False) from exc
 
@@ -224,10 +253,30 @@ class AnthropicClient(ProviderLM):
         }
         if base_url:
             self._sdk_kwargs["base_url"] = base_url
-        self.client = sdk.Anthropic(**self._sdk_kwargs)
-        self.async_client = sdk.AsyncAnthropic(**self._sdk_kwargs)  # the first loop's
-        # Later loops get their own; all are left to die with their loops.
-        self._async_clients: PerLoop[Any] = PerLoop(first=lambda: self.async_client)
+        self._where = f"the Anthropic API at {base_url}" if base_url else "the Anthropic API"
+        # Shared by every client of the process (the async ones per event loop); patched
+        # SDK classes are built now, as rlms does. Async clients die with their loops.
+        self._sdk_clients = SDKClients(
+            sdk.Anthropic, sdk.AsyncAnthropic, self._sdk_kwargs, "anthropic", http=HTTP_CLIENTS
+        )
+
+    @property
+    def client(self) -> Any:
+        """The sync SDK client."""
+        return self._sdk_clients.sync
+
+    @client.setter
+    def client(self, value: Any) -> None:
+        self._sdk_clients.sync = value
+
+    @property
+    def async_client(self) -> Any:
+        """The first event loop's async SDK client (``rlms``'s attribute)."""
+        return self._sdk_clients.first_async
+
+    @async_client.setter
+    def async_client(self, value: Any) -> None:
+        self._sdk_clients.first_async = value
 
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
         messages, system = prepare_messages(prompt)
@@ -250,23 +299,24 @@ class AnthropicClient(ProviderLM):
             request["extra_body"] = extra_body
         return request
 
-    def _new_async_client(self) -> Any:
-        return self._sdk.AsyncAnthropic(**self._sdk_kwargs)
-
     def _send(self, request: dict[str, Any]) -> Any:
-        return self.client.messages.create(**request)
+        messages = self.client.messages
+        if has_raw_replies(messages):
+            return raw_reply(messages.with_raw_response.create(**request))
+        return messages.create(**request)
 
     async def _asend(self, request: dict[str, Any]) -> Any:
-        client = self._async_clients.get(self._new_async_client)
-        return await client.messages.create(**request)
+        messages = self._sdk_clients.for_loop().messages
+        if has_raw_replies(messages):
+            return await araw_reply(await messages.with_raw_response.create(**request))
+        return await messages.create(**request)
 
     def _translate_errors(self) -> AbstractContextManager[None]:
-        return _translated(self._errors, self.timeout)
+        return _translated(self._errors, self.timeout, self._where, self._sdk_kwargs["api_key"])
 
     def _parse(self, response: Any, model: str) -> LMResult:
-        return parse_message(response, model)
+        return parse_message(response, model, self._where, self._sdk_kwargs["api_key"])
 
     def close(self) -> None:
-        # Async clients die with their loops; only the sync pool is ours to close here.
-        self.client.close()
-        self._async_clients.close_all()
+        """Close this client's own SDK clients; shared ones stay open for the others."""
+        self._sdk_clients.close()

@@ -11,16 +11,21 @@ As in ``rlms``, the module attribute ``openai`` is the SDK (imported on first ac
 
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Any
 
 from rlm.base.errors import ConfigurationError
 from rlm.base.types import Prompt
-from rlm.clients.async_pool import PerLoop
+from rlm.clients.async_pool import SDKClients
 from rlm.clients.base_lm import DEFAULT_TIMEOUT
 from rlm.clients.compat import APIKeyRequiredError, EnvDefaults, LazySDK
-from rlm.clients.openai import ChatCompletionsLM, request_args, to_messages
+from rlm.clients.openai import (
+    HTTP_CLIENTS,
+    ChatCompletionsLM,
+    create_params,
+    request_args,
+    to_messages,
+)
 from rlm.clients.retry import RetryPolicy
 
 _SDK = LazySDK(globals(), {"openai": "openai"}, "The azure_openai backend", "openai")
@@ -41,6 +46,8 @@ DEFAULT_API_VERSION = "2024-02-01"  # as rlms
 
 class AzureOpenAIClient(ChatCompletionsLM):
     """Chat completions on an Azure OpenAI deployment."""
+
+    _raw_replies = True
 
     def __init__(
         self,
@@ -94,15 +101,13 @@ class AzureOpenAIClient(ChatCompletionsLM):
             "timeout": timeout,
             "max_retries": 0,  # retried by rlm.clients.retry instead
         }
-        self.client = sdk.AzureOpenAI(**self._sdk_kwargs)
-        self.async_client = sdk.AsyncAzureOpenAI(**self._sdk_kwargs)  # the first loop's
-        # close() leaves the async clients to die with their loops.
-        self._async_clients = PerLoop(first=lambda: self.async_client)
-        create_params = inspect.signature(self.client.chat.completions.create).parameters
-        self._args = request_args(self.sampling_args, frozenset(create_params))
-
-    def _new_async_client(self) -> Any:
-        return self._sdk.AsyncAzureOpenAI(**self._sdk_kwargs)
+        self._secret = api_key
+        # Shared by every client of the process (the async ones per event loop); close()
+        # leaves async clients built for this client to die with their loops.
+        self._sdk_clients = SDKClients(
+            sdk.AzureOpenAI, sdk.AsyncAzureOpenAI, self._sdk_kwargs, "openai", http=HTTP_CLIENTS
+        )
+        self._args = request_args(self.sampling_args, create_params(self.client.chat.completions))
 
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
         return {**self._args, "model": model, "messages": to_messages(prompt)}

@@ -267,27 +267,30 @@ class ProviderLM(TrackedLM):
 
     @abstractmethod
     def _parse(self, response: Any, model: str) -> LMResult:
-        """Text and usage of the SDK's reply."""
+        """Text and usage of the SDK's reply; a reply that holds no answer raises a
+        (retryable) ``ProviderError``, never gives ``""``. Runs inside the retries."""
 
     # -- one call, retried -----------------------------------------------------------
 
     def _call(self, prompt: Prompt, model: str) -> LMResult:
         request = self._request(prompt, model)
 
-        def attempt() -> Any:
+        def attempt() -> LMResult:
             with self._translate_errors():
-                return self._send(request)
+                response = self._send(request)
+            return self._parse(response, model)  # a reply that is no answer is retried too
 
-        return self._parse(call_with_retries(attempt, self.retry_policy, _sleep), model)
+        return call_with_retries(attempt, self.retry_policy, _sleep)
 
     async def _acall(self, prompt: Prompt, model: str) -> LMResult:
         request = self._request(prompt, model)
 
-        async def attempt() -> Any:
+        async def attempt() -> LMResult:
             with self._translate_errors():
-                return await self._asend(request)
+                response = await self._asend(request)
+            return self._parse(response, model)
 
-        return self._parse(await acall_with_retries(attempt, self.retry_policy, _asleep), model)
+        return await acall_with_retries(attempt, self.retry_policy, _asleep)
 
     def _complete(self, prompt: Prompt) -> LMResult:
         return self._call(prompt, self.model_name)

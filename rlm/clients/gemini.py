@@ -14,6 +14,7 @@ first access, so ``patch("rlm.clients.gemini.genai.Client")`` works) and
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -21,11 +22,18 @@ from typing import Any
 
 from rlm.base.errors import ConfigurationError, ProviderConnectionError, ProviderError
 from rlm.base.types import ModelUsageSummary, Prompt
+from rlm.clients.async_pool import SDKClients
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM
 from rlm.clients.compat import EnvDefaults, LazySDK, as_count, as_number, require_key
 from rlm.clients.openai import to_messages
 from rlm.clients.pricing import estimate_cost
-from rlm.clients.retry import RetryPolicy, http_error, parse_retry_after
+from rlm.clients.retry import (
+    RetryPolicy,
+    empty_reply,
+    http_error,
+    parse_retry_after,
+    unreadable_reply,
+)
 
 _SDK = LazySDK(
     globals(),
@@ -103,21 +111,30 @@ def usage_of(metadata: Any, model: str) -> ModelUsageSummary:
     )
 
 
-def parse_response(response: Any, model: str) -> LMResult:
+def parse_response(
+    response: Any, model: str, where: str = "the Gemini API", secret: str | None = None
+) -> LMResult:
     """Text of the first candidate (thought summaries left out) and usage.
 
+    A body that is not a reply, or a reply without text, raises a ``ProviderError``
+    (retryable, except a prompt Gemini blocked): an answer is never made up of nothing.
     A reply that is not the SDK's (a test's stand-in) is read through ``.text``, as
     ``rlms`` reads every reply.
     """
+    if isinstance(response, str | bytes):
+        raise unreadable_reply(where, response, secret=secret)
     candidates = getattr(response, "candidates", None)
-    if isinstance(candidates, list | tuple):
+    if isinstance(candidates, list | tuple) or (candidates is None and _is_sdk_reply(response)):
         content = getattr(candidates[0], "content", None) if candidates else None
         parts = getattr(content, "parts", None) or []
-        text = "".join(
+        texts = [
             p.text
             for p in parts
             if isinstance(p.text, str) and getattr(p, "thought", None) is not True
-        )
+        ]
+        if not texts:
+            raise _no_text(response, candidates, where, secret)
+        text = "".join(texts)
     else:
         reported = getattr(response, "text", None)
         text = reported if isinstance(reported, str) else ""
@@ -125,12 +142,31 @@ def parse_response(response: Any, model: str) -> LMResult:
     return LMResult(text=text, model=model, usage=usage)
 
 
-def _status_error(exc: Any) -> ProviderError:
+def _is_sdk_reply(response: Any) -> bool:
+    return type(response).__module__.split(".")[0] == "google"
+
+
+def _no_text(response: Any, candidates: Any, where: str, secret: str | None) -> ProviderError:
+    """Why a reply holds no text: a blocked prompt (will not heal), or nothing at all."""
+    feedback = getattr(response, "prompt_feedback", None)
+    blocked = getattr(feedback, "block_reason", None)
+    if not candidates and blocked is not None:
+        reason = getattr(blocked, "value", blocked)
+        return ProviderError(f"{where} blocked the prompt ({reason})", retryable=False)
+    what = "no candidates"
+    if candidates:
+        finish = getattr(candidates[0], "finish_reason", None)
+        finish = getattr(finish, "value", finish)
+        what = "no text" + (f" (finish_reason: {finish})" if finish else "")
+    return empty_reply(where, what, secret=secret)
+
+
+def _status_error(exc: Any, secret: str | None = None) -> ProviderError:
     status = int(exc.code)
     headers = getattr(getattr(exc, "response", None), "headers", None) or {}
     retry_after = parse_retry_after(headers.get("retry-after"))
     message = f"Gemini API returned HTTP {status}: {exc.message or exc}"
-    return http_error(status, message, retry_after)
+    return http_error(status, message, retry_after, secret)
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -140,12 +176,14 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 
 @contextmanager
-def _translated(errors: Any) -> Iterator[None]:
+def _translated(errors: Any, where: str, secret: str | None) -> Iterator[None]:
     """The one place the SDK's exceptions become rlmx errors."""
     try:
         yield
     except errors.APIError as exc:
-        raise _status_error(exc) from exc
+        raise _status_error(exc, secret) from exc
+    except json.JSONDecodeError as exc:  # JSON promised, something else sent
+        raise unreadable_reply(where, exc.doc, secret=secret) from exc
     except Exception as exc:
         if _is_connection_error(exc):
             raise ProviderConnectionError(f"Could not reach the Gemini API: {exc}") from exc
@@ -193,7 +231,25 @@ class GeminiClient(ProviderLM):
             # One attempt, stated explicitly: without retry options the SDK's aiohttp path
             # silently re-tries refused connections after sleeping 1-10 s.
             http_options.retry_options = types.HttpRetryOptions(attempts=1)
-        self.client = genai.Client(api_key=api_key, http_options=http_options)
+        self._where = f"the Gemini API at {base_url}" if base_url else "the Gemini API"
+        self._secret = api_key
+        # One SDK client per process for these options (each event loop's async calls
+        # get one of their own); a patched genai.Client is built now, as rlms does.
+        self._sdk_clients = SDKClients(
+            genai.Client,
+            None,
+            {"api_key": api_key, "http_options": http_options},
+            "google",
+        )
+
+    @property
+    def client(self) -> Any:
+        """The SDK client (``client.aio`` is its async side)."""
+        return self._sdk_clients.sync
+
+    @client.setter
+    def client(self, value: Any) -> None:
+        self._sdk_clients.sync = value
 
     def _generation_args(self, sampling_args: dict[str, Any]) -> dict[str, Any]:
         """Sampling args as ``GenerateContentConfig`` fields; typos fail here, not per call."""
@@ -227,13 +283,14 @@ class GeminiClient(ProviderLM):
         return self.client.models.generate_content(**request)
 
     async def _asend(self, request: dict[str, Any]) -> Any:
-        return await self.client.aio.models.generate_content(**request)
+        return await self._sdk_clients.for_loop().aio.models.generate_content(**request)
 
     def _translate_errors(self) -> AbstractContextManager[None]:
-        return _translated(self._errors)
+        return _translated(self._errors, self._where, self._secret)
 
     def _parse(self, response: Any, model: str) -> LMResult:
-        return parse_response(response, model)
+        return parse_response(response, model, self._where, self._secret)
 
     def close(self) -> None:
-        self.client.close()
+        """Close this client's own SDK client; shared ones stay open for the others."""
+        self._sdk_clients.close()

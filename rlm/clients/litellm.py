@@ -91,6 +91,7 @@ class LiteLLMClient(ProviderLM):
             "num_retries": 0,  # retried by rlm.clients.retry instead
             "max_retries": 0,
         }
+        self._secret = api_key
         if api_key:
             self._options["api_key"] = api_key
         if self.api_base:
@@ -107,10 +108,10 @@ class LiteLLMClient(ProviderLM):
         return await self._litellm.acompletion(**request)
 
     def _translate_errors(self) -> AbstractContextManager[None]:
-        return translate_errors(self._errors, self._where, self.timeout)
+        return translate_errors(self._errors, self._where, self.timeout, self._secret)
 
     def _parse(self, response: Any, model: str) -> LMResult:
-        result = parse_response(response, model)
+        result = parse_response(response, model, self._where, self._secret)
         cost = _litellm_cost(self._litellm, response)
         if cost is not None:
             result.usage = replace(result.usage, total_cost=cost)

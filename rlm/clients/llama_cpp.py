@@ -100,6 +100,19 @@ def resolve_model_path(model_path: str | None) -> str:
     return path
 
 
+def model_label(model_path: str | None = None) -> str | None:
+    """The name a GGUF model goes by: its file name without the extension (of
+    ``model_path``, else of the default GGUF, found without loading it); None when
+    there is no default GGUF. The client's ``model_name`` unless one is given."""
+    if model_path is None:
+        from rlm.clients.embedded_model import default_gguf_path
+
+        model_path = default_gguf_path()
+        if model_path is None:
+            return None
+    return os.path.splitext(os.path.basename(os.path.expanduser(model_path)))[0] or None
+
+
 def load_model(
     path: str, n_ctx: int, n_threads: int | None = None, verbose: bool = False
 ) -> _LoadedModel:
@@ -198,7 +211,7 @@ class LlamaCppClient(TrackedLM):
         **kwargs: Any,
     ) -> None:
         path = resolve_model_path(model_path)
-        label = model_name or os.path.splitext(os.path.basename(path))[0]
+        label = model_name or model_label(path) or "unknown"
         super().__init__(model_name=label, sampling_args=sampling_args, **kwargs)
         self.model_path = path
         self.n_ctx = n_ctx

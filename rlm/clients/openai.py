@@ -7,9 +7,13 @@ The ``openai`` SDK is an optional extra: the module attribute ``openai`` imports
 first access (``rlm.clients.compat.LazySDK``), so this module imports cleanly without it,
 and clients build their SDK clients through that attribute, so that
 ``patch("rlm.clients.openai.openai.OpenAI")`` works as it does with ``rlms``. The SDK's
-own retries are off (``max_retries=0``): its errors are translated once, in
-``translate_errors``, and retried by ``rlm.clients.retry`` so every provider backs off
-the same way.
+own SDK clients are shared by every client of the process, per (class, arguments: the
+key only as a hash), the async ones per event loop and made on the first async call
+(``rlm.clients.async_pool``): a new client costs a dictionary look-up, not two TLS
+contexts. The SDK's own retries are off (``max_retries=0``): its errors are translated
+once, in ``translate_errors`` (``rlm.clients.openai_wire``), and retried by
+``rlm.clients.retry`` so every provider backs off the same way. A 200 that holds no
+answer (an HTML page, no choices) is a retryable ``ProviderError``, never ``""``.
 
 As in ``rlms``, a hosted endpoint gets its own key (``https://openrouter.ai/api/v1``
 reads ``OPENROUTER_API_KEY``), and Prime Intellect's inference endpoint
@@ -19,21 +23,25 @@ usage (``extra_body={"usage": {"include": True}}``).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
-from abc import abstractmethod
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlparse
 
-from rlm.base.errors import ConfigurationError, ProviderConnectionError, ProviderError
-from rlm.base.types import ModelUsageSummary, Prompt
-from rlm.clients.async_pool import PerLoop
+from rlm.base.errors import ConfigurationError
+from rlm.base.types import Prompt
+from rlm.clients.async_pool import SDKClients
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
-from rlm.clients.compat import APIKeyRequiredError, EnvDefaults, LazySDK, as_count, as_number
-from rlm.clients.pricing import estimate_cost
-from rlm.clients.retry import RetryPolicy, http_error, parse_retry_after
+from rlm.clients.compat import APIKeyRequiredError, EnvDefaults, LazySDK
+from rlm.clients.openai_wire import Raw as Raw  # re-exported: the wire's names
+from rlm.clients.openai_wire import araw_reply, has_raw_replies, raw_reply
+from rlm.clients.openai_wire import parse_response as parse_response
+from rlm.clients.openai_wire import translate_errors as translate_errors
+from rlm.clients.openai_wire import usage_of as usage_of
+from rlm.clients.retry import RetryPolicy
 
 _SDK = LazySDK(globals(), {"openai": "openai"}, "The openai backend", "openai")
 
@@ -69,6 +77,9 @@ _HOSTED: dict[str, tuple[str, str]] = {
     "vercel.sh": ("vercel", "AI_GATEWAY_API_KEY"),
     "pinference.ai": ("prime", "PRIME_API_KEY"),  # Prime Intellect inference
 }
+
+# The SDK's HTTP client classes, built over one shared TLS context (``async_pool``).
+HTTP_CLIENTS = ("DefaultHttpxClient", "DefaultAsyncHttpxClient")
 
 # SDK constructor arguments the client sets itself; other SDK arguments pass through.
 _OWN_SDK_ARGS = frozenset(
@@ -134,116 +145,6 @@ def to_messages(prompt: Prompt) -> list[dict[str, Any]]:
     )
 
 
-# ---------------------------------------------------------------------------
-# Error translation: the one place SDK exceptions become rlmx errors
-# ---------------------------------------------------------------------------
-
-
-def _field(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-
-
-def _retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
-    if not headers:
-        return None
-    millis = headers.get("retry-after-ms")  # OpenAI's finer-grained hint wins
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    return parse_retry_after(headers.get("retry-after"))
-
-
-def _provider_message(exc: Any) -> str:
-    """The provider's own words (``{"error": {"message": ...}}`` and the usual variants)."""
-    body = getattr(exc, "body", None)
-    for _ in range(2):  # the SDK may or may not have unwrapped "error" already
-        if isinstance(body, Mapping):
-            inner = body.get("error", body.get("message", body.get("detail")))
-            if inner is None:
-                break
-            body = inner
-    if isinstance(body, str) and body:
-        return body
-    return str(getattr(exc, "message", None) or exc)
-
-
-def _status_error(exc: Any, where: str) -> ProviderError:
-    status = int(exc.status_code)
-    response = getattr(exc, "response", None)
-    retry_after = _retry_after_seconds(getattr(response, "headers", None))
-    message = f"{where} returned HTTP {status}: {_provider_message(exc)}"
-    return http_error(status, message, retry_after)
-
-
-@contextmanager
-def translate_errors(sdk: Any, where: str, timeout: float) -> Iterator[None]:
-    """Re-raise the SDK's exceptions as the rlmx error tree (``where`` names the server)."""
-    try:
-        yield
-    except sdk.APITimeoutError as exc:
-        raise ProviderConnectionError(f"{where} did not answer within {timeout}s") from exc
-    except sdk.APIConnectionError as exc:
-        cause = exc.__cause__ or exc
-        raise ProviderConnectionError(f"Could not reach {where}: {cause}") from exc
-    except sdk.APIStatusError as exc:
-        raise _status_error(exc, where) from exc
-    except sdk.OpenAIError as exc:  # malformed responses and the like: retrying won't help
-        raise ProviderError(f"{where}: {exc}", retryable=False) from exc
-
-
-# ---------------------------------------------------------------------------
-# Response parsing
-# ---------------------------------------------------------------------------
-
-
-def _reported_cost(usage: Any) -> float | None:
-    """Cost in USD as reported by OpenRouter / LiteLLM-style servers, if any."""
-    extra = getattr(usage, "model_extra", None)
-    extra = extra if isinstance(extra, Mapping) else {}
-    cost = as_number(_field(usage, "cost"))
-    if cost is None:
-        cost = as_number(extra.get("cost"))
-    if not cost:  # BYOK on OpenRouter reports 0 here and the real cost upstream
-        details = _field(usage, "cost_details") or extra.get("cost_details")
-        upstream = as_number(_field(details, "upstream_inference_cost")) if details else None
-        cost = upstream if upstream else cost
-    return cost
-
-
-def usage_of(usage: Any, model: str) -> ModelUsageSummary:
-    """One call's usage from ``response.usage`` (missing fields count as 0)."""
-    if usage is None:
-        return ModelUsageSummary(total_calls=1)
-    tokens_in = as_count(_field(usage, "prompt_tokens"))
-    tokens_out = as_count(_field(usage, "completion_tokens"))
-    details = _field(usage, "prompt_tokens_details")
-    cached = as_number(_field(details, "cached_tokens")) if details is not None else None
-    cost = _reported_cost(usage)
-    if cost is None:
-        cost = estimate_cost(model, tokens_in, tokens_out)
-    return ModelUsageSummary(
-        total_calls=1,
-        total_input_tokens=tokens_in,
-        total_output_tokens=tokens_out,
-        total_cost=cost,
-        cache_read_tokens=int(cached) if cached is not None else None,
-    )
-
-
-def parse_response(response: Any, model: str) -> LMResult:
-    """Text and usage of a chat completion; no choices or no content gives ``""``."""
-    choices = getattr(response, "choices", None) or []
-    message = getattr(choices[0], "message", None) if choices else None
-    text = getattr(message, "content", None) or ""
-    return LMResult(
-        text=text if isinstance(text, str) else str(text),
-        model=model,
-        usage=usage_of(getattr(response, "usage", None), model),
-    )
-
-
 def request_args(
     sampling_args: dict[str, Any], create_params: frozenset[str], *, official: bool = False
 ) -> dict[str, Any]:
@@ -269,47 +170,91 @@ def request_args(
 # ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _parameters(function: Callable[..., Any]) -> frozenset[str]:
+    return frozenset(inspect.signature(function).parameters)
+
+
+def create_params(completions: Any) -> frozenset[str]:
+    """The keyword arguments ``completions.create`` takes (read once per SDK class)."""
+    create = getattr(type(completions), "create", None)
+    if inspect.isfunction(create):
+        return _parameters(create) - {"self"}
+    return frozenset(inspect.signature(completions.create).parameters)
+
+
+def sdk_parameters(cls: Any) -> frozenset[str]:
+    """The SDK client constructor's parameters (none for a class without a signature)."""
+    try:
+        if isinstance(cls, type):
+            return _parameters(cls)
+        return frozenset(inspect.signature(cls).parameters)  # a Mock: read, not cached
+    except (TypeError, ValueError):  # no signature to read (a stand-in class)
+        return frozenset()
+
+
 class ChatCompletionsLM(ProviderLM):
     """Base of the clients whose SDK is OpenAI's or shaped like it (Azure, Portkey).
 
-    Subclasses set ``client`` and ``async_client`` (the SDK clients, both built at init as
-    in ``rlms``), ``_errors`` (the module whose exception classes the chat calls raise),
-    ``_where`` (the server, for messages) and ``_async_clients`` (a ``PerLoop`` whose
-    ``first`` is ``async_client``, so each later event loop gets a client of its own), and
-    implement ``_request`` and ``_new_async_client``.
+    Subclasses set ``_sdk_clients`` (``rlm.clients.async_pool.SDKClients``: the sync SDK
+    client, ``client``, and one async SDK client per event loop, shared by every client
+    of the process when they are the SDK's own), ``_errors`` (the module whose exception
+    classes the chat calls raise), ``_where`` (the server, for messages), ``_secret``
+    (its API key, masked in messages) and ``_raw_replies`` (the SDK's raw-response API
+    says what an unreadable body was), and implement ``_request``.
     """
 
-    client: Any
-    async_client: Any
+    _sdk_clients: SDKClients
     _errors: Any
     _where: str
-    _async_clients: PerLoop[Any]
+    _secret: str | None = None
+    _raw_replies: bool = False
 
-    @abstractmethod
-    def _new_async_client(self) -> Any:
-        """A fresh async SDK client (one is made per event loop)."""
+    @property
+    def client(self) -> Any:
+        """The sync SDK client."""
+        return self._sdk_clients.sync
+
+    @client.setter
+    def client(self, value: Any) -> None:
+        self._sdk_clients.sync = value
+
+    @property
+    def async_client(self) -> Any:
+        """The first event loop's async SDK client (``rlms``'s attribute)."""
+        return self._sdk_clients.first_async
+
+    @async_client.setter
+    def async_client(self, value: Any) -> None:
+        self._sdk_clients.first_async = value
 
     def _send(self, request: dict[str, Any]) -> Any:
-        return self.client.chat.completions.create(**request)
+        completions = self.client.chat.completions
+        if self._raw_replies and has_raw_replies(completions):
+            return raw_reply(completions.with_raw_response.create(**request))
+        return completions.create(**request)
 
     async def _asend(self, request: dict[str, Any]) -> Any:
-        client = self._async_clients.get(self._new_async_client)
-        return await client.chat.completions.create(**request)
+        completions = self._sdk_clients.for_loop().chat.completions
+        if self._raw_replies and has_raw_replies(completions):
+            return await araw_reply(await completions.with_raw_response.create(**request))
+        return await completions.create(**request)
 
     def _translate_errors(self) -> AbstractContextManager[None]:
-        return translate_errors(self._errors, self._where, self.timeout)
+        return translate_errors(self._errors, self._where, self.timeout, self._secret)
 
     def _parse(self, response: Any, model: str) -> LMResult:
-        return parse_response(response, model)
+        return parse_response(response, model, self._where, self._secret)
 
     def close(self) -> None:
-        """Close the sync client and let go of the async ones (``PerLoop.close_all``)."""
-        self.client.close()
-        self._async_clients.close_all()
+        """Close this client's own SDK clients; shared ones stay open for the others."""
+        self._sdk_clients.close()
 
 
 class OpenAIClient(ChatCompletionsLM):
     """Chat completions through the official ``openai`` SDK (``pip install 'rlmx[openai]'``)."""
+
+    _raw_replies = True
 
     def __init__(
         self,
@@ -326,10 +271,7 @@ class OpenAIClient(ChatCompletionsLM):
     ) -> None:
         sdk = _SDK.get("openai")  # the module attribute, so a patch of it is used
         model_name = require_model(model_name, "OpenAI", example="gpt-5-nano")
-        try:
-            sdk_args = set(inspect.signature(sdk.OpenAI).parameters) - _OWN_SDK_ARGS
-        except (TypeError, ValueError):  # no signature to read (a stand-in class)
-            sdk_args = set()
+        sdk_args = sdk_parameters(sdk.OpenAI) - _OWN_SDK_ARGS
         passthrough = {k: kwargs.pop(k) for k in list(kwargs) if k in sdk_args and k[0] != "_"}
         super().__init__(
             model_name=model_name, timeout=timeout, sampling_args=sampling_args, **kwargs
@@ -346,26 +288,27 @@ class OpenAIClient(ChatCompletionsLM):
         self._prime = hosted == _HOSTED["pinference.ai"]  # asked to report usage, as in rlms
         self.reports_cost = hosted == _HOSTED["openrouter.ai"]  # usage.cost on every reply
         self._where = endpoint or "api.openai.com"
+        self._secret = resolve_api_key(api_key, api_key_env, endpoint)
         self._sdk_kwargs: dict[str, Any] = {
-            "api_key": resolve_api_key(api_key, api_key_env, endpoint),
+            "api_key": self._secret,
             "base_url": base_url,
             "timeout": timeout,
             "max_retries": 0,
             "default_headers": default_headers,
             **passthrough,
         }
-        self.client = sdk.OpenAI(**self._sdk_kwargs)
-        self.async_client = sdk.AsyncOpenAI(**self._sdk_kwargs)
-        # Async clients whose loop still runs are closed on it by close().
-        self._async_clients = PerLoop(
-            aclose=lambda client: client.close(), first=lambda: self.async_client
+        # Shared by every client of the process (the async ones per event loop); when
+        # the SDK classes are patched, both are built now, as rlms does, and close()
+        # closes the async ones on their loops.
+        self._sdk_clients = SDKClients(
+            sdk.OpenAI,
+            sdk.AsyncOpenAI,
+            self._sdk_kwargs,
+            "openai",
+            http=HTTP_CLIENTS,
+            aclose=lambda client: client.close(),
         )
-        self._create_params = frozenset(
-            inspect.signature(self.client.chat.completions.create).parameters
-        )
-
-    def _new_async_client(self) -> Any:
-        return self._sdk.AsyncOpenAI(**self._sdk_kwargs)
+        self._create_params = create_params(self.client.chat.completions)
 
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
         args = request_args(self.sampling_args, self._create_params, official=self._official)

@@ -5,7 +5,8 @@ so prompts, responses and errors go through the helpers of ``rlm.clients.openai`
 
 As in ``rlms``, the module attributes ``Portkey``, ``AsyncPortkey`` and ``ChatCompletions``
 are the SDK's (imported on first access, so ``patch("rlm.clients.portkey.Portkey")``
-works), and the sync and async SDK clients are both built with the client.
+works). The SDK clients are shared by every client of the process
+(``rlm.clients.async_pool``); patched classes are built with the client, as in ``rlms``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlm.base.types import Prompt
-from rlm.clients.async_pool import PerLoop
+from rlm.clients.async_pool import SDKClients
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, require_model
 from rlm.clients.compat import EnvDefaults, LazySDK, require_key
 from rlm.clients.openai import ChatCompletionsLM, to_messages
@@ -80,7 +81,6 @@ class PortkeyClient(ChatCompletionsLM):
         )
         self.base_url = base_url or DEFAULT_BASE_URL
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
-        self._portkey, self._async_portkey = portkey, async_portkey
         self._errors = _SDK.original("portkey_ai").openai  # the vendored SDK chat calls use
         self._where = f"Portkey at {self.base_url}"
         # ``timeout`` as rlms passes it (the SDK forwards it as a Portkey header); the HTTP
@@ -97,18 +97,20 @@ class PortkeyClient(ChatCompletionsLM):
         ):
             if value is not None:
                 self._sdk_kwargs[name] = value
-        self.client = _without_sdk_retries(portkey(**self._sdk_kwargs))
-        self.async_client = self._new_async_client()  # the first loop's, as in rlms
-        # close() leaves the async clients to die with their loops.
-        self._async_clients = PerLoop(first=lambda: self.async_client)
-
-    def _new_async_client(self) -> Any:
-        return _without_sdk_retries(self._async_portkey(**self._sdk_kwargs))
+        self._secret = api_key
+        # Shared by every client of the process (the async ones per event loop); the
+        # sync client is never closed here (as it always was), async ones die with
+        # their loops.
+        self._sdk_clients = SDKClients(
+            portkey,
+            async_portkey,
+            self._sdk_kwargs,
+            "portkey_ai",
+            finish=_without_sdk_retries,
+            close_sync=False,
+        )
 
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
         # Portkey's create() forwards unknown keywords in the JSON body itself.
         args = {k: v for k, v in self.sampling_args.items() if v is not None}
         return {"timeout": self.timeout, **args, "model": model, "messages": to_messages(prompt)}
-
-    def close(self) -> None:
-        self._async_clients.close_all()  # the sync client is left open, as it always was

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rlm.base.errors import ProviderConnectionError, ProviderError, RateLimitError
+from rlm.base.redact import REDACTED, redact_text
 
 T = TypeVar("T")
 
@@ -93,16 +94,78 @@ def is_retryable(exc: BaseException) -> bool:
 _RETRYABLE_4XX = frozenset({408, 409})
 
 
-def http_error(status: int, message: str, retry_after: float | None = None) -> ProviderError:
+def http_error(
+    status: int, message: str, retry_after: float | None = None, secret: str | None = None
+) -> ProviderError:
     """The rlmx error for a provider's HTTP error status.
 
     429 is a ``RateLimitError``; 5xx (Anthropic's 529 "overloaded" included), 408 and
-    409 may heal on retry; any other status will not.
+    409 may heal on retry; any other status will not. The message is redacted (and
+    ``secret``, the API key, masked) and cut to ``MESSAGE_CHARS``: a proxy's error page
+    may echo a whole request back.
     """
+    message = _scrubbed(_clipped(message, MESSAGE_CHARS), secret)
     if status == 429:
         return RateLimitError(message, retry_after=retry_after)
     retryable = status >= 500 or status in _RETRYABLE_4XX
     return ProviderError(message, status=status, retry_after=retry_after, retryable=retryable)
+
+
+# How much of an unreadable body an error message quotes, and of a provider's message.
+SNIPPET_CHARS = 120
+MESSAGE_CHARS = 1000
+
+
+def _clipped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def provider_at(where: str) -> str:
+    """``where`` as the subject of a sentence: a bare URL or host becomes "the provider
+    at <url>"; a phrase ("Azure OpenAI at <url>", "the Anthropic API") stays as it is."""
+    return where if " " in where.strip() else f"the provider at {where}"
+
+
+def _quoted(text: str) -> str:
+    return f"'{_clipped(' '.join(text.split()), SNIPPET_CHARS)}'"
+
+
+def _scrubbed(message: str, secret: str | None) -> str:
+    if secret and len(secret) >= 8:  # a body that echoes the key back
+        message = message.replace(secret, REDACTED)
+    return redact_text(message)
+
+
+def unreadable_reply(
+    where: str,
+    body: str | bytes | None,
+    content_type: str | None = None,
+    secret: str | None = None,
+) -> ProviderError:
+    """The error for an answer (HTTP 200) whose body is not a reply: an HTML page, text,
+    broken or empty JSON. Such bodies come from proxies, gateways and servers starting
+    up, so the error is retryable; its message quotes the start of the body, redacted
+    (``secret``, the API key, is masked too)."""
+    raw = body.encode("utf-8", "replace") if isinstance(body, str) else (body or b"")
+    kind = (content_type or "no content type").split(";")[0].strip() or "no content type"
+    if not raw.strip():
+        detail = f"an empty body ({kind})"
+    else:
+        text = raw.decode("utf-8", "replace")
+        detail = f"a non-JSON body ({kind}, {len(raw):,} bytes): {_quoted(text)}"
+    message = f"{provider_at(where)} answered 200 with {detail}"
+    return ProviderError(_scrubbed(message, secret), retryable=True)
+
+
+def empty_reply(
+    where: str, what: str, body: str | None = None, secret: str | None = None
+) -> ProviderError:
+    """The error for an answer (HTTP 200) that holds no reply: ``what`` says what is
+    missing ("no choices", "no message content (finish_reason: length)"). Retryable: a
+    second try may well answer."""
+    quoted = f": {_quoted(body)}" if body else ""
+    message = f"{provider_at(where)} answered 200 with {what}{quoted}"
+    return ProviderError(_scrubbed(message, secret), retryable=True)
 
 
 def _retry_after(exc: BaseException) -> float | None:

@@ -54,6 +54,7 @@ class RLMConfig:
     model_override: str | None = None
     allowed_models: tuple[str, ...] | str = ()  # or "*": REPL code may name any model
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    governor: Governor | None = None  # shared pacing (its window); each tree its own
 
     @property
     def root_model(self) -> str:
@@ -130,6 +131,7 @@ class RLMConfig:
         max_llm_calls: int | None = None,
         allowed_models: Any = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        governor: Governor | None = None,
     ) -> RLMConfig:
         """Validate the ``RLM(...)`` arguments; raises ``ConfigurationError`` (a ValueError)."""
         if not isinstance(backend, str) or not backend:
@@ -171,6 +173,13 @@ class RLMConfig:
                 raise ConfigurationError(
                     f"{name} must be a non-negative number or None, got {limit!r}"
                 )
+        if governor is not None and not isinstance(governor, Governor):
+            raise ConfigurationError(f"governor must be a Governor or None, got {governor!r}")
+        if governor is not None and max_inflight_llm_calls is not None:
+            raise ConfigurationError(
+                "max_inflight_llm_calls cannot be combined with a shared governor: its "
+                "window is the cap (Governor(max_inflight=...), shared_governor(...))"
+            )
         allowed = validate_allowed_models(allowed_models)  # ConfigurationError if bad
         if not 0 < compaction_threshold_pct <= 1:
             raise ConfigurationError("compaction_threshold_pct must be in (0, 1]")
@@ -228,6 +237,7 @@ class RLMConfig:
             max_output_chars=max_output_chars,
             allowed_models=allowed,
             max_batch_size=max_batch_size,
+            governor=governor,
         )
 
 
@@ -235,7 +245,8 @@ def build_handler(
     cfg: RLMConfig, make_client: Callable[[str, dict[str, Any]], BaseLM]
 ) -> LMHandler:
     """A root session's handler: the root and other-backend clients, a client factory
-    for the models REPL code names, the governor, and the model policy (the root's and
+    for the models REPL code names, the governor (the tree's own, over the shared
+    ``cfg.governor``'s window when one is given), and the model policy (the root's and
     the other backends' models, plus ``allowed_models``)."""
     client = make_client(cfg.backend, dict(cfg.backend_kwargs))
     others = [
@@ -251,7 +262,11 @@ def build_handler(
         other_backend_client=others[0] if others else None,
         batch_max_concurrent=cfg.max_concurrent_llm_calls,
         client_factory=for_model,
-        governor=Governor(cfg.max_inflight_llm_calls, cfg.max_concurrent_subcalls),
+        governor=(
+            cfg.governor.for_tree(cfg.max_concurrent_subcalls)  # the shared window's pacing
+            if cfg.governor is not None
+            else Governor(cfg.max_inflight_llm_calls, cfg.max_concurrent_subcalls)
+        ),
         max_batch_size=cfg.max_batch_size,
         allowed_models=cfg.allowed_models,
     )

@@ -11,7 +11,8 @@ The root's model calls, ``llm_query``/``llm_query_batched``, ``rlm_query``/
   after the last cut can cut again), pauses new launches for the provider's
   ``Retry-After`` or the policy's jittered back-off, and re-queues the call. Each success
   then adds ``1/window``: one slot per window-full of successes, until the window is
-  back at its ceiling.
+  back at its ceiling. A 429 that ends a call (its retries spent) leaves with
+  ``retry_after`` set: the provider's, else the pause the governor chose.
 * **Retries.** The governor is the only retry layer for the calls it runs: the caller
   passes the client's ``retry_policy``, taken over when the client entered the engine
   (``rlm.clients.legacy.adopt``), so the client itself tries once per call. Transient
@@ -23,9 +24,17 @@ The root's model calls, ``llm_query``/``llm_query_batched``, ``rlm_query``/
   at once with ``CircuitOpenError`` instead of launching doomed requests, until the
   session closes. Other clients of the tree (a root whose own key works) carry on.
 
-One state machine behind one ``threading.Lock`` serves threads (``run``) and asyncio
-(``arun``); only the way a waiter sleeps differs. With no cap, no 429, no open circuit
-and nothing cancelled, a call takes no lock at all: it appends to and pops from a list.
+The window, the AIMD state and the pause live in a ``RateWindow``
+(``rlm.core.rate_window``), which governors of several trees may share: one per
+upstream for a whole server (``shared_governor``, or ``RLM(governor=...)``, which gives
+the RLM's tree a governor of its own over that window: ``for_tree``). A 429 seen by one
+tree then pauses and narrows them all; the circuit breaker, the child gate and
+cancellation stay per tree.
+
+One state machine behind the window's ``threading.Lock`` serves threads (``run``) and
+asyncio (``arun``); only the way a waiter sleeps differs. With no cap, no 429, no open
+circuit and nothing cancelled, a call takes no lock at all: it appends to and pops from
+a list.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from rlm.base.errors import CircuitOpenError, ProviderError
 from rlm.clients.retry import DEFAULT_POLICY, RetryPolicy, is_retryable
 from rlm.core.child_slots import ChildGate
 from rlm.core.error_kinds import is_fatal, is_rate_limit
+from rlm.core.rate_window import RateWindow, wake
 from rlm.core.waiters import TaskWaiter, ThreadWaiter, Waiter
 
 A = TypeVar("A")
@@ -56,7 +66,10 @@ def _noop() -> None:
 
 
 class Governor:
-    """Admission, pacing, retries and the circuit breaker for one call tree."""
+    """Admission, pacing, retries and the circuit breaker for one call tree.
+
+    ``window``: a ``RateWindow`` shared with other trees' governors (then
+    ``max_inflight``, its ceiling, is the window's and must not be given here)."""
 
     def __init__(
         self,
@@ -65,40 +78,52 @@ class Governor:
         *,
         clock: Callable[[], float] = time.monotonic,
         history: int = 1024,
+        window: RateWindow | None = None,
     ) -> None:
-        if max_inflight is not None and max_inflight < 1:
-            raise ValueError("max_inflight must be >= 1 or None")
-        self.max_inflight = max_inflight
+        if window is not None and max_inflight is not None:
+            raise ValueError("max_inflight belongs to the shared window; give one or the other")
+        self.rate = (
+            window if window is not None else RateWindow(max_inflight, clock=clock, history=history)
+        )
         self.children = ChildGate(max_children)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._window: float | None = None if max_inflight is None else float(max_inflight)
-        self._ceiling = self._window  # the window when nothing is throttling it
-        self._cap: int | None = max_inflight  # int(window), read on the fast path
-        self._recover_to: float | None = self._window
-        # One entry per call in flight. list.append/pop are atomic, so while nothing
-        # throttles the tree, calls enter and leave without the lock.
-        self._slots: list[None] = []
-        self._waiters: deque[Waiter] = deque()
-        self._paused_until = 0.0
-        self._epoch = 0  # bumped by every cut: a call from an older epoch cannot cut again
+        self._lock = self.rate.lock
         self._tripped: dict[object, BaseException] = {}  # client key -> the error
-        self.peak = 0
-        self.rate_limits = 0
-        self.retries = 0
-        # (monotonic time, window) at start and after every change; None is unlimited.
-        self.window_history: deque[tuple[float, float | None]] = deque(maxlen=history)
-        self.window_history.append((clock(), self._window))
+
+    def for_tree(self, max_children: int | None = None) -> Governor:
+        """A governor for another call tree over this one's window: the pacing (window,
+        AIMD, pauses on 429) is shared; the circuit breaker and the child gate
+        (``max_children``) are the new tree's own."""
+        return Governor(max_children=max_children, window=self.rate)
 
     # -- state -------------------------------------------------------------------------
 
     @property
+    def max_inflight(self) -> int | None:
+        return self.rate.max_inflight
+
+    @property
     def window(self) -> float | None:
-        return self._window
+        return self.rate.window
 
     @property
     def inflight(self) -> int:
-        return len(self._slots)
+        return len(self.rate.slots)
+
+    @property
+    def peak(self) -> int:
+        return self.rate.peak
+
+    @property
+    def rate_limits(self) -> int:
+        return self.rate.rate_limits
+
+    @property
+    def retries(self) -> int:
+        return self.rate.retries
+
+    @property
+    def window_history(self) -> deque[tuple[float, float | None]]:
+        return self.rate.window_history
 
     def tripped(self, key: object = None) -> BaseException | None:
         """The auth/quota error that opened the circuit for ``key``, if any."""
@@ -107,91 +132,36 @@ class Governor:
     @property
     def _open(self) -> bool:
         """True when nothing throttles the tree: the lock-free path may admit."""
-        return self._cap is None and not self._tripped and not self._paused_until
+        return self.rate.open and not self._tripped
 
     # -- the state machine (every method below runs under self._lock) -----------------
 
-    def _room(self) -> bool:
-        if self._paused_until:
-            if self._clock() < self._paused_until:
-                return False
-            self._paused_until = 0.0
-        return self._cap is None or len(self._slots) < self._cap
-
-    def _admit(self) -> None:
-        self._slots.append(None)
-        self.peak = max(self.peak, len(self._slots))
-
-    def _drain(self) -> None:
-        waiters = self._waiters
-        while waiters and self._room():
-            waiter = waiters.popleft()
-            self._admit()
-            waiter.granted, waiter.epoch = True, self._epoch
-            waiter.wake()
-
-    def _release(self) -> None:
-        self._slots.pop()
-        if self._waiters:
-            self._drain()
-
-    def _set_window(self, window: float | None) -> None:
-        self._window = window
-        self._cap = None if window is None else max(1, int(window))
-        self.window_history.append((self._clock(), window))
-
-    def _cut(self) -> None:
-        """Multiplicative decrease, once per epoch."""
-        base = self._window if self._window is not None else float(max(len(self._slots), 1))
-        if self._window is None:  # unlimited: recover up to the level that hit the limit
-            self._recover_to = base
-        self._epoch += 1
-        self._set_window(max(1.0, base / 2))
-
-    def _grow(self) -> None:
-        """Additive increase: +1 slot per window-full of successful calls."""
-        window, target = self._window, self._recover_to
-        if window is None or target is None or window >= target:
-            return
-        if self._paused_until and self._clock() < self._paused_until:
-            return  # no growth while the provider asked us to wait
-        window += 1.0 / window
-        self._set_window(self._ceiling if window >= target else window)
-
     def _trip(self, key: object, cause: BaseException) -> None:
         self._tripped[key] = cause
-        doomed = [w for w in self._waiters if w.key is key]
-        self._waiters = deque(w for w in self._waiters if w.key is not key)
-        for waiter in doomed:
-            waiter.wake()
+        for waiter in [w for w in self.rate.waiters if w.key is key]:
+            wake(waiter)  # it polls, finds its circuit open and leaves the queue
 
     def _poll(self, waiter: Waiter, token: CancelToken | None) -> tuple[bool, float | None]:
         """For a queued call: admitted yet? If not, how long to sleep (``None``: until
         woken). Raises, after cleaning up, if its circuit opened or the tree was cancelled."""
         with self._lock:
+            rate = self.rate
             if not waiter.granted:
-                self._drain()  # a pause may have ended
+                rate.drain()  # a pause may have ended
             cause = self._tripped.get(waiter.key)
             if cause is not None or (token is not None and token.cancelled):
-                self._forget(waiter)
+                rate.forget(waiter)
                 if cause is not None:
                     raise CircuitOpenError(cause)
                 assert token is not None
                 raise token.error()
             if waiter.granted:
                 return True, None
-            left = self._paused_until - self._clock() if self._paused_until else None
-            return False, None if left is None else max(left, 0.0)
-
-    def _forget(self, waiter: Waiter) -> None:
-        if waiter.granted:
-            self._release()
-        elif waiter in self._waiters:
-            self._waiters.remove(waiter)
+            return False, rate.left()
 
     def _abandon(self, waiter: Waiter) -> None:
         with self._lock:
-            self._forget(waiter)
+            self.rate.forget(waiter)
 
     # -- admission ---------------------------------------------------------------------
 
@@ -203,10 +173,11 @@ class Governor:
             cause = self._tripped.get(waiter.key)
             if cause is not None:
                 raise CircuitOpenError(cause)
-            if not self._waiters and self._room():
-                self._admit()
-                return self._epoch
-            self._waiters.append(waiter)
+            rate = self.rate
+            if not rate.waiters and rate.room():
+                rate.admit()
+                return rate.epoch
+            rate.waiters.append(waiter)
         return None
 
     def _enter(self, token: CancelToken | None, key: object) -> int:
@@ -232,8 +203,7 @@ class Governor:
         if self._open:
             if token is not None and token.cancelled:
                 raise token.error()
-            self._admit()  # atomic append; never queues, so no waiter to build
-            return self._epoch
+            return self.rate.admit_fast()  # atomic append; never queues: no waiter built
         waiter = TaskWaiter(key, asyncio.get_running_loop())
         epoch = self._try_enter(token, waiter)
         if epoch is not None:
@@ -254,13 +224,6 @@ class Governor:
 
     # -- outcomes ----------------------------------------------------------------------
 
-    def _succeeded(self) -> None:
-        self._slots.pop()
-        if self._waiters or self._window != self._ceiling:
-            with self._lock:
-                self._grow()
-                self._drain()
-
     def _failed(
         self,
         exc: BaseException,
@@ -272,6 +235,7 @@ class Governor:
         """Release the call's slot and decide: seconds to wait before retrying, or ``None``
         to give up and re-raise."""
         with self._lock:
+            rate = self.rate
             try:
                 if not isinstance(exc, Exception):  # cancellation, Ctrl-C: never retried
                     return None
@@ -281,21 +245,21 @@ class Governor:
                     return None
                 retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
                 if is_rate_limit(exc):
-                    self.rate_limits += 1
-                    if epoch == self._epoch:
-                        self._cut()
-                    pause = self._clock() + policy.delay(attempt, retry_after)
-                    self._paused_until = max(self._paused_until, pause)
+                    rate.rate_limits += 1
+                    rate.cut(epoch)
+                    pause = rate.pause_for(policy.delay(attempt, retry_after))
                     if attempt >= policy.max_retries:
+                        if isinstance(exc, ProviderError) and exc.retry_after is None:
+                            exc.retry_after = round(pause, 3)  # our own pause
                         return None
-                    self.retries += 1
+                    rate.retries += 1
                     return 0.0  # re-queue: the pause holds it back
                 if attempt >= policy.max_retries or not is_retryable(exc):
                     return None
-                self.retries += 1
+                rate.retries += 1
                 return policy.delay(attempt, retry_after)
             finally:
-                self._release()
+                rate.release()
 
     # -- running calls -----------------------------------------------------------------
 
@@ -312,17 +276,13 @@ class Governor:
         default policy); blocks this thread while queued. ``key`` names the client, for
         its circuit breaker; ``on_retry`` hears of each retry before its wait."""
         policy = DEFAULT_POLICY if policy is None else policy
-        attempt, slots = 0, self._slots
+        attempt, rate = 0, self.rate
         while True:
-            # The lock-free admission of _aenter and _succeeded, inlined: every sync LM
-            # call takes this path.
             if token is not None and token.cancelled:
                 raise token.error()
-            if self._cap is None and not self._tripped and not self._paused_until:
-                slots.append(None)
-                if len(slots) > self.peak:
-                    self.peak = len(slots)  # a statistic: a lost race here is harmless
-                epoch = self._epoch
+            # The lock-free admission: every sync LM call takes it while nothing throttles.
+            if rate.cap is None and not self._tripped and not rate.paused_until:
+                epoch = rate.admit_fast()
             else:
                 epoch = self._enter(token, key)
             try:
@@ -332,13 +292,9 @@ class Governor:
                 if delay is None:
                     raise
                 if on_retry is not None:
-                    on_retry(exc, attempt, self._wait(delay))
+                    on_retry(exc, attempt, rate.wait(delay))
             else:
-                slots.pop()
-                if self._waiters or self._window != self._ceiling:
-                    with self._lock:
-                        self._grow()
-                        self._drain()
+                rate.release_fast()
                 return result
             if delay > 0:
                 if token is not None:
@@ -358,7 +314,7 @@ class Governor:
     ) -> T:
         """Async form of ``run``: queued calls await without blocking the loop."""
         policy = DEFAULT_POLICY if policy is None else policy
-        attempt = 0
+        attempt, rate = 0, self.rate
         while True:
             epoch = await self._aenter(token, key)
             try:
@@ -368,9 +324,9 @@ class Governor:
                 if delay is None:
                     raise
                 if on_retry is not None:
-                    on_retry(exc, attempt, self._wait(delay))
+                    on_retry(exc, attempt, rate.wait(delay))
             else:
-                self._succeeded()
+                rate.release_fast()
                 return result
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -378,23 +334,34 @@ class Governor:
                 token.raise_if_cancelled()
             attempt += 1
 
-    def _wait(self, delay: float) -> float:
-        """Seconds until a retry may start (a rate limit's pause holds it back)."""
-        paused = self._paused_until
-        return max(delay, paused - self._clock()) if paused else delay
-
     def snapshot(self) -> dict[str, Any]:
-        """A consistent view of the governor, for reports and tests."""
+        """A consistent view of the governor (its window's state is shared), for reports
+        and tests."""
         with self._lock:
-            paused = self._paused_until - self._clock() if self._paused_until else 0.0
             return {
-                "window": self._window,
-                "inflight": len(self._slots),
-                "queued": len(self._waiters),
-                "peak": self.peak,
-                "paused_for": max(paused, 0.0),
-                "rate_limits": self.rate_limits,
-                "retries": self.retries,
+                **self.rate.snapshot(),
                 "tripped": [str(cause) for cause in self._tripped.values()],
                 "children": self.children.active,
             }
+
+
+# -- one governor per upstream, for a whole process ------------------------------------
+
+_shared: dict[tuple[str, str | None], Governor] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_governor(
+    backend: str, base_url: str | None = None, *, max_inflight: int | None = None
+) -> Governor:
+    """The process's governor for the upstream ``(backend, base_url)``, made on first use
+    with ``max_inflight`` (later calls get the same one, whatever they pass). Give it to
+    every RLM that calls that upstream (``RLM(..., governor=shared_governor(...))``):
+    each call tree then gets its own governor over its window (``for_tree``), so a 429
+    pauses and narrows all of them at once."""
+    key = (backend, base_url.rstrip("/") if base_url else None)
+    with _shared_lock:
+        governor = _shared.get(key)
+        if governor is None:
+            governor = _shared[key] = Governor(max_inflight)
+        return governor

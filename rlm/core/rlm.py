@@ -29,6 +29,7 @@ from rlm.core.callbacks import (
     attach_callbacks,
 )
 from rlm.core.config import RLMConfig
+from rlm.core.governor import Governor
 from rlm.core.lm_handler import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CONCURRENT_LLM_CALLS
 from rlm.core.parsing import DEFAULT_MAX_OUTPUT_CHARS
 from rlm.core.resume import Resume
@@ -73,6 +74,9 @@ class RLM(RLMSHooks):
 
     Concurrency: ``max_inflight_llm_calls`` caps LM calls in flight across the tree
     (``None``: no cap; it still halves on rate limits and recovers step by step);
+    ``governor`` (``rlm.core.governor.shared_governor(backend, base_url)``) shares that
+    pacing with every RLM given the same one: a 429 then pauses all their trees (each
+    keeps its own circuit breaker and child cap; the governor's window is the cap);
     ``max_concurrent_llm_calls`` caps one ``llm_query_batched`` (whose length
     ``max_batch_size`` caps); and ``max_concurrent_subcalls`` caps child RLMs running at
     once, tree-wide. ``cancel()`` stops a run from another thread.
@@ -131,6 +135,7 @@ class RLM(RLMSHooks):
         durable: bool = False,
         allowed_models: Sequence[str] | Literal["*"] | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        governor: Governor | None = None,
     ) -> None:
         # Every argument, so fork() can build the same RLM for another session.
         self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -165,6 +170,7 @@ class RLM(RLMSHooks):
             max_llm_calls=max_llm_calls,
             allowed_models=allowed_models,
             max_batch_size=max_batch_size,
+            governor=governor,
         )
         cfg = self.config
         self._set_rlms_attributes()
@@ -369,6 +375,13 @@ class RLM(RLMSHooks):
         return RLM(**{**self._init_kwargs, "session_id": new_id})
 
     # -- sharing a durable session between processes ------------------------------------
+
+    @property
+    def durable_session(self) -> DurableSession | None:
+        """The store side of an open durable session (``rlm.core.durable``): its
+        ``store``, ``thread`` and the ``idempotency_key`` stored with the next turn.
+        ``None`` when the session is not durable or not open."""
+        return self._durable
 
     def release_session_lock(self) -> None:
         """Let other processes write this durable session until the next

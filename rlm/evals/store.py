@@ -54,7 +54,10 @@ class ResultStore:
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._drop_torn_tail()
-        handle = self.path.open("a", encoding="utf-8")
+        self._handle = self._locked(self.path)
+
+    def _locked(self, path: Path) -> IO[str]:
+        handle = path.open("a", encoding="utf-8")
         if fcntl is not None:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -64,6 +67,16 @@ class ResultStore:
                     f"{self.directory} is being written by another run; wait for it or use "
                     "another --out directory"
                 ) from None
+        return handle
+
+    def replace_with(self, source: Path) -> None:
+        """Make ``source`` (a complete file beside this one) the file, atomically, and
+        go on appending to it: it is locked before it takes the file's name."""
+        if self._handle is None:
+            raise RuntimeError("ResultStore.replace_with before open()")
+        handle = self._locked(source)
+        os.replace(source, self.path)
+        self._handle.close()
         self._handle = handle
 
     def close(self) -> None:

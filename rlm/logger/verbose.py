@@ -27,12 +27,18 @@ TONES = {
     "warning": "#E0AF68",
     "accent": "#BB9AF7",
 }
-LIMIT_TITLES = {
+LIMIT_TITLES = {  # rlms's names, and the error class a ``limit_exceeded`` event names
     "timeout": "Timeout Exceeded",
     "tokens": "Token Limit Exceeded",
     "errors": "Error Threshold Exceeded",
     "cancelled": "Execution Cancelled",
     "budget": "Budget Exceeded",
+    "TimeoutExceededError": "Timeout Exceeded",
+    "TokenLimitExceededError": "Token Limit Exceeded",
+    "ErrorThresholdExceededError": "Error Threshold Exceeded",
+    "CancellationError": "Execution Cancelled",
+    "BudgetExceededError": "Budget Exceeded",
+    "LLMCallLimitExceededError": "Model Call Limit Exceeded",
 }
 Part = tuple[str | None, str, str]  # (label, text, tone)
 
@@ -79,6 +85,11 @@ def one_line(text: Any, limit: int = 120) -> str:
     return truncate(printable(" ".join(str(text).split())), limit)
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 iteration``, ``2 iterations``, ``0 sub-calls``: never "iteration(s)"."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -110,6 +121,39 @@ def format_usage(usage: UsageSummary | dict[str, Any] | None) -> str:
 
 def limit_title(limit_type: str) -> str:
     return LIMIT_TITLES.get(limit_type, f"{limit_type.title()} Limit Exceeded")
+
+
+_FENCE_LINE = re.compile(r"^\s*(`{3,}|~{3,})")
+
+
+def reply_kind(text: Any) -> str:
+    """``empty`` (nothing but whitespace), ``code`` (only fenced code blocks, an
+    unclosed fence included, as a ```` ```repl ```` prefill leaves it) or ``text``."""
+    s = text if isinstance(text, str) else str(text)
+    if not s.strip():
+        return "empty"
+    fenced = in_fence = False
+    for line in s.splitlines():
+        if _FENCE_LINE.match(line):
+            fenced, in_fence = True, not in_fence
+        elif line.strip() and not in_fence:
+            return "text"
+    return "code" if fenced else "text"
+
+
+def answer_title(answer: Any, source: str | None = None) -> tuple[str, str]:
+    """``(title, tone)`` for a run's answer. A submitted answer (``FINAL``, the
+    ``answer`` dict) is the final answer whatever it holds; the reply to the final
+    "answer now" request (source ``default``) is one only when it is text: code or
+    nothing is titled as what it is."""
+    kind = reply_kind(answer)
+    if source == "default" and kind == "empty":
+        return "✗ No Answer: the final-answer request got an empty reply", "error"
+    if source == "default" and kind == "code":
+        return "✗ No Answer: the final-answer request got code, not an answer", "error"
+    if kind == "empty":
+        return "★ Final Answer (empty)", "warning"
+    return "★ Final Answer", "warning"
 
 
 # -- printer ------------------------------------------------------------------------
@@ -204,9 +248,14 @@ class VerbosePrinter:
             rows.append("sub-models: " + ", ".join(map(str, metadata.other_backends)))
         self._block("◆ RLM ━ Recursive Language Model", [(None, "\n".join(rows), "text")], "title")
 
-    def print_iteration_start(self, iteration: int) -> None:
+    def print_iteration_start(self, iteration: int, final_call: bool = False) -> None:
+        """The rule that opens an iteration; ``final_call`` for the "answer now" request
+        made once the iterations are used up (it is not an iteration)."""
         self._iteration_count = iteration
-        self._line(f"Iteration {iteration}", rule=True)
+        if final_call:
+            self._line("Final-answer request (iterations used up)", rule=True)
+        else:
+            self._line(f"Iteration {iteration}", rule=True)
 
     def print_completion(self, response: Any, iteration_time: float | None = None) -> None:
         text = str(response)
@@ -228,7 +277,7 @@ class VerbosePrinter:
         if result.stderr.strip():
             parts.append(("Error", truncate(result.stderr, self.max_output_chars), "error"))
         if result.rlm_calls:
-            parts.append((None, f"↳ {len(result.rlm_calls)} sub-call(s)", "accent"))
+            parts.append((None, f"↳ {plural(len(result.rlm_calls), 'sub-call')}", "accent"))
         self._block(title, parts, "code")
 
     def print_subcall(
@@ -288,10 +337,13 @@ class VerbosePrinter:
         text = "Root context reached threshold. Summarizing and continuing."
         self._block("◐ Compaction", [(None, text, "text")])
 
-    def print_final_answer(self, answer: Any) -> None:
-        self._block(
-            "★ Final Answer", [(None, truncate(answer, self.max_response_chars), "text")], "warning"
-        )
+    def print_final_answer(self, answer: Any, source: str | None = None) -> None:
+        """The run's answer; ``source`` is the ``final_answer`` event's (``default``:
+        the reply to the "answer now" request, titled by what it is, ``answer_title``)."""
+        title, tone = answer_title(answer, source)
+        body = truncate(answer, self.max_response_chars) if str(answer).strip() else "(nothing)"
+        part_tone = "code" if reply_kind(answer) == "code" else "text"
+        self._block(title, [(None, body, part_tone)], tone)
 
     def print_summary(
         self,
@@ -328,7 +380,8 @@ class VerbosePrinter:
         """Print events from ``bus``. Child runs (deeper than the first run seen) are
         skipped unless ``include_children``, then shown with a depth prefix."""
         root_depth: list[int] = []
-        iterations: dict[str, int] = {}
+        iterations: dict[str, int] = {}  # run id -> its completed iterations
+        limits: dict[str, int] = {}  # run id -> its max_iterations
 
         def on_event(event: Event) -> None:
             if not root_depth or event.depth < root_depth[0]:
@@ -338,19 +391,25 @@ class VerbosePrinter:
                 return
             self._local.prefix = f"[depth {event.depth}] " if level else ""
             try:
-                self._dispatch(event, iterations)
+                self._dispatch(event, iterations, limits)
             finally:
                 self._local.prefix = ""
 
         return bus.subscribe(on_event)
 
-    def _dispatch(self, event: Event, iterations: dict[str, int]) -> None:
+    def _dispatch(self, event: Event, iterations: dict[str, int], limits: dict[str, int]) -> None:
         data, kind = event.data, event.type
         if kind == "run_started" and isinstance(data.get("metadata"), RLMMetadata):
+            limits[event.run_id] = data["metadata"].max_iterations
             self.print_metadata(data["metadata"])
-        elif kind == "iteration_started":
-            iterations[event.run_id] = data.get("iteration", 0)
-            self.print_iteration_start(iterations[event.run_id])
+        elif kind in ("iteration_started", "iteration_finished"):
+            number = data.get("iteration", 0)
+            limit = limits.get(event.run_id)
+            final_call = isinstance(number, int) and limit is not None and number > limit
+            if kind == "iteration_started":
+                self.print_iteration_start(number, final_call)
+            elif not final_call and isinstance(number, int):  # completed ones count
+                iterations[event.run_id] = max(iterations.get(event.run_id, 0), number)
         elif kind == "model_reply":
             self.print_completion(data.get("response", ""), data.get("duration"))
         elif kind == "code_cell_finished" and isinstance(data.get("result"), REPLResult):
@@ -361,11 +420,15 @@ class VerbosePrinter:
             self.print_limit_exceeded(str(data.get("kind", "limit")), str(data.get("message", "")))
         elif kind == "final_answer":
             iterations[event.run_id] = data.get("iterations") or iterations.get(event.run_id, 0)
-            self.print_final_answer(data.get("answer", ""))
+            source = data.get("source")
+            self.print_final_answer(
+                data.get("answer", ""), source if isinstance(source, str) else None
+            )
         elif kind == "run_finished":
             if data.get("error"):
                 self._line(
                     f"✗ Run failed: {one_line(redact_text(str(data['error'])), 300)}", "error"
                 )
             total = iterations.pop(event.run_id, 0)
+            limits.pop(event.run_id, None)
             self.print_summary(total, data.get("execution_time") or 0.0, data.get("usage"))

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from rlm.base.errors import (
     CancellationError,
@@ -44,6 +44,9 @@ from rlm.server.errors import translate
 from rlm.server.openai_types import ChatCompletion, FinishReason
 from rlm.server.sessions import RLMFactory, SessionRegistry
 from rlm.server.translate import RLMRequest, chunk, completion_body, rlm_info
+
+if TYPE_CHECKING:
+    from rlm.sessions.models import TurnRecord
 
 REMEMBERED_REPLIES = 10_000
 
@@ -84,7 +87,7 @@ class Runner:
         while len(self._replies) > REMEMBERED_REPLIES:
             self._replies.popitem(last=False)
         try:
-            body = await self._complete(req, note)
+            body = await self._complete(req, note, key)
         except BaseException as exc:
             if self._replies.get(slot) is future:
                 del self._replies[slot]  # failed runs are not remembered: a retry runs
@@ -94,9 +97,17 @@ class Runner:
         future.set_result(body)
         return body
 
-    async def _complete(self, req: RLMRequest, note: RequestNote) -> ChatCompletion:
+    async def _complete(
+        self, req: RLMRequest, note: RequestNote, key: str | None = None
+    ) -> ChatCompletion:
         try:
             async with self._rlm(req) as rlm:
+                durable = rlm.durable_session if key is not None else None
+                if durable is not None and key is not None:
+                    turn = await asyncio.to_thread(durable.store.find_turn, durable.session_id, key)
+                    if turn is not None and turn.completed:  # committed before: not again
+                        return _from_turn(req, turn)
+                    durable.idempotency_key = key  # stored with this turn
                 try:
                     result = await rlm.acompletion(req.context, req.root_prompt)
                 except RLMLimitError as exc:
@@ -155,6 +166,15 @@ class _Abandoned(Exception):
 def _replayed(req: RLMRequest, first: ChatCompletion) -> ChatCompletion:
     """The first run's body, for a retry (its own request id kept)."""
     return cast(ChatCompletion, {**first, "id": req.id or first["id"]})
+
+
+def _from_turn(req: RLMRequest, turn: TurnRecord) -> ChatCompletion:
+    """The body for a turn a store already holds (a retry that reached a replica, or
+    this process after a restart, after the first run committed)."""
+    usage = UsageSummary.from_dict(turn.usage)
+    info = rlm_info(req, None, None)
+    info["cost_usd"] = usage.total_cost
+    return completion_body(req, turn.answer or "", "stop", usage, info)
 
 
 def _note_usage(note: RequestNote, usage: UsageSummary) -> None:

@@ -485,7 +485,7 @@ class StoreBackedSessionRegistry(InMemorySessionRegistry[T]):
 
 def _has_turns(value: object) -> bool:
     """Whether a freshly built durable RLM resumed turns from its store."""
-    durable = getattr(value, "_durable", None)
+    durable = getattr(value, "durable_session", None)
     return bool(getattr(durable, "thread", None))
 
 

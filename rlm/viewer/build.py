@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlm.base.redact import redact_text
-from rlm.viewer.model import RunView, ViewModel, number, text
+from rlm.viewer.model import SIDE_TEXT_CAP, RunView, ViewModel, number, text
 from rlm.viewer.source import LoadedLog
 from rlm.viewer.tree import TreeBuilder
 from rlm.viewer.usage import add_usage
@@ -44,6 +44,15 @@ def _final_answer(main: RunView | None, builder: TreeBuilder) -> str | None:
     return None
 
 
+def _question(main: RunView | None, completion: dict[str, Any]) -> str | None:
+    """What the user asked: the root run's root prompt; for a result whose run had
+    none (``completion(prompt)`` alone), the prompt itself, which is then the task."""
+    if main is not None and main["question"] is not None:
+        return main["question"]
+    prompt = completion.get("prompt")
+    return text(prompt, SIDE_TEXT_CAP) if isinstance(prompt, str) and prompt.strip() else None
+
+
 def _summary(
     log: LoadedLog, main: RunView | None, runs: list[RunView], builder: TreeBuilder
 ) -> dict[str, Any]:
@@ -63,7 +72,7 @@ def _summary(
         "model": meta.get("root_model") or completion.get("root_model"),
         "meta": {k: meta[k] for k in _META_SHOWN if meta.get(k) is not None},
         "started": meta.get("timestamp") if isinstance(meta.get("timestamp"), str) else None,
-        "question": main["question"] if main else None,
+        "question": _question(main, completion),
         "context": main["context"] if main else None,
         "runs": len(runs),
         "child_runs": len(runs) - len(tops),

@@ -90,17 +90,45 @@ def is_final_call(record: Mapping[str, Any], position: int, max_iterations: Any)
     return False
 
 
+# The engine's first user message (rlm.core.prompts.build_metadata_prompt): "Answer the
+# following: ROOT_PROMPT", then the contexts described. Greedy: a root prompt may itself
+# hold a blank line, and the engine's description comes after it.
+_ROOT_PROMPT = re.compile(
+    r"\AAnswer the following: (?P<q>.*)\n\n(?:Your context is an? |You have \d+ contexts )",
+    re.DOTALL,
+)
+_TASK_PREFIX = "Answer the following: "
+
+
+_DESCRIPTION = re.compile(r"\A(?:Your context is an? |You have \d+ contexts )")
+
+
+def root_prompt_from_message(content: str) -> str | None:
+    """The user's root prompt inside the engine's first user message; None when the
+    message is only the engine's description of the context (no root prompt was
+    given). A message in another shape (another logger's) is the task as it stands."""
+    found = _ROOT_PROMPT.match(content)
+    if found:
+        return found["q"]
+    if content.startswith(_TASK_PREFIX):  # a shorter template (older logs): up to the end
+        return content.removeprefix(_TASK_PREFIX).strip() or None
+    if _DESCRIPTION.match(content):
+        return None
+    return content or None
+
+
 def question_from_prompt(prompt: Any) -> str | None:
-    """For logs without a ``run_started`` record: the first message after the system
-    prompt, which states the task."""
+    """For logs without a ``run_started`` record: the root prompt the first user
+    message states (never the system prompt or the engine's description of the
+    context); None when the run had no root prompt."""
     if isinstance(prompt, str):
-        return prompt or None
+        return root_prompt_from_message(prompt)
     if not isinstance(prompt, list):
         return None
     for message in prompt:
-        if isinstance(message, Mapping) and message.get("role") != "system":
+        if isinstance(message, Mapping) and message.get("role") == "user":
             content = message.get("content")
-            return content if isinstance(content, str) and content else None
+            return root_prompt_from_message(content) if isinstance(content, str) else None
     return None
 
 

@@ -96,7 +96,7 @@ def test_session_commands_without_a_terminal(tmp_path: Path) -> None:
         session.handle("/history")
         assert "context_1: " in err.getvalue() and "a.txt" in err.getvalue()
         session.handle("/budget")
-        assert "2 message(s), 2 model call(s)" in err.getvalue()
+        assert "2 messages, 2 model calls" in err.getvalue()
         session.handle("/nope")
         assert "unknown command /nope" in err.getvalue()
         session.handle("/reset")

@@ -90,6 +90,6 @@ def test_skip_lister_names_the_first_files_then_counts(tmp_path: Path) -> None:
     lister.finish()
     lines = err.getvalue().splitlines()
     assert len(lines) == MAX_SKIPS_LISTED + 1
-    assert lines[-1] == f"rlm: skipped 3 more file(s) ({MAX_SKIPS_LISTED + 3} in all)"
+    assert lines[-1] == f"rlm: skipped 3 more files ({MAX_SKIPS_LISTED + 3} in all)"
     with pytest.raises(CLIUsageError, match="no readable UTF-8 text files"):
         load_context(str(tmp_path / "*.bin"), io.StringIO(), on_skip=lister)

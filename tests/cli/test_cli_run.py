@@ -146,6 +146,28 @@ def test_embedded_run_prints_notice_progress_and_answer(small_context: Path) -> 
 
 @pytest.mark.llama
 @needs_model
+def test_an_embedded_session_stores_the_real_model_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlm.clients.llama_cpp import model_label
+    from rlm.sessions import api
+
+    monkeypatch.delenv("RLM_GGUF_PATH", raising=False)  # run_cli drops RLM_* too
+    expected = model_label(None)
+    assert expected and expected != "unknown"
+    store = tmp_path / "s.db"
+    proc = run_cli("chat", "--session", "notes", "--store", str(store), "-q",
+                   "--history-file", "", stdin="")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "rlm chat · embedded · " in proc.stdout + proc.stderr  # the label is unchanged
+    config = api.show("notes", str(store)).session.config
+    assert config["backend"] == "llama_cpp" and config["model"] == expected
+    shown = run_cli("sessions", "show", "notes", "--store", str(store))
+    assert f"model {expected}," in shown.stdout and "unknown" not in shown.stdout
+
+
+@pytest.mark.llama
+@needs_model
 def test_embedded_run_json_output(small_context: Path) -> None:
     proc = run_cli(
         "run", "--context", str(small_context), "--max-iterations", "2", "--json", "-q", "Who?"
@@ -193,7 +215,7 @@ def test_openai_compatible_server_answer_and_usage(
     assert proc.stdout == "the White Rabbit\n"
     assert EMBEDDED_NOTICE not in proc.stderr
     assert "rlm: answer submitted with FINAL(...) in iteration 1" in proc.stderr
-    assert "rlm: usage m: 1 call(s), 40 tokens in / 10 out" in proc.stderr
+    assert "rlm: usage m: 1 call, 40 tokens in / 10 out" in proc.stderr
 
 
 def test_limit_exits_3_with_partial_answer(chat_server: ChatServer, small_context: Path) -> None:
@@ -256,9 +278,18 @@ def test_backend_choice_order() -> None:
     assert embedded.backend == "llama_cpp"
     assert embedded.notice == EMBEDDED_NOTICE
     assert embedded.max_iterations == EMBEDDED_MAX_ITERATIONS
-    assert embedded.backend_kwargs == {"code_prefill": "```repl\n"}
+    # The model is named by its GGUF's stem, so a session or result never says "unknown".
+    named = {"model_name": Path(GGUF).stem} if GGUF else {}
+    assert embedded.backend_kwargs == {"code_prefill": "```repl\n", **named}
     own = choose_backend(None, "/models/q.gguf", None, None, none)
-    assert own.backend_kwargs == {"model_path": "/models/q.gguf"} and own.notice is None
+    assert own.backend_kwargs == {"model_path": "/models/q.gguf", "model_name": "q"}
+    assert own.notice is None
+    assert (
+        choose_backend("llama_cpp", "~/m/Qwen2.5-7B.Q4.gguf", None, None, none).backend_kwargs[
+            "model_name"
+        ]
+        == "Qwen2.5-7B.Q4"
+    )
 
 
 def test_api_key_env_is_read_but_must_be_set() -> None:

@@ -41,9 +41,49 @@ def test_chat_says_it_waits_then_names_the_cli_way_out(
     assert waiting.startswith(f"rlm: waiting for session 'notes' (locked by {holder}")
     assert waiting.endswith("; up to 0.5s)…")
     assert error.startswith(f"rlm: error: session 'notes' is in use by {holder}")
-    assert "'rlm sessions show notes'" in error
-    assert "'rlm sessions fork notes NEW' and use --session NEW" in error
+    # Every command it names works as printed: the --store the user passed is in it
+    # (quoted for the shell: the URL holds a '?').
+    flag = f'--store "{store}"'
+    assert f"'rlm sessions show notes {flag}'" in error
+    assert f"'rlm sessions fork notes NEW {flag}' and use --session NEW {flag}" in error
     assert "rlm.sessions" not in error  # no Python function for a CLI user
+
+
+def test_the_way_out_names_a_plain_store_path_and_works_as_printed(
+    tmp_path: Path, held: tuple[SessionStore, Path]
+) -> None:
+    _, path = held
+    proc = rlm("chat", "--session", "notes", "--store", str(path), *scripted(answer_code("'x'")),
+               "-q", cwd=tmp_path, env={"TERM": "dumb", "RLM_SESSION_STORE": str(tmp_path / "other.db")},
+               )  # fmt: skip
+    assert proc.returncode == 1
+    error = proc.stderr.splitlines()[-1]
+    assert f"'rlm sessions show notes --store {path}'" in error
+    assert (
+        f"'rlm sessions fork notes NEW --store {path}' and use --session NEW --store {path}"
+        in error
+    )
+    # The command it names, run as printed, reads the locked session.
+    show = rlm("sessions", "show", "notes", "--store", str(path), cwd=tmp_path,
+               env={"RLM_SESSION_STORE": str(tmp_path / "other.db")})  # fmt: skip
+    assert show.returncode == 0, show.stderr
+    assert show.stdout.startswith("session notes · 0 turns · ")
+
+
+def test_the_default_store_adds_no_flag(tmp_path: Path) -> None:
+    from rlm.base.errors import SessionLockedError
+    from rlm.cli.failures import locked_message, store_flag
+
+    message = locked_message(SessionLockedError("locked"), "notes")
+    assert "--store" not in message
+    assert "'rlm sessions show notes'" in message
+    # A store URL's credentials never reach the message.
+    url = "postgresql://rlmx:s3cret-pw@db.internal/rlmx?lease=30"
+    flag = store_flag(url)
+    assert (
+        "s3cret-pw" not in flag and flag == ' --store "postgresql://***@db.internal/rlmx?lease=30"'
+    )
+    assert "s3cret-pw" not in locked_message(SessionLockedError("locked"), "notes", url)
 
 
 def test_rm_names_force_and_fork_makes_a_usable_copy(

@@ -56,7 +56,7 @@ def test_a_provider_lost_mid_run_shows_retries_usage_log_and_partial(
         assert line.startswith("rlm: iteration 3: model call failed (ProviderConnectionError")
         assert re.search(rf"; retry {number} of 2 in \d+\.\d+s$", line), line
     # What was spent, where the log is, and the partial answer.
-    assert "rlm: usage m: 2 call(s), 60 tokens in / 10 out" in lines
+    assert "rlm: usage m: 2 calls, 60 tokens in / 10 out" in lines
     [log_line] = [line for line in lines if line.startswith("rlm: trajectory: ")]
     assert Path(log_line.removeprefix("rlm: trajectory: ")).is_file()
     assert proc.stdout == SECOND + "\n"  # the last finished iteration's reply
@@ -77,7 +77,7 @@ def test_max_timeout_stops_a_hung_model_call(tmp_path: Path, context: Path) -> N
     last = proc.stderr.splitlines()[-1]
     assert last.startswith("rlm: error: Timeout exceeded during iteration 2"), last
     assert last.endswith("(partial answer printed)")
-    assert "rlm: usage m: 1 call(s)" in proc.stderr
+    assert "rlm: usage m: 1 call, " in proc.stderr
 
 
 def test_no_submitted_answer_is_said_in_plain_words(tmp_path: Path, context: Path) -> None:
@@ -120,8 +120,29 @@ def test_a_provider_lost_mid_run_with_json(tmp_path: Path, context: Path) -> Non
     payload = json.loads(proc.stdout)
     assert payload["error_type"] == "ProviderConnectionError"
     assert payload["partial_answer"] == SECOND
-    assert payload["iterations"] == 3
+    assert payload["iterations"] == 2  # completed: the third failed
     usage = payload["usage_summary"]["model_usage_summaries"]["m"]
     assert usage["total_calls"] == 2
     [line] = proc.stderr.splitlines()  # -q: the error line only
     assert line.startswith("rlm: error: Could not reach")
+
+
+def test_a_limit_before_the_first_iteration_says_zero_iterations(
+    tmp_path: Path, context: Path
+) -> None:
+    proc = rlm("run", "-c", str(context), *scripted(FIRST), "--max-tokens", "100", "Who?",
+               cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert "limit reached before the first iteration" in lines[-1], lines[-1]
+    # The summary agrees with the error line: nothing completed, in plain words.
+    assert "rlm: 0 iterations, wall time" in proc.stderr, proc.stderr
+    assert "1 iteration" not in proc.stderr and "(s)" not in proc.stderr
+
+
+def test_json_counts_completed_iterations_only(tmp_path: Path, context: Path) -> None:
+    proc = rlm("run", "-c", str(context), *scripted(FIRST), "--max-tokens", "100", "--json",
+               "-q", "Who?", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert payload["iterations"] == 0 and payload["error_type"] == "TokenLimitExceededError"

@@ -157,3 +157,35 @@ def test_sessions_export_to_an_unwritable_path_is_one_line(tmp_path: Path) -> No
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr
         assert proc.stderr.startswith("rlm: error: cannot write ") and proc.stderr.count("\n") == 1
+
+
+def test_a_missing_session_or_store_is_exit_2_as_the_table_says(tmp_path: Path) -> None:
+    # The table (rlm --help, docs/surfaces.md, rlm.cli.failures): a session or store
+    # that does not exist is bad input, 2; a session in use is 1 (test_cli_session_lock).
+    help_text = rlm("--help", cwd=tmp_path).stdout
+    assert "exit codes (every command):" in help_text
+    assert "no such session or store" in help_text
+    store = tmp_path / "s.db"
+    missing_store = [
+        ["show", "nosuch"], ["rm", "nosuch"], ["export", "nosuch"], ["fork", "nosuch", "new"],
+    ]  # fmt: skip
+    for verb in missing_store:
+        proc = rlm("sessions", *verb, "--store", str(store), cwd=tmp_path)
+        assert proc.returncode == 2, (verb, proc.stderr)
+        assert proc.stderr == f"rlm: error: no session store at {store}\n"
+    made = rlm("chat", "--session", "notes", "--store", str(store), *scripted(answer_code("'ok'")),
+               "-q", cwd=tmp_path, stdin="hello\n/quit\n", env={"TERM": "dumb"})  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    for verb in (["show", "nosuch"], ["rm", "nosuch"], ["export", "nosuch"],
+                 ["fork", "nosuch", "new"], ["show", "nosuch", "--json"]):  # fmt: skip
+        proc = rlm("sessions", *verb, "--store", str(store), cwd=tmp_path)
+        assert proc.returncode == 2, (verb, proc.stderr)
+        assert proc.stderr == f"rlm: error: no session 'nosuch' in {store}\n", verb
+    taken = rlm("sessions", "fork", "notes", "notes", "--store", str(store), cwd=tmp_path)
+    assert taken.returncode == 2
+    assert taken.stderr == "rlm: error: cannot fork to 'notes': that session already exists\n"
+    bad_url = rlm("sessions", "list", "--store", f"sqlite:///{store}?bogus=1", cwd=tmp_path)
+    assert bad_url.returncode == 2 and "unknown session store URL option" in bad_url.stderr
+    # Nothing was lost on the way.
+    shown = rlm("sessions", "show", "notes", "--store", str(store), cwd=tmp_path)
+    assert shown.returncode == 0 and shown.stdout.startswith("session notes · 1 turn · ")

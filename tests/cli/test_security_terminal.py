@@ -84,7 +84,7 @@ def test_export_to_the_terminal_and_json_listings_are_escaped(tmp_path: Path, st
 
 def test_errors_and_deletions_escape_ids(tmp_path: Path, store: Path) -> None:
     missing = rlm(tmp_path, "sessions", "show", f"nope{NASTY}", "--store", str(store))
-    assert missing.returncode == 1
+    assert missing.returncode == 2  # no such session: bad input (rlm.cli.failures)
     assert_clean(missing.stdout + missing.stderr)
     removed = rlm(tmp_path, "sessions", "rm", SID, "--store", str(store))
     assert removed.returncode == 0, removed.stderr

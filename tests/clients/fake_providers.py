@@ -30,9 +30,14 @@ class Recorded:
 
 @dataclass
 class Reply:
+    """``body`` is sent as JSON, unless ``raw`` is given: those bytes are sent as they
+    are, under ``content_type`` (an HTML page from a proxy, a broken or empty body)."""
+
     status: int
-    body: Any
+    body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+    content_type: str = "application/json"
 
 
 # ---------------------------------------------------------------------------
@@ -204,9 +209,9 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
         )
         reply = self.server.owner.record(recorded)
-        payload = json.dumps(reply.body).encode()
+        payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
         self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(payload)))
         for name, value in reply.headers.items():
             self.send_header(name, value)
@@ -229,6 +234,7 @@ class FakeProviderServer:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self._replies: deque[Reply] = deque()
+        self._always: Reply | None = None
         self._lock = threading.Lock()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -244,10 +250,18 @@ class FakeProviderServer:
         with self._lock:
             self._replies.extend(replies)
 
+    def always(self, reply: Reply | None) -> None:
+        """Answer every request with ``reply`` once the queue is empty (``None``: the
+        route's default success again)."""
+        with self._lock:
+            self._always = reply
+
     def record(self, request: Recorded) -> Reply:
         with self._lock:
             self.requests.append(request)
-            return self._replies.popleft() if self._replies else default_reply(request.path)
+            if self._replies:
+                return self._replies.popleft()
+            return self._always or default_reply(request.path)
 
     @property
     def last(self) -> Recorded:

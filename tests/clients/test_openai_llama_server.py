@@ -316,19 +316,29 @@ def test_client_errors_fail_fast_with_providers_message(
     assert len(server.requests) == 1
 
 
-def test_empty_choices_and_null_content_give_empty_text(
+def test_no_choices_or_null_content_is_a_retried_error_never_empty_text(
     fake_server: Callable[..., FakeServer],
 ) -> None:
     no_choices = {**chat_json(), "choices": []}
-    server = fake_server(Reply(body=no_choices), Reply(body=chat_json(None, 4, 0)))
-    client = fake_client(server)
-    assert client.completion("hi") == ""
-    assert client.completion("hi") == ""
-    assert usage_tuple(client.get_usage_summary().model_usage_summaries["fake-model"]) == (
-        2,
-        11,
-        3,
+    server = fake_server(
+        Reply(body=no_choices), Reply(body=chat_json(None, 4, 0)), Reply(body=chat_json("ok"))
     )
+    quick = RetryPolicy(max_retries=2, base_delay=0.001, max_delay=0.001, jitter=0)
+    client = fake_client(server, retry_policy=quick)
+    assert client.completion("hi") == "ok"  # both unanswered replies were retried
+    assert len(server.requests) == 3
+
+    for body, what in [(no_choices, "no choices"), (chat_json(None, 4, 0), "no message content")]:
+        lone = fake_server(Reply(body=body))
+        with pytest.raises(ProviderError) as info:
+            fake_client(lone, max_retries=0).completion("hi")
+        assert info.value.retryable and what in str(info.value)
+        assert f"the provider at {lone.base_url} answered 200 with" in str(info.value)
+        assert len(lone.requests) == 1
+    assert "(finish_reason: stop)" in str(info.value)
+
+    empty = fake_server(Reply(body=chat_json("", 4, 0)))  # "" is the model's own answer
+    assert fake_client(empty).completion("hi") == ""
 
 
 def test_reported_cost_and_cached_tokens(fake_server: Callable[..., FakeServer]) -> None:

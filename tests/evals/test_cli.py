@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ENVIRONMENT
+from conftest import ENVIRONMENT, ORACLE, WRONG
 
 from rlm.cli import eval_cmd
 from rlm.cli.eval_cmd import main
@@ -229,3 +229,116 @@ def test_ray_engine_without_ray_is_a_clear_error(
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     code, _, err = run("eval", "--self-check", "--engine", "ray", "--out", str(tmp_path), "-q")
     assert code == 2 and "pip install 'rlmx[ray]'" in err
+
+
+# -- rlm batch reruns: one row per id, conflicts named, --overwrite replaces -----------------
+
+
+def rlm_batch(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``rlm batch ...`` in a subprocess (``python -m rlm``, as a user runs it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RLM_", "OPENAI_"))}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this checkout's rlm
+    return subprocess.run(
+        [sys.executable, "-m", "rlm", "batch", *argv],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+    )  # fmt: skip
+
+
+def batch_rows(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_batch_reruns_never_write_an_id_twice(tmp_path: Path) -> None:
+    from rlm.evals import make_spec, materialize
+
+    tasks = [materialize(make_spec("niah", 512, seed)) for seed in range(2)]
+    source = tmp_path / "q.jsonl"
+    rows = [
+        {"id": rid, "context": t.context, "question": t.question}
+        for rid, t in zip("ab", tasks, strict=True)
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    output = tmp_path / "q.answers.jsonl"
+    oracle = ["--backend", "scripted", "--backend-kwargs", json.dumps(ORACLE)]
+    wrong = ["--backend", "scripted", "--backend-kwargs", json.dumps(WRONG)]
+    common = ["--method", "base", "--environment", "local", "-q"]
+
+    first = rlm_batch(tmp_path, "q.jsonl", *oracle, *common)
+    assert first.returncode == 0, first.stderr
+    answers = {r["id"]: r["answer"] for r in batch_rows(output)}  # in the order they finished
+    assert answers == {"a": tasks[0].answer, "b": tasks[1].answer}
+    assert {r["method"] for r in batch_rows(output)} == {"base"}
+    before = output.read_bytes()
+
+    # The same settings: nothing runs, nothing is written.
+    same = rlm_batch(tmp_path, "q.jsonl", *oracle, *common)
+    assert same.returncode == 0, same.stderr
+    assert "2 rows: 0 answered now, 2 before, 0 failed" in same.stdout
+    assert output.read_bytes() == before
+
+    # Other settings, another method, a changed row: exit 2 naming them, before anything
+    # runs, the output untouched.
+    changed = rlm_batch(tmp_path, "q.jsonl", *wrong, *common)
+    assert changed.returncode == 2, changed.stderr
+    assert changed.stderr.splitlines()[-1] == (
+        "rlm: error: q.answers.jsonl already holds answers for 2 of these rows ('a', 'b') that "
+        "this run cannot reuse: made with other settings (backend, model, limits or method "
+        "options). Pass --overwrite to answer them again and replace those rows, or -o "
+        "NEW.jsonl to write elsewhere"
+    )
+    method = rlm_batch(tmp_path, "q.jsonl", *oracle, *common[2:], "--method", "rlm-d1")
+    assert method.returncode == 2
+    assert "made with method 'base', this run uses 'rlm-d1'" in method.stderr
+    edited = [rows[0], {**rows[1], "question": rows[1]["question"] + " Be brief."}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in edited), encoding="utf-8")
+    row_changed = rlm_batch(tmp_path, "q.jsonl", *oracle, *common)
+    assert row_changed.returncode == 2
+    assert "1 of these rows ('b')" in row_changed.stderr
+    assert "their input row changed since (context or question)" in row_changed.stderr
+    assert output.read_bytes() == before
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    # --overwrite answers them again; each id is still there once, with the new answer.
+    again = rlm_batch(tmp_path, "q.jsonl", *wrong, *common, "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert "2 rows: 2 answered now (2 replacing older answers), 0 before" in again.stdout
+    after = batch_rows(output)
+    assert sorted((str(r["id"]), r["answer"]) for r in after) == [
+        ("a", "I do not know."),
+        ("b", "I do not know."),
+    ]
+
+    # A run killed before it tidied up (a row appended, the old one still there): the
+    # next run keeps the newest row per id.
+    stale = {**after[0], "answer": "stale"}
+    output.write_text("".join(json.dumps(r) + "\n" for r in [stale, *after]), encoding="utf-8")
+    tidy = rlm_batch(tmp_path, "q.jsonl", *wrong, *common)
+    assert tidy.returncode == 0, tidy.stderr
+    tidied = batch_rows(output)
+    assert [r["id"] for r in tidied] == [r["id"] for r in after]  # each id once, in place
+    assert {r["answer"] for r in tidied} == {"I do not know."}  # the newest row won
+
+
+def test_batch_help_says_what_a_rerun_does(tmp_path: Path) -> None:
+    done = rlm_batch(tmp_path, "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "--overwrite" in text
+    assert "rerunning over the same output writes each id once" in text
+
+
+def test_eval_checks_every_argument_before_any_note(tmp_path: Path) -> None:
+    # No model given: the embedded one, whose note ("scores mean nothing") must not come
+    # before an error in the arguments.
+    for argv, message in [
+        (["--families", "nosuch"], "unknown task family nosuch"),
+        (["--lengths", "0"], "a context length must be positive"),
+        (["--seeds", "0,1", "--families", "niah,bogus"], "unknown task family bogus"),
+    ]:
+        code, _, err = run("eval", "--out", str(tmp_path / "e"), *argv)
+        assert code == 2, err
+        assert err.splitlines() == [
+            f"rlm: error: {err.splitlines()[-1].removeprefix('rlm: error: ')}"
+        ]
+        assert message in err and "note" not in err and "embedded" not in err, err
+    assert not (tmp_path / "e").exists()  # nothing ran, nothing was written

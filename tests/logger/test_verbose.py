@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 
 import pytest
 
+from rlm.base.errors import RLMLimitError
 from rlm.base.events import EventBus, RunScope
 from rlm.base.types import (
     CodeBlock,
@@ -143,7 +145,7 @@ def test_rich_renders_answer_and_code() -> None:
     out = buffer.getvalue()
     assert "total = sum([1, 2, 3])" in out
     assert "Warning: [bold]x[/]" in out  # text is never parsed as rich markup
-    assert "1 sub-call(s)" in out
+    assert "↳ 1 sub-call" in out and "(s)" not in out
     assert "The answer is 42" in out
     assert "Final Answer" in out and "Code Execution" in out
     assert "╭" in out  # drawn as panels
@@ -258,3 +260,72 @@ def test_plain_fallback_without_rich(
     assert "[★ Final Answer]" in out and "plain answer" in out
     assert "FORTY-TWO" in out and "answer = 6 * 7" in out
     assert "╭" not in out
+
+
+# -- the final-answer request is titled by what its reply is ----------------------------
+
+
+def run_printed(replies: list[str], max_iterations: int = 2, **limits: object) -> str:
+    """A real RLM (scripted backend) with a printer attached to its events."""
+    from rlm import RLM
+
+    printer, buffer = make_console()
+    kwargs = {"responses": replies, "model_name": "scripted"}
+    with RLM(backend="scripted", backend_kwargs=kwargs, max_iterations=max_iterations,
+             **limits) as rlm:  # type: ignore[arg-type]  # fmt: skip
+        printer.attach(rlm.events)
+        with contextlib.suppress(RLMLimitError):  # what was printed is the point
+            rlm.completion("ctx", root_prompt="q?")
+    return buffer.getvalue()
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_code_reply_to_the_final_answer_request_is_not_titled_an_answer() -> None:
+    out = run_printed(["```repl\nx = 1\n```"])  # every reply, the last one too, is code
+    assert "No Answer: the final-answer request got code, not an answer" in out
+    assert "Final Answer" not in out
+    assert "Final-answer request (iterations used up)" in out
+    assert "Iteration 3" not in out  # the request is not an iteration
+    assert "Iterations: 2" in out
+
+
+@pytest.mark.filterwarnings("error")
+def test_an_empty_reply_to_the_final_answer_request_says_so() -> None:
+    out = run_printed(["```repl\nx = 1\n```", "```repl\nx = 2\n```", "   "])
+    assert "No Answer: the final-answer request got an empty reply" in out
+    assert "★ Final Answer" not in out
+
+
+@pytest.mark.filterwarnings("error")
+def test_real_answers_keep_the_final_answer_title() -> None:
+    # A text reply to the final-answer request is the answer.
+    out = run_printed(["```repl\nx = 1\n```", "```repl\nx = 2\n```", "The White Rabbit."])
+    assert "★ Final Answer" in out and "The White Rabbit." in out and "No Answer" not in out
+    # A submitted answer is the answer even when it is code.
+    submitted = "```repl\nanswer['content'] = '```py\\nprint(1)\\n```'\nanswer['ready'] = True\n```"
+    out = run_printed([submitted])
+    assert "★ Final Answer" in out and "No Answer" not in out and "Iterations: 1" in out
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_limit_before_the_first_iteration_counts_none() -> None:
+    out = run_printed(["```repl\nx = 1\n```"], max_tokens=10)
+    assert "⚠ Token Limit Exceeded" in out  # titled in words, not by the error's class
+    assert "Iterations: 0" in out and "Iterations: 1" not in out
+
+
+def test_reply_kind_and_answer_title() -> None:
+    from rlm.logger.verbose import answer_title, plural, reply_kind
+
+    assert reply_kind("") == reply_kind(" \n ") == "empty"
+    assert reply_kind("```repl\nx = 1\n```") == "code"
+    assert reply_kind("```repl\nx = 1") == "code"  # a prefilled fence never closed
+    assert reply_kind("```repl\nx = 1\n```\nSo it is 1.") == "text"
+    assert answer_title("```repl\nx\n```", "default")[0].startswith("✗ No Answer")
+    assert answer_title("```repl\nx\n```", "FINAL")[0] == "★ Final Answer"
+    assert answer_title("", "answer")[0] == "★ Final Answer (empty)"
+    assert (plural(0, "iteration"), plural(1, "iteration"), plural(2, "call")) == (
+        "0 iterations",
+        "1 iteration",
+        "2 calls",
+    )

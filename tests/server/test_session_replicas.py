@@ -63,3 +63,46 @@ def test_a_session_in_use_elsewhere_is_a_bounded_wait_then_locked(tmp_path: Path
     finally:
         holder.close()
         registry.close()
+
+
+def test_an_idempotent_retry_finds_the_committed_turn_on_another_replica(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("starlette")
+    httpx = pytest.importorskip("httpx")
+    from rlm.server import create_app
+
+    store = str(tmp_path / "shared.db")
+
+    def factory(*, session_id: str | None = None, trajectory: bool = False) -> RLM:
+        assert session_id is not None
+        return durable(store, session_id)
+
+    async def ask(app: object, key: str) -> dict[str, object]:
+        transport = httpx.ASGITransport(app=app)
+        payload = {"model": "rlm", "session_id": "s",
+                   "messages": [{"role": "user", "content": "count"}]}  # fmt: skip
+        headers = {"Authorization": "Bearer tok", "Idempotency-Key": key}
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post("/v1/chat/completions", json=payload, headers=headers)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def replica() -> tuple[object, StoreBackedSessionRegistry[RLM]]:
+        registry: StoreBackedSessionRegistry[RLM] = StoreBackedSessionRegistry(store)
+        return create_app(factory, token="tok", sessions=registry), registry
+
+    a, a_sessions = replica()
+    b, b_sessions = replica()
+    try:
+        first = asyncio.run(ask(a, "turn-1"))
+        retried = asyncio.run(ask(b, "turn-1"))  # A committed, then "died" before replying
+        second = asyncio.run(ask(b, "turn-2"))
+    finally:
+        a_sessions.close()
+        b_sessions.close()
+    content = [body["choices"][0]["message"]["content"] for body in (first, retried, second)]  # type: ignore[index]
+    assert content == ["n=1", "n=1", "n=2"]
+    assert retried["usage"] == first["usage"]
+    turns = show("s", store).turns
+    assert [t.root_prompt for t in turns] == ["count", "count"]  # the retry ran nothing

@@ -18,9 +18,17 @@ from viewer_data import (
     read_lines,
 )
 
+from rlm import RLM
 from rlm.base.types import RLMChatCompletion
+from rlm.logger import RLMLogger
 from rlm.viewer import render_html
-from rlm.viewer.story import Tokens, fill_missing_tokens, iteration_title, timing
+from rlm.viewer.story import (
+    Tokens,
+    fill_missing_tokens,
+    iteration_title,
+    question_from_prompt,
+    timing,
+)
 
 
 def root_iterations(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -44,6 +52,40 @@ def test_the_header_holds_the_question_the_whole_answer_and_true_totals(
     digest = hashlib.sha256(STORY_CONTEXT.encode()).hexdigest()
     assert summary["context"] == f"str · {len(STORY_CONTEXT):,} chars · sha256 {digest[:12]}"
     assert summary["execution_time"] is not None and summary["execution_time"] > 0
+
+
+def test_a_result_shows_the_root_prompt_as_the_question(
+    story_run: tuple[Path, RLMChatCompletion],
+) -> None:
+    # write_html(result): the in-memory trajectory has no run records, only prompts.
+    _, result = story_run
+    summary = page_data(render_html(result))["summary"]
+    assert summary["question"] == STORY_TASK
+    assert summary["answer"] == STORY_ANSWER
+
+
+def test_the_question_is_the_root_prompt_whatever_it_holds() -> None:
+    def result(root_prompt: str | None, context: Any = "a long context " * 10) -> RLMChatCompletion:
+        replies = {"responses": ["```repl\nprint(len(context))\n```", "FINAL(42)"]}
+        with RLM(backend="scripted", backend_kwargs=replies, logger=RLMLogger()) as r:
+            return r.completion(context, root_prompt=root_prompt)
+
+    tricky = "First line.\n\nYour context is a trick question?"
+    for root_prompt, context, question in [
+        ("What is the answer?", "ctx", "What is the answer?"),
+        (tricky, "ctx", tricky),  # the engine's own wording inside the question
+        ("Which of them?", ["doc one", "doc two"], "Which of them?"),  # several contexts
+        (None, "Summarise this, please.", "Summarise this, please."),  # no root prompt
+    ]:
+        summary = page_data(render_html(result(root_prompt, context)))["summary"]
+        assert summary["question"] == question, (root_prompt, summary["question"])
+    for prompt, expected in [
+        ([{"role": "system", "content": "You are an RLM."}, {"role": "user", "content": "Answer the following: q?\n\nYou have 2 contexts (`context` is `context_0`):\n- context_0"}], "q?"),
+        ([{"role": "system", "content": "SYSTEM"}, {"role": "user", "content": "Your context is a str of 3 total characters."}], None),
+        ("Answer the following: plain", "plain"),
+        ([{"role": "user", "content": "Another logger's task message"}], "Another logger's task message"),
+    ]:  # fmt: skip
+        assert question_from_prompt(prompt) == expected
 
 
 def test_each_iteration_is_titled_by_what_it_did(story_run: tuple[Path, RLMChatCompletion]) -> None:
@@ -145,7 +187,7 @@ def old_format_log(path: Path) -> Path:
 def test_an_older_log_still_tells_its_story(tmp_path: Path) -> None:
     data = page_data(render_html(old_format_log(tmp_path / "old.jsonl")))
     summary = data["summary"]
-    assert summary["question"] == "Answer the following: how many words?"
+    assert summary["question"] == "how many words?"  # the root prompt, not the template
     assert summary["answer"] == "4 words"
     assert summary["iterations"] == 3 and summary["final_call"] is True
     assert summary["outcome"] is None and summary["usage_reported"] is False

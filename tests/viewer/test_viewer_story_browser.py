@@ -117,6 +117,18 @@ MARKDOWN_CASES = r"""
 """
 
 
+def test_a_page_from_a_result_shows_the_root_prompt_as_the_question(
+    page: tuple[Any, Watch], story_run: tuple[Path, RLMChatCompletion], tmp_path: Path
+) -> None:
+    pg, watch = page
+    open_page(pg, write_html(story_run[1], tmp_path / "result.html"))
+    question = pg.locator("#summary .question .question-text")
+    expect(question).to_have_text(STORY_TASK)  # not the system prompt, not the template
+    expect(pg.locator("#summary .question")).not_to_contain_text("Your context is")
+    expect(pg.locator("#summary .question")).not_to_contain_text("Recursive Language Model")
+    assert watch.errors == [] and watch.dialogs == []
+
+
 def test_markdown_renderer_cases(page: tuple[Any, Watch], story_run: Any, tmp_path: Path) -> None:
     pg, watch = page
     open_page(pg, write_html(story_run[0], tmp_path / "story.html"))
