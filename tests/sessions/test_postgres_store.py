@@ -142,11 +142,13 @@ except Exception as exc:
 def test_rlm_serve_checks_a_postgres_store_at_start_up(pg_url: str, pg_cluster: Cluster) -> None:
     import io
 
-    from rlm.cli.serve import _check_store
+    from rlm.cli.serve import _open_store
 
     err = io.StringIO()
-    assert _check_store(pg_url, err) is None and err.getvalue() == ""
-    assert _check_store(pg_cluster.url("no_such_database"), err) is not None
+    store = _open_store(pg_url, err)
+    assert store is not None and err.getvalue() == ""
+    store.close()
+    assert _open_store(pg_cluster.url("no_such_database"), err) is None
     assert "does not exist" in err.getvalue()
 
 
