@@ -194,6 +194,9 @@ def test_ctrl_c_keeps_finished_items_and_exits_130(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a background job's children inherit SIGINT ignored (then Python never raises
+        # KeyboardInterrupt): give the command the Ctrl-C a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     results = out / "results.jsonl"
     deadline = time.monotonic() + 120

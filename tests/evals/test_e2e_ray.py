@@ -124,7 +124,8 @@ def test_lm_call_cap_holds_across_the_cluster(tmp_path: Path) -> None:
     suite = Suite([slow], ["niah"], [1024], list(range(6)))
     capped = run_eval(suite, tmp_path / "capped", RayEngine(max_inflight_llm_calls=1), quiet=True)
     assert capped.facts["llm_call_cap"] == 1 and capped.facts["llm_calls_peak"] == 1
-    assert len({r["worker"] for r in rows_of(tmp_path / "capped")}) == 2  # two workers, one call
+    # more than one worker served the items (Ray may start a spare), and still one call
+    assert len({r["worker"] for r in rows_of(tmp_path / "capped")}) >= 2
     free = run_eval(suite, tmp_path / "free", RayEngine(max_inflight_llm_calls=4), quiet=True)
     assert free.facts["llm_calls_peak"] == 2  # two workers, each one call at a time
 
