@@ -42,28 +42,11 @@ from rlm.sessions.models import (
     TurnRecord,
     TurnWrite,
 )
+from rlm.sessions.sql import _FIND, _THREAD, _TURN_COLUMNS
 from rlm.sessions.store import (
     DEFAULT_LOCK_TIMEOUT,
     LockHandle,
     SessionStore,
-)
-
-_TURN_COLUMNS = (
-    "id, parent_id, session_id, idx, status, root_prompt, context_hash, context_codec, "
-    "context_meta, history_hash, answer, error, usage, cost, iterations, execution_time, "
-    "snapshot_kind, snapshot_hash, unrestorable, checkpoint, created_at, idempotency_key"
-)
-_CHAIN = (
-    "WITH RECURSIVE chain(id) AS (SELECT head_turn FROM sessions WHERE id = ? "
-    "UNION ALL SELECT t.parent_id FROM turns t JOIN chain c ON t.id = c.id "
-    "WHERE t.parent_id IS NOT NULL) "
-)
-_THREAD = (
-    f"{_CHAIN}SELECT {_TURN_COLUMNS} FROM turns WHERE id IN (SELECT id FROM chain) ORDER BY idx, id"
-)
-_FIND = (
-    f"{_CHAIN}SELECT {_TURN_COLUMNS} FROM turns WHERE idempotency_key = ? "
-    "AND id IN (SELECT id FROM chain) ORDER BY idx DESC, id DESC LIMIT 1"
 )
 
 
