@@ -3,8 +3,9 @@
 Each is structural (``typing.Protocol``), so a wing implements it without importing
 the engine, and the engine calls it without importing the wing:
 
-* ``SupportsPersistence``, ``SupportsCustomTools``, ``SupportsSnapshot``: what an
-  environment offers the engine (multi-turn namespaces, tools, saved namespaces).
+* ``SupportsPersistence``, ``SupportsCustomTools``, ``SupportsSnapshot``,
+  ``SupportsInterrupt``: what an environment offers the engine (multi-turn namespaces,
+  tools, saved namespaces, stopping the running cell).
 * ``SubcallRoute``: what an in-process environment may call for ``llm_query`` and
   ``budget()``; the engine's ``rlm.core.lm_route.LMRoute`` is the implementation.
 * ``RequestHandler``: what the socket server (``rlm.core.lm_server.LMServer``) serves:
@@ -79,6 +80,24 @@ class SupportsSnapshot(Protocol):
     def snapshot(self) -> tuple[bytes, list[str]]: ...
 
     def restore(self, data: bytes) -> list[str]: ...
+
+
+@runtime_checkable
+class SupportsInterrupt(Protocol):
+    """Environments that can stop the cell running now (when a run is stopped:
+    ``max_timeout``, ``RLM.cancel()``, an asyncio cancellation from outside).
+
+    ``interrupt_cell()`` asks the environment to stop its running cell and returns at
+    once (it never waits for the cell, and may be called from any thread, the event
+    loop's included). It returns True if a cell was running and an interrupt was
+    delivered, False if no cell was running. The interrupted cell ends with an error in
+    its output (``KeyboardInterrupt: ... the run was stopped``) and the namespace stays
+    usable for the next turn; how hard the environment tries is its own (an in-process
+    cell is stopped at its next Python instruction, a worker's cell is interrupted and,
+    if it does not stop within a bound, its worker is replaced).
+    """
+
+    def interrupt_cell(self) -> bool: ...
 
 
 class SubcallRoute(Protocol):

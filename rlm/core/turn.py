@@ -7,8 +7,10 @@ its end through ``on_close``, called once, before the turn's last event.
 
 ``complete()`` and ``acomplete()`` run it to its end. A root turn with a deadline
 (``max_timeout``) is driven on the session's loop even from ``complete()``, so the
-deadline stops the model call in flight and the running cell (which is given
-``CELL_GRACE`` seconds, then abandoned). How each way of stopping ends
+deadline stops the model call in flight and the running cell. A cell is stopped by its
+environment if it can (``SupportsInterrupt``: LocalREPL raises in the cell's thread, a
+worker's cell is interrupted, or its worker replaced), in either driver; the turn waits
+``CELL_GRACE`` seconds for it to end, then abandons it. How each way of stopping ends
 (``fail``): the deadline raises ``TimeoutExceededError``; ``RLM.cancel()``, Ctrl-C and
 cancelling a ``Turn``'s own driving task raise ``CancellationError``; an asyncio
 cancellation from outside ``acomplete()`` (``task.cancel()``, ``asyncio.wait_for``,
@@ -36,9 +38,10 @@ from rlm.base.errors import (
     TimeoutExceededError,
 )
 from rlm.base.events import RunScope
-from rlm.base.ports import SupportsSnapshot
+from rlm.base.ports import SupportsInterrupt, SupportsSnapshot
 from rlm.base.types import RLMChatCompletion, UsageSummary
 from rlm.core.budget import BudgetNode, breach_error
+from rlm.core.deadline import CellStopper
 from rlm.core.lm_handler import LMHandler
 from rlm.core.loop import (
     CallModel,
@@ -62,9 +65,10 @@ if TYPE_CHECKING:
     from rlm.core.deadline import Deadline
     from rlm.environments import BaseEnv
 
-# On cancellation, how long an async turn waits for its running cell to wind down (with
-# the tree cancelled its sub-calls fail fast), so children finish before the root does.
-# A cell stuck in a blocking call is abandoned after this.
+# On cancellation, how long an async turn waits for its running cell to wind down (it is
+# interrupted if its environment can, and with the tree cancelled its sub-calls fail
+# fast), so children finish before the root does. A cell its environment cannot stop
+# (no ``SupportsInterrupt``, or stuck in a blocking call) is abandoned after this.
 CELL_GRACE = 0.5
 
 
@@ -236,7 +240,17 @@ class Turn:
                 messages, self.model, 0, self.node, purpose=purpose, scope=self.scope
             )
         if isinstance(effect, RunCode):
-            return self.env.execute_code(effect.code)
+            env = self.env
+            if not isinstance(env, SupportsInterrupt):
+                return env.execute_code(effect.code)
+            # RLM.cancel() from another thread stops the cell, not just the next step.
+            stopper = CellStopper(env)
+            unregister = self.node.token.on_cancel(stopper)
+            try:
+                return env.execute_code(effect.code)
+            finally:
+                stopper.ended()
+                unregister()
         return self._perform_local(effect)
 
     async def aperform(self, effect: Effect) -> Any:
@@ -253,6 +267,10 @@ class Turn:
             except asyncio.CancelledError:
                 self.abandoned = cell  # first: the checkpoint must not wait for its REPL
                 self.node.token.cancel()
+                if isinstance(self.env, SupportsInterrupt):  # else: abandoned after grace
+                    stopper = CellStopper(self.env)
+                    cell.add_done_callback(lambda _: stopper.ended())
+                    stopper()
                 await _grace(cell)
                 raise
         return self._perform_local(effect)

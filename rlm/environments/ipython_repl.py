@@ -173,6 +173,12 @@ class IPythonREPL(SubcallRouting, NonIsolatedEnv):
     def execute_code(self, code: str) -> REPLResult:
         return self.engine.execute_code(code)  # the engine guards re-entry itself
 
+    def interrupt_cell(self) -> bool:
+        """``SupportsInterrupt``: stop the running cell (a kernel interrupt, or an
+        exception raised in the in-process cell's thread); True if one was running."""
+        engine = self._engine
+        return engine.interrupt_cell() if engine is not None else False
+
     def lookup_variable(self, name: str) -> str | None:
         self._guard.check()
         return self.engine.lookup_variable(name)

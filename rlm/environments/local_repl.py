@@ -25,6 +25,7 @@ from rlm.environments.base_env import (
 )
 from rlm.environments.host.subcall_relay import SubcallFn, SubcallRouting, outcome_text
 from rlm.environments.inprocess.capture import capture
+from rlm.environments.inprocess.interrupt import CellInterrupted, CellStopped, CellStops
 from rlm.environments.inprocess.snapshots import DEFAULT_MAX_VALUE_BYTES, Delta, LocalSnapshots
 from rlm.environments.worker.namespace import CellRecord, Inputs
 from rlm.environments.worker.repl_core import ReplCore
@@ -50,6 +51,11 @@ class LocalREPL(SubcallRouting, ReplCore, NonIsolatedEnv):
     with the worker environments' policy and format (``rlm.environments.inprocess.snapshots``).
     A blob written by a less trusted environment (an isolated worker, an IPython kernel)
     is not loaded unless ``trust_snapshots=True``: it would run that code here.
+
+    ``SupportsInterrupt``: ``interrupt_cell()`` (from any thread) stops the running cell
+    at its next Python instruction (``rlm.environments.inprocess.interrupt``; a blocking
+    call such as ``time.sleep`` first returns); the cell ends with a
+    ``KeyboardInterrupt: ...`` line in its stderr and the namespace stays usable.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class LocalREPL(SubcallRouting, ReplCore, NonIsolatedEnv):
         # Removes temp_dir on cleanup(), on garbage collection or at exit, whichever first.
         self._remove_temp_dir = weakref.finalize(self, shutil.rmtree, self.temp_dir, True)
         self._lock = threading.RLock()
+        self._stops = CellStops()
         self._cell_count = 0
         self._closed = False
         self.inputs = Inputs(compaction)
@@ -139,22 +146,45 @@ class LocalREPL(SubcallRouting, ReplCore, NonIsolatedEnv):
         if self._closed:
             raise RuntimeError("LocalREPL has been cleaned up")
 
+    def _exec(self, code: str, filename: str) -> None:
+        self._stops.run(self._run_code, code, filename)
+
+    def _run_code(self, code: str, filename: str) -> None:
+        """The cell's code itself (interruptible while it runs)."""
+        super()._exec(code, filename)
+
     def _ends_cell(self, exc: BaseException) -> bool:
-        # SystemExit ends only the cell; Ctrl-C reaches the engine (a CancellationError).
-        return not isinstance(exc, KeyboardInterrupt)
+        # SystemExit and an interrupt of this REPL's own end only the cell; Ctrl-C
+        # reaches the engine (a CancellationError), and so does an interrupt meant for a
+        # cell that re-entered this REPL.
+        return not isinstance(exc, KeyboardInterrupt | CellStopped)
+
+    def _describe_error(self, exc: BaseException) -> str:
+        if isinstance(exc, CellInterrupted):
+            return (
+                f"KeyboardInterrupt: cell interrupted: {exc} (cell {self._cell_count}); "
+                "the namespace is intact.\n"
+            )
+        return super()._describe_error(exc)
+
+    def interrupt_cell(self) -> bool:
+        """``SupportsInterrupt``: stop the running cell (see the class docstring).
+        True if a cell was running; returns at once, from any thread."""
+        return self._stops.interrupt()
 
     # -- LM sub-calls (what the scaffold's llm_query & co. ask) --------------------------
 
     def _ask(self, op: str, prompts: list[Any], model: str | None) -> list[str]:
         cell = self.cell  # the cell that asked, even if another one runs by the answer
-        outcomes = self._relay.run(op, prompts, model)
+        # An interrupt waits while the engine answers (it must not land in its code).
+        outcomes = self._stops.shielded(self._relay.run, op, prompts, model)
         # An outcome is a completion or an error text: tell them apart by the text, not
         # by the completion class (which a re-import of rlm.base.types would replace).
         cell.record([o for o in outcomes if not isinstance(o, str)])
         return [outcome_text(o) for o in outcomes]
 
     def _remaining(self) -> Mapping[str, Any] | None:
-        return self._relay.remaining()
+        return self._stops.shielded(self._relay.remaining)
 
     # -- SupportsPersistence ---------------------------------------------------------
 

@@ -12,6 +12,10 @@ and the last snapshot), answers the worker's sub-call requests, and runs cells:
    the namespace is intact;
 3. otherwise kill the worker, start a new one and restore the namespace.
 
+A cell is stopped the same way, at once, when the host asks (``interrupt_cell``: the
+run was stopped): interrupted, then the worker replaced if it does not stop within
+``interrupt_grace`` seconds; the worker otherwise stays, namespace and all.
+
 After a cell the worker sends ``cell_done``, then its snapshot delta, then the cell's
 reply: once ``execute_code`` returns, the host holds a snapshot that includes that
 cell. Saving the delta has its own limit (``snapshot_timeout``).
@@ -25,7 +29,6 @@ error the REPL sees.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -97,6 +100,10 @@ class WorkerSupervisor:
         self.calls: dict[int, list[RLMChatCompletion]] = {}
         self._calls_lock = threading.Lock()
         self._clock = CellClock()
+        self._stop_lock = threading.Lock()
+        self._running: int | None = None  # the cell ``run_cell`` waits for
+        self._stopping = False  # ``interrupt_cell`` asked for that cell to stop
+        self._wake = threading.Event()  # set by its reply and by ``interrupt_cell``
 
     # -- workers ------------------------------------------------------------------------
 
@@ -190,33 +197,63 @@ class WorkerSupervisor:
         """The cell's reply (None if the worker was replaced) and an error line for the
         model ("" when the cell simply ran)."""
         self._clock.start(cell)
+        wake = threading.Event()
+        with self._stop_lock:
+            self._running, self._stopping, self._wake = cell, False, wake
+        try:
+            return self._run_cell(client, code, cell, wake)
+        finally:
+            with self._stop_lock:
+                self._running, self._stopping = None, False
+
+    def interrupt_cell(self) -> bool:
+        """Stop the running cell (the run was stopped): ``run_cell`` interrupts it in
+        the worker and, if it has not ended ``interrupt_grace`` seconds later, replaces
+        the worker. Returns at once (any thread); True if a cell was running."""
+        with self._stop_lock:
+            if self._running is None:
+                return False
+            self._stopping = True
+            self._wake.set()
+            return True
+
+    def _run_cell(
+        self, client: WorkerClient, code: str, cell: int, wake: threading.Event
+    ) -> tuple[Reply | None, str]:
         started, cap, wall = time.monotonic(), self.timeouts.cell, self.timeouts.wall
 
         def remaining() -> float:  # whichever limit is nearer: running time, wall clock
+            if self._stopping:
+                return 0.0
             return min(cap - self._clock.elapsed(), wall - (time.monotonic() - started))
 
         try:
             future = client.submit("exec", code=code, cell=cell)
-            if self._wait(future, cell, remaining):
+            future.add_done_callback(lambda _: wake.set())
+            if self._wait(future, cell, remaining, wake):
                 return self._reply(client, future, cell), ""
-            if time.monotonic() - started >= wall:
-                limit = (
-                    f"the {wall:g} s cell_wall_timeout (wall-clock time, "
-                    "waiting for sub-calls included)"
+            grace = self.timeouts.interrupt_grace
+            if self._stopping:
+                error, why = "KeyboardInterrupt", "was interrupted: the run was stopped"
+                failed = (
+                    f"was interrupted (the run was stopped) and did not stop within {grace:g} s"
                 )
             else:
-                limit = f"the {cap:g} s cell_timeout"
+                if time.monotonic() - started >= wall:
+                    limit = (
+                        f"the {wall:g} s cell_wall_timeout (wall-clock time, "
+                        "waiting for sub-calls included)"
+                    )
+                else:
+                    limit = f"the {cap:g} s cell_timeout"
+                error, why = "TimeoutError", f"ran longer than {limit} and was interrupted"
+                failed = f"ran longer than {limit} and did not stop when interrupted"
             client.interrupt(cell)
             since = time.monotonic()
-            grace = self.timeouts.interrupt_grace
-            if self._wait(future, cell, lambda: grace - (time.monotonic() - since)):
+            if self._wait(future, cell, lambda: grace - (time.monotonic() - since), wake):
                 reply = self._reply(client, future, cell)
-                return reply, (
-                    f"TimeoutError: cell {cell} ran longer than {limit} and was interrupted; "
-                    "the namespace is intact."
-                )
-            what = f"cell {cell} ran longer than {limit} and did not stop when interrupted"
-            return None, self._replace("TimeoutError", what)
+                return reply, f"{error}: cell {cell} {why}; the namespace is intact."
+            return None, self._replace(error, f"cell {cell} {failed}")
         except WorkerCrashedError:
             why = client.death()
             return None, self._replace(
@@ -225,16 +262,25 @@ class WorkerSupervisor:
         except WorkerTimeoutError as exc:
             return None, self._replace("WorkerTimeoutError", f"after cell {cell}, {exc}")
 
-    def _wait(self, future: Future[Reply], cell: int, remaining: Callable[[], float]) -> bool:
-        """Wait while the cell runs; True once it has ended (``cell_done`` or reply)."""
+    def _wait(
+        self,
+        future: Future[Reply],
+        cell: int,
+        remaining: Callable[[], float],
+        wake: threading.Event,
+    ) -> bool:
+        """Wait while the cell runs; True once it has ended (``cell_done`` or reply),
+        False once ``remaining()`` is used up (``interrupt_cell`` uses it up at once)."""
         while not (future.done() or self._clock.finished(cell)):
             left = remaining()
             if left <= 0:
                 return False
-            with contextlib.suppress(FutureTimeout):
-                # Wakes at the reply. The floor keeps a cell whose clock is paused on a
-                # long sub-call from being polled in a tight loop.
-                future.result(max(left, 0.05))
+            wake.clear()  # then look again: a reply that came meanwhile is not missed
+            if future.done() or self._clock.finished(cell) or remaining() <= 0:
+                continue
+            # Wakes at the reply or an interrupt. The floor keeps a cell whose clock is
+            # paused on a long sub-call from being polled in a tight loop.
+            wake.wait(max(left, 0.05))
         return True
 
     def _reply(self, client: WorkerClient, future: Future[Reply], cell: int) -> Reply:

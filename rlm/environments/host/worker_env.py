@@ -14,7 +14,9 @@ time the cell spends waiting for ``llm_query``/``rlm_query`` answers is not coun
 3. the cell's stderr says which cell timed out and which names could not be restored.
 
 A worker that dies (segfault, ``os._exit``, the OOM killer, a resource limit) is
-handled like step 2, and reported as that cell's error. Snapshots are taken by the
+handled like step 2, and reported as that cell's error. When a run is stopped
+(``SupportsInterrupt``: ``interrupt_cell()``), the running cell goes through steps 1-3 at
+once; the worker, interrupted in time, stays for the next turn. Snapshots are taken by the
 worker after every cell (see ``rlm.environments.worker.snapshot`` for the policy);
 ``WorkerSupervisor`` carries the policy out.
 """
@@ -211,6 +213,12 @@ class WorkerEnv(SubcallRouting, BaseEnv):
                 rlm_calls=calls,
                 final_answer=reply.get("final_answer"),
             )
+
+    def interrupt_cell(self) -> bool:
+        """``SupportsInterrupt``: stop the running cell (interrupted in the worker, the
+        worker replaced if it does not stop within ``interrupt_grace``). Returns at
+        once, from any thread; True if a cell was running."""
+        return self.supervisor.interrupt_cell()
 
     # -- SupportsPersistence ----------------------------------------------------------------
 

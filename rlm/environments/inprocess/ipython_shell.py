@@ -16,8 +16,10 @@ What building a shell changes process-wide (``sys.ps1``..``ps3``, ``builtins.dis
 and ``__IPYTHON__``) is put back; ``!cmd`` runs in the REPL's directory, and ``%cd``
 (which would move the host's working directory) is refused.
 
-Cells have a best-effort time limit (``rlm.environments.inprocess.deadline``). This mode is **not isolated at
-all**: cells share the host's memory, modules, files, signals and threads.
+Cells have a best-effort time limit (``rlm.environments.inprocess.deadline``) and are
+interrupted when the run is stopped (``rlm.environments.inprocess.interrupt``). This
+mode is **not isolated at all**: cells share the host's memory, modules, files, signals
+and threads.
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ class InProcessShellREPL(LocalREPL):
         if self._closed or self.shell is None:
             raise RuntimeError("IPythonREPL has been cleaned up")
 
-    def _exec(self, code: str, filename: str) -> None:
+    def _run_code(self, code: str, filename: str) -> None:
         deadline = self._deadline(self._cell_count)
         self._own_timeout = deadline.timeout if deadline is not None else None
         with deadline or nullcontext():

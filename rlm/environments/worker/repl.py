@@ -84,6 +84,7 @@ class WorkerRepl(ReplCore):
         sys.modules["__main__"] = self.module
         self.cell_number = 0
         self.running = False  # True only while cell code runs: interrupts land there
+        self.stop_before = 0  # a cell interrupted before it started (set by the reader)
         self.tools: dict[str, Any] = {}
         self._open(self.module.__dict__, base_dir, Inputs(compaction))
 
@@ -150,6 +151,8 @@ class WorkerRepl(ReplCore):
         compiled = compile(code, filename, "exec")
         self.running = True
         try:
+            if self.stop_before == self.cell_number:  # interrupted before it could start
+                raise KeyboardInterrupt
             exec(compiled, self.globals)
         finally:
             self.running = False

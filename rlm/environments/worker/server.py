@@ -81,6 +81,8 @@ class Server:
             message["decode_error"] = f"{type(exc).__name__}: {exc}"
 
     def _interrupt(self, cell: Any) -> None:
+        if isinstance(cell, int):  # a cell queued but not started yet stops as it starts
+            self.repl.stop_before = cell
         if self.repl.running and (cell is None or cell == self.repl.cell_number):
             signal.pthread_kill(self.main_thread, signal.SIGINT)  # type: ignore[arg-type]
 
