@@ -163,7 +163,13 @@ class RateWindow:
         """Hold new admissions back for ``seconds`` (a longer pause already set wins);
         the seconds until the pause ends."""
         now = self.clock()
-        self.paused_until = max(self.paused_until, now + seconds)
+        if now + seconds > self.paused_until:
+            self.paused_until = now + seconds
+            # Queued calls sleep until a release wakes them; a release during the pause
+            # admits nobody, and with nothing in flight none may come. Woken, each one
+            # polls again and sleeps until the pause ends.
+            for waiter in self.waiters:
+                wake(waiter)
         return self.paused_until - now
 
     def left(self) -> float | None:

@@ -175,6 +175,58 @@ def test_cancel_wakes_a_queued_call() -> None:
     assert governor.inflight == 0 and governor.snapshot()["queued"] == 0
 
 
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_a_call_queued_before_a_429_is_admitted_when_the_pause_ends(mode: str) -> None:
+    """A call queued while the window was full (asleep until a slot frees) must not
+    sleep on after the call ahead of it gave up on a 429: the release during the pause
+    admits nobody, so the queued call is woken to wait out the pause, then admitted.
+    Nothing else is in flight to wake it later (the 429 storm that left requests of
+    ``rlm serve`` unanswered)."""
+    governor = Governor(max_inflight=1)
+    policy = RetryPolicy(max_retries=0, base_delay=0.01)
+    gate = threading.Event()
+    errors: list[BaseException] = []
+
+    def limited(_: Any) -> None:
+        gate.wait(5)
+        raise RateLimitError("Rate limit reached for requests", retry_after=0.3)
+
+    def first() -> None:
+        try:
+            governor.run(limited, None, policy=policy)
+        except RateLimitError as exc:
+            errors.append(exc)
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    wait_for = time.monotonic() + 5
+    while governor.inflight == 0 and time.monotonic() < wait_for:
+        time.sleep(0.001)
+    results: list[str] = []
+
+    def queued() -> None:
+        if mode == "threads":
+            results.append(governor.run(lambda _: "ran", None, policy=policy))
+        else:
+            results.append(asyncio.run(governor.arun(_ran, None, policy=policy)))
+
+    waiter = threading.Thread(target=queued)
+    waiter.start()
+    while governor.snapshot()["queued"] == 0 and time.monotonic() < wait_for:
+        time.sleep(0.001)
+    assert governor.snapshot()["queued"] == 1
+    gate.set()  # the holder's call fails with a 429: the window pauses for 0.3 s
+    holder.join(5)
+    waiter.join(5)
+    assert not waiter.is_alive(), "the queued call slept through the end of the pause"
+    assert results == ["ran"] and len(errors) == 1
+    assert governor.inflight == 0 and governor.snapshot()["queued"] == 0
+
+
+async def _ran(_: Any) -> str:
+    return "ran"
+
+
 # -- AIMD --------------------------------------------------------------------------------
 
 
