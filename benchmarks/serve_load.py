@@ -22,7 +22,9 @@ What runs (all real processes on loopback):
    ``--kill-replica-at 0.5`` kills one replica (kill -9) after half the requests, and its
    clients retry on another with the same ``session_id`` and ``Idempotency-Key``.
 
-Before the measured load, ``--warmup`` one-shot requests run. The report (a table row,
+Before the measured load, a warm-up of ``--warmup`` requests of the same mix runs (its
+conversations under other session ids), so that "after the warm-up" has touched every
+code path the load takes. The report (a table row,
 and everything with ``--json FILE``): requests, req/s, p50/p99 latency of the requests
 answered 200, status counts per attempt (200, other 4xx, 429, 5xx, connection errors,
 client timeouts), sessions reset / mixed / aborted and bad answers, the replicas' CPU
@@ -86,6 +88,7 @@ class LoadOptions:
     retries: int = 3
     retry_after_cap: float = 1.0
     idempotency: bool = True
+    end_sessions: bool = False  # DELETE /v1/sessions/{id} after a conversation's last turn
     warmup: int = 100
     idle_wait: float = 5.0
     recover_wait: float = 10.0  # --scenario hung: how long to try for a 200 after recovery
@@ -174,6 +177,7 @@ class Harness:
             "retry_after_cap": opts.retry_after_cap,
             "affinity": opts.affinity,
             "idempotency": opts.idempotency,
+            "end_sessions": opts.end_sessions,
             **kwargs,
         }
         return Driver(targets, self.token, **options)
@@ -231,8 +235,9 @@ def _load(harness: Harness, opts: LoadOptions, started: float) -> dict[str, Any]
     stages = {"before": harness.samples()}
     warm_tally = None
     if opts.warmup:
-        warm_plan = build_plan(opts.warmup, opts.clients, turns=opts.turns, oneshot_share=1.0,
-                               seed=opts.seed + 1, run_id=f"{run_id}w")  # fmt: skip
+        warm_plan = build_plan(opts.warmup, opts.clients, turns=opts.turns,
+                               oneshot_share=opts.oneshot_share, seed=opts.seed + 1,
+                               run_id=f"{run_id}w")  # fmt: skip
         warm_tally = asyncio.run(harness.driver().run(warm_plan))
     stages["warm"] = harness.samples()
     upstream_before = harness.upstream.stats()["requests"]
@@ -315,6 +320,7 @@ def _report(
             "retries": opts.retries,
             "retry_after_cap": opts.retry_after_cap,
             "idempotency": opts.idempotency,
+            "end_sessions": opts.end_sessions,
             "warmup": opts.warmup,
             "idle_wait": opts.idle_wait,
             "rlm_path": opts.rlm_path,
@@ -330,6 +336,7 @@ def _report(
         "failed": tally.failed,
         "skipped_turns": tally.skipped,
         "retried": tally.retried,
+        "ended": tally.ended,
         "sessions": sessions,
         "verdicts": dict(verdicts),
         "reset": sessions["reset"],
@@ -550,6 +557,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, LoadOptions]
                    "--retries 40 to outwait a killed replica's 30 s lease)")  # fmt: skip
     p.add_argument("--no-idempotency", dest="idempotency", action="store_false",
                    help="do not send Idempotency-Key with turns")  # fmt: skip
+    p.add_argument("--end-sessions", action="store_true",
+                   help="end each conversation with DELETE /v1/sessions/{id}")  # fmt: skip
     p.add_argument("--warmup", type=int, default=d.warmup,
                    help="one-shot requests before the measured load (default 100)")  # fmt: skip
     p.add_argument("--idle-wait", type=float, default=d.idle_wait,
@@ -580,7 +589,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, LoadOptions]
         else args.client_timeout,
         client_keepalive_expiry=args.client_keepalive_expiry, retries=args.retries,
         retry_after_cap=args.retry_after_cap,
-        idempotency=args.idempotency, warmup=args.warmup, idle_wait=args.idle_wait,
+        idempotency=args.idempotency, end_sessions=args.end_sessions,
+        warmup=args.warmup, idle_wait=args.idle_wait,
         recover_wait=args.recover_wait, label=args.label, workdir=args.workdir,
         keep_workdir=args.keep_workdir, python=args.python, rlm_path=args.rlm_path,
     )  # fmt: skip

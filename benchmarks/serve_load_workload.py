@@ -57,6 +57,7 @@ class Step:
     session_id: str | None = None  # None: a one-shot
     turn: int = 0
     conversation: int = -1  # index into the plan's conversations; -1 for a one-shot
+    last: bool = False  # the conversation's last turn
 
     @property
     def expected(self) -> list[str]:
@@ -106,7 +107,10 @@ def build_plan(
         steps: list[Step] = []
         for conv in convs[cid]:
             sid = f"{run_id}-s{conv}"
-            steps += [Step(cid, f"c{cid}:{sid}:turn{k}", sid, k, conv) for k in range(turns)]
+            steps += [
+                Step(cid, f"c{cid}:{sid}:turn{k}", sid, k, conv, k == turns - 1)
+                for k in range(turns)
+            ]
         for _ in range(singles[cid]):
             steps.insert(
                 rng.randint(0, len(steps)), Step(cid, f"c{cid}:{run_id}-o{oneshot_no}:oneshot")
@@ -157,6 +161,7 @@ class Tally:
     completed: int = 0  # requests finished, however
     failed: int = 0  # requests without a 200 after retries
     skipped: int = 0  # turns not sent because their conversation was aborted
+    ended: int = 0  # conversations ended with DELETE /v1/sessions/{id} (answered 204)
     retried: int = 0
     sessions: dict[int, set[str]] = field(default_factory=dict)  # conversation -> verdicts
     examples: list[dict[str, Any]] = field(default_factory=list)  # a few wrong answers
@@ -187,6 +192,7 @@ class Driver:
         retry_after_cap: float = RETRY_AFTER_CAP,
         affinity: bool = False,
         idempotency: bool = True,
+        end_sessions: bool = False,
         on_completed: Callable[[int], None] | None = None,
     ) -> None:
         self.replicas = list(replicas)
@@ -197,6 +203,7 @@ class Driver:
         self.retry_after_cap = retry_after_cap
         self.affinity = affinity
         self.idempotency = idempotency
+        self.end_sessions = end_sessions
         self.on_completed = on_completed
         self.tally = Tally()
         self._next = 0
@@ -230,9 +237,26 @@ class Driver:
                     self.tally.skipped += 1
                     continue
                 ok = await self.send(http, step)
+                if ok and step.last and self.end_sessions and step.session_id is not None:
+                    await self.end(http, step)
                 if not ok and step.session_id is not None:
                     aborted.add(step.conversation)
                     self.tally.sessions.setdefault(step.conversation, set()).add("aborted")
+
+    async def end(self, http: httpx.AsyncClient, step: Step) -> None:
+        """Tell the replica that answered last that the conversation is over."""
+        replica = self._pick(step)
+        headers = {"Authorization": f"Bearer {self.token}"}
+        try:
+            response = await http.delete(f"{replica.url}/v1/sessions/{step.session_id}",
+                                         headers=headers)  # fmt: skip
+        except httpx.HTTPError as exc:
+            self.tally.details[f"end: {type(exc).__name__}"] += 1
+            return
+        if response.status_code == 204:
+            self.tally.ended += 1
+        else:
+            self.tally.details[f"end: {response.status_code} {_error_code(response)}"] += 1
 
     async def send(self, http: httpx.AsyncClient, step: Step) -> bool:
         """One request of the plan, with retries; True when it got a 200."""

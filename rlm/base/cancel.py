@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import threading
 from collections.abc import Callable, Iterator
@@ -77,6 +78,29 @@ class CancelToken:
     def wait(self, timeout: float | None) -> bool:
         """Sleep up to ``timeout`` seconds; returns early (``True``) when cancelled."""
         return self._event.wait(timeout)
+
+
+# The token of the call tree whose LM call runs in this context: set around a sync call
+# by the engine (``CallPipeline.drive``), so a client that can stop mid-call (llama.cpp's
+# stopping criteria) stops when the tree is cancelled.
+_call_token: contextvars.ContextVar[CancelToken | None] = contextvars.ContextVar(
+    "rlm_call_token", default=None
+)
+
+
+def current_call_token() -> CancelToken | None:
+    """The cancel token of the LM call running in this context, if the engine set one."""
+    return _call_token.get()
+
+
+@contextlib.contextmanager
+def call_token(token: CancelToken | None) -> Iterator[None]:
+    """While inside, ``current_call_token()`` is ``token``."""
+    reset = _call_token.set(token)
+    try:
+        yield
+    finally:
+        _call_token.reset(reset)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,8 @@
     │   ├── ProviderError             the provider answered with an error
     │   │   └── RateLimitError        429 or the provider's equivalent
     │   ├── ProviderConnectionError   the provider could not be reached
-    │   └── CircuitOpenError          an auth/quota error tripped the call tree's breaker
+    │   ├── CircuitOpenError          an auth/quota error tripped the call tree's breaker
+    │   └── ContextWindowExceededError  a prompt cannot fit the model's window (not sent)
     ├── EnvironmentError_             an execution environment failed (worker, transport)
     │   ├── WorkerCrashedError
     │   └── WorkerTimeoutError
@@ -26,6 +27,8 @@
     │   ├── SessionNotFoundError      no such session in the store (also a LookupError)
     │   └── SessionStoreError         the store file is corrupt, foreign or of a newer
     │                                 schema, or a checkpoint could not be written
+    ├── SchemaValidationError         the answer does not match ``output_schema``, after every
+    │                                 repair and the structured "answer now" call
     └── ConfigurationError            (also a ValueError) bad arguments to RLM(...)
 
 The five limit errors keep the names and constructor signatures of ``rlms`` 0.1.3.
@@ -234,6 +237,45 @@ class CircuitOpenError(ClientError):
         )
 
 
+class ContextWindowExceededError(ClientError):
+    """A prompt cannot fit its model's context window, so it was not sent. Inside the
+    REPL a sub-call returns ``"Error: prompt is N tokens, MODEL takes M: split it ..."``.
+    ``limit`` is the most prompt tokens the model takes (its ``window`` less the
+    ``reply_tokens`` kept for the answer, when those are known)."""
+
+    def __init__(
+        self,
+        model: str,
+        prompt_tokens: int,
+        limit: int,
+        window: int | None = None,
+        reply_tokens: int | None = None,
+        estimated: bool = False,
+    ) -> None:
+        self.model, self.prompt_tokens, self.limit = model, prompt_tokens, limit
+        self.window, self.reply_tokens, self.estimated = window, reply_tokens, estimated
+        about = " (estimated)" if estimated else ""
+        room = ""
+        if reply_tokens and window:
+            room = f" ({window:,} less {reply_tokens:,} kept for the reply)"
+        super().__init__(
+            f"prompt is {prompt_tokens:,} tokens{about}, {model} takes {limit:,}{room}: "
+            "split it into smaller prompts (nothing was sent)"
+        )
+
+
+class ImagesNotSupportedError(ClientError):
+    """A prompt with images for a model that takes none, so it was not sent. Inside the
+    REPL the sub-call returns ``"Error: MODEL does not take images ..."``."""
+
+    def __init__(self, model: str, count: int, why: str = "") -> None:
+        self.model, self.count = model, count
+        super().__init__(
+            f"{model} does not take images ({count} in the prompt){why}: nothing was sent. "
+            "Ask a model with vision (llm_query(..., model=...)) or describe the image in text"
+        )
+
+
 # ---------------------------------------------------------------------------
 # Environments and wire
 # ---------------------------------------------------------------------------
@@ -284,6 +326,31 @@ class SessionStoreError(SessionError):
     by a newer rlmx, or a write failed. The file is left as it was."""
 
 
+class SchemaValidationError(RLMError):
+    """The run's answer does not match its ``output_schema``: every repair was used and
+    the last call (in the provider's structured-output mode where it has one) did not
+    produce a valid answer either. ``answer`` is the last invalid answer (its text),
+    ``errors`` the readable reasons (``"$.items[0].price: expected number, got string"``),
+    ``repairs`` how many repairs the model was given."""
+
+    def __init__(
+        self,
+        answer: str | None,
+        errors: list[str],
+        schema_name: str = "answer",
+        repairs: int = 0,
+    ) -> None:
+        self.answer = answer
+        self.errors = list(errors)
+        self.schema_name = schema_name
+        self.repairs = repairs
+        shown = "; ".join(self.errors[:5]) + (" ..." if len(self.errors) > 5 else "")
+        super().__init__(
+            f"The answer does not match the output schema {schema_name!r} after {repairs} "
+            f"repair(s): {shown or 'no answer'}"
+        )
+
+
 class ConfigurationError(RLMError, ValueError):
     """Invalid arguments; also a ``ValueError`` so ``rlms``-style handlers still catch it."""
 
@@ -295,8 +362,10 @@ __all__ = [
     "CircuitOpenError",
     "ClientError",
     "ConfigurationError",
+    "ContextWindowExceededError",
     "EnvironmentError_",
     "ErrorThresholdExceededError",
+    "ImagesNotSupportedError",
     "LLMCallLimitExceededError",
     "MissingAPIKeyError",
     "MissingExtraError",
@@ -305,6 +374,7 @@ __all__ = [
     "RLMError",
     "RLMLimitError",
     "RateLimitError",
+    "SchemaValidationError",
     "SessionError",
     "SessionLockedError",
     "SessionNotFoundError",

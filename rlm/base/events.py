@@ -20,6 +20,8 @@ Event types and their ``data`` keys:
 ``budget_update``      iteration, spent_usd, tokens, calls, elapsed (this run and its
                        children), remaining ({calls, tokens, usd, seconds}, None = no limit)
 ``final_answer``       answer, iterations, source ("answer"|"FINAL"|"FINAL_VAR"|"default")
+``schema_repair``      iteration, answer, errors (list of str), repair (1-based), repairs
+                       (the most allowed): an answer refused by ``output_schema``
 ``call_retry``         purpose (iteration|final_answer|compaction|subcall), model, attempt
                        (1-based, the one that failed), attempts, error, wait (seconds)
 ``limit_exceeded``     kind, message, partial_answer
@@ -48,6 +50,7 @@ EventType = Literal[
     "subcall_finished",
     "budget_update",
     "final_answer",
+    "schema_repair",
     "call_retry",
     "limit_exceeded",
     "run_finished",

@@ -195,6 +195,9 @@ class RLMChatCompletion:
     execution_time: float
     metadata: dict[str, Any] | None = None
     error: str | None = None
+    # With ``output_schema``: the validated answer (a Pydantic instance, a dataclass
+    # instance or plain JSON values); ``response`` is then its JSON text.
+    parsed: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -208,6 +211,11 @@ class RLMChatCompletion:
             out["metadata"] = self.metadata
         if self.error is not None:
             out["error"] = self.error
+        if self.parsed is not None:  # as JSON values: ``response`` is its JSON text
+            try:
+                out["parsed"] = json.loads(self.response)
+            except ValueError:
+                out["parsed"] = str(self.parsed)
         return out
 
     @classmethod
@@ -220,6 +228,7 @@ class RLMChatCompletion:
             execution_time=data.get("execution_time") or 0.0,
             metadata=data.get("metadata"),
             error=data.get("error"),
+            parsed=data.get("parsed"),
         )
 
 
@@ -309,15 +318,20 @@ class RLMIteration:
     code_blocks: list[CodeBlock]
     final_answer: str | None = None
     iteration_time: float | None = None
+    # With ``output_schema``: why this iteration's answer was refused (a repair follows).
+    schema_errors: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "prompt": self.prompt,
             "response": self.response,
             "code_blocks": [b.to_dict() for b in self.code_blocks],
             "final_answer": self.final_answer,
             "iteration_time": self.iteration_time,
         }
+        if self.schema_errors is not None:
+            out["schema_errors"] = list(self.schema_errors)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RLMIteration:
@@ -327,6 +341,7 @@ class RLMIteration:
             code_blocks=[CodeBlock.from_dict(b) for b in data.get("code_blocks") or []],
             final_answer=data.get("final_answer"),
             iteration_time=data.get("iteration_time"),
+            schema_errors=data.get("schema_errors"),
         )
 
 

@@ -85,7 +85,11 @@ def model_setup(settings: Settings, environ: Mapping[str, str] | None = None) ->
     )
     return ModelSetup(
         backend=choice.backend,
-        backend_kwargs={**choice.backend_kwargs, **settings.backend_kwargs},
+        backend_kwargs={
+            **choice.backend_kwargs,
+            **settings.backend_kwargs,
+            **({"context_window": settings.context_window} if settings.context_window else {}),
+        },
         max_iterations=settings.max_iterations or choice.max_iterations,
         notice=choice.notice,
     )

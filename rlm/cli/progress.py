@@ -89,6 +89,11 @@ class RunTracker:
             self.say(f"{what}: model replied {len(reply):,} chars in {took}", level)
         elif event.type == "call_retry":
             self.say(self._retry_line(event), level)
+        elif event.type == "schema_repair":
+            errors = data.get("errors") or ["?"]
+            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+            self.say(f"iteration {it}: answer refused by the output schema: {errors[0]}{more}; "
+                     f"repair {data.get('repair')} of {data.get('repairs')}", level)  # fmt: skip
         elif event.type == "code_cell_finished":
             self.say(f"iteration {it}: {_cell_line(data)}", level)
         elif event.type in ("subcall_started", "subcall_finished"):

@@ -1,6 +1,9 @@
 """``rlm run``: answer one question over a context, with progress on stderr.
 
 stdout carries only the answer (or ``--json``), so the command composes in pipelines.
+``--schema FILE.json`` (a JSON Schema) makes the answer JSON that matches it: stdout is
+that JSON, ``--json`` adds it as ``parsed``; an answer that never matches exits 1 with
+the schema errors on stderr (``--json``: ``schema_errors`` in the payload).
 Exit codes (``rlm.cli.failures``): 0 answered, 2 bad usage, input or setup (an empty
 context or question without ``--allow-empty``, a missing extra or API key), 3 a limit
 stopped the run, 4 the model provider failed, 1 any other rlmx error. Files a directory
@@ -20,7 +23,7 @@ import sys
 import time
 from typing import IO, Any
 
-from rlm.base.errors import RLMError, RLMLimitError
+from rlm.base.errors import ConfigurationError, RLMError, RLMLimitError, SchemaValidationError
 from rlm.base.redact import redact_text
 from rlm.cli.config import CLIUsageError, SkipLister, is_empty, load_context
 from rlm.cli.factory import ModelSetup, SettingsFactory, environment_notice, model_setup
@@ -35,12 +38,14 @@ from rlm.cli.failures import (
 from rlm.cli.live import LiveDisplay, use_live
 from rlm.cli.progress import RunTracker, print_summary
 from rlm.cli.settings import Settings, add_model_options, resolve
+from rlm.core.output_schema import OutputSchema
 
 EXAMPLES = """examples:
   rlm run -c book.txt "Who finds the key?"
   rlm run -c 'notes/**/*.md' --json "List every open question"
   cat log.txt | rlm run -c - --max-budget 0.05 "Which error came first?"
   rlm run -c src/ --base-url http://127.0.0.1:8080/v1 --model qwen "Where is auth done?"
+  rlm run -c invoice.txt --schema invoice.schema.json "Extract the invoice"
 """
 
 
@@ -70,6 +75,12 @@ def add_parser(subparsers: Any) -> None:
     )
     add_model_options(p)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument(
+        "--schema",
+        metavar="FILE.json",
+        help="a JSON Schema the answer must match: the model repairs a refused answer, "
+        "stdout is the answer's JSON (with --json, also as 'parsed')",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary lines")
     p.set_defaults(handler=run)
 
@@ -116,6 +127,7 @@ def run(
         context = load_context(args.context, stdin, on_skip=skipped)
         skipped.finish()
         _check_input(args, context)
+        schema = _load_schema(getattr(args, "schema", None))
         setup = model_setup(settings)
     except CLIUsageError as exc:
         return _fail(err, str(exc), EXIT_USAGE)
@@ -137,7 +149,7 @@ def run(
     tracker.attach(rlm.events)
     try:
         with rlm, tracker:
-            result = rlm.completion(context, root_prompt=args.question)
+            result = rlm.completion(context, root_prompt=args.question, output_schema=schema)
     except RLMError as exc:
         message, code = (
             (str(exc), EXIT_LIMIT)
@@ -165,6 +177,25 @@ def run(
     return EXIT_OK
 
 
+def _load_schema(path: str | None) -> dict[str, Any] | None:
+    """``--schema``'s JSON Schema, checked before any model is called."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            schema = json.load(file)
+    except OSError as exc:
+        raise CLIUsageError(f"--schema {path}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise CLIUsageError(f"--schema {path}: not JSON ({exc})") from None
+    try:
+        OutputSchema.of(schema)
+    except ConfigurationError as exc:
+        raise CLIUsageError(f"--schema {path}: {exc}") from None
+    assert isinstance(schema, dict)
+    return schema
+
+
 def _failure(exc: RLMError, settings: Settings, setup: ModelSetup) -> tuple[str, int]:
     hint = key_hint(settings, setup.backend, setup.backend_kwargs, os.environ)
     code, message = describe(exc, hint, settings.env)
@@ -178,6 +209,11 @@ def _stopped_payload(exc: RLMError, partial: str | None, tracker: RunTracker) ->
         "partial_answer": partial,
         "iterations": tracker.iterations,
         "usage_summary": tracker.usage.to_dict() if tracker.usage else None,
+        **(
+            {"schema_errors": exc.errors, "invalid_answer": exc.answer}
+            if isinstance(exc, SchemaValidationError)
+            else {}
+        ),
     }
 
 

@@ -73,7 +73,10 @@ def add_parser(subparsers: Any) -> None:
                    help="completions at once; more get 429 (default: 4)")  # fmt: skip
     g.add_argument("--max-body-mb", type=POSITIVE_FLOAT, help="request size limit (default: 32)")
     g.add_argument(
-        "--max-sessions", type=POSITIVE_INT, help="sessions kept in memory (default: 64)"
+        "--max-sessions",
+        type=POSITIVE_INT,
+        help="sessions kept in memory (default: 64, or --max-concurrency if that is more: "
+        "every running request may hold a session of its own)",
     )
     g.add_argument("--session-ttl", type=POSITIVE_FLOAT, metavar="SECONDS",
                    help="idle sessions are closed after this long (default: 3600)")  # fmt: skip
@@ -125,19 +128,19 @@ def build_app(settings: Settings, factory: SettingsFactory, token: str) -> Any:
     from rlm.server import create_app
     from rlm.server.sessions import (
         DEFAULT_GRACE,
+        DEFAULT_MAX_SESSIONS,
         InMemorySessionRegistry,
         StoreBackedSessionRegistry,
     )
 
     store = factory.session_store
     grace = settings.session_grace
+    max_sessions = settings.max_sessions or max(DEFAULT_MAX_SESSIONS, settings.max_concurrency)
     registry: Any = (
-        StoreBackedSessionRegistry(
-            store, settings.max_sessions, settings.session_ttl, grace=grace or 0.0
-        )
+        StoreBackedSessionRegistry(store, max_sessions, settings.session_ttl, grace=grace or 0.0)
         if store
         else InMemorySessionRegistry(
-            settings.max_sessions,
+            max_sessions,
             settings.session_ttl,
             grace=DEFAULT_GRACE if grace is None else grace,
         )

@@ -150,6 +150,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_budget", _positive_float, "RLM_MAX_BUDGET"),
     Option("max_timeout", _positive_float, "RLM_MAX_TIMEOUT"),
     Option("max_tokens", _positive_int, "RLM_MAX_TOKENS"),
+    Option("context_window", _positive_int, "RLM_CONTEXT_WINDOW"),
     Option("log_dir", str, "RLM_LOG_DIR"),
     Option("host", str, "RLM_HOST", "serve"),
     Option("port", _port, "RLM_PORT", "serve"),
@@ -185,12 +186,13 @@ class Settings:
     max_budget: float | None = None
     max_timeout: float | None = None
     max_tokens: int | None = None
+    context_window: int | None = None  # the model's window in tokens (None: ask / table)
     log_dir: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     max_concurrency: int = 4
     max_body_mb: float = 32.0
-    max_sessions: int = 64
+    max_sessions: int | None = None  # None: 64, or --max-concurrency if that is more
     session_ttl: float = 3600.0
     header_timeout: float = 10.0  # rlm serve: seconds to receive a request's headers
     idle_timeout: float = 30.0  # ... and between bytes of its body
@@ -386,4 +388,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-timeout", type=POSITIVE_FLOAT, metavar="SECONDS",
                    help="stop after this long")  # fmt: skip
     g.add_argument("--max-tokens", type=POSITIVE_INT, help="stop above this many tokens in + out")
+    g.add_argument("--context-window", type=POSITIVE_INT, metavar="TOKENS",
+                   help="the model's context window (default: what the server reports, "
+                   "else rlmx's table); sub-call prompts that cannot fit fail before "
+                   "they are sent")  # fmt: skip
     g.add_argument("--log-dir", help="write trajectories as JSONL into this directory")

@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from rlm.base.errors import ProviderConnectionError, ProviderError
+from rlm.base.json_schema import ResponseSchema
 from rlm.base.types import ModelUsageSummary, Prompt
 from rlm.clients.async_pool import SDKClients
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
@@ -41,6 +42,8 @@ from rlm.clients.retry import (
     parse_retry_after,
     unreadable_reply,
 )
+from rlm.clients.structured import anthropic_tool, anthropic_tool_answer
+from rlm.clients.vision import anthropic_block
 
 _SDK = LazySDK(globals(), {"anthropic": "anthropic"}, "The anthropic backend", "anthropic")
 
@@ -71,10 +74,14 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     if isinstance(content, list):
-        return [
-            dict(b) if isinstance(b, dict) else {"type": "text", "text": str(b)} for b in content
-        ]
+        return [_block(b) for b in content]
     return [{"type": "text", "text": "" if content is None else str(content)}]
+
+
+def _block(part: Any) -> dict[str, Any]:
+    if not isinstance(part, dict):
+        return {"type": "text", "text": str(part)}
+    return anthropic_block(part) or dict(part)  # OpenAI-style image parts: Anthropic's
 
 
 def _text_of(content: Any) -> str:
@@ -170,6 +177,9 @@ def parse_message(
         raise unreadable_reply(where, message, content_type, secret)
     blocks = getattr(message, "content", None)
     texts = [b.text for b in blocks or () if getattr(b, "type", None) == "text"]
+    answer = anthropic_tool_answer(blocks)  # a structured-output call answers in a tool
+    if answer is not None:
+        texts = [answer]
     if not texts:
         reason = getattr(message, "stop_reason", None)
         what = "no text content" + (f" (stop_reason: {reason})" if isinstance(reason, str) else "")
@@ -298,6 +308,12 @@ class AnthropicClient(ProviderLM):
         if extra_body:
             request["extra_body"] = extra_body
         return request
+
+    structured_output = True  # a forced tool whose input_schema is the schema
+
+    def _with_schema(self, request: dict[str, Any], schema: ResponseSchema) -> dict[str, Any]:
+        tool, choice = anthropic_tool(schema)
+        return {**request, "tools": [tool], "tool_choice": choice}
 
     def _send(self, request: dict[str, Any]) -> Any:
         messages = self.client.messages

@@ -27,10 +27,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlm.base.errors import ConfigurationError, MissingAPIKeyError
+from rlm.base.errors import ConfigurationError, MissingAPIKeyError, ProviderError
+from rlm.base.json_schema import ResponseSchema
 from rlm.base.types import ModelUsageSummary, Prompt, UsageSummary
 from rlm.clients.compat import RlmsUsageAttributes
 from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries
+from rlm.clients.structured import refused_schema
 from rlm.clients.usage import UsageTracker
 
 DEFAULT_TIMEOUT: float = 300.0
@@ -101,17 +103,31 @@ class BaseLM(ABC):
     # Under ``max_budget`` a call to a model with no known price is refused unless its
     # client says so (``rlm.core.reservation``); set it in clients that report cost.
     reports_cost: bool = False
+    # ``context_window=`` (backend kwarg): the model's window in tokens; None: ask the
+    # provider, else the table (``rlm.clients.context_windows``).
+    context_window: int | None = None
 
     def __init__(
         self,
         model_name: str = "unknown",
         timeout: float = DEFAULT_TIMEOUT,
         sampling_args: dict[str, Any] | None = None,
+        context_window: int | None = None,
         **kwargs: Any,
     ) -> None:
         self.model_name = model_name
         self.timeout = timeout
         self.sampling_args: dict[str, Any] = dict(sampling_args or {})
+        if context_window is not None and (
+            isinstance(context_window, bool) or not isinstance(context_window, int)
+            or context_window < 1
+        ):  # fmt: skip
+            raise ConfigurationError(
+                f"context_window must be a positive number of tokens, not {context_window!r}"
+            )
+        # The model's whole window in tokens, prompt and reply, when the caller says so;
+        # otherwise the provider's report or the table (``rlm.clients.context_windows``).
+        self.context_window = context_window
         self.kwargs = kwargs
 
     @abstractmethod
@@ -152,8 +168,30 @@ class BaseLM(ABC):
         """Async form of ``complete_for`` (the default is ``acomplete``)."""
         return await self.acomplete(prompt)
 
+    # -- structured output (``output_schema``) ----------------------------------------
+
+    # True in clients whose ``complete_structured`` asks the provider to enforce a JSON
+    # Schema (OpenAI's ``response_format``, Anthropic's tool use, Gemini's
+    # ``response_json_schema``, a llama.cpp grammar); the engine only calls it then.
+    structured_output: bool = False
+
+    def complete_structured(self, prompt: Prompt, schema: ResponseSchema) -> LMResult:
+        """One call whose reply is JSON matching ``schema`` (its text is that JSON). The
+        default is a plain final-answer call: the engine validates the reply anyway."""
+        return self.complete_for(prompt, CallPurpose.FINAL_ANSWER)
+
+    async def acomplete_structured(self, prompt: Prompt, schema: ResponseSchema) -> LMResult:
+        """Async form of ``complete_structured``."""
+        return await self.acomplete_for(prompt, CallPurpose.FINAL_ANSWER)
+
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release connections. Called when the session that owns the client closes."""
+
+    def provider_context_window(self) -> int | None:
+        """The context window (tokens) the provider reports for ``model_name``, or
+        ``None`` when it does not say. May make a request: the engine asks once per
+        client (``rlm.clients.context_windows.window_of``), never per call."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_name={self.model_name!r})"
@@ -270,10 +308,17 @@ class ProviderLM(TrackedLM):
         """Text and usage of the SDK's reply; a reply that holds no answer raises a
         (retryable) ``ProviderError``, never gives ``""``. Runs inside the retries."""
 
+    def _with_schema(self, request: dict[str, Any], schema: ResponseSchema) -> dict[str, Any]:
+        """``request`` asking the provider for JSON matching ``schema``. Providers with a
+        structured-output mode override it and set ``structured_output = True``."""
+        raise NotImplementedError(f"{type(self).__name__} has no structured-output mode")
+
     # -- one call, retried -----------------------------------------------------------
 
-    def _call(self, prompt: Prompt, model: str) -> LMResult:
+    def _call(self, prompt: Prompt, model: str, schema: ResponseSchema | None = None) -> LMResult:
         request = self._request(prompt, model)
+        if schema is not None:
+            request = self._with_schema(request, schema)
 
         def attempt() -> LMResult:
             with self._translate_errors():
@@ -282,8 +327,12 @@ class ProviderLM(TrackedLM):
 
         return call_with_retries(attempt, self.retry_policy, _sleep)
 
-    async def _acall(self, prompt: Prompt, model: str) -> LMResult:
+    async def _acall(
+        self, prompt: Prompt, model: str, schema: ResponseSchema | None = None
+    ) -> LMResult:
         request = self._request(prompt, model)
+        if schema is not None:
+            request = self._with_schema(request, schema)
 
         async def attempt() -> LMResult:
             with self._translate_errors():
@@ -297,6 +346,32 @@ class ProviderLM(TrackedLM):
 
     async def _acomplete(self, prompt: Prompt) -> LMResult:
         return await self._acall(prompt, self.model_name)
+
+    def complete_structured(self, prompt: Prompt, schema: ResponseSchema) -> LMResult:
+        """The call with the provider's structured-output request; a provider that
+        refuses the request itself (``refused_schema``) is asked again without it."""
+        if not self.structured_output:
+            return super().complete_structured(prompt, schema)
+        try:
+            result = self._call(prompt, self.model_name, schema)
+        except ProviderError as exc:
+            if not refused_schema(exc):
+                raise
+            result = self._call(prompt, self.model_name)
+        self._usage.record(result.model, result.usage)
+        return result
+
+    async def acomplete_structured(self, prompt: Prompt, schema: ResponseSchema) -> LMResult:
+        if not self.structured_output:
+            return await super().acomplete_structured(prompt, schema)
+        try:
+            result = await self._acall(prompt, self.model_name, schema)
+        except ProviderError as exc:
+            if not refused_schema(exc):
+                raise
+            result = await self._acall(prompt, self.model_name)
+        self._usage.record(result.model, result.usage)
+        return result
 
     # ``rlms`` lets a call name another model; its usage is recorded under that name.
     def completion(self, prompt: Prompt, model: str | None = None) -> str:

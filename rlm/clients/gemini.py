@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from rlm.base.errors import ConfigurationError, ProviderConnectionError, ProviderError
+from rlm.base.json_schema import ResponseSchema
 from rlm.base.types import ModelUsageSummary, Prompt
 from rlm.clients.async_pool import SDKClients
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM
@@ -34,6 +35,8 @@ from rlm.clients.retry import (
     parse_retry_after,
     unreadable_reply,
 )
+from rlm.clients.structured import gemini_config
+from rlm.clients.vision import gemini_part
 
 _SDK = LazySDK(
     globals(),
@@ -76,12 +79,21 @@ def prepare_contents(prompt: Prompt, types: Any) -> tuple[list[Any], str | None]
             system_parts.append(text)
             continue
         role = "model" if role in ("assistant", "model") else "user"
-        part = types.Part(text=text)
+        parts = [types.Part(text=text), *_image_parts(message.get("content"), types)]
         if contents and contents[-1].role == role:  # keep turns alternating
-            contents[-1].parts.append(part)
+            contents[-1].parts.extend(parts)
         else:
-            contents.append(types.Content(role=role, parts=[part]))
+            contents.append(types.Content(role=role, parts=parts))
     return contents, "\n\n".join(p for p in system_parts if p) or None
+
+
+def _image_parts(content: Any, types: Any) -> list[Any]:
+    """The images of OpenAI-style content blocks as Gemini parts (``inline_data`` or
+    ``file_data``)."""
+    if not isinstance(content, list):
+        return []
+    parts = (gemini_part(block, types) for block in content)
+    return [part for part in parts if part is not None]
 
 
 def _text_of(content: Any) -> str:
@@ -278,6 +290,12 @@ class GeminiClient(ProviderLM):
         contents, system = self._prepare_contents(prompt)
         config = self._types.GenerateContentConfig(system_instruction=system, **self._generation)
         return {"model": model, "contents": contents, "config": config}
+
+    structured_output = True  # response_mime_type JSON with response_json_schema
+
+    def _with_schema(self, request: dict[str, Any], schema: ResponseSchema) -> dict[str, Any]:
+        config = request["config"].model_copy(update=gemini_config(schema))
+        return {**request, "config": config}
 
     def _send(self, request: dict[str, Any]) -> Any:
         return self.client.models.generate_content(**request)

@@ -23,11 +23,13 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
+from rlm.base.json_schema import ResponseSchema
 from rlm.base.types import Prompt
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
 from rlm.clients.compat import LazySDK
 from rlm.clients.openai import parse_response, to_messages, translate_errors
 from rlm.clients.retry import RetryPolicy
+from rlm.clients.structured import openai_response_format
 
 _SDK = LazySDK(
     globals(), {"litellm": "litellm", "openai": "openai"}, "The litellm backend", "litellm"
@@ -100,6 +102,11 @@ class LiteLLMClient(ProviderLM):
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
         args = {k: v for k, v in self.sampling_args.items() if v is not None}
         return {**self._options, **args, "model": model, "messages": to_messages(prompt)}
+
+    structured_output = True  # ``response_format``, as on OpenAI's wire
+
+    def _with_schema(self, request: dict[str, Any], schema: ResponseSchema) -> dict[str, Any]:
+        return {**request, "response_format": openai_response_format(schema)}
 
     def _send(self, request: dict[str, Any]) -> Any:
         return self._litellm.completion(**request)

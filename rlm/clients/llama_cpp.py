@@ -14,6 +14,12 @@ reply with fixed text, which the chat API cannot do.
 ``llm_query`` sub-calls and summaries get a plain reply. A direct ``completion()`` call,
 which names no purpose, is prefilled as before.
 
+A cancelled async call (``acomplete``/``acomplete_for``: what the engine makes for
+``acompletion``, ``stream``, a run with ``max_timeout`` and the server, so ``RLM.cancel()``,
+a deadline or a client disconnect) stops generating at its next token, through a
+llama.cpp stopping criterion, and frees the shared model for the next call; a call
+cancelled while it waits for the model never starts.
+
 Chat format: ``chat_format`` if given; else ``"gemma"`` when the file name says gemma;
 else the GGUF's own Jinja template when it has one (SmolLM2's is ChatML); else ChatML.
 """
@@ -27,12 +33,21 @@ import itertools
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from rlm.base.errors import ConfigurationError, MissingExtraError, ProviderError
+from rlm.base.cancel import current_call_token
+from rlm.base.errors import (
+    CancellationError,
+    ConfigurationError,
+    MissingExtraError,
+    ProviderError,
+)
+from rlm.base.json_schema import ResponseSchema
 from rlm.base.types import ModelUsageSummary, Prompt
 from rlm.clients.base_lm import CallPurpose, LMResult, TrackedLM
+from rlm.clients.structured import llama_grammar
 
 DEFAULT_MAX_TOKENS = 256  # keeps a CPU smoke run short; raise it via sampling_args
 DEFAULT_TEMPERATURE = 0.2  # tiny models ramble at llama.cpp's default of 0.8
@@ -192,10 +207,26 @@ def to_messages(prompt: Prompt) -> list[dict[str, Any]]:
     ]
 
 
+def _until(event: threading.Event, criteria: Any) -> Any:
+    """``criteria`` (a llama.cpp ``StoppingCriteriaList`` or None) that also stop as soon
+    as ``event`` is set: checked after every sampled token."""
+    from llama_cpp import StoppingCriteriaList
+
+    def cancelled(_tokens: Any, _logits: Any) -> bool:
+        return event.is_set()
+
+    return StoppingCriteriaList([*(criteria or []), cancelled])
+
+
 class LlamaCppClient(TrackedLM):
     """A GGUF model run in this process. ``model_name`` is only a label for usage."""
 
     reports_cost = True  # runs locally: every call reports its cost, 0.0
+    # Prompts are formatted as text here (``create_completion``): no vision chat handler.
+    no_images_reason = (
+        "the llama_cpp backend sends text only; for a GGUF vision model, run llama.cpp's "
+        "server with its --mmproj file and use the openai backend"
+    )
 
     def __init__(
         self,
@@ -225,10 +256,27 @@ class LlamaCppClient(TrackedLM):
         self.chat_format = chat_format or default_chat_format(path, llama.metadata)
         self._format = _formatter(llama, self.chat_format)
 
+    def supports_images(self, model: str | None = None) -> bool:
+        """Images are refused before the call (``rlm.clients.vision``), naming the model."""
+        return False
+
     @property
     def llama(self) -> Any:
         """The shared ``llama_cpp.Llama`` object."""
         return self._model.llama
+
+    def provider_context_window(self) -> int:
+        """The loaded model's context window: llama.cpp's ``n_ctx()``."""
+        return int(self.llama.n_ctx())
+
+    def reply_allowance(self) -> int:
+        """The reply's ``max_tokens`` (``DEFAULT_MAX_TOKENS`` unless sampling_args says)."""
+        return int(self.sampling_args.get("max_tokens") or DEFAULT_MAX_TOKENS)
+
+    def count_prompt_tokens(self, prompt: Prompt) -> int:
+        """The prompt's exact tokens, chat template included, by the model's tokenizer
+        (which only reads the vocabulary: no need to wait for a generation's lock)."""
+        return len(self._tokens(to_messages(prompt), "")[0])
 
     def _generation_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -276,24 +324,88 @@ class LlamaCppClient(TrackedLM):
         return result
 
     async def acomplete_for(self, prompt: Prompt, purpose: CallPurpose) -> LMResult:
-        return await asyncio.to_thread(self.complete_for, prompt, purpose)
+        prefill = (self.code_prefill or "") if purpose.wants_code else ""
+        result = await self._agenerate(prompt, prefill)
+        self._usage.record(result.model, result.usage)
+        return result
 
     def _complete(self, prompt: Prompt) -> LMResult:
         return self._generate(prompt, self.code_prefill or "")
 
-    def _generate(self, prompt: Prompt, prefill: str) -> LMResult:
-        """One completion whose reply starts with ``prefill`` (closed if cut mid-block)."""
+    async def _agenerate(self, prompt: Prompt, prefill: str) -> LMResult:
+        """``_generate`` on a thread; cancelling the awaiting task stops the generation
+        at its next token (the thread cannot be cancelled, its loop can)."""
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(self._generate, prompt, prefill, stop)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+
+    structured_output = True  # a grammar made from the JSON Schema
+
+    def complete_structured(self, prompt: Prompt, schema: ResponseSchema) -> LMResult:
+        """A reply constrained by a grammar that admits only JSON matching ``schema``."""
+        grammar = llama_grammar(_import_llama_cpp(), schema)
+        result = self._generate(prompt, "", grammar=grammar)
+        self._usage.record(result.model, result.usage)
+        return result
+
+    async def acomplete_structured(self, prompt: Prompt, schema: ResponseSchema) -> LMResult:
+        grammar = llama_grammar(_import_llama_cpp(), schema)
+        stop = threading.Event()
+        try:
+            result = await asyncio.to_thread(self._generate, prompt, "", stop, grammar)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        self._usage.record(result.model, result.usage)
+        return result
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _stopped_by_tree(stop_event: threading.Event | None) -> Iterator[threading.Event | None]:
+        """``stop_event``, or for a sync call the engine made (no event of its own), one
+        set when the call's tree is cancelled (``RLM.cancel()``)."""
+        token = current_call_token() if stop_event is None else None
+        if token is None:
+            yield stop_event
+            return
+        event = threading.Event()
+        unregister = token.on_cancel(event.set)
+        try:
+            yield event
+        finally:
+            unregister()
+
+    def _generate(
+        self,
+        prompt: Prompt,
+        prefill: str,
+        stop_event: threading.Event | None = None,
+        grammar: Any = None,
+    ) -> LMResult:
+        """One completion whose reply starts with ``prefill`` (closed if cut mid-block).
+        Setting ``stop_event`` ends it at the next token (or before it starts);
+        ``grammar`` (a ``LlamaGrammar``) constrains it."""
         args = self._generation_args()
+        if grammar is not None:
+            args["grammar"] = grammar
         max_tokens = int(args.get("max_tokens") or DEFAULT_MAX_TOKENS)
-        with self._model.lock:
+        with self._stopped_by_tree(stop_event) as stop_event, self._model.lock:
+            if stop_event is not None and stop_event.is_set():  # cancelled while queued
+                raise CancellationError(None, "the call was cancelled before it started")
             tokens, formatted = self._fit(prompt, max_tokens, prefill)
             stop = args.pop("stop", None) or []
             stop = [stop] if isinstance(stop, str) else list(stop)
             if formatted.stop:
                 stop += [formatted.stop] if isinstance(formatted.stop, str) else formatted.stop
+            criteria = formatted.stopping_criteria
+            if stop_event is not None:
+                criteria = _until(stop_event, criteria)
             try:
                 response = self.llama.create_completion(
-                    tokens, stop=stop, stopping_criteria=formatted.stopping_criteria, **args
+                    tokens, stop=stop, stopping_criteria=criteria, **args
                 )
             except (ValueError, RuntimeError) as exc:
                 raise ProviderError(f"llama.cpp failed: {exc}", retryable=False) from exc
@@ -315,4 +427,4 @@ class LlamaCppClient(TrackedLM):
         )
 
     async def _acomplete(self, prompt: Prompt) -> LMResult:
-        return await asyncio.to_thread(self._complete, prompt)
+        return await self._agenerate(prompt, self.code_prefill or "")

@@ -32,16 +32,25 @@ from typing import Any
 from urllib.parse import urlparse
 
 from rlm.base.errors import ConfigurationError
+from rlm.base.json_schema import ResponseSchema
 from rlm.base.types import Prompt
 from rlm.clients.async_pool import SDKClients
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
 from rlm.clients.compat import APIKeyRequiredError, EnvDefaults, LazySDK
 from rlm.clients.openai_wire import Raw as Raw  # re-exported: the wire's names
-from rlm.clients.openai_wire import araw_reply, has_raw_replies, raw_reply
+from rlm.clients.openai_wire import (
+    apost_reply,
+    araw_reply,
+    has_raw_replies,
+    post_reply,
+    raw_reply,
+)
 from rlm.clients.openai_wire import parse_response as parse_response
 from rlm.clients.openai_wire import translate_errors as translate_errors
 from rlm.clients.openai_wire import usage_of as usage_of
 from rlm.clients.retry import RetryPolicy
+from rlm.clients.structured import openai_response_format
+from rlm.clients.window_probe import PROBE_TIMEOUT, probe_window
 
 _SDK = LazySDK(globals(), {"openai": "openai"}, "The openai backend", "openai")
 
@@ -209,6 +218,14 @@ class ChatCompletionsLM(ProviderLM):
     _where: str
     _secret: str | None = None
     _raw_replies: bool = False
+    structured_output = True  # ``response_format`` with a JSON Schema
+
+    def _with_schema(self, request: dict[str, Any], schema: ResponseSchema) -> dict[str, Any]:
+        """``schema_format`` (a backend kwarg) picks the server's dialect: ``json_schema``
+        (OpenAI, vLLM, llama.cpp's llama-server; the default) or ``json_object``
+        (llama-cpp-python's server: ``{"type": "json_object", "schema": ...}``)."""
+        style = self.kwargs.get("schema_format", "json_schema")
+        return {**request, "response_format": openai_response_format(schema, style)}
 
     @property
     def client(self) -> Any:
@@ -228,15 +245,25 @@ class ChatCompletionsLM(ProviderLM):
     def async_client(self, value: Any) -> None:
         self._sdk_clients.first_async = value
 
+    # The SDK's own clients go through ``client.post`` (``openai_wire.post_reply``); a
+    # stand-in (a test's Mock, a patched class) through ``chat.completions.create``.
     def _send(self, request: dict[str, Any]) -> Any:
-        completions = self.client.chat.completions
+        client = self.client
+        completions = client.chat.completions
         if self._raw_replies and has_raw_replies(completions):
+            reply = post_reply(client, request)
+            if reply is not None:
+                return reply
             return raw_reply(completions.with_raw_response.create(**request))
         return completions.create(**request)
 
     async def _asend(self, request: dict[str, Any]) -> Any:
-        completions = self._sdk_clients.for_loop().chat.completions
+        client = self._sdk_clients.for_loop()
+        completions = client.chat.completions
         if self._raw_replies and has_raw_replies(completions):
+            reply = await apost_reply(client, request)
+            if reply is not None:
+                return reply
             return await araw_reply(await completions.with_raw_response.create(**request))
         return await completions.create(**request)
 
@@ -309,6 +336,14 @@ class OpenAIClient(ChatCompletionsLM):
             aclose=lambda client: client.close(),
         )
         self._create_params = create_params(self.client.chat.completions)
+
+    def provider_context_window(self) -> int | None:
+        """The window the server lists for the model (``rlm.clients.window_probe``);
+        OpenAI's own API lists none, so it is not asked."""
+        if self._official or self._where == "api.openai.com":
+            return None
+        timeout = min(self.timeout, PROBE_TIMEOUT)
+        return probe_window(self._where, self.model_name, self._secret, timeout)
 
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
         args = request_args(self.sampling_args, self._create_params, official=self._official)

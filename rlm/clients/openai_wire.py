@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -157,6 +158,70 @@ async def araw_reply(raw: Any) -> Raw:
         return Raw(bytes(http.content), http)
 
 
+# What ``create()`` takes as request options rather than body fields, and their names in
+# the SDK's ``RequestOptions``; ``extra_body`` is merged into the body.
+_OPTIONS = {"extra_headers": "headers", "extra_query": "params", "timeout": "timeout"}
+_PATH = "/chat/completions"
+
+
+def post_args(request: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The JSON body and request options ``create(**request)`` would send, or ``None``
+    when only ``create`` can send it (a streamed request)."""
+    if request.get("stream"):
+        return None
+    body = {k: v for k, v in request.items() if k not in _OPTIONS and k != "extra_body"}
+    body.update(request.get("extra_body") or {})
+    options = {_OPTIONS[k]: request[k] for k in _OPTIONS if request.get(k) is not None}
+    return body, options
+
+
+def _response_class(client: Any) -> Any:
+    """The SDK's HTTP library's ``Response`` class (``httpx`` or its successor), which
+    makes ``client.post`` return the HTTP response unparsed; ``None`` if unknown."""
+    for cls in type(getattr(client, "_client", None)).__mro__[:-1]:  # not object
+        response = getattr(sys.modules.get(cls.__module__.partition(".")[0]), "Response", None)
+        if isinstance(response, type):
+            return response
+    return None
+
+
+def _decoded(http: Any) -> Raw:
+    try:
+        return Raw(json.loads(http.content), http)
+    except ValueError:  # not JSON (an HTML page from a proxy) or broken JSON
+        return Raw(bytes(http.content), http)
+
+
+def post_route(client: Any, request: Mapping[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """``(response class, post keyword arguments)`` to send ``request`` through the
+    SDK's documented ``client.post`` (its auth, headers, timeouts and HTTP errors, but
+    not its per-call TypedDict transform and model building, most of a call's CPU), or
+    ``None`` to call ``create`` instead."""
+    args = post_args(request)
+    cls = _response_class(client) if args is not None else None
+    if args is None or cls is None or not callable(getattr(client, "post", None)):
+        return None
+    body, options = args
+    return cls, {"cast_to": cls, "body": body, "options": options}
+
+
+def post_reply(client: Any, request: Mapping[str, Any]) -> Raw | None:
+    """Send a chat completion with ``client.post``: ``Raw`` holding the JSON reply as a
+    dict (or the unreadable body's bytes), or ``None`` if it must go through ``create``."""
+    route = post_route(client, request)
+    if route is None:
+        return None
+    return _decoded(client.post(_PATH, **route[1]))
+
+
+async def apost_reply(client: Any, request: Mapping[str, Any]) -> Raw | None:
+    """``post_reply`` for an async SDK client."""
+    route = post_route(client, request)
+    if route is None:
+        return None
+    return _decoded(await client.post(_PATH, **route[1]))
+
+
 def has_raw_replies(resource: Any) -> bool:
     """True for an SDK resource (``client.chat.completions``) whose class offers the
     raw-response API; a test's ``Mock`` or a stand-in does not, and is called plainly."""
@@ -164,7 +229,7 @@ def has_raw_replies(resource: Any) -> bool:
 
 
 def _finish_reason(choice: Any) -> str:
-    reason = getattr(choice, "finish_reason", None)
+    reason = _field(choice, "finish_reason")
     return f" (finish_reason: {reason})" if isinstance(reason, str) else ""
 
 
@@ -183,27 +248,30 @@ def parse_response(
         headers = getattr(http, "headers", None)
         content_type = headers.get("content-type") if headers is not None else None
         raise unreadable_reply(where, response, content_type, secret)
-    choices = getattr(response, "choices", None)
-    if not choices:
+    choices = _field(response, "choices")
+    if not choices or not isinstance(choices, list | tuple):
         body = getattr(http, "text", None)
         raise empty_reply(where, "no choices", body if isinstance(body, str) else None, secret)
-    message = getattr(choices[0], "message", None)
-    text = getattr(message, "content", None)
+    message = _field(choices[0], "message")
+    text = _field(message, "content") if message is not None else None
     if text is None:
         what = "no message" if message is None else "no message content"
         raise empty_reply(where, what + _finish_reason(choices[0]), secret=secret)
     return LMResult(
         text=text if isinstance(text, str) else str(text),
         model=model,
-        usage=usage_of(getattr(response, "usage", None), model),
+        usage=usage_of(_field(response, "usage"), model),
     )
 
 
 __all__ = [
     "Raw",
+    "apost_reply",
     "araw_reply",
     "has_raw_replies",
     "parse_response",
+    "post_args",
+    "post_reply",
     "raw_reply",
     "translate_errors",
     "usage_of",

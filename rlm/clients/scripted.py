@@ -3,6 +3,8 @@
 Replies come from a list (consumed in order; the last one repeats if ``repeat_last``)
 or from a callable ``responder(prompt) -> str``. Token counts are estimated as
 characters / 4, so budgets and usage accounting can be exercised without a provider.
+A structured-output call (``output_schema``'s last call) is answered from the same
+script; its schema is recorded in ``schemas``.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from rlm.base.json_schema import ResponseSchema
 from rlm.base.types import ModelUsageSummary, Prompt
 from rlm.clients.base_lm import LMResult, TrackedLM
 from rlm.clients.tokens import estimate_tokens
 
 
 class ScriptedLM(TrackedLM):
-    """Replies from a script; records every prompt it receives in ``prompts``."""
+    """Replies from a script; records every prompt it receives in ``prompts`` (and the
+    schema of every structured-output call in ``schemas``)."""
+
+    structured_output = True
 
     def __init__(
         self,
@@ -39,6 +45,7 @@ class ScriptedLM(TrackedLM):
         self.reports_cost = cost_per_token is not None  # each call's usage carries it
         self.repeat_last = repeat_last
         self.prompts: list[Prompt] = []
+        self.schemas: list[ResponseSchema] = []
         self._lock = threading.Lock()
 
     def _next_reply(self, prompt: Prompt) -> str:
@@ -70,3 +77,13 @@ class ScriptedLM(TrackedLM):
         if self.latency:
             await asyncio.sleep(self.latency)
         return self._result(prompt, text)
+
+    def complete_structured(self, prompt: Prompt, schema: ResponseSchema) -> LMResult:
+        with self._lock:
+            self.schemas.append(schema)
+        return self.complete(prompt)
+
+    async def acomplete_structured(self, prompt: Prompt, schema: ResponseSchema) -> LMResult:
+        with self._lock:
+            self.schemas.append(schema)
+        return await self.acomplete(prompt)

@@ -9,40 +9,21 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from rlm.clients.context_windows import MODEL_WINDOWS, table_window
+
 DEFAULT_CONTEXT_LIMIT = 128_000
 
-# Prefix -> the most input tokens a request may carry. Longest matching prefix wins;
-# a name such as "us.anthropic.claude-..." (Bedrock) matches on its last dotted part.
-MODEL_CONTEXT_LIMITS: dict[str, int] = {
-    "gpt-5": 272_000,  # the input limit (the 400K window includes 128K of output)
-    "gpt-4.1": 1_047_576,
-    "gpt-4o": 128_000,
-    "gpt-4-turbo": 128_000,
-    "gpt-4": 8_192,
-    "gpt-3.5": 16_385,
-    "o1": 200_000,
-    "o3": 200_000,
-    "o4": 200_000,
-    "claude": 200_000,
-    "gemini-1.5": 1_000_000,
-    "gemini-2": 1_000_000,
-    "gemini": 1_000_000,
-    "llama-3": 128_000,
-    "qwen": 128_000,
-    "smollm2": 8_192,
-    "gemma-3": 32_768,
-}
+# Family -> the most input tokens a request may carry (``rlm.clients.context_windows``
+# holds the table, its sources and date; this view stays for code written against it).
+MODEL_CONTEXT_LIMITS: dict[str, int] = {name: w.input for name, w in MODEL_WINDOWS.items()}
 
 
 def get_context_limit(model_name: str | None) -> int:
-    """Context window of ``model_name`` (provider prefixes like ``openai/`` ignored)."""
-    name = (model_name or "").lower().rsplit("/", 1)[-1]
-    candidates = {name, *(name[i + 1 :] for i, ch in enumerate(name) if ch == ".")}
-    best = ""
-    for prefix in MODEL_CONTEXT_LIMITS:
-        if len(prefix) > len(best) and any(c.startswith(prefix) for c in candidates):
-            best = prefix
-    return MODEL_CONTEXT_LIMITS[best] if best else DEFAULT_CONTEXT_LIMIT
+    """The most input tokens ``model_name`` takes, from the table (provider prefixes like
+    ``openai/`` ignored); ``DEFAULT_CONTEXT_LIMIT`` for a model the table does not know.
+    A client's own window (override, provider) is ``context_windows.window_of``."""
+    window = table_window(model_name)
+    return window.input if window is not None else DEFAULT_CONTEXT_LIMIT
 
 
 def _text_of(prompt: Any) -> list[str]:
@@ -74,6 +55,15 @@ def estimate_tokens(prompt: Any) -> int:
     chars = sum(len(p) for p in parts)
     overhead = 4 * len(prompt) if isinstance(prompt, list | tuple) else 0
     return (chars + 3) // 4 + overhead
+
+
+def counts_exactly(model_name: str | None = None) -> bool:
+    """True if ``count_tokens`` is exact for ``model_name``: tiktoken is installed (with
+    its encoding) and the model is OpenAI's; otherwise the count is an estimate."""
+    if _tiktoken_encoding() is None:
+        return False
+    name = (model_name or "").lower().rsplit("/", 1)[-1]
+    return name.startswith(("gpt-", "o1", "o3", "o4", "chatgpt"))
 
 
 def count_tokens(messages: Any, model_name: str | None = None) -> int:

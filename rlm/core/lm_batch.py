@@ -8,7 +8,9 @@ fixed pool of workers.
 * The admitted prompts are pulled, in order, by at most ``batch_max_concurrent`` worker
   tasks; no task is made per prompt. Each prompt is one call of the pipeline
   (``rlm.core.lm_pipeline.charged``): it reserves its own estimate and runs through the
-  governor; its failure becomes that prompt's ``error``.
+  governor; its failure becomes that prompt's ``error`` (a prompt too long for the
+  model's context window fails alone, before anything is sent; the model's window is
+  resolved once, off the loop, before the first call).
 * An auth or quota error stops the batch: prompts not yet done fail with the circuit
   breaker's error.
 """
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from rlm.base.errors import CircuitOpenError, ConfigurationError
 from rlm.base.types import Prompt, RLMChatCompletion
+from rlm.clients.context_windows import awindow_of
 from rlm.core.error_kinds import is_fatal
 from rlm.core.lm_call import charged, failed_completion
 from rlm.core.reservation import require_price
@@ -80,6 +83,7 @@ async def run_batch(
             name = route.name
             if sink is not None:
                 require_price(sink, route.client, name)
+            await awindow_of(route.client)  # once per client, off the loop
         except Exception as exc:  # no client, or no price under max_budget
             now = time.perf_counter()
             for i in range(admitted):

@@ -7,8 +7,12 @@ anything is sent), yields a ``Send`` for its driver to perform through the gover
 ``LMResult`` and charges the call's real usage to the node; if the send raised, the
 driver closes the flow, which releases the reservation. The ``Send`` also says what the
 call is for (``CallPurpose``, told to the client) and which run's events it belongs to
-(``scope``: its retries are announced there). ``completion_of`` and
-``failed_completion`` are the two ways a call ends up as an ``RLMChatCompletion``.
+(``scope``: its retries are announced there). A sub-call's prompt is first checked
+against its model's context window (``rlm.clients.context_windows.check_fits``): one
+that cannot fit is refused like an over-budget call, and so is a prompt with images for
+a model without vision (``rlm.clients.vision.check_images``); a completion keeps its
+prompt's images as a summary (``rlm.base.images.loggable``), never their bytes.
+``completion_of`` and ``failed_completion`` are the two ways a call ends up as an ``RLMChatCompletion``.
 """
 
 from __future__ import annotations
@@ -17,21 +21,35 @@ import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, NamedTuple
 
-from rlm.base.errors import BudgetExhaustedError
+from rlm.base.errors import (
+    BudgetExhaustedError,
+    ContextWindowExceededError,
+    ImagesNotSupportedError,
+)
+from rlm.base.images import loggable
 from rlm.base.types import Prompt, RLMChatCompletion, UsageSummary
 from rlm.clients.base_lm import CallPurpose
+from rlm.clients.context_windows import check_fits
+from rlm.clients.vision import check_images
 from rlm.core.model_policy import ModelNotAllowedError, UnpricedModelError
 from rlm.core.reservation import reserve_call
 
 if TYPE_CHECKING:
     from rlm.base.cancel import CancelToken
     from rlm.base.events import RunScope
+    from rlm.base.json_schema import ResponseSchema
     from rlm.clients.base_lm import LMResult
     from rlm.core.budget import BudgetNode
     from rlm.core.lm_router import Route
 
 # A call that was not made for one of these reasons reads just the reason.
-REFUSALS = (BudgetExhaustedError, ModelNotAllowedError, UnpricedModelError)
+REFUSALS = (
+    BudgetExhaustedError,
+    ContextWindowExceededError,
+    ImagesNotSupportedError,
+    ModelNotAllowedError,
+    UnpricedModelError,
+)
 
 
 class Send(NamedTuple):
@@ -42,6 +60,7 @@ class Send(NamedTuple):
     token: CancelToken | None
     purpose: CallPurpose = CallPurpose.SUBCALL
     scope: RunScope | None = None  # the run that makes the call (its events)
+    schema: ResponseSchema | None = None  # structured output, where the client has it
 
 
 # One call: yields its ``Send``, receives the ``LMResult`` and returns the completion;
@@ -53,7 +72,7 @@ def completion_of(name: str, prompt: Prompt, result: LMResult, started: float) -
     """The completion of a call that returned ``result``, with that call's own usage."""
     return RLMChatCompletion(
         root_model=name,
-        prompt=prompt,
+        prompt=loggable(prompt),  # images as a summary: their bytes never reach a log
         response=result.text,
         usage_summary=UsageSummary({name: result.usage}),
         execution_time=time.perf_counter() - started,
@@ -69,7 +88,7 @@ def failed_completion(
     text = str(exc) if isinstance(exc, REFUSALS) else f"{type(exc).__name__}: {exc}"
     return RLMChatCompletion(
         root_model=name,
-        prompt=prompt,
+        prompt=loggable(prompt),
         response="",
         usage_summary=UsageSummary(),
         execution_time=time.perf_counter() - started,
@@ -83,15 +102,21 @@ def charged(
     sink: BudgetNode | None,
     purpose: CallPurpose = CallPurpose.SUBCALL,
     scope: RunScope | None = None,
+    schema: ResponseSchema | None = None,
 ) -> Flow:
-    """One call of the pipeline: reserve on ``sink``, send, then charge or release."""
+    """One call of the pipeline: reserve on ``sink``, send, then charge or release. A
+    sub-call whose prompt cannot fit its model's window raises
+    ``ContextWindowExceededError`` first, before anything is reserved or sent."""
     started = time.perf_counter()
+    check_images(route.client, prompt)
+    if purpose is CallPurpose.SUBCALL:
+        check_fits(route.client, prompt)
     hold = None
     if sink is not None and sink.guarded:
         hold = reserve_call(sink, route.client, route.name, prompt)
     try:
         token = sink.token if sink is not None else None
-        result = yield Send(route, prompt, token, purpose, scope)
+        result = yield Send(route, prompt, token, purpose, scope, schema)
     except BaseException:  # GeneratorExit: the send failed and the driver closed the flow
         if hold is not None:
             assert sink is not None

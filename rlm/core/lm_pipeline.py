@@ -26,13 +26,16 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from rlm.base.cancel import call_token
 from rlm.base.types import Prompt, RLMChatCompletion
 from rlm.clients.base_lm import BaseLM, CallPurpose
+from rlm.clients.context_windows import awindow_of, window_of
 from rlm.core.lm_batch import check_batch_size, run_batch
 from rlm.core.lm_call import Flow, Send, charged
 
 if TYPE_CHECKING:
     from rlm.base.events import RunScope
+    from rlm.base.json_schema import ResponseSchema
     from rlm.clients.base_lm import LMResult
     from rlm.clients.retry import RetryPolicy
     from rlm.core.budget import BudgetNode
@@ -61,24 +64,40 @@ def shapes_calls(client: BaseLM) -> bool:
     return getattr(type(client), "complete_for", BaseLM.complete_for) is not BaseLM.complete_for
 
 
-def complete(client: BaseLM, prompt: Prompt, purpose: CallPurpose) -> LMResult:
-    """One call, told its purpose when the client wants to know it."""
+def structured(client: BaseLM, schema: ResponseSchema | None) -> bool:
+    """Whether a call with ``schema`` goes through the client's structured-output mode
+    (its class says it has one: ``BaseLM.structured_output``)."""
+    return schema is not None and getattr(type(client), "structured_output", False) is True
+
+
+def complete(
+    client: BaseLM, prompt: Prompt, purpose: CallPurpose, schema: ResponseSchema | None = None
+) -> LMResult:
+    """One call, told its purpose when the client wants to know it, in the client's
+    structured-output mode for ``schema`` where it has one."""
+    if schema is not None and structured(client, schema):
+        return client.complete_structured(prompt, schema)
     if shapes_calls(client):
         return client.complete_for(prompt, purpose)
     return client.complete(prompt)
 
 
 async def acomplete(
-    client: BaseLM, prompt: Prompt, purpose: CallPurpose = CallPurpose.SUBCALL
+    client: BaseLM,
+    prompt: Prompt,
+    purpose: CallPurpose = CallPurpose.SUBCALL,
+    schema: ResponseSchema | None = None,
 ) -> LMResult:
     """Async form of ``complete``; a sync-only client still fans out, on threads."""
     shaped = shapes_calls(client)
     try:
+        if schema is not None and structured(client, schema):
+            return await client.acomplete_structured(prompt, schema)
         if shaped:
             return await client.acomplete_for(prompt, purpose)
         return await client.acomplete(prompt)
     except NotImplementedError:
-        return await asyncio.to_thread(complete, client, prompt, purpose)
+        return await asyncio.to_thread(complete, client, prompt, purpose, schema)
 
 
 def retry_notice(send: Send, policy: RetryPolicy) -> OnRetry | None:
@@ -146,15 +165,17 @@ class CallPipeline:
         """Run one call's flow, sending in this thread."""
         send = next(flow)
         client, purpose, policy = send.route.client, send.purpose, send.route.retry_policy
+        schema = send.schema
         try:
-            result = self.governor.run(
-                lambda prompt: complete(client, prompt, purpose),
-                send.prompt,
-                send.token,
-                policy,
-                client,
-                retry_notice(send, policy),
-            )
+            with call_token(send.token):  # a client that can stop mid-call looks it up
+                result = self.governor.run(
+                    lambda prompt: complete(client, prompt, purpose, schema),
+                    send.prompt,
+                    send.token,
+                    policy,
+                    client,
+                    retry_notice(send, policy),
+                )
         except BaseException:
             flow.close()  # the flow releases its reservation
             raise
@@ -164,9 +185,10 @@ class CallPipeline:
         """Run one call's flow, sending on the running loop."""
         send = next(flow)
         client, purpose, policy = send.route.client, send.purpose, send.route.retry_policy
+        schema = send.schema
         try:
             result = await self.governor.arun(
-                lambda prompt: acomplete(client, prompt, purpose),
+                lambda prompt: acomplete(client, prompt, purpose, schema),
                 send.prompt,
                 send.token,
                 policy,
@@ -189,13 +211,18 @@ class CallPipeline:
         *,
         purpose: CallPurpose = CallPurpose.SUBCALL,
         scope: RunScope | None = None,
+        schema: ResponseSchema | None = None,
     ) -> RLMChatCompletion:
-        """One completion with its own usage. Raises what the client raises, and
+        """One completion with its own usage (``schema``: in the client's structured-output
+        mode, where it has one). Raises what the client raises, and
         ``BudgetExhaustedError``, ``CancellationError``, ``CircuitOpenError`` or (with
         ``max_budget``, for a model of unknown price) ``UnpricedModelError``. For an
         interruptible tree the request is sent on the session's loop, so cancelling
         the sink's tree cancels it in flight."""
-        flow = charged(self.pick(model, depth, sink), prompt, sink, purpose, scope)
+        route = self.pick(model, depth, sink)
+        if purpose is CallPurpose.SUBCALL:
+            window_of(route.client)  # resolved here, once per client: never on the loop
+        flow = charged(route, prompt, sink, purpose, scope, schema)
         if _cancellable(sink) and not self.runtime.in_loop_thread():
             assert sink is not None
             return self.runtime.run(self.adrive(flow), sink.token)
@@ -210,10 +237,13 @@ class CallPipeline:
         *,
         purpose: CallPurpose = CallPurpose.SUBCALL,
         scope: RunScope | None = None,
+        schema: ResponseSchema | None = None,
     ) -> RLMChatCompletion:
         """Async form of ``call``; cancelling the awaiting task cancels the request."""
         route = self.pick(model, depth, sink)
-        return await self.adrive(charged(route, prompt, sink, purpose, scope))
+        if purpose is CallPurpose.SUBCALL:
+            await awindow_of(route.client)  # a first resolution runs off the loop
+        return await self.adrive(charged(route, prompt, sink, purpose, scope, schema))
 
     def check_batch_size(self, size: int) -> None:
         """Raise ``BatchTooLargeError`` if ``size`` prompts exceed ``max_batch_size``."""

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from rlm.base.images import has_images, text_preview
 from rlm.base.types import Prompt, RLMChatCompletion, UsageSummary
+from rlm.clients.context_windows import budget_windows
 from rlm.core.lm_call import REFUSALS, failed_completion
 from rlm.core.model_policy import ModelNotAllowedError
 
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 def preview(prompt: Prompt, limit: int = 80) -> str:
     if isinstance(prompt, str):
         text = prompt
+    elif has_images(prompt):  # their text and a summary of each: never their bytes
+        text = text_preview(prompt)
     elif isinstance(prompt, dict):
         text = str(prompt.get("content", ""))
     elif isinstance(prompt, list) and prompt:
@@ -55,7 +59,7 @@ class LMRoute:
     sink and one run's event scope. ``llm_query`` raises on failure;
     ``llm_query_batched`` reports failures per item in ``RLMChatCompletion.error``."""
 
-    __slots__ = ("depth", "pipeline", "policy", "scope", "sink")
+    __slots__ = ("depth", "model", "pipeline", "policy", "scope", "sink")
 
     def __init__(
         self,
@@ -70,12 +74,20 @@ class LMRoute:
         self.depth = depth
         self.sink = sink
         self.scope = scope
+        self.model: str | None = None  # the model the run's own calls name (None: default)
 
     def remaining(self) -> dict[str, Any]:
-        """The REPL's ``budget()``: what remains of the run's limits."""
+        """The REPL's ``budget()``: what remains of the run's limits, and the most prompt
+        tokens the run's own model (``context_window``) and ``llm_query``'s default model
+        (``sub_context_window``) take (``None`` if unknown)."""
+        left: dict[str, Any]
         if self.sink is None:
-            return {"calls": None, "tokens": None, "usd": None, "seconds": None}
-        return self.sink.remaining()
+            left = {"calls": None, "tokens": None, "usd": None, "seconds": None}
+        else:
+            left = self.sink.remaining()
+        router = self.pipeline.router
+        left.update(budget_windows(router.get(self.model, 0), router.get(None, self.depth)))
+        return left
 
     @contextmanager
     def _announced(self, model: str | None, prompts: list[Prompt]) -> Iterator[_Outcome]:

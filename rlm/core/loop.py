@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from rlm.base.cancel import CancelToken
+from rlm.base.errors import SchemaValidationError
 from rlm.base.events import RunScope
+from rlm.base.json_schema import ResponseSchema
 from rlm.base.types import CodeBlock, REPLResult, RLMChatCompletion, RLMIteration
 from rlm.clients.base_lm import CallPurpose
 from rlm.clients.tokens import count_tokens, get_context_limit
 from rlm.core.budget import BudgetNode, breach_error, find_breach
+from rlm.core.output_schema import OutputSchema
 from rlm.core.parsing import (
     DEFAULT_MAX_OUTPUT_CHARS,
     find_code_blocks,
@@ -38,11 +41,12 @@ from rlm.core.prompts import (
 
 class CallModel(NamedTuple):
     """Ask the run's model for a reply to ``messages``, for ``purpose`` (the client may
-    shape the call by it: only ``ITERATION`` calls want code). Result:
-    ``RLMChatCompletion``."""
+    shape the call by it: only ``ITERATION`` calls want code), in the provider's
+    structured-output mode for ``schema`` if set. Result: ``RLMChatCompletion``."""
 
     messages: list[dict[str, Any]]
     purpose: CallPurpose = CallPurpose.ITERATION
+    schema: ResponseSchema | None = None
 
 
 class RunCode(NamedTuple):
@@ -79,6 +83,10 @@ class LoopConfig:
     compaction: bool = False
     compaction_threshold_pct: float = 0.85
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
+    output: OutputSchema | None = None  # the answer must match it (``output_schema``)
+    # The root model's input limit in tokens, from its client's window (override,
+    # provider, table: ``rlm.clients.context_windows``); None: the table by model_name.
+    context_window: int | None = None
 
 
 @dataclass
@@ -98,6 +106,7 @@ class TurnState:
     iterations: list[RLMIteration] = field(default_factory=list)
     completed: int = 0
     committed: int = -1  # -1: all of the initial messages
+    repairs: int = 0  # answers refused by the output schema, each followed by a repair
 
     def __post_init__(self) -> None:
         if self.committed < 0:
@@ -109,13 +118,14 @@ class TurnResult:
     answer: str
     source: str  # "answer" | "FINAL" | "FINAL_VAR" | "default"
     iterations: int
+    parsed: Any = None  # with an output schema: the validated answer (``answer`` its JSON)
 
 
 # -- the loop ----------------------------------------------------------------------------
 
 
 def _should_compact(messages: list[dict[str, Any]], cfg: LoopConfig) -> bool:
-    limit = get_context_limit(cfg.model_name)
+    limit = cfg.context_window or get_context_limit(cfg.model_name)
     return count_tokens(messages, cfg.model_name) >= cfg.compaction_threshold_pct * limit
 
 
@@ -124,6 +134,7 @@ def run_turn(
 ) -> Generator[Effect, Any, TurnResult]:
     """Iterate until the code submits an answer, a limit breaks, or turns run out."""
     limits = node.limits
+    stop_at = cfg.max_iterations  # the iteration the final call follows
     for i in range(st.completed, cfg.max_iterations):
         st.iteration = i + 1
         # ``refused``: a sub-call's reservation hit this run's limit during the last cell.
@@ -186,12 +197,16 @@ def run_turn(
                 if value is not None:
                     final, source = value, kind
 
+        parsed, refused = None, None  # with a schema: the answer typed, or why not
+        if final is not None and cfg.output is not None:
+            parsed, refused = cfg.output.check(final)
         iteration = RLMIteration(
             prompt=list(st.messages),
             response=text,
             code_blocks=blocks,
-            final_answer=final,
+            final_answer=None if refused else final,  # a refused answer did not end it
             iteration_time=time.perf_counter() - started,
+            schema_errors=refused or None,
         )
         st.iterations.append(iteration)
         errors = [b.result.stderr for b in blocks if b.result.stderr]
@@ -203,6 +218,9 @@ def run_turn(
         if text.strip():
             st.best_partial = text
         new_messages = format_iteration(iteration, cfg.max_output_chars)
+        repairing = False
+        if refused and cfg.output is not None:  # the errors are the iteration's REPL output
+            repairing = _refuse(st, cfg.output, new_messages, final, refused, scope, i + 1)
         st.messages.extend(new_messages)
         scope.emit(
             "iteration_finished",
@@ -216,9 +234,14 @@ def run_turn(
             yield RecordCompaction(new_messages)
         st.completed, st.committed = i + 1, len(st.messages)
 
-        if final is not None:  # an answer wins over any limit broken in the same iteration
+        if final is not None and not refused:  # an answer wins over a limit broken with it
+            if cfg.output is not None:
+                final = cfg.output.dump(parsed)
             scope.emit("final_answer", answer=final, iterations=i + 1, source=source)
-            return TurnResult(final, source, i + 1)
+            return TurnResult(final, source, i + 1, parsed)
+        if refused and not repairing:  # no repair left: the final call
+            stop_at = i + 1
+            break
 
         # Each counter takes the tree's lock: read only those a limit needs.
         breach = node.refused or find_breach(
@@ -232,14 +255,18 @@ def run_turn(
         if breach:
             raise breach_error(breach, st.best_partial, i + 1, st.last_error)
 
-    # Out of iterations: one last call that asks for the answer outright.
-    prompt = [*st.messages, {"role": "user", "content": FINAL_ANSWER_PROMPT}]
-    scope.emit("iteration_started", iteration=cfg.max_iterations + 1)
-    reply = yield CallModel(prompt, CallPurpose.FINAL_ANSWER)
+    # Out of iterations (or schema repairs): one last call that asks for the answer outright,
+    # in the provider's structured-output mode when there is a schema.
+    output = cfg.output
+    ask = FINAL_ANSWER_PROMPT if output is None else output.final_prompt()
+    prompt = [*st.messages, {"role": "user", "content": ask}]
+    scope.emit("iteration_started", iteration=stop_at + 1)
+    schema = None if output is None else output.response_schema()
+    reply = yield CallModel(prompt, CallPurpose.FINAL_ANSWER, schema)
     text = reply.response or ""
     scope.emit(
         "model_reply",
-        iteration=cfg.max_iterations + 1,
+        iteration=stop_at + 1,
         response=text,
         usage=reply.usage_summary,
         duration=reply.execution_time,
@@ -258,18 +285,65 @@ def run_turn(
         value = arg if kind == "FINAL" else (yield ReadVariable(arg))
         if value is not None:
             answer = value
+    parsed, refused = output.check(answer) if output is not None else (None, None)
     st.messages.extend(prompt[-1:])
     st.messages.append({"role": "assistant", "content": text})
-    last = RLMIteration(prompt=prompt, response=text, code_blocks=last_blocks, final_answer=answer)
+    last = RLMIteration(
+        prompt=prompt,
+        response=text,
+        code_blocks=last_blocks,
+        final_answer=answer,
+        schema_errors=refused or None,
+    )
     st.iterations.append(last)
     scope.emit(
         "iteration_finished",
-        iteration=cfg.max_iterations + 1,
+        iteration=stop_at + 1,
         iteration_obj=last,
         duration=reply.execution_time,
     )
-    scope.emit("final_answer", answer=answer, iterations=cfg.max_iterations, source="default")
-    return TurnResult(answer, "default", cfg.max_iterations)
+    if output is not None:
+        if refused:
+            st.best_partial = answer or st.best_partial
+            raise SchemaValidationError(answer, refused, output.name, st.repairs)
+        answer = output.dump(parsed)
+    scope.emit("final_answer", answer=answer, iterations=stop_at, source="default")
+    return TurnResult(answer, "default", stop_at, parsed)
+
+
+def _refuse(
+    st: TurnState,
+    output: OutputSchema,
+    new_messages: list[dict[str, Any]],
+    answer: str | None,
+    errors: list[str],
+    scope: RunScope,
+    iteration: int,
+) -> bool:
+    """An answer the schema refused: its errors become the iteration's REPL output and,
+    while repairs are left, a ``schema_repair`` event (``st.repairs`` counts them).
+    False when none is left: the loop then goes to its final call."""
+    granted = st.repairs < output.repairs
+    if granted:
+        st.repairs += 1
+        note = output.repair_note(errors, st.repairs, output.repairs)
+        scope.emit(
+            "schema_repair",
+            iteration=iteration,
+            answer=answer,
+            errors=list(errors),
+            repair=st.repairs,
+            repairs=output.repairs,
+        )
+    else:
+        shown = "\n".join(f"- {e}" for e in errors[:20])
+        note = f'Schema check failed ("{output.name}"), and no repairs are left:\n{shown}'
+    last = new_messages[-1]
+    if len(new_messages) > 1 and last["role"] == "user":
+        last["content"] = f"{last['content']}\n\n{note}"
+    else:
+        new_messages.append({"role": "user", "content": f"REPL output:\n{note}"})
+    return granted
 
 
 # -- the sync driver ---------------------------------------------------------------------

@@ -34,6 +34,10 @@ RLM_SYSTEM_PROMPT = textwrap.dedent(
     - `budget()`: what remains of this run's limits, as a dict with `calls`, `tokens`, `usd`
       and `seconds` (None where there is no limit). Check it before a large fan-out; a
       sub-call that does not fit returns a string starting with "Error: budget exhausted".
+      It also gives `sub_context_window` and `context_window`: the most tokens (about 4
+      characters each) one `llm_query` prompt and your own prompt can hold (None if unknown).
+      Size chunks well under `sub_context_window`: a longer prompt is not sent, and
+      returns "Error: prompt is N tokens, MODEL takes M: split it ...".
     - `answer`: a dict, {{"content": "", "ready": False}}, through which you submit.
     {custom_tools_section}
 

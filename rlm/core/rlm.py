@@ -31,6 +31,7 @@ from rlm.core.callbacks import (
 from rlm.core.config import RLMConfig
 from rlm.core.governor import Governor
 from rlm.core.lm_handler import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CONCURRENT_LLM_CALLS
+from rlm.core.output_schema import OutputSchema, aask_directly, ask_directly
 from rlm.core.parsing import DEFAULT_MAX_OUTPUT_CHARS
 from rlm.core.resume import Resume
 from rlm.core.rlms_hooks import RLMSHooks
@@ -55,6 +56,10 @@ def _make_client(backend: str, backend_kwargs: dict[str, Any]) -> BaseLM:
 
 def _make_environment(name: str, kwargs: dict[str, Any]) -> BaseEnv:
     return get_environment(name, kwargs)  # module global: patchable
+
+
+def _output(spec: Any, repairs: int | None) -> OutputSchema | None:
+    return None if spec is None else OutputSchema.of(spec, repairs=repairs)
 
 
 class RLM(RLMSHooks):
@@ -208,7 +213,12 @@ class RLM(RLMSHooks):
         from rlm.core.durable import open_durable
 
         cfg = self.config
-        summary = {"backend": cfg.backend, "model": cfg.root_model, "environment": cfg.environment}
+        model = cfg.root_model
+        if model == "unknown" and cfg.backend == "llama_cpp":  # the GGUF's name, as the CLI
+            from rlm.clients.llama_cpp import model_label
+
+            model = model_label(cfg.backend_kwargs.get("model_path")) or model
+        summary = {"backend": cfg.backend, "model": model, "environment": cfg.environment}
         return open_durable(
             self.session_store, self.session_id, persistent=self.persistent, config=summary
         )
@@ -235,6 +245,8 @@ class RLM(RLMSHooks):
         root_prompt: str | None = None,
         *,
         resume: Resume = None,
+        output_schema: Any = None,
+        schema_repairs: int | None = None,
     ) -> RLMChatCompletion:
         """Answer ``root_prompt`` (or the task implied by ``prompt``) over ``prompt``.
 
@@ -243,14 +255,23 @@ class RLM(RLMSHooks):
         completed iteration (no model call is made twice); ``resume=True`` from this
         session's stopped last turn. A durable session asked the same again after a
         stop resumes by itself (``resume=False`` starts over).
+
+        ``output_schema`` (a Pydantic model class, a TypedDict, a dataclass or a JSON
+        Schema dict; ``docs/structured-output.md``): the answer must match it. A refused
+        answer's errors go back to the model, at most ``schema_repairs`` times (default
+        3); the result's ``parsed`` is the validated object, ``response`` its JSON. Raises
+        ``SchemaValidationError`` (with the last answer) if no valid answer comes.
         """
         self._check_prompt(prompt, root_prompt)
+        output = _output(output_schema, schema_repairs)
         self._completion_start_time = time.perf_counter()
         session = self._get_session()
         if self.config.depth >= self.config.max_depth:
+            if output is not None:
+                return ask_directly(session.ensure_handler(), prompt, self.config, output)
             return self._fallback_completion(session, prompt)
         try:
-            return session.completion(prompt, root_prompt, resume)
+            return session.completion(prompt, root_prompt, resume, output)
         finally:
             self._persistent_env = session.env if self.persistent else None
 
@@ -260,18 +281,23 @@ class RLM(RLMSHooks):
         root_prompt: str | None = None,
         *,
         resume: Resume = None,
+        output_schema: Any = None,
+        schema_repairs: int | None = None,
     ) -> RLMChatCompletion:
         """``completion`` for asyncio, with the same semantics. Model calls use the
         clients' native async methods; REPL cells run on a worker thread. Cancelling
         the awaiting task stops the tree and raises ``asyncio.CancelledError``."""
         self._check_prompt(prompt, root_prompt)
+        output = _output(output_schema, schema_repairs)
         self._completion_start_time = time.perf_counter()
         session = self._get_session()
         if self.config.depth >= self.config.max_depth:
             handler = session.ensure_handler()
+            if output is not None:
+                return await aask_directly(handler, prompt, self.config, output)
             return await handler.acall(prompt, self.config.model_override, 0, None)
         try:
-            return await session.acompletion(prompt, root_prompt, resume)
+            return await session.acompletion(prompt, root_prompt, resume, output)
         finally:
             self._persistent_env = session.env if self.persistent else None
 
@@ -281,6 +307,8 @@ class RLM(RLMSHooks):
         root_prompt: str | None = None,
         *,
         resume: Resume = None,
+        output_schema: Any = None,
+        schema_repairs: int | None = None,
     ) -> EventStream:
         """Run a completion and iterate its events as they happen.
 
@@ -289,9 +317,12 @@ class RLM(RLMSHooks):
         (or Ctrl-C while iterating) interrupts even an LM call in flight.
         """
         self._check_prompt(prompt, root_prompt)
+        output = _output(output_schema, schema_repairs)  # a bad schema fails here
         return EventStream(
             self.events,
-            lambda: asyncio.run(self.acompletion(prompt, root_prompt, resume=resume)),
+            lambda: asyncio.run(
+                self.acompletion(prompt, root_prompt, resume=resume, output_schema=output)
+            ),
             cancel=self.cancel,
         )
 
@@ -301,11 +332,15 @@ class RLM(RLMSHooks):
         root_prompt: str | None = None,
         *,
         resume: Resume = None,
+        output_schema: Any = None,
+        schema_repairs: int | None = None,
     ) -> AsyncEventStream:
         """``async for event in rlm.astream(ctx)``: the async form of ``stream``."""
         self._check_prompt(prompt, root_prompt)
+        output = _output(output_schema, schema_repairs)
         return AsyncEventStream(
-            self.events, lambda: self.acompletion(prompt, root_prompt, resume=resume)
+            self.events,
+            lambda: self.acompletion(prompt, root_prompt, resume=resume, output_schema=output),
         )
 
     def cancel(self) -> None:

@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from rlm.core.elastic_pool import ElasticThreadPool
+
 if TYPE_CHECKING:
     from rlm.base.cancel import CancelToken
 
@@ -110,18 +112,21 @@ class AsyncRuntime:
 # Blocking work of async turns (REPL cells, opening a turn) runs here rather than in
 # asyncio's default executor: that one has min(32, cpus + 4) threads, and a cell holds
 # its thread for as long as its sub-calls take, so N concurrent runs would queue behind
-# each other. Threads are made on demand and reused; the cap only bounds a runaway.
+# each other. Threads are made on demand, reused, and let go after _BLOCKING_IDLE
+# seconds without work (a server's thread count follows its load back down); the cap
+# only bounds a runaway.
 _BLOCKING_WORKERS = 512
-_blocking_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_BLOCKING_IDLE = 10.0
+_blocking_pool: ElasticThreadPool | None = None
 _blocking_lock = threading.Lock()
 
 
-def _pool() -> concurrent.futures.ThreadPoolExecutor:
+def _pool() -> ElasticThreadPool:
     global _blocking_pool
     with _blocking_lock:
         if _blocking_pool is None:
-            _blocking_pool = concurrent.futures.ThreadPoolExecutor(
-                _BLOCKING_WORKERS, thread_name_prefix="rlm-blocking"
+            _blocking_pool = ElasticThreadPool(
+                _BLOCKING_WORKERS, _BLOCKING_IDLE, thread_name_prefix="rlm-blocking"
             )
         return _blocking_pool
 

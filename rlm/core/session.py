@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from rlm.base.cancel import acquire_lock
 from rlm.base.checkpoint import Checkpoint
-from rlm.base.errors import BudgetExhaustedError
+from rlm.base.errors import BudgetExhaustedError, ContextWindowExceededError
 from rlm.base.events import EventBus, RunScope
 from rlm.base.ports import SupportsPersistence
 from rlm.base.types import QueryMetadata, RLMChatCompletion
 from rlm.clients.base_lm import BaseLM
+from rlm.clients.context_windows import input_window
 from rlm.core.budget import BudgetNode
 from rlm.core.child_slots import ChildSlot
 from rlm.core.config import RLMConfig, build_handler
@@ -38,6 +39,7 @@ from rlm.logger.rlm_logger import record_run
 
 if TYPE_CHECKING:
     from rlm.core.durable import DurableSession
+    from rlm.core.output_schema import OutputSchema
     from rlm.environments import BaseEnv
 
 ClientFactory = Callable[[str, dict[str, Any]], BaseLM]
@@ -146,6 +148,7 @@ class Session:
         if cfg.max_depth > 1:  # rlm_query: the model code names is checked first
             kwargs["subcall_fn"] = checked_subcall(self._subcall, handler.model_policy, cfg)
         self._route = handler.route(cfg.depth + 1)
+        self._route.model = cfg.model_override  # budget() reports this run's model's window
         kwargs["lm_route"] = self._route
         if cfg.environment not in ROUTED_ENVIRONMENTS:
             kwargs["lm_handler_address"] = handler.start()
@@ -184,10 +187,12 @@ class Session:
         env.reset_answer()
         return env, index
 
-    def _turn_state(self, root_prompt: str | None, checkpoint: Checkpoint | None) -> TurnState:
+    def _turn_state(
+        self, root_prompt: str | None, checkpoint: Checkpoint | None, output: OutputSchema | None
+    ) -> TurnState:
         note, self._note = self._note, None  # e.g. which variables a resume lost
         return first_state(
-            self.config, self._contexts, root_prompt, self._answers, note, checkpoint
+            self.config, self._contexts, root_prompt, self._answers, note, checkpoint, output
         )
 
     def close(self) -> None:
@@ -214,14 +219,23 @@ class Session:
             active[0].token.cancel()
 
     def completion(
-        self, prompt: Any, root_prompt: str | None = None, resume: Resume = None
+        self,
+        prompt: Any,
+        root_prompt: str | None = None,
+        resume: Resume = None,
+        output: OutputSchema | None = None,
     ) -> RLMChatCompletion:
-        """Run one turn to an answer. Turns of one session never overlap."""
+        """Run one turn to an answer (matching ``output``, if set). Turns of one session
+        never overlap."""
         with self._turn_lock:
-            return self._begin(prompt, root_prompt, resume).complete()
+            return self._begin(prompt, root_prompt, resume, output).complete()
 
     async def acompletion(
-        self, prompt: Any, root_prompt: str | None = None, resume: Resume = None
+        self,
+        prompt: Any,
+        root_prompt: str | None = None,
+        resume: Resume = None,
+        output: OutputSchema | None = None,
     ) -> RLMChatCompletion:
         """``completion`` for asyncio: the same turn, with effects awaited. The turn's
         token (``cancel()``) stops it with ``CancellationError``, its deadline with
@@ -229,7 +243,7 @@ class Session:
         raises ``asyncio.CancelledError`` (``Turn.fail``)."""
         await acquire_lock(self._turn_lock)
         try:
-            begin = run_blocking(self._begin, prompt, root_prompt, resume)
+            begin = run_blocking(self._begin, prompt, root_prompt, resume, output)
             try:
                 turn = await asyncio.shield(begin)
             except asyncio.CancelledError as exc:  # let the turn open, then close it properly
@@ -240,7 +254,13 @@ class Session:
         finally:
             self._turn_lock.release()
 
-    def _begin(self, prompt: Any, root_prompt: str | None, resume: Resume = None) -> Turn:
+    def _begin(
+        self,
+        prompt: Any,
+        root_prompt: str | None,
+        resume: Resume = None,
+        output: OutputSchema | None = None,
+    ) -> Turn:
         """Open the turn: budget node, event scope, environment with the context bound."""
         cfg = self.config
         started = time.perf_counter()
@@ -287,7 +307,7 @@ class Session:
             index=index,
             node=node,
             scope=scope,
-            state=self._turn_state(root_prompt, checkpoint),
+            state=self._turn_state(root_prompt, checkpoint, output),
             loop_cfg=LoopConfig(
                 max_iterations=cfg.max_iterations,
                 root_prompt=root_prompt,
@@ -296,7 +316,11 @@ class Session:
                 model_name=cfg.root_model,
                 compaction=cfg.compaction,
                 compaction_threshold_pct=cfg.compaction_threshold_pct,
+                context_window=(
+                    input_window(handler.get_client(cfg.model_override)) if cfg.compaction else None
+                ),
                 max_output_chars=cfg.max_output_chars,
+                output=output,
             ),
             started=started,
             on_close=self._end_turn,
@@ -370,7 +394,7 @@ class Session:
             if cfg.depth + 1 >= cfg.max_depth:
                 return handler.call(prompt, model, 1, node)
             node.ensure_room()  # a child could not make even its first call
-        except BudgetExhaustedError as exc:
+        except (BudgetExhaustedError, ContextWindowExceededError) as exc:
             return error_completion(cfg, prompt, f"Error: {exc}", time.perf_counter())
         lineage = self.lineage
         with lineage.slot.lent() if lineage is not None else contextlib.nullcontext():

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from rlm.base.types import QueryMetadata
     from rlm.core.config import RLMConfig
     from rlm.core.deadline import Deadline
+    from rlm.core.output_schema import OutputSchema
     from rlm.environments import BaseEnv
 
 # On cancellation, how long an async turn waits for its running cell to wind down (it is
@@ -78,9 +79,11 @@ def opening_messages(
     root_prompt: str | None,
     answers: int,
     note: str | None = None,
+    output: OutputSchema | None = None,
 ) -> list[dict[str, Any]]:
-    """A fresh turn's first messages: the system prompt, the contexts' metadata (with
-    ``note`` appended), and the user prologue."""
+    """A fresh turn's first messages: the system prompt (with what ``output``, the
+    answer's schema, asks for), the contexts' metadata (with ``note`` appended), and the
+    user prologue."""
     messages = [
         {
             "role": "system",
@@ -90,6 +93,8 @@ def opening_messages(
     ]
     if cfg.user_prologue:
         messages.append({"role": "user", "content": cfg.user_prologue})
+    if output is not None:
+        messages[0]["content"] += "\n\n" + output.prompt_section()
     if cfg.compaction:
         messages[0]["content"] += (
             "\n\nThe full record of this run (and any summaries) is in the REPL list `history`."
@@ -106,11 +111,12 @@ def first_state(
     answers: int,
     note: str | None,
     checkpoint: Checkpoint | None,
+    output: OutputSchema | None = None,
 ) -> TurnState:
     """A turn's state before its first iteration: the opening messages of a fresh turn,
     or what ``checkpoint`` saved of a stopped one (``note`` then follows it, once)."""
     if checkpoint is None:
-        return TurnState(opening_messages(cfg, contexts, root_prompt, answers, note))
+        return TurnState(opening_messages(cfg, contexts, root_prompt, answers, note, output))
     state = TurnState(
         copy.deepcopy(checkpoint.messages),
         consecutive_errors=checkpoint.consecutive_errors,
@@ -237,7 +243,13 @@ class Turn:
         if isinstance(effect, CallModel):
             messages, purpose = list(effect.messages), effect.purpose
             return self.handler.call(
-                messages, self.model, 0, self.node, purpose=purpose, scope=self.scope
+                messages,
+                self.model,
+                0,
+                self.node,
+                purpose=purpose,
+                scope=self.scope,
+                schema=effect.schema,
             )
         if isinstance(effect, RunCode):
             env = self.env
@@ -257,7 +269,13 @@ class Turn:
         if isinstance(effect, CallModel):
             messages, purpose = list(effect.messages), effect.purpose
             return await self.handler.acall(
-                messages, self.model, 0, self.node, purpose=purpose, scope=self.scope
+                messages,
+                self.model,
+                0,
+                self.node,
+                purpose=purpose,
+                scope=self.scope,
+                schema=effect.schema,
             )
         if isinstance(effect, RunCode):  # cells block: keep them off the event loop
             cell = run_blocking(self.env.execute_code, effect.code)
@@ -404,4 +422,5 @@ class Turn:
             usage_summary=self.node.usage,
             execution_time=time.perf_counter() - self.started,
             metadata=logger.get_trajectory() if logger is not None else None,
+            parsed=result.parsed,
         )

@@ -9,11 +9,8 @@ per-thread output capture and snapshots.
 from __future__ import annotations
 
 import copy
-import shutil
-import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
@@ -26,6 +23,7 @@ from rlm.environments.base_env import (
 from rlm.environments.host.subcall_relay import SubcallFn, SubcallRouting, outcome_text
 from rlm.environments.inprocess.capture import capture
 from rlm.environments.inprocess.interrupt import CellInterrupted, CellStopped, CellStops
+from rlm.environments.inprocess.scratch import ScratchDir
 from rlm.environments.inprocess.snapshots import DEFAULT_MAX_VALUE_BYTES, Delta, LocalSnapshots
 from rlm.environments.worker.namespace import CellRecord, Inputs
 from rlm.environments.worker.repl_core import ReplCore
@@ -83,9 +81,9 @@ class LocalREPL(SubcallRouting, ReplCore, NonIsolatedEnv):
         self._keep_tools(custom_tools, custom_sub_tools)
         self._route_subcalls(lm_route, lm_handler_address, lm_handler_token, subcall_fn)
         self.compaction = compaction
-        self.temp_dir = tempfile.mkdtemp(prefix="rlmx_repl_")
-        # Removes temp_dir on cleanup(), on garbage collection or at exit, whichever first.
-        self._remove_temp_dir = weakref.finalize(self, shutil.rmtree, self.temp_dir, True)
+        # temp_dir is made on first use; removed on cleanup(), at garbage collection or
+        # at exit, whichever first.
+        self._scratch = ScratchDir()
         self._lock = threading.RLock()
         self._stops = CellStops()
         self._cell_count = 0
@@ -110,7 +108,13 @@ class LocalREPL(SubcallRouting, ReplCore, NonIsolatedEnv):
         namespace = {"__name__": "__main__"}
         namespace.update({n: v for n, v in tools.items() if not callable(v)})
         functions = {n: v for n, v in tools.items() if callable(v)}
-        self._open(namespace, self.temp_dir, self.inputs, functions)
+        self._open(namespace, self._scratch, self.inputs, functions)
+
+    @property
+    def temp_dir(self) -> str:
+        """The REPL's private scratch folder, where relative ``open`` paths land; made on
+        first use (by this property or by such an ``open``)."""
+        return self._scratch.path()
 
     def load_context(self, context_payload: Any) -> None:
         self.add_context(context_payload, 0)
@@ -262,7 +266,7 @@ class LocalREPL(SubcallRouting, ReplCore, NonIsolatedEnv):
         self._closed = True
         self._relay.close()
         self.globals.clear()
-        self._remove_temp_dir()
+        self._scratch.remove()
 
     def __enter__(self) -> Self:
         return self

@@ -20,14 +20,23 @@ from typing import Any
 from rlm.evals.stats import bootstrap_ci, mean, stdev
 
 EMBEDDED_NOTE = (
-    "Method(s) {names} use the embedded SmolLM2-135M model: it runs the whole loop offline "
-    "but cannot do these tasks. Their scores show that the harness works, and mean nothing "
+    "{Subject} {use} the embedded SmolLM2-135M model: it runs the whole loop offline "
+    "but cannot do these tasks. {Their} scores show that the harness works, and mean nothing "
     "about answer quality."
 )
 SCRIPTED_NOTE = (
-    "Method(s) {names} use the scripted backend: their replies come from a script, so their "
+    "{Subject} {use} the scripted backend: {their} replies come from a script, so {their} "
     "scores measure the script (and the harness), not a model."
 )
+
+
+def _grammar(names: Sequence[str]) -> dict[str, str]:
+    """The words of a note about ``names``: "Method a uses ... its" for one method,
+    "Methods a, b and c use ... their" for several."""
+    if len(names) == 1:
+        return {"Subject": f"Method {names[0]}", "use": "uses", "Their": "Its", "their": "its"}
+    listed = f"{', '.join(names[:-1])} and {names[-1]}"
+    return {"Subject": f"Methods {listed}", "use": "use", "Their": "Their", "their": "their"}
 
 
 def _numbers(rows: Iterable[dict[str, Any]], field: str) -> list[float]:
@@ -80,9 +89,9 @@ def honesty_notes(methods: Sequence[dict[str, Any]]) -> list[str]:
     scripted = [m["name"] for m in methods if m.get("backend") == "scripted"]
     notes = []
     if embedded:
-        notes.append(EMBEDDED_NOTE.format(names=", ".join(embedded)))
+        notes.append(EMBEDDED_NOTE.format(**_grammar(embedded)))
     if scripted:
-        notes.append(SCRIPTED_NOTE.format(names=", ".join(scripted)))
+        notes.append(SCRIPTED_NOTE.format(**_grammar(scripted)))
     return notes
 
 

@@ -2,8 +2,10 @@
 
 Tools (all answers are JSON objects):
 
-- ``rlm_query(question, context?, context_path?, session_id?)``: answer ``question`` over
-  the context; with ``session_id`` the session's earlier contexts and variables remain.
+- ``rlm_query(question, context?, context_path?, session_id?, schema?)``: answer
+  ``question`` over the context; with ``session_id`` the session's earlier contexts and
+  variables remain; with ``schema`` (a JSON Schema) the answer is JSON matching it,
+  also returned as ``parsed``.
 - ``add_context(session_id, context? | context_path?)``: queue a context for the
   session's next ``rlm_query``.
 - ``list_sessions()``: the sessions this server holds.
@@ -67,6 +69,7 @@ def build_server(
         context: str | None = None,
         context_path: str | None = None,
         session_id: str | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Answer `question` over a context with a Recursive Language Model.
 
@@ -75,9 +78,10 @@ def build_server(
         without either, the question itself (plus any contexts queued with add_context).
         With `session_id`, the session keeps earlier contexts and REPL variables.
         Returns {answer, session_id, turn, ...}; `stopped_by` is set when a limit cut
-        the run short (the answer is then partial).
+        the run short (the answer is then partial). With `schema` (a JSON Schema object)
+        the answer is JSON that matches it, and `parsed` holds it as a value.
         """
-        return await guarded(state.query(question, context, context_path, session_id))
+        return await guarded(state.query(question, context, context_path, session_id, schema))
 
     async def add_context(
         session_id: str, context: str | None = None, context_path: str | None = None

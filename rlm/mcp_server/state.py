@@ -13,8 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlm.base.errors import CancellationError, RLMLimitError
+from rlm.base.errors import CancellationError, ConfigurationError, RLMLimitError
 from rlm.base.types import serialize_value
+from rlm.core.output_schema import OutputSchema
 from rlm.core.rlm import RLM
 from rlm.mcp_server.paths import ContextPathError, ContextPolicy, read_context_path
 from rlm.server.sessions import InMemorySessionRegistry, RLMFactory, SessionRegistry
@@ -76,12 +77,15 @@ class Sessions:
         context: str | None = None,
         context_path: str | None = None,
         session_id: str | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         own = read_context(context, context_path, self.policy)
+        output = _output_schema(schema)
         if session_id is None:
             rlm = self.factory()
             try:
-                return await _answer(rlm, own if own is not None else question, question)
+                payload = own if own is not None else question
+                return await _answer(rlm, payload, question, output)
             finally:
                 rlm.close()
         async with self.registry.lease(session_id, lambda: self._new(session_id)) as session:
@@ -89,7 +93,7 @@ class Sessions:
             session.queued = []
             payload = pending[0] if len(pending) == 1 else (pending or question)
             try:
-                reply = await _answer(session.rlm, payload, question)
+                reply = await _answer(session.rlm, payload, question, output)
             finally:
                 trajectory = session.rlm.logger.get_trajectory() if session.rlm.logger else None
                 session.trajectories.append(_jsonable(trajectory or {}))
@@ -137,17 +141,32 @@ class Sessions:
         self.registry.close()
 
 
-async def _answer(rlm: RLM, payload: Any, question: str) -> dict[str, Any]:
+def _output_schema(schema: Any) -> OutputSchema | None:
+    """The tool's ``schema`` argument, checked before anything runs."""
+    if schema is None:
+        return None
     try:
-        result = await rlm.acompletion(payload, root_prompt=question)
+        return OutputSchema.of(schema)
+    except ConfigurationError as exc:
+        raise ToolInputError(f"schema: {exc}") from None
+
+
+async def _answer(
+    rlm: RLM, payload: Any, question: str, output: OutputSchema | None = None
+) -> dict[str, Any]:
+    try:
+        result = await rlm.acompletion(payload, root_prompt=question, output_schema=output)
     except CancellationError:
         raise
     except RLMLimitError as exc:  # a partial answer is still worth returning
         return {"answer": exc.partial_answer or "", "stopped_by": f"{type(exc).__name__}: {exc}"}
     usage = result.usage_summary
-    return {
+    reply = {
         "answer": result.response,
         "execution_time": round(result.execution_time, 3),
         "tokens": usage.total_input_tokens + usage.total_output_tokens,
         "cost_usd": usage.total_cost,
     }
+    if output is not None:
+        reply["parsed"] = result.to_dict().get("parsed")
+    return reply

@@ -35,6 +35,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from rlm.core.rlm import RLM
+from rlm.environments.inprocess.scratch import sweep_orphans
 from rlm.server.access_log import AccessLog, note_for
 from rlm.server.errors import APIError, error_response
 from rlm.server.guards import DEFAULT_MAX_BODY_BYTES, ConcurrencyLimit, check_token, read_json
@@ -43,7 +44,7 @@ from rlm.server.metrics import Metrics
 from rlm.server.openai_types import ChatCompletion
 from rlm.server.runner import Runner
 from rlm.server.sessions import InMemorySessionRegistry, RLMFactory, SessionRegistry
-from rlm.server.translate import model_list, parse_request
+from rlm.server.translate import MAX_SESSION_ID, model_list, parse_request
 
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger("rlm.server")
@@ -51,6 +52,7 @@ log = logging.getLogger("rlm.server")
 
 DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_SWEEP_INTERVAL = 30.0
+IDLE_TRIM_AFTER = 2.0  # seconds between looks for a server gone quiet after completions
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -115,6 +117,20 @@ class ChatServer:
     async def metrics_page(self, request: Request) -> Response:
         text = self.metrics.render(self.runner.sessions)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    async def end_session(self, request: Request) -> Response:
+        """``DELETE /v1/sessions/{id}``: the client is done with the session. It is
+        closed now (after its running turn, if any) and its place freed; with a store,
+        its stored turns are deleted too. 204, or 404 for a session nobody knows."""
+        session_id = request.path_params["session_id"]
+        note_for(request.scope).session_id = session_id
+        if not 0 < len(session_id) <= MAX_SESSION_ID:
+            raise APIError(400, f"session ids are 1 to {MAX_SESSION_ID} characters",
+                           param="session_id")  # fmt: skip
+        if not await asyncio.to_thread(self.runner.sessions.drop, session_id):
+            raise APIError(404, f"No session {session_id!r}", param="session_id",
+                           code="session_not_found")  # fmt: skip
+        return Response(status_code=204)
 
     async def chat_completions(self, request: Request) -> Response:
         note = note_for(request.scope)
@@ -184,19 +200,47 @@ async def _disconnect(receive: Receive) -> None:
 
 
 def _lifespan(
-    registry: SessionRegistry[RLM], sweep_interval: float
+    registry: SessionRegistry[RLM], sweep_interval: float, limit: ConcurrencyLimit
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        sweeper = asyncio.ensure_future(_sweep(registry, sweep_interval))
+        tasks = [
+            asyncio.ensure_future(_sweep(registry, sweep_interval)),
+            asyncio.ensure_future(_trim_when_idle(limit, IDLE_TRIM_AFTER)),
+            asyncio.ensure_future(asyncio.to_thread(_sweep_orphan_folders)),
+        ]
         try:
             yield
         finally:  # server shutdown: release every session's environment
-            sweeper.cancel()
+            for task in tasks:
+                task.cancel()
             await asyncio.to_thread(registry.close)
             trim_native_memory()
 
     return lifespan
+
+
+def _sweep_orphan_folders() -> None:
+    """Remove the scratch folders of earlier processes killed before they cleaned up
+    (``kill -9`` of a server with live sessions)."""
+    try:
+        removed = sweep_orphans()
+    except Exception:  # housekeeping: never stops the server
+        log.exception("sweeping orphaned REPL folders failed")
+        return
+    if removed:
+        log.info("removed %d REPL folders left by processes that are gone", len(removed))
+
+
+async def _trim_when_idle(limit: ConcurrencyLimit, quiet: float) -> None:
+    """Once the server has nothing running after a burst of completions, hand the memory
+    they freed back to the system (RSS follows the load back down)."""
+    seen = limit.finished
+    while True:
+        await asyncio.sleep(quiet)
+        if limit.active == 0 and limit.finished != seen:
+            seen = limit.finished
+            await asyncio.to_thread(trim_native_memory)
 
 
 async def _sweep(registry: SessionRegistry[RLM], interval: float) -> None:
@@ -244,6 +288,11 @@ def create_app(
             Route("/v1/models", _guarded(token, server.models), methods=["GET"]),
             Route("/metrics", _guarded(token, server.metrics_page), methods=["GET"]),
             Route(
+                "/v1/sessions/{session_id:path}",
+                _guarded(token, server.end_session),
+                methods=["DELETE"],
+            ),
+            Route(
                 "/v1/chat/completions",
                 _guarded(token, server.chat_completions),
                 methods=["POST"],
@@ -251,7 +300,7 @@ def create_app(
         ],
         exception_handlers={HTTPException: http_error},
         middleware=[Middleware(AccessLog, observe=metrics.observe, enabled=access_log)],
-        lifespan=_lifespan(registry, sweep_interval),
+        lifespan=_lifespan(registry, sweep_interval, server.limit),
     )
     app.state.server = server
     app.state.sessions = registry

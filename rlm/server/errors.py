@@ -20,6 +20,7 @@ ConfigurationError         500     server_error           configuration_error
 RateLimitError (provider)  429     rate_limit_error       upstream_rate_limited  yes (1 s)
 ClientError (provider)     502     api_error              upstream_error
 CancellationError          503     server_error           cancelled
+SchemaValidationError      500     server_error           schema_validation_failed
 RLMError                   500     server_error           rlm_error
 anything else              500     server_error           internal_error
 =========================  ======  =====================  =====================  ===========
@@ -43,6 +44,7 @@ from rlm.base.errors import (
     ConfigurationError,
     RateLimitError,
     RLMError,
+    SchemaValidationError,
     SessionLockedError,
 )
 from rlm.base.redact import redact_text
@@ -121,6 +123,8 @@ def _from_exception(exc: BaseException) -> APIError:
                         code="upstream_error")  # fmt: skip
     if isinstance(exc, CancellationError):
         return APIError(503, "the run was cancelled", code="cancelled")
+    if isinstance(exc, SchemaValidationError):  # never the invalid answer as content
+        return APIError(500, str(exc), param="response_format", code="schema_validation_failed")
     if isinstance(exc, RLMError):
         return APIError(500, f"{type(exc).__name__}: {exc}", code="rlm_error")
     log.exception("unexpected error", exc_info=exc)

@@ -81,6 +81,7 @@ class ConcurrencyLimit:
         self.limit = limit
         self.retry_after = retry_after
         self.active = 0  # touched only on the event loop's thread
+        self.finished = 0  # completions that gave their slot back, ever
 
     def check(self) -> None:
         if self.active >= self.limit:
@@ -98,3 +99,4 @@ class ConcurrencyLimit:
 
     def release(self) -> None:
         self.active = max(self.active - 1, 0)
+        self.finished += 1

@@ -109,7 +109,9 @@ class Runner:
                         return _from_turn(req, turn)
                     durable.idempotency_key = key  # stored with this turn
                 try:
-                    result = await rlm.acompletion(req.context, req.root_prompt)
+                    result = await rlm.acompletion(
+                        req.context, req.root_prompt, output_schema=req.output
+                    )
                 except RLMLimitError as exc:
                     if not _is_limit(exc):
                         raise
@@ -129,7 +131,7 @@ class Runner:
         limit: str | None = None
         try:
             async with self._rlm(req) as rlm:
-                events = rlm.astream(req.context, req.root_prompt)
+                events = rlm.astream(req.context, req.root_prompt, output_schema=req.output)
                 iterator = cast(AsyncGenerator[Event, None], events.__aiter__())
                 async with contextlib.aclosing(iterator):  # a client gone: stop the run
                     async for event in iterator:

@@ -31,7 +31,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from rlm.base.errors import ConfigurationError
 from rlm.base.types import RLMChatCompletion, UsageSummary
+from rlm.core.output_schema import OutputSchema
 from rlm.server.errors import APIError
 from rlm.server.openai_types import (
     ChatCompletion,
@@ -83,6 +85,7 @@ class RLMRequest:
     events: bool = True  # send trajectory events as SSE comments while streaming
     id: str = ""
     created: int = 0
+    output: OutputSchema | None = None  # ``response_format``: the answer's JSON Schema
 
 
 def shown(text: str, limit: int = MAX_SHOWN) -> str:
@@ -290,7 +293,35 @@ def parse_request(body: Any, model_ids: list[str]) -> RLMRequest:
         events=body.get("rlm_events") is not False,
         id=f"chatcmpl-{uuid.uuid4().hex}",
         created=int(time.time()),
+        output=response_format(body.get("response_format")),
     )
+
+
+def response_format(value: Any) -> OutputSchema | None:
+    """OpenAI's ``response_format``: ``text`` (or none), ``json_object`` (any JSON
+    object) or ``json_schema`` (``{"name", "schema", "strict"}``) as the run's output
+    schema; anything else is a 400 naming the parameter."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return OutputSchema.of({"type": "object"}, name="json_object")
+    if kind != "json_schema":
+        raise _bad("'response_format.type' must be one of 'text', 'json_object', "
+                   "'json_schema'", "response_format")  # fmt: skip
+    spec = value.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise _bad("'response_format.json_schema.schema' must be a JSON Schema object",
+                   "response_format.json_schema.schema")  # fmt: skip
+    name = spec.get("name") if isinstance(spec, dict) else None
+    try:
+        return OutputSchema.of(schema, name=name if isinstance(name, str) else None)
+    except ConfigurationError as exc:
+        raise _bad(f"Invalid 'response_format.json_schema.schema': {shown(str(exc))}",
+                   "response_format.json_schema.schema") from None  # fmt: skip
 
 
 # -- responses -----------------------------------------------------------------------

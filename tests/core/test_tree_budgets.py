@@ -234,7 +234,14 @@ def test_budget_in_the_repl_reports_what_remains() -> None:
     limits = {"max_llm_calls": 10, "max_tokens": 10**6, "max_budget": 1.0, "max_timeout": 60.0}
     with make(probe, max_depth=2, **limits) as r:
         before, after, in_child = json.loads(r.completion("ctx", root_prompt="ROOT").response)
-    assert set(before) == {"calls", "tokens", "usd", "seconds"}
+    assert set(before) == {
+        "calls",
+        "tokens",
+        "usd",
+        "seconds",
+        "context_window",
+        "sub_context_window",
+    }
     assert before["calls"] == 9  # the root's own first call is spent
     assert after["calls"] == 8
     assert after["tokens"] < before["tokens"] < 10**6
@@ -252,6 +259,8 @@ def test_budget_without_limits_is_all_none() -> None:
             "tokens": None,
             "usd": None,
             "seconds": None,
+            "context_window": None,  # "scripted" is in no table and has no override
+            "sub_context_window": None,
         }
 
 

@@ -183,7 +183,10 @@ def test_budget_reports_what_remains(kind: str) -> None:
     with scripted_route(limits) as (route, _), env_of(kind, lm_route=route) as env:
         env.execute_code("llm_query('a')")
         result = env.execute_code("print(budget())")
-        assert result.stdout == "{'calls': 4, 'tokens': None, 'usd': None, 'seconds': None}\n"
+        assert result.stdout == (
+            "{'calls': 4, 'tokens': None, 'usd': None, 'seconds': None, "
+            "'context_window': None, 'sub_context_window': None}\n"
+        )
     with env_of(kind) as env:
         assert env.execute_code("print(budget()['calls'])").stdout == "None\n"
 

@@ -77,7 +77,7 @@ def test_embedded_model_run_and_its_report_in_chromium(tmp_path: Path) -> None:
         assert (
             page.locator(".note")
             .first.inner_text()
-            .startswith("Method(s) base, rlm-d1 use the embedded")
+            .startswith("Methods base and rlm-d1 use the embedded")
         )
         lines = page.locator('svg.plot[data-plot="line"]')
         assert lines.count() == 2  # niah and oolong

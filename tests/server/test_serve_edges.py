@@ -214,3 +214,25 @@ def test_the_embedded_model_loads_before_serving(tmp_path: Path) -> None:
     loaded = next(i for i, line in enumerate(logged) if line.startswith("rlm: model loaded in "))
     serving = next(i for i, line in enumerate(logged) if line.startswith("rlm: serving "))
     assert loading < loaded < serving
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], 64),
+        (["--max-concurrency", "200"], 200),
+        (["--max-concurrency", "200", "--max-sessions", "10"], 10),
+    ],
+)
+def test_live_sessions_default_to_at_least_the_concurrency(flags: list[str], expected: int) -> None:
+    """Every running request may hold a session of its own: with the default
+    --max-sessions, 200 concurrent conversations were refused 429 sessions_full even
+    with a store."""
+    from rlm.cli import build_parser
+    from rlm.cli.factory import SettingsFactory, from_args
+    from rlm.cli.serve import build_app
+
+    args = build_parser().parse_args(["serve", "--backend", "scripted", *flags])
+    settings, setup = from_args(args)
+    app = build_app(settings, SettingsFactory(settings, setup), "tok")
+    assert app.state.sessions.max_sessions == expected

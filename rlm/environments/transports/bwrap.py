@@ -147,7 +147,7 @@ class BwrapTransport(SubprocessTransport):
         if self.host_user is None:
             return command
         sources = [os.path.realpath(self.bwrap), *(source for source, _ in self._binds())]
-        return [*user_argv(self.bwrap, sources, self.host_user), *command]
+        return [*user_argv(self.bwrap, sources, self.host_user, self.python), *command]
 
     def command(self, worker_args: Sequence[str]) -> list[str]:
         """The sandbox itself: bubblewrap running the worker."""

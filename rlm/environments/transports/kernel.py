@@ -6,6 +6,7 @@ private working directory, with a scrubbed environment) and runs the worker's
 and proves itself with a one-time token; that socket is the worker's channel. Killing
 the worker kills the kernel's process group. ``run_next_cell`` and ``interrupt`` are
 the kernel's own means, used by ``rlm.environments.host.kernel_env.KernelSupervisor``.
+The kernel dies with this process, whatever its cell is doing (``worker.lifeline``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from rlm.base.errors import MissingExtraError, WorkerCrashedError, WorkerTimeoutError
 from rlm.environments.transports.base import Transport, WorkerPipes
-from rlm.environments.transports.process import SAFE_ENV, StderrTail
+from rlm.environments.transports.process import SAFE_ENV, StderrTail, spawn
 from rlm.environments.transports.zipapp import default_zipapp
 from rlm.environments.worker import kernel_agent
 
@@ -44,14 +45,20 @@ def _kernel_manager_class() -> Any:
     return KernelManager
 
 
+def _discard_kernel(km: Any) -> None:
+    """Kill a kernel started for a caller that stopped waiting for it."""
+    with contextlib.suppress(Exception):
+        km.shutdown_kernel(now=True)
+
+
 class KernelTransport(Transport):
     """One Jupyter kernel at a time, serving the worker protocol over a Unix socket."""
 
     def __init__(self, kernel_name: str = "python3", env: dict[str, str] | None = None) -> None:
         self._manager_class = _kernel_manager_class()
         self.kernel_name = kernel_name
-        self.workdir = tempfile.mkdtemp(prefix="rlmx_ipython_")
-        self._private = tempfile.mkdtemp(prefix="rlmx_ipython_sock_")  # 0700
+        self.workdir = tempfile.mkdtemp(prefix=f"rlmx_ipython_{os.getpid()}_")
+        self._private = tempfile.mkdtemp(prefix=f"rlmx_ipython_sock_{os.getpid()}_")  # 0700
         self.address = os.path.join(self._private, "host.sock")
         self.extra_env = dict(env or {})
         self.start_timeout = 60.0
@@ -77,8 +84,13 @@ class KernelTransport(Transport):
                 pipe.close()
         km = self._manager_class(kernel_name=self.kernel_name)
         environment = dict(SAFE_ENV, HOME=self.workdir, TMPDIR=self.workdir, **self.extra_env)
-        km.start_kernel(
-            cwd=self.workdir, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        # From the spawner thread: the kernel dies with its parent thread (the agent
+        # arms PR_SET_PDEATHSIG), which must live as long as this process.
+        spawn(
+            lambda: km.start_kernel(
+                cwd=self.workdir, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            ),
+            lambda _: _discard_kernel(km),
         )
         self._km = km
         process = getattr(km.provisioner, "process", None)

@@ -6,6 +6,11 @@ with a scrubbed environment. Subclasses change only how the command is built (th
 an unprivileged user; a ``docker`` transport would wrap it in ``docker run -i``). The
 worker gets its own process group, so a terminal's Ctrl-C does not reach it directly
 and ``kill`` takes its children down with it.
+
+Every worker is started from one long-lived thread (``spawn``): a worker dies with the
+thread that started it (``PR_SET_PDEATHSIG``, armed by the worker and by bubblewrap's
+``--die-with-parent``), so that thread must live as long as the host process, not as
+long as a request's thread.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
-from typing import IO
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import IO, TypeVar
 
 from rlm.environments.transports.base import Transport, WorkerPipes
 from rlm.environments.transports.zipapp import default_zipapp
@@ -33,6 +40,64 @@ SAFE_ENV = {
 }
 
 _TAIL_BYTES = 16 * 1024
+T = TypeVar("T")
+
+
+class _Spawner:
+    """One daemon thread, for the life of the process, that starts worker processes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]]
+        self._jobs = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def _serve(self) -> None:
+        while True:
+            job, future = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def run(self, job: Callable[[], T], discard: Callable[[T], object]) -> T:
+        """``job()`` on the spawner thread. If the caller is interrupted while waiting
+        (KeyboardInterrupt, a timeout), what ``job`` made is handed to ``discard``."""
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._jobs = queue.SimpleQueue()  # a forked child starts afresh
+                self._thread = threading.Thread(target=self._serve, name="rlm-spawner", daemon=True)
+                self._thread.start()
+                self._pid = os.getpid()
+            if threading.current_thread() is self._thread:
+                return job()
+            future: Future[T] = Future()
+            self._jobs.put((job, future))  # type: ignore[arg-type]
+        try:
+            return future.result()
+        except BaseException:
+            if not future.cancel():
+                future.add_done_callback(lambda done: done.exception() or discard(done.result()))
+            raise
+
+
+_spawner = _Spawner()
+
+
+def spawn(job: Callable[[], T], discard: Callable[[T], object]) -> T:
+    """Run ``job`` (which starts a process) on the process-wide spawner thread, so the
+    process's parent thread lives as long as the host (see the module docstring)."""
+    return _spawner.run(job, discard)
+
+
+def _discard_process(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        proc.wait(5)
 
 
 class StderrTail:
@@ -76,7 +141,7 @@ class SubprocessTransport(Transport):
     def __init__(self, python: str | None = None, env: dict[str, str] | None = None) -> None:
         self.python = python or sys.executable
         self.env = dict(SAFE_ENV if env is None else env)
-        self.workdir = tempfile.mkdtemp(prefix="rlmx_worker_")
+        self.workdir = tempfile.mkdtemp(prefix=f"rlmx_worker_{os.getpid()}_")
         self._proc: subprocess.Popen[bytes] | None = None
         self._tail: StderrTail | None = None
         self._closed = False
@@ -102,16 +167,20 @@ class SubprocessTransport(Transport):
         if self._closed:
             raise RuntimeError("transport is closed")
         self.kill()
-        proc = subprocess.Popen(
-            self.launch_argv(worker_args),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self.environment(),
-            cwd=self.workdir,
-            close_fds=True,
-            start_new_session=True,
-            bufsize=0,
+        argv, env = self.launch_argv(worker_args), self.environment()
+        proc = spawn(
+            lambda: subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=self.workdir,
+                close_fds=True,
+                start_new_session=True,
+                bufsize=0,
+            ),
+            _discard_process,
         )
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         for pipe in (proc.stdin, proc.stdout):

@@ -15,6 +15,12 @@ covers each directory the user cannot enter with an empty tmpfs holding just the
 to bind, at their real places. Nothing else of those directories becomes visible and
 the host's mounts are unchanged. Then ``setpriv`` (or, without it, a few lines of the
 host's Python) switches to the user and runs the sandbox.
+
+The sandbox dies with the host. Switching users clears the parent-death signal, so the
+switch sets it again (``--pdeathsig``). But the first bubblewrap drops its own
+capabilities, so its death could not signal a process of another user: under it, a few
+lines of Python (``_GUARDIAN``), still root with its capabilities, start the switch and
+wait; they die with the first bubblewrap and their death kills the sandbox.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,8 +38,11 @@ NOBODY = 65534
 # The user switch when setpriv (util-linux) is missing: no supplementary groups, then
 # the gid, then the uid (which drops every capability), then exec.
 _SWITCH = (
-    "import os,sys;u,g=int(sys.argv[1]),int(sys.argv[2]);os.setgroups([]);"
-    "os.setresgid(g,g,g);os.setresuid(u,u,u);os.execv(sys.argv[3],sys.argv[3:])"
+    "import os,sys\ntry:\n import ctypes;p=ctypes.CDLL(None).prctl\nexcept Exception:\n p=None\n"
+    "u,g=int(sys.argv[1]),int(sys.argv[2]);os.setgroups([]);"
+    "os.setresgid(g,g,g);os.setresuid(u,u,u)\n"
+    "if p:\n p(1,9)\n"  # PR_SET_PDEATHSIG, SIGKILL: the switch cleared it
+    "os.execv(sys.argv[3],sys.argv[3:])"
 )
 
 
@@ -117,15 +127,47 @@ def cover_argv(bwrap: str, paths: Iterable[str], user: HostUser) -> list[str]:
     return [*argv, "--die-with-parent", "--"]
 
 
+# Between the first bubblewrap and the user switch (root, capabilities kept): dies with
+# its parent, runs the rest as its child (whose parent-death signal it may send to
+# another user) and exits as it did, 128 + N for signal N. Python 3.9 compatible.
+_GUARDIAN = (
+    "import os,sys\ntry:\n import ctypes;ctypes.CDLL(None).prctl(1,9)\nexcept Exception:\n pass\n"
+    "p=os.fork()\nif p==0:\n os.execv(sys.argv[1],sys.argv[1:])\n"
+    "while True:\n try:\n  s=os.waitpid(p,0)[1];break\n except InterruptedError:\n  pass\n"
+    "c=os.waitstatus_to_exitcode(s);os._exit(128-c if c<0 else c)"
+)
+_pdeathsig: dict[str, bool] = {}
+
+
+def _has_pdeathsig(setpriv: str) -> bool:
+    """Whether this ``setpriv`` has ``--pdeathsig`` (util-linux 2.33 and later)."""
+    if setpriv not in _pdeathsig:
+        try:
+            done = subprocess.run(
+                [setpriv, "--help"], capture_output=True, text=True, timeout=30, check=False
+            )
+            _pdeathsig[setpriv] = "--pdeathsig" in done.stdout
+        except (OSError, subprocess.SubprocessError):
+            _pdeathsig[setpriv] = False
+    return _pdeathsig[setpriv]
+
+
 def switch_argv(user: HostUser) -> list[str]:
     """The argv prefix that runs a command as ``user``, without supplementary groups."""
     setpriv = shutil.which("setpriv")
-    if setpriv is not None:
-        return [setpriv, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--"]
+    if setpriv is not None and _has_pdeathsig(setpriv):
+        return [setpriv, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups",
+                "--pdeathsig=SIGKILL", "--"]  # fmt: skip
     return [sys.executable, "-I", "-S", "-c", _SWITCH, str(user.uid), str(user.gid)]
 
 
-def user_argv(bwrap: str, paths: Iterable[str], user: HostUser) -> list[str]:
+def user_argv(
+    bwrap: str, paths: Iterable[str], user: HostUser, python: str | None = None
+) -> list[str]:
     """The argv prefix (for a root host) that runs a command, given by absolute path,
-    as ``user`` with each of ``paths`` (real paths) readable at its place."""
-    return [*cover_argv(bwrap, paths, user), *switch_argv(user)]
+    as ``user`` with each of ``paths`` (real paths) readable at its place. ``python``
+    (default: this one), which must be among ``paths``, runs the guardian."""
+    cover = cover_argv(bwrap, paths, user)
+    if cover:
+        cover += [python or sys.executable, "-I", "-S", "-c", _GUARDIAN]
+    return [*cover, *switch_argv(user)]

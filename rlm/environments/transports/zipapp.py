@@ -118,7 +118,7 @@ def default_zipapp() -> str:
     global _cached
     with _lock:
         if _cached is None or not os.path.exists(_cached):
-            directory = tempfile.mkdtemp(prefix="rlmx-worker-")
+            directory = tempfile.mkdtemp(prefix=f"rlmx-worker-{os.getpid()}_")
             atexit.register(shutil.rmtree, directory, True)
             # Readable by anyone: the sandbox may run the worker as another user.
             os.chmod(directory, 0o755)

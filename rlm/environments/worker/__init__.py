@@ -12,7 +12,8 @@ view, builtins, cell tracebacks), ``repl_core`` (the one REPL: scaffold function
 cells; ``LocalREPL`` runs it in the host process too), ``repl`` (that REPL in a worker),
 ``snapshot`` (deltas and restore), ``capture`` (per-cell output with a cap),
 ``protocol`` (frames), ``payloads`` (values sent by the host), ``host`` (sub-calls to
-the host), ``server`` (request dispatch), ``boot`` (process set-up) and
+the host), ``server`` (request dispatch), ``boot`` (process set-up), ``lifeline`` (the
+worker dies with its host) and
 ``kernel_agent`` (the worker inside a Jupyter kernel, for IPythonREPL; it also uses
 the kernel's IPython).
 """

@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from rlm.environments.worker import lifeline
 from rlm.environments.worker import server as server_module
 from rlm.environments.worker.protocol import Channel
 
@@ -68,6 +69,7 @@ def open_channel() -> Channel:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    lifeline.start(os.getppid())  # first: the worker never outlives its host
     args = parse_args(argv)
     channel = open_channel()
     channel.max_send_bytes = args.max_frame_bytes
@@ -87,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "snapshots": not args.no_snapshots,
     }
     server = server_module.Server(channel, settings)
+    server.exit_with_host = True
     server_module._current = server
     server_module._install_signals()
     try:

@@ -109,6 +109,7 @@ def start(zipapp: str, address: str, token: str, argv: list[str]) -> KernelAgent
     sys.path.insert(0, zipapp)
     from IPython import get_ipython
 
+    from rlm.environments.worker import lifeline
     from rlm.environments.worker import server as server_module
     from rlm.environments.worker.boot import parse_args
     from rlm.environments.worker.protocol import Channel
@@ -139,6 +140,11 @@ def start(zipapp: str, address: str, token: str, argv: list[str]) -> KernelAgent
         "snapshots": not args.no_snapshots,
     }
     server = KernelServer(channel, settings)
+    server.exit_with_host = True  # the socket closing ends the kernel and its group
+    parent = os.getppid()
+    lifeline.die_with_parent()  # the host started the kernel from its spawner thread
+    lifeline.guard(sock.fileno())  # watches the host by pidfd; never holds the socket
+    lifeline.watch_parent(parent)
     server_module._current = server
     # IPython syntax compiles to get_ipython() calls; display() prints (nobody reads
     # the kernel's iopub channel, where a notebook's display() would publish).

@@ -266,12 +266,13 @@ def unbound_final_var(variables: Mapping[str, Any], name: Any) -> str:
     )
 
 
-BUDGET_KEYS = ("calls", "tokens", "usd", "seconds")
+BUDGET_KEYS = ("calls", "tokens", "usd", "seconds", "context_window", "sub_context_window")
 
 
 def budget_view(remaining: Mapping[str, Any] | None) -> dict[str, Any]:
     """``budget()``'s value: what remains of each limit of the run (children included),
-    ``None`` where there is no limit."""
+    ``None`` where there is no limit; and the most prompt tokens the run's model
+    (``context_window``) and ``llm_query``'s (``sub_context_window``) take, if known."""
     remaining = remaining or {}
     return {key: remaining.get(key) for key in BUDGET_KEYS}
 
@@ -281,13 +282,16 @@ def budget_view(remaining: Mapping[str, Any] | None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-def resolve_path(file: Any, base_dir: str) -> Any:
-    """``file`` made absolute against ``base_dir`` if it is a relative path."""
+def resolve_path(file: Any, base_dir: str | Callable[[], str]) -> Any:
+    """``file`` made absolute against ``base_dir`` if it is a relative path
+    (``base_dir`` may be a function giving the folder, called only then)."""
     if not isinstance(file, (str, bytes, os.PathLike)):
         return file  # a file descriptor, or something open() will reject itself
     path = os.fspath(file)
     if os.path.isabs(path):
         return file
+    if callable(base_dir):
+        base_dir = base_dir()
     if isinstance(path, bytes):
         return os.path.join(os.fsencode(base_dir), path)
     return os.path.join(base_dir, path)
@@ -302,9 +306,10 @@ def _exit(code: object = None) -> None:
     raise SystemExit(code)
 
 
-def make_builtins(base_dir: str) -> dict[str, Any]:
+def make_builtins(base_dir: str | Callable[[], str]) -> dict[str, Any]:
     """Full builtins, except: relative ``open`` paths resolve against ``base_dir`` (no
-    process-wide chdir), ``input`` raises, and ``exit``/``quit`` only end the cell."""
+    process-wide chdir; a function giving the folder makes it on first use), ``input``
+    raises, and ``exit``/``quit`` only end the cell."""
     table = dict(vars(builtins))
     real_open = builtins.open
 

@@ -28,10 +28,11 @@ from __future__ import annotations
 import ast
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rlm.environments.worker.images import batch_with_images, with_images
 from rlm.environments.worker.namespace import (
     AnswerDict,
     CellRecord,
@@ -81,6 +82,7 @@ class ReplCore:
     builtins: dict[str, Any]
     scaffold: dict[str, Any]  # put back after every cell: functions and callable tools
     inputs: Inputs
+    base_dir: str | Callable[[], str]  # relative paths (open, images) resolve here
     sources: dict[str, str]  # cell file name -> code, for tracebacks and restores
     defs: dict[int, DefRecord]  # id(obj) -> its top-level def/class
     cell: CellRecord  # the cell being run (its sub-calls and submitted answer)
@@ -88,7 +90,7 @@ class ReplCore:
     def _open(
         self,
         namespace: dict[str, Any],
-        base_dir: str,
+        base_dir: str | Callable[[], str],
         inputs: Inputs,
         functions: Mapping[str, Any] | None = None,
     ) -> None:
@@ -96,6 +98,7 @@ class ReplCore:
         against ``base_dir``, ``answer``, ``inputs`` and the scaffold (plus
         ``functions``, e.g. callable tools)."""
         self.globals = namespace
+        self.base_dir = base_dir  # where relative image paths resolve, as open()'s do
         self.inputs = inputs
         self.sources = {}
         self.defs = {}
@@ -194,15 +197,23 @@ class ReplCore:
         remaining = self._remaining()
         return budget_view(remaining if isinstance(remaining, Mapping) else None)
 
-    def _llm_query(self, prompt: Any, model: str | None = None) -> str:
+    def _llm_query(self, prompt: Any, model: str | None = None, images: Any = None) -> str:
         """Ask a language model one prompt (a plain completion: no REPL, no recursion).
-        Returns the reply, or a string starting with "Error: "."""
+        ``images``: file paths, bytes, PIL images or http(s)/data: URLs, for a model
+        with vision. Returns the reply, or a string starting with "Error: "."""
+        if images is not None:
+            prompt = with_images(prompt, images, self.base_dir)
         return self._ask("llm", [prompt], model)[0]
 
-    def _llm_query_batched(self, prompts: list[Any], model: str | None = None) -> list[str]:
-        """Ask a language model several prompts concurrently. Returns the replies in
-        prompt order; a failed prompt's reply starts with "Error: "."""
+    def _llm_query_batched(
+        self, prompts: list[Any], model: str | None = None, images: Any = None
+    ) -> list[str]:
+        """Ask a language model several prompts concurrently; ``images``, if given, has
+        one list of images per prompt. Returns the replies in prompt order; a failed
+        prompt's reply starts with "Error: "."""
         prompts = require_prompt_list(prompts, "llm_query_batched")
+        if images is not None:
+            prompts = batch_with_images(prompts, images, self.base_dir)
         return self._ask("llm_batched", prompts, model) if prompts else []
 
     def _rlm_query(self, prompt: str, model: str | None = None) -> str:

@@ -3,7 +3,9 @@
 Threads: a reader thread owns the input side of the channel. It answers the worker's
 own pending sub-calls, turns ``interrupt`` into a SIGINT for the main thread, decodes
 streamed values, and queues every other request for the main thread, which runs them
-one at a time (cells run on the main thread, so SIGINT can interrupt them).
+one at a time (cells run on the main thread, so SIGINT can interrupt them). When the
+channel closes, the reader ends the worker and its process group (``lifeline``), even
+in the middle of a cell.
 
 Standard library only, Python 3.9 compatible.
 """
@@ -19,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from rlm.environments.worker import lifeline
 from rlm.environments.worker.host import HostBridge
 from rlm.environments.worker.payloads import read_value
 from rlm.environments.worker.protocol import Channel, ChannelClosed, FrameTooLarge, ProtocolError
@@ -48,6 +51,9 @@ class Server:
         self.snapshot_cells = bool(settings.get("snapshots", True))
         self.requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.main_thread = threading.main_thread().ident
+        # Set where this is the worker process: when the channel closes, the host is
+        # gone, and the worker ends at once with everything it started (``lifeline``).
+        self.exit_with_host = False
 
     # -- reader thread ----------------------------------------------------------------
 
@@ -66,6 +72,8 @@ class Server:
         except (ChannelClosed, ProtocolError, OSError, ValueError):
             pass
         finally:
+            if self.exit_with_host and os.getpid() == self.pid:
+                lifeline.host_gone()  # never returns: a running cell must not outlive it
             self.bridge.close()
             self.requests.put(None)
 
