@@ -15,11 +15,11 @@ Run as ``rlm eval ...`` or ``python -m rlm.cli.eval_cmd eval ...``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
+from rlm.cli.settings import json_object
 from rlm.logger.verbose import plural
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -71,9 +71,14 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", help="client backend (default: the embedded llama_cpp model)")
     g.add_argument("--model", help="model name (backend_kwargs.model_name)")
     g.add_argument("--base-url", help="endpoint of an OpenAI-compatible server")
-    g.add_argument("--backend-kwargs", metavar="JSON", help="more backend_kwargs, as a JSON object")
     g.add_argument(
-        "--environment", help="REPL environment (default: sandbox where bubblewrap exists)"
+        "--backend-kwargs", metavar="JSON|@FILE", help="more backend_kwargs, as a JSON object"
+    )
+    g.add_argument(
+        "--env",
+        "--environment",
+        dest="environment",
+        help="REPL environment (default: sandbox where bubblewrap exists)",
     )
     g.add_argument("--max-iterations", type=int, help="RLM iterations per item")
     g.add_argument("--max-timeout", type=float, help="seconds per item (RLM max_timeout)")
@@ -122,7 +127,11 @@ def add_eval_parser(subparsers: Any) -> None:
         "--rlms-python", metavar="PATH", help="an interpreter with rlms: adds method rlms"
     )
     g.add_argument("--title", help="the report's title")
-    g.add_argument("--out", default="rlm-eval", help="results directory (default: ./rlm-eval)")
+    g.add_argument(
+        "--out",
+        help="results directory (default: ./rlm-eval; ./rlm-eval-selfcheck for --self-check, "
+        "so a self-check never mixes its rows into a real run's report)",
+    )
     g.add_argument(
         "--self-check",
         action="store_true",
@@ -180,11 +189,9 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     extra: dict[str, Any] = {}
     if args.backend_kwargs:
         try:
-            extra = json.loads(args.backend_kwargs)
-        except json.JSONDecodeError as exc:
-            raise _Usage(f"--backend-kwargs is not JSON: {exc.msg}") from None
-        if not isinstance(extra, dict):
-            raise _Usage("--backend-kwargs must be a JSON object")
+            extra = json_object(args.backend_kwargs)
+        except ValueError as exc:
+            raise _Usage(f"--backend-kwargs: {exc}") from None
     setup = resolve_model(
         config,
         backend=args.backend,
@@ -290,6 +297,8 @@ def eval_command(
 
     if args.list:
         return _list(out)
+    if getattr(args, "out", "") is None:
+        args.out = "rlm-eval-selfcheck" if args.self_check else "rlm-eval"
     if args.report_only:
         try:
             report = write_report(args.out)

@@ -128,6 +128,9 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+json_object = _json_object  # ``--backend-kwargs JSON|@FILE`` for commands outside Settings
+
+
 def _json_kind(value: Any) -> str:
     if isinstance(value, list):
         return "an array"

@@ -77,7 +77,8 @@ def test_self_check_passes(tmp_path: Path) -> None:
         (["--dataset", "mrcr=/nonexistent.jsonl"], "dataset file not found"),
         (["--dataset", "mrcr"], "use NAME=PATH"),
         (["--methods", "rlm-d9"], "unknown method 'rlm-d9'"),
-        (["--backend-kwargs", "{oops"], "--backend-kwargs is not JSON"),
+        (["--backend-kwargs", "{oops"], "--backend-kwargs: not a JSON object"),
+        (["--backend-kwargs", "@/nonexistent.json"], "--backend-kwargs: cannot read"),
         (["--config", "/nonexistent.toml"], "config file not found"),
     ],
 )
@@ -345,3 +346,36 @@ def test_eval_checks_every_argument_before_any_note(tmp_path: Path) -> None:
         ]
         assert message in err and "note" not in err and "embedded" not in err, err
     assert not (tmp_path / "e").exists()  # nothing ran, nothing was written
+
+
+def test_batch_takes_backend_kwargs_from_a_file_and_env_like_every_command(
+    tmp_path: Path,
+) -> None:
+    """``--backend-kwargs @FILE`` and ``--env`` work in ``rlm batch`` as in ``rlm run``."""
+    from rlm.evals import make_spec, materialize
+
+    task = materialize(make_spec("niah", 512, 0))
+    source = tmp_path / "q.jsonl"
+    row = {"id": "a", "context": task.context, "question": task.question}
+    source.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    kwargs = tmp_path / "kwargs.json"
+    kwargs.write_text(json.dumps(ORACLE), encoding="utf-8")
+    done = rlm_batch(
+        tmp_path, "q.jsonl", "--backend", "scripted", "--backend-kwargs", f"@{kwargs}",
+        "--method", "base", "--env", "local", "-q",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [r["answer"] for r in batch_rows(tmp_path / "q.answers.jsonl")] == [task.answer]
+
+
+def test_self_check_keeps_out_of_a_real_runs_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(
+        "eval", "--self-check", "--families", "niah", "--lengths", "1k", "--seeds", "1",
+        "--environment", "local", "-q",
+    )  # fmt: skip
+    assert code == 0, out
+    assert (tmp_path / "rlm-eval-selfcheck" / "report.json").is_file()
+    assert not (tmp_path / "rlm-eval").exists()
