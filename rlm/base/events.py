@@ -9,11 +9,12 @@ Event types and their ``data`` keys:
 
 =====================  ============================================================
 ``run_started``        prompt_preview, root_prompt, metadata (RLMMetadata), context_count
-``iteration_started``  iteration (1-based)
-``model_reply``        iteration, response, usage (ModelUsageSummary), duration
+``iteration_started``  iteration (1-based); final_call=True on the "answer now" call made
+                       when the iterations (or the schema repairs) are used up
+``model_reply``        iteration, response, usage (ModelUsageSummary), duration (+ final_call)
 ``code_cell_started``  iteration, index, code
 ``code_cell_finished`` iteration, index, code, result (REPLResult), duration
-``iteration_finished`` iteration, iteration_obj (RLMIteration), duration
+``iteration_finished`` iteration, iteration_obj (RLMIteration), duration (+ final_call)
 ``subcall_started``    kind ("llm"|"rlm"), model, prompt_preview, count (+ child_depth for rlm)
 ``subcall_finished``   kind, model, duration, usage (UsageSummary|None: an rlm child's is
                        its whole subtree's), error (+ child_depth, child_run_id for rlm)

@@ -103,16 +103,20 @@ class SupportsInterrupt(Protocol):
 class SubcallRoute(Protocol):
     """The engine as an in-process environment sees it: sub-calls at one depth, charged
     to one budget node. ``llm_query`` raises on failure; ``llm_query_batched`` reports
-    failures per item in ``RLMChatCompletion.error``."""
+    failures per item in ``RLMChatCompletion.error``. ``schema`` (a typed sub-call's
+    ``{"name", "schema"}``) is passed only when REPL code gave one; a reply then is the
+    matching value's JSON text."""
 
     def remaining(self) -> dict[str, Any]:
         """The REPL's ``budget()``: what remains of the run's limits."""
         ...
 
-    def llm_query(self, prompt: Prompt, model: str | None = None) -> RLMChatCompletion: ...
+    def llm_query(
+        self, prompt: Prompt, model: str | None = None, schema: Any = None
+    ) -> RLMChatCompletion: ...
 
     def llm_query_batched(
-        self, prompts: list[Prompt], model: str | None = None
+        self, prompts: list[Prompt], model: str | None = None, schema: Any = None
     ) -> list[RLMChatCompletion]: ...
 
 

@@ -19,6 +19,8 @@ class LMRequest:
     depth: int = 0
     token: str | None = None
     id: int | None = None
+    # ``llm_query(..., schema=)``: the REPL's {"name", "schema"} (checked by the engine)
+    schema: Any = None
 
     @property
     def is_batched(self) -> bool:
@@ -37,6 +39,8 @@ class LMRequest:
             out["token"] = self.token
         if self.id is not None:
             out["id"] = self.id
+        if self.schema is not None:
+            out["schema"] = self.schema
         return out
 
     @classmethod
@@ -49,6 +53,7 @@ class LMRequest:
             depth=depth if isinstance(depth, int) else 0,
             token=data.get("token"),
             id=data.get("id"),
+            schema=data.get("schema"),
         )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rlm.cli.config import BackendChoice, choose_backend
+from rlm.cli.config import BackendChoice, CLIUsageError, choose_backend
 from rlm.cli.settings import Settings
 from rlm.core.governor import Governor
 from rlm.core.governor import shared_governor as governor_for
@@ -83,13 +83,21 @@ def model_setup(settings: Settings, environ: Mapping[str, str] | None = None) ->
         settings.api_key_env,
         os.environ if environ is None else environ,
     )
+    backend_kwargs = {
+        **choice.backend_kwargs,
+        **settings.backend_kwargs,
+        **({"context_window": settings.context_window} if settings.context_window else {}),
+    }
+    if choice.backend == "scripted" and not (
+        backend_kwargs.get("responses") or backend_kwargs.get("responder")
+    ):  # it would fail on its first call, after the run (or the server) had started
+        raise CLIUsageError(
+            "--backend scripted replies from a script: give it one, e.g. "
+            """--backend-kwargs '{"responses": ["FINAL(42)"]}'"""
+        )
     return ModelSetup(
         backend=choice.backend,
-        backend_kwargs={
-            **choice.backend_kwargs,
-            **settings.backend_kwargs,
-            **({"context_window": settings.context_window} if settings.context_window else {}),
-        },
+        backend_kwargs=backend_kwargs,
         max_iterations=settings.max_iterations or choice.max_iterations,
         notice=choice.notice,
     )

@@ -73,19 +73,23 @@ class RunTracker:
             self._max_iterations = getattr(data.get("metadata"), "max_iterations", None)
         elif event.type == "iteration_started":
             self._current[event.run_id] = int(it or 0)
-            if is_root and self._final_call(it):
-                self.say("iterations used up: asking the model for its final answer")
+            if is_root and self._final_call(it, data):
+                limit = self._max_iterations
+                early = isinstance(it, int) and limit is not None and it <= limit
+                used = "schema repairs" if early else "iterations"
+                self.say(f"{used} used up: asking the model for its final answer")
                 return
             if is_root:
                 self.current = max(self.current, it or 0)
             self.say(f"iteration {it} started", level)
         elif event.type == "iteration_finished":
-            if is_root and not self._final_call(it):
+            if is_root and not self._final_call(it, data):
                 self.iterations = max(self.iterations, int(it or 0))
         elif event.type == "model_reply":
             reply = data.get("response") or ""
             took = format_duration(data.get("duration"))
-            what = "final-answer request" if is_root and self._final_call(it) else f"iteration {it}"
+            final = is_root and self._final_call(it, data)
+            what = "final-answer request" if final else f"iteration {it}"
             self.say(f"{what}: model replied {len(reply):,} chars in {took}", level)
         elif event.type == "call_retry":
             self.say(self._retry_line(event), level)
@@ -111,8 +115,11 @@ class RunTracker:
             if is_root:
                 self.usage = data.get("usage")
 
-    def _final_call(self, iteration: Any) -> bool:
-        """The root's "answer now" call, made once its iterations are used up."""
+    def _final_call(self, iteration: Any, data: dict[str, Any] | None = None) -> bool:
+        """The root's "answer now" call, made once its iterations (or its schema
+        repairs) are used up; events of older logs lack ``final_call``."""
+        if data is not None and data.get("final_call"):
+            return True
         limit = self._max_iterations
         return limit is not None and isinstance(iteration, int) and iteration > limit
 

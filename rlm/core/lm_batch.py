@@ -30,6 +30,7 @@ from rlm.core.reservation import require_price
 
 if TYPE_CHECKING:
     from rlm.base.events import RunScope
+    from rlm.base.json_schema import ResponseSchema
     from rlm.core.budget import BudgetNode
     from rlm.core.lm_pipeline import CallPipeline
     from rlm.core.lm_router import Route
@@ -62,9 +63,10 @@ async def run_batch(
     depth: int,
     sink: BudgetNode | None,
     scope: RunScope | None = None,
+    schema: ResponseSchema | None = None,
 ) -> list[RLMChatCompletion]:
     """``pipeline.acall_batched``: see the module docstring. ``scope`` is the run that
-    asked (its events announce the calls' retries)."""
+    asked (its events announce the calls' retries); ``schema``: structured output."""
     check_batch_size(len(prompts), pipeline.max_batch_size)
     if not prompts:
         return []
@@ -89,7 +91,7 @@ async def run_batch(
             for i in range(admitted):
                 results[i] = failed_completion(name, prompts[i], exc, now)
         else:
-            await _pool(pipeline, route, prompts[:admitted], sink, results, scope)
+            await _pool(pipeline, route, prompts[:admitted], sink, results, scope, schema)
     return [r for r in results if r is not None]
 
 
@@ -100,6 +102,7 @@ async def _pool(
     sink: BudgetNode | None,
     results: list[RLMChatCompletion | None],
     scope: RunScope | None,
+    schema: ResponseSchema | None = None,
 ) -> None:
     """Fill ``results[:len(prompts)]``, at most ``batch_max_concurrent`` calls at once."""
     order = iter(range(len(prompts)))  # shared: each worker pulls the next prompt
@@ -108,7 +111,7 @@ async def _pool(
         for i in order:
             started = time.perf_counter()
             try:
-                flow = charged(route, prompts[i], sink, scope=scope)
+                flow = charged(route, prompts[i], sink, scope=scope, schema=schema)
                 results[i] = await pipeline.adrive(flow)
             except BaseException as exc:
                 if isinstance(exc, Exception):

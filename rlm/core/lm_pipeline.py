@@ -256,14 +256,17 @@ class CallPipeline:
         depth: int = 0,
         sink: BudgetNode | None = None,
         scope: RunScope | None = None,
+        *,
+        schema: ResponseSchema | None = None,
     ) -> list[RLMChatCompletion]:
         """All ``prompts`` concurrently (at most ``batch_max_concurrent`` of this batch,
         and what the governor's window allows, in flight), in prompt order. A failed
         prompt yields a completion whose ``error`` is set; so does each prompt beyond
         the calls the budget has left (failed at once). An auth or quota error cancels
         the rest of the batch: those prompts fail with the circuit breaker's error.
-        Raises ``BatchTooLargeError`` above ``max_batch_size`` prompts."""
-        return await run_batch(self, prompts, model, depth, sink, scope)
+        Raises ``BatchTooLargeError`` above ``max_batch_size`` prompts. ``schema``:
+        each call in the client's structured-output mode, where it has one."""
+        return await run_batch(self, prompts, model, depth, sink, scope, schema)
 
     def call_batched(
         self,
@@ -272,6 +275,8 @@ class CallPipeline:
         depth: int = 0,
         sink: BudgetNode | None = None,
         scope: RunScope | None = None,
+        *,
+        schema: ResponseSchema | None = None,
     ) -> list[RLMChatCompletion]:
         """Sync form of ``acall_batched``, run on the session's event loop. Cancelling
         the sink's tree cancels the batch's in-flight calls at once."""
@@ -279,7 +284,7 @@ class CallPipeline:
         if not prompts:
             return []
         token = sink.token if sink is not None else None
-        batch = self.acall_batched(prompts, model, depth, sink, scope)
+        batch = self.acall_batched(prompts, model, depth, sink, scope, schema=schema)
         return self.runtime.run(batch, token)
 
 

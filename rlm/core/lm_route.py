@@ -5,7 +5,9 @@ the model names REPL code passes are checked against the model policy here, and 
 batch's length against ``max_batch_size`` before anything else. A refused call comes
 back as an ``error`` completion (the REPL shows ``Error: <error>``). While someone
 listens to the run's events, each ``llm_query``/``llm_query_batched`` is announced by
-``subcall_started`` and ``subcall_finished``.
+``subcall_started`` and ``subcall_finished``. A call with a ``schema`` (the REPL's
+``llm_query(..., schema=)``) is asked in rounds until its reply matches
+(``rlm.core.typed_subcall``).
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from rlm.base.errors import ConfigurationError
 from rlm.base.images import has_images, text_preview
 from rlm.base.types import Prompt, RLMChatCompletion, UsageSummary
 from rlm.clients.context_windows import budget_windows
 from rlm.core.lm_call import REFUSALS, failed_completion
 from rlm.core.model_policy import ModelNotAllowedError
+from rlm.core.typed_subcall import SubcallSchema, ask_typed, refused
 
 if TYPE_CHECKING:
     from rlm.base.events import RunScope
+    from rlm.base.json_schema import ResponseSchema
     from rlm.core.budget import BudgetNode
     from rlm.core.lm_pipeline import CallPipeline
     from rlm.core.model_policy import ModelPolicy
@@ -118,46 +123,75 @@ class LMRoute:
         scope = self.scope
         return scope is not None and scope.bus.active
 
-    def llm_query(self, prompt: Prompt, model: str | None = None) -> RLMChatCompletion:
-        """One call; a refused call (model, reservation) comes back as an ``error``
-        completion."""
+    def llm_query(
+        self, prompt: Prompt, model: str | None = None, schema: Any = None
+    ) -> RLMChatCompletion:
+        """One call; a refused call (model, reservation, an unusable ``schema``) comes
+        back as an ``error`` completion. ``schema``: the REPL's wire form of a typed
+        sub-call; the reply is then the matching value's JSON text."""
         started = time.perf_counter()
         if not self.policy.allows(model):
             exc = ModelNotAllowedError(str(model), self.policy.names)
             return failed_completion(model or "", prompt, exc, started)
+        try:
+            typed = SubcallSchema.of(schema) if schema is not None else None
+        except ConfigurationError as exc:
+            return refused([prompt], model, exc)[0]
         if not self._listened():  # nobody listens: no events to build
-            return self._one(prompt, model, started, None)
+            return self._one(prompt, model, started, None, typed)
         with self._announced(model, [prompt]) as outcome:
-            return self._one(prompt, model, started, outcome)
+            return self._one(prompt, model, started, outcome, typed)
 
     def _one(
-        self, prompt: Prompt, model: str | None, started: float, outcome: _Outcome | None
+        self,
+        prompt: Prompt,
+        model: str | None,
+        started: float,
+        outcome: _Outcome | None,
+        typed: SubcallSchema | None = None,
     ) -> RLMChatCompletion:
         try:
-            result = self.pipeline.call(prompt, model, self.depth, self.sink, scope=self.scope)
+            if typed is None:
+                result = self._call(prompt, model)
+            else:
+                result = ask_typed(lambda ps, rs: [self._call(ps[0], model, rs)], [prompt], typed)[
+                    0
+                ]
         except REFUSALS as exc:
             if outcome is not None:
                 outcome.error = str(exc)
             return failed_completion(model or "", prompt, exc, started)
         if outcome is not None:
             outcome.model, outcome.usage = result.root_model, result.usage_summary
+            outcome.error = result.error
         return result
 
+    def _call(
+        self, prompt: Prompt, model: str | None, schema: ResponseSchema | None = None
+    ) -> RLMChatCompletion:
+        return self.pipeline.call(
+            prompt, model, self.depth, self.sink, scope=self.scope, schema=schema
+        )
+
     def llm_query_batched(
-        self, prompts: list[Prompt], model: str | None = None
+        self, prompts: list[Prompt], model: str | None = None, schema: Any = None
     ) -> list[RLMChatCompletion]:
         """Every prompt, concurrently; raises ``BatchTooLargeError`` (naming
-        ``max_batch_size``) for a batch over the cap, before anything else."""
+        ``max_batch_size``) for a batch over the cap, before anything else. With a
+        ``schema``, a prompt whose replies never match fails alone."""
         self.pipeline.check_batch_size(len(prompts))
         if not self.policy.allows(model):
             started = time.perf_counter()
             exc = ModelNotAllowedError(str(model), self.policy.names)
             return [failed_completion(str(model), p, exc, started) for p in prompts]
+        try:
+            typed = SubcallSchema.of(schema) if schema is not None else None
+        except ConfigurationError as exc:
+            return refused(prompts, model, exc)
         if not self._listened():
-            return self.pipeline.call_batched(prompts, model, self.depth, self.sink)
+            return self._batch(prompts, model, typed)
         with self._announced(model, prompts) as outcome:
-            batch = self.pipeline.call_batched
-            results = batch(prompts, model, self.depth, self.sink, self.scope)
+            results = self._batch(prompts, model, typed)
             outcome.usage = UsageSummary()
             for r in results:
                 outcome.usage.merge(r.usage_summary)
@@ -165,6 +199,16 @@ class LMRoute:
             if errors:
                 outcome.error = f"{len(errors)} of {len(results)} failed: {errors[0]}"
             return results
+
+    def _batch(
+        self, prompts: list[Prompt], model: str | None, typed: SubcallSchema | None
+    ) -> list[RLMChatCompletion]:
+        batch, depth, sink, scope = self.pipeline.call_batched, self.depth, self.sink, self.scope
+        if typed is None:
+            return batch(prompts, model, depth, sink, scope)
+        return ask_typed(
+            lambda ps, rs: batch(ps, model, depth, sink, scope, schema=rs), prompts, typed
+        )
 
 
 __all__ = ["LMRoute", "preview"]

@@ -67,7 +67,12 @@ class RecordCompaction(NamedTuple):
     entry: Any
 
 
-Effect = CallModel | RunCode | ReadVariable | RecordCompaction
+class ReopenAnswer(NamedTuple):
+    """The REPL's ``answer`` back to ``{"content": "", "ready": False}``: its answer was
+    refused by the output schema. Result: ignored."""
+
+
+Effect = CallModel | RunCode | ReadVariable | RecordCompaction | ReopenAnswer
 
 
 # -- state and configuration -------------------------------------------------------------
@@ -221,6 +226,8 @@ def run_turn(
         repairing = False
         if refused and cfg.output is not None:  # the errors are the iteration's REPL output
             repairing = _refuse(st, cfg.output, new_messages, final, refused, scope, i + 1)
+            if repairing:  # a refused answer is not left standing as "ready"
+                yield ReopenAnswer()
         st.messages.extend(new_messages)
         scope.emit(
             "iteration_finished",
@@ -260,7 +267,7 @@ def run_turn(
     output = cfg.output
     ask = FINAL_ANSWER_PROMPT if output is None else output.final_prompt()
     prompt = [*st.messages, {"role": "user", "content": ask}]
-    scope.emit("iteration_started", iteration=stop_at + 1)
+    scope.emit("iteration_started", iteration=stop_at + 1, final_call=True)
     schema = None if output is None else output.response_schema()
     reply = yield CallModel(prompt, CallPurpose.FINAL_ANSWER, schema)
     text = reply.response or ""
@@ -270,6 +277,7 @@ def run_turn(
         response=text,
         usage=reply.usage_summary,
         duration=reply.execution_time,
+        final_call=True,
     )
     answer, submitted = text, False
     last_blocks: list[CodeBlock] = []
@@ -301,6 +309,7 @@ def run_turn(
         iteration=stop_at + 1,
         iteration_obj=last,
         duration=reply.execution_time,
+        final_call=True,
     )
     if output is not None:
         if refused:

@@ -35,7 +35,12 @@ from rlm.base.json_schema import (
 )
 from rlm.base.types import RLMChatCompletion
 from rlm.clients.base_lm import CallPurpose
-from rlm.core.schema_types import build, is_dataclass_type, is_typeddict, type_schema
+from rlm.environments.worker.schema_types import (
+    build,
+    is_dataclass_type,
+    is_typeddict,
+    type_schema,
+)
 
 if TYPE_CHECKING:
     from rlm.core.config import RLMConfig
@@ -143,7 +148,10 @@ class OutputSchema:
         """``spec`` normalised, allowing ``repairs`` (default 3) refused answers to be
         fixed; ``ConfigurationError`` if it is none of the accepted forms or its schema
         is malformed."""
-        made = cls._of(spec, name)
+        try:
+            made = cls._of(spec, name)
+        except TypeError as exc:  # a type hint with no JSON Schema
+            raise ConfigurationError(f"output_schema: {exc}") from exc
         if repairs is None:
             return made
         return cls(made.kind, made.target, made.json_schema, made.name, repairs)
@@ -248,8 +256,8 @@ class OutputSchema:
         return (
             f"Schema check failed: the submitted answer does not match the output schema "
             f'"{self.name}" (repair {repair} of {repairs}). Errors:\n{shown}{more}\n'
-            'Fix the answer and submit it again (set answer["content"] and then '
-            'answer["ready"] = True again, or FINAL(<the JSON>)).'
+            '`answer` is now {"content": "", "ready": False} again. Fix the answer and submit it '
+            'again (set answer["content"] and then answer["ready"] = True, or FINAL(<the JSON>)).'
         )
 
     def final_prompt(self) -> str:
@@ -264,7 +272,7 @@ class OutputSchema:
 # -- an RLM at its depth limit: one call -----------------------------------------------
 
 
-def _direct_messages(prompt: Any, output: OutputSchema) -> list[dict[str, Any]]:
+def ask_messages(prompt: Any, output: OutputSchema) -> list[dict[str, Any]]:
     if isinstance(prompt, str):
         messages = [{"role": "user", "content": prompt}]
     elif isinstance(prompt, dict) and "role" in prompt:
@@ -293,7 +301,7 @@ def ask_directly(
 ) -> RLMChatCompletion:
     """An RLM at its depth limit with ``output_schema``: one call in the provider's
     structured-output mode, validated (``SchemaValidationError`` if it does not match)."""
-    messages = _direct_messages(prompt, output)
+    messages = ask_messages(prompt, output)
     completion = handler.call(
         messages,
         config.model_override,
@@ -309,7 +317,7 @@ async def aask_directly(
     handler: LMHandler, prompt: Any, config: RLMConfig, output: OutputSchema
 ) -> RLMChatCompletion:
     """Async form of ``ask_directly``."""
-    messages = _direct_messages(prompt, output)
+    messages = ask_messages(prompt, output)
     completion = await handler.acall(
         messages,
         config.model_override,

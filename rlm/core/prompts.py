@@ -27,6 +27,10 @@ RLM_SYSTEM_PROMPT = textwrap.dedent(
       it can take several hundred thousand characters.
     - `llm_query_batched(prompts: list[str], model=None) -> list[str]`: many `llm_query` calls
       run concurrently; answers come back in the order of the prompts. Prefer it to a loop.
+      Both take `schema=` (a JSON Schema dict, a TypedDict, dataclass or Pydantic class, or a
+      type such as `list[str]`): each reply is then a checked value of that type, not text (a
+      reply that never matched is a string starting with "Error: "), and `images=` (file
+      paths, bytes or URLs; one list per prompt for the batch) for a model with vision.
     - `rlm_query(prompt, model=None)` and `rlm_query_batched(prompts, model=None)`: hand a
       sub-task to a child RLM that has its own REPL (they act like `llm_query` when recursion
       is off). Use them for sub-tasks that need several steps of their own.

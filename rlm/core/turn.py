@@ -49,6 +49,7 @@ from rlm.core.loop import (
     LoopConfig,
     ReadVariable,
     RecordCompaction,
+    ReopenAnswer,
     RunCode,
     TurnResult,
     TurnState,
@@ -300,6 +301,11 @@ class Turn:
             record = getattr(self.env, "append_compaction_entry", None)
             if record is not None:
                 record(effect.entry)
+            return None
+        if isinstance(effect, ReopenAnswer):
+            reset = getattr(self.env, "reset_answer", None)
+            if reset is not None:
+                reset()
             return None
         raise TypeError(f"unknown effect {effect!r}")
 

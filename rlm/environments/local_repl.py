@@ -178,10 +178,10 @@ class LocalREPL(SubcallRouting, ReplCore, NonIsolatedEnv):
 
     # -- LM sub-calls (what the scaffold's llm_query & co. ask) --------------------------
 
-    def _ask(self, op: str, prompts: list[Any], model: str | None) -> list[str]:
+    def _ask(self, op: str, prompts: list[Any], model: str | None, schema: Any) -> list[str]:
         cell = self.cell  # the cell that asked, even if another one runs by the answer
         # An interrupt waits while the engine answers (it must not land in its code).
-        outcomes = self._stops.shielded(self._relay.run, op, prompts, model)
+        outcomes = self._stops.shielded(self._relay.run, op, prompts, model, schema)
         # An outcome is a completion or an error text: tell them apart by the text, not
         # by the completion class (which a re-import of rlm.base.types would replace).
         cell.record([o for o in outcomes if not isinstance(o, str)])

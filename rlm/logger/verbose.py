@@ -405,7 +405,9 @@ class VerbosePrinter:
         elif kind in ("iteration_started", "iteration_finished"):
             number = data.get("iteration", 0)
             limit = limits.get(event.run_id)
-            final_call = isinstance(number, int) and limit is not None and number > limit
+            final_call = bool(data.get("final_call")) or (
+                isinstance(number, int) and limit is not None and number > limit
+            )
             if kind == "iteration_started":
                 self.print_iteration_start(number, final_call)
             elif not final_call and isinstance(number, int):  # completed ones count

@@ -146,3 +146,35 @@ def test_json_counts_completed_iterations_only(tmp_path: Path, context: Path) ->
     assert proc.returncode == 3, proc.stderr
     payload = json.loads(proc.stdout)
     assert payload["iterations"] == 0 and payload["error_type"] == "TokenLimitExceededError"
+
+
+def test_a_final_call_after_the_schema_repairs_is_named_as_such(
+    tmp_path: Path, context: Path
+) -> None:
+    """Repairs used up before the iterations: the progress says which, and the last
+    call reads as the final-answer request, not as one more iteration."""
+    schema = tmp_path / "n.json"
+    schema.write_text(
+        '{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}'
+    )
+    bad = "```repl\nanswer['content'] = {'n': 'x'}\nanswer['ready'] = True\n```"
+    proc = rlm(
+        "run", "-c", str(context), "--schema", str(schema),
+        *scripted(bad, bad, bad, bad, '{"n": 4}'), "--max-iterations", "9", "Who?", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == '{"n": 4}\n'
+    lines = proc.stderr.splitlines()
+    assert "rlm: schema repairs used up: asking the model for its final answer" in lines
+    assert any(line.startswith("rlm: final-answer request: model replied") for line in lines)
+    assert not any(line.startswith("rlm: iteration 5 started") for line in lines)
+
+
+@pytest.mark.parametrize("command", [["run", "-c", "README.md", "Who?"], ["serve"]])
+def test_the_scripted_backend_without_a_script_is_refused_at_start(
+    tmp_path: Path, command: list[str]
+) -> None:
+    (tmp_path / "README.md").write_text("text")
+    proc = rlm(*command, "--backend", "scripted", cwd=tmp_path, timeout=BOUND)
+    assert proc.returncode == 2, proc.stderr
+    assert "--backend scripted replies from a script" in proc.stderr

@@ -65,3 +65,28 @@ def test_the_llama_server_honours_response_format(llama_server: Any) -> None:
         client.close()
     value = json.loads(result.text)
     assert validate(value, SCHEMA.schema) == []
+
+
+@pytest.mark.llama
+def test_a_typed_sub_call_against_the_llama_server(llama_server: Any) -> None:
+    """``llm_query(prompt, schema=...)``'s engine side on a real server: the request
+    carries the schema, and the value that comes back matches it."""
+    from rlm.clients.openai import OpenAIClient
+    from rlm.core.lm_handler import LMHandler
+    from rlm.environments.worker.typed_query import TypedQuery
+
+    client = OpenAIClient(
+        model_name="local",
+        base_url=llama_server.base_url,
+        sampling_args={"max_tokens": 48},
+        schema_format="json_object",
+    )
+    handler = LMHandler(client)
+    wire = TypedQuery.of(SCHEMA.schema).wire
+    try:
+        result = handler.route(1).llm_query("Name a country.", None, schema=wire)
+    finally:
+        handler.close()
+    assert result.error is None, result.error
+    assert validate(result.parsed, SCHEMA.schema) == []
+    assert json.loads(result.response) == result.parsed

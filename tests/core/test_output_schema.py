@@ -112,6 +112,22 @@ def test_an_invalid_answer_is_repaired_then_accepted() -> None:
     assert lm.schemas == []  # no structured call was needed
 
 
+@pytest.mark.parametrize("environment", ["local", "sandbox"])
+def test_a_refused_answer_is_not_left_ready(environment: str) -> None:
+    """After a refusal the REPL's ``answer`` is open again: setting only the content
+    submits nothing, and the next ``ready`` submits the fixed answer."""
+    events: list[Event] = []
+    bad = {"items": [{"name": "apple", "qty": "two"}]}
+    good = {"items": [{"name": "apple", "qty": 2}], "total": 3.0}
+    replies = [submit(bad), repl(f"print(answer)\nanswer['content'] = {good!r}"), submit(good)]
+    result, _ = run(replies, Order, events=events, environment=environment)
+    assert result.parsed.total == 3.0
+    cells = [e.data["result"].stdout for e in events if e.type == "code_cell_finished"]
+    assert cells[1].strip() == "{'content': '', 'ready': False}"
+    iterations = [e.data["iteration_obj"] for e in events if e.type == "iteration_finished"]
+    assert len(iterations) == 3 and iterations[1].final_answer is None
+
+
 def test_exhausted_repairs_end_in_a_structured_call_then_schema_validation_error() -> None:
     events: list[Event] = []
     bad = {"items": "none", "total": 1}
@@ -182,7 +198,7 @@ def test_without_a_schema_nothing_changes() -> None:
         result = rlm.completion("ctx")
     assert result.response == "{'a': 1}"  # str() of the content, as rlms gives it
     assert result.parsed is None and "parsed" not in result.to_dict()
-    assert "JSON Schema" not in prompt_text(lm.prompts[0])
+    assert "The final answer must be a JSON value" not in prompt_text(lm.prompts[0])
 
 
 def test_a_bad_schema_fails_before_any_model_call() -> None:

@@ -75,15 +75,18 @@ class SubcallRelay:
         self._connection: LMConnection | None = None
         self._connection_address: tuple[str, int] | None = None
 
-    def run(self, op: str, prompts: list[Any], model: str | None) -> list[Outcome]:
+    def run(
+        self, op: str, prompts: list[Any], model: str | None, schema: Any = None
+    ) -> list[Outcome]:
+        """``schema``: a typed ``llm_query``'s wire form (the engine checks it)."""
         if op not in OPS:
             return [f"Error: unknown sub-call {op!r}"] * len(prompts)
         if op.startswith("rlm") and self.subcall_fn is None:
             op = op.replace("rlm", "llm")
         if op == "llm":
-            return [self._complete(prompts[0], model)] if prompts else []
+            return [self._complete(prompts[0], model, schema)] if prompts else []
         if op == "llm_batched":
-            return self._complete_many(prompts, model)
+            return self._complete_many(prompts, model, schema)
         if op == "rlm" or len(prompts) <= 1:
             return [self._subcall(p, model) for p in prompts]
         return self._subcall_many(prompts, model)
@@ -124,28 +127,36 @@ class SubcallRelay:
         except Exception as exc:
             return f"Error: RLM query failed - {exc}"
 
-    def _complete(self, prompt: Prompt, model: str | None) -> Outcome:
+    def _complete(self, prompt: Prompt, model: str | None, schema: Any = None) -> Outcome:
         try:
             if self.lm_route is not None:
+                if schema is not None:  # only typed calls need a route that knows schemas
+                    return self.lm_route.llm_query(prompt, model, schema=schema)
                 return self.lm_route.llm_query(prompt, model)
             if not self.lm_handler_address:
                 return NO_HANDLER
-            response = self._request(self._lm_request(prompt=prompt, model=model))
+            request = self._lm_request(prompt=prompt, model=model, schema=schema)
+            response = self._request(request)
         except Exception as exc:
             return f"Error: LM query failed - {exc}"
         if not response.success or response.chat_completion is None:
             return f"Error: {response.error}"
         return response.chat_completion
 
-    def _complete_many(self, prompts: list[Prompt], model: str | None) -> list[Outcome]:
+    def _complete_many(
+        self, prompts: list[Prompt], model: str | None, schema: Any = None
+    ) -> list[Outcome]:
         if not prompts:
             return []
         try:
             if self.lm_route is not None:
+                if schema is not None:
+                    return list(self.lm_route.llm_query_batched(prompts, model, schema=schema))
                 return list(self.lm_route.llm_query_batched(prompts, model))
             if not self.lm_handler_address:
                 return [NO_HANDLER] * len(prompts)
-            response = self._request(self._lm_request(prompts=prompts, model=model))
+            request = self._lm_request(prompts=prompts, model=model, schema=schema)
+            response = self._request(request)
         except Exception as exc:
             return [f"Error: LM query failed - {exc}"] * len(prompts)
         if not response.success or response.chat_completions is None:

@@ -347,7 +347,7 @@ class WorkerSupervisor:
             if not isinstance(prompts, list):
                 raise TypeError("malformed sub-call request")
             op, model = str(message["op"]), model if isinstance(model, str) else None
-            outcomes = self.relay.run(op, prompts, model)
+            outcomes = self.relay.run(op, prompts, model, message.get("schema"))
             with self._calls_lock:
                 calls = self.calls.get(cell) if isinstance(cell, int) else None
                 if calls is not None:

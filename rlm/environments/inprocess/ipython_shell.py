@@ -192,7 +192,7 @@ class InProcessShellREPL(LocalREPL):
         with deadline or nullcontext():
             source = ipython_syntax(code, self.shell)
             self.sources[filename] = source  # what tracebacks show
-            exec(compile(source, filename, "exec"), self.globals)
+            exec(compile(source, filename, "exec", dont_inherit=True), self.globals)
 
     def _ends_cell(self, exc: BaseException) -> bool:
         if isinstance(exc, CellTimeout):
@@ -226,11 +226,11 @@ class InProcessShellREPL(LocalREPL):
 
     # -- sub-calls: the time a cell waits for them is not its own --------------------------
 
-    def _ask(self, op: str, prompts: list[Any], model: str | None) -> list[str]:
+    def _ask(self, op: str, prompts: list[Any], model: str | None, schema: Any) -> list[str]:
         number = self._cell_count
         self.clock.enter(number)
         try:
-            return super()._ask(op, prompts, model)
+            return super()._ask(op, prompts, model, schema)
         finally:
             self.clock.leave(number)
 

@@ -73,10 +73,14 @@ class HostBridge:
                 self._pending.pop(request_id, None)
         return slot.reply
 
-    def ask(self, op: str, prompts: list[Any], model: str | None) -> list[str]:
+    def ask(self, op: str, prompts: list[Any], model: str | None, schema: Any = None) -> list[str]:
         """One reply text per prompt (``op``: ``llm``, ``llm_batched``, ``rlm`` or
-        ``rlm_batched``). Failures come back as ``"Error: ..."`` texts, like LocalREPL's."""
-        reply = self.request(op, prompts=prompts, model=model)
+        ``rlm_batched``; ``schema``: a typed ``llm_query``'s). Failures come back as
+        ``"Error: ..."`` texts, like LocalREPL's."""
+        fields: dict[str, Any] = {"prompts": prompts, "model": model}
+        if schema is not None:
+            fields["schema"] = schema
+        reply = self.request(op, **fields)
         texts = reply.get("texts") if reply is not None else None
         if not isinstance(texts, list) or len(texts) != len(prompts):
             error = reply.get("error") if reply is not None else None

@@ -37,13 +37,13 @@ _CELL_WAIT = 30.0  # how long run_next_cell waits for its cell to arrive
 def ipython_syntax(code: str, shell: Any) -> str:
     """``code`` itself if it is Python, else what IPython makes of it."""
     try:
-        compile(code, "<rlmx-check>", "exec")
+        compile(code, "<rlmx-check>", "exec", dont_inherit=True)
         return code
     except (SyntaxError, ValueError):
         pass
     try:
         transformed = str(shell.transform_cell(code))
-        compile(transformed, "<rlmx-check>", "exec")
+        compile(transformed, "<rlmx-check>", "exec", dont_inherit=True)
         return transformed
     except Exception:
         return code  # report the original SyntaxError

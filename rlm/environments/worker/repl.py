@@ -27,7 +27,7 @@ from rlm.environments.worker.repl_core import ReplCore
 # ask(op, prompts, model) -> one reply text per prompt; op is "llm", "llm_batched",
 # "rlm" or "rlm_batched" (the host mirrors LocalREPL's error texts for each).
 # Spelled without ``X | None``: this alias is evaluated, and the worker runs on 3.9.
-Ask = Callable[[str, list[Any], Any], list[str]]
+Ask = Callable[[str, list[Any], Any, Any], list[str]]
 
 _EXACT_TYPES = (type(None), bool, int, float)
 _EXACT_STR_MAX = 200
@@ -88,8 +88,8 @@ class WorkerRepl(ReplCore):
         self.tools: dict[str, Any] = {}
         self._open(self.module.__dict__, base_dir, Inputs(compaction))
 
-    def _ask(self, op: str, prompts: list[Any], model: str | None) -> list[str]:
-        return self._ask_host(op, prompts, model)
+    def _ask(self, op: str, prompts: list[Any], model: str | None, schema: Any) -> list[str]:
+        return self._ask_host(op, prompts, model, schema)
 
     def _remaining(self) -> Mapping[str, Any] | None:
         remaining = self._remaining_host()
@@ -117,8 +117,11 @@ class WorkerRepl(ReplCore):
         filename = f"<tool-{name}>"
         tree = ast.parse(source, filename)
         if len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr):  # e.g. a lambda
-            return eval(compile(ast.Expression(tree.body[0].value), filename, "eval"), scope)
-        exec(compile(tree, filename, "exec"), scope)
+            return eval(
+                compile(ast.Expression(tree.body[0].value), filename, "eval", dont_inherit=True),
+                scope,
+            )
+        exec(compile(tree, filename, "exec", dont_inherit=True), scope)
         if name in scope:
             return scope[name]
         defined = [n.name for n in tree.body if isinstance(n, _DEF_NODES)]
@@ -148,7 +151,7 @@ class WorkerRepl(ReplCore):
 
     def _exec(self, code: str, filename: str) -> None:
         # Interrupts and everything else end only the cell (ReplCore._ends_cell).
-        compiled = compile(code, filename, "exec")
+        compiled = compile(code, filename, "exec", dont_inherit=True)
         self.running = True
         try:
             if self.stop_before == self.cell_number:  # interrupted before it could start

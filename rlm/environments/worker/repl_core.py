@@ -9,8 +9,9 @@ as a traceback of cell frames; scaffold names, builtins and inputs put back afte
 cell; and the recorded source of each top-level ``def``/``class``, which snapshots
 replay. The owner supplies what differs:
 
-* ``_ask(op, prompts, model)``: one reply text per prompt (``op`` is ``llm``,
-  ``llm_batched``, ``rlm`` or ``rlm_batched``), from wherever sub-calls go;
+* ``_ask(op, prompts, model, schema)``: one reply text per prompt (``op`` is ``llm``,
+  ``llm_batched``, ``rlm`` or ``rlm_batched``; ``schema``: a typed ``llm_query``'s
+  ``{"name", "schema"}``, else None), from wherever sub-calls go;
 * ``_remaining()``: the run's remaining limits, for ``budget()``;
 * ``_exec(code, filename)``: runs one cell's code in ``globals``;
 * ``_ends_cell(exc)`` and ``_describe_error(exc)``: which exceptions end only the cell
@@ -48,6 +49,7 @@ from rlm.environments.worker.namespace import (
     restore_namespace,
     unbound_final_var,
 )
+from rlm.environments.worker.typed_query import TypedQuery
 
 _DEF_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
@@ -136,7 +138,7 @@ class ReplCore:
 
     # -- what the owner supplies ---------------------------------------------------------
 
-    def _ask(self, op: str, prompts: list[Any], model: str | None) -> list[str]:
+    def _ask(self, op: str, prompts: list[Any], model: str | None, schema: Any) -> list[str]:
         """One reply text per prompt; failures are ``"Error: ..."`` texts."""
         raise NotImplementedError
 
@@ -145,7 +147,7 @@ class ReplCore:
         return None
 
     def _exec(self, code: str, filename: str) -> None:
-        exec(compile(code, filename, "exec"), self.globals)
+        exec(compile(code, filename, "exec", dont_inherit=True), self.globals)
 
     def _ends_cell(self, exc: BaseException) -> bool:
         """Whether ``exc`` ends only the cell (``SystemExit`` included); else it propagates."""
@@ -197,34 +199,52 @@ class ReplCore:
         remaining = self._remaining()
         return budget_view(remaining if isinstance(remaining, Mapping) else None)
 
-    def _llm_query(self, prompt: Any, model: str | None = None, images: Any = None) -> str:
+    def _llm_query(
+        self, prompt: Any, model: str | None = None, images: Any = None, schema: Any = None
+    ) -> Any:
         """Ask a language model one prompt (a plain completion: no REPL, no recursion).
         ``images``: file paths, bytes, PIL images or http(s)/data: URLs, for a model
-        with vision. Returns the reply, or a string starting with "Error: "."""
+        with vision. ``schema``: a Pydantic model, TypedDict, dataclass, type hint or
+        JSON Schema dict; the reply is then a value of that type, checked (and asked
+        again with the errors) by the engine. Returns the reply, or a string starting
+        with "Error: " (with ``schema``, a ``QueryError``)."""
+        typed = TypedQuery.of(schema) if schema is not None else None
         if images is not None:
             prompt = with_images(prompt, images, self.base_dir)
-        return self._ask("llm", [prompt], model)[0]
+        if typed is None:
+            return self._ask("llm", [prompt], model, None)[0]
+        return typed.result(self._ask("llm", [prompt], model, typed.wire)[0])
 
     def _llm_query_batched(
-        self, prompts: list[Any], model: str | None = None, images: Any = None
-    ) -> list[str]:
+        self,
+        prompts: list[Any],
+        model: str | None = None,
+        images: Any = None,
+        schema: Any = None,
+    ) -> list[Any]:
         """Ask a language model several prompts concurrently; ``images``, if given, has
-        one list of images per prompt. Returns the replies in prompt order; a failed
-        prompt's reply starts with "Error: "."""
+        one list of images per prompt; ``schema`` as for ``llm_query``, for every prompt.
+        Returns the replies in prompt order; a failed prompt's reply starts with
+        "Error: " (with ``schema``, a ``QueryError``)."""
         prompts = require_prompt_list(prompts, "llm_query_batched")
+        typed = TypedQuery.of(schema) if schema is not None else None
         if images is not None:
             prompts = batch_with_images(prompts, images, self.base_dir)
-        return self._ask("llm_batched", prompts, model) if prompts else []
+        if not prompts:
+            return []
+        if typed is None:
+            return self._ask("llm_batched", prompts, model, None)
+        return [typed.result(t) for t in self._ask("llm_batched", prompts, model, typed.wire)]
 
     def _rlm_query(self, prompt: str, model: str | None = None) -> str:
         """Hand a subtask to a child RLM with its own REPL (a plain llm_query when
         recursion is not available). Returns its answer, or "Error: ..."."""
-        return self._ask("rlm", [prompt], model)[0]
+        return self._ask("rlm", [prompt], model, None)[0]
 
     def _rlm_query_batched(self, prompts: list[Any], model: str | None = None) -> list[str]:
         """rlm_query for several prompts, run concurrently. Answers in prompt order."""
         prompts = require_prompt_list(prompts, "rlm_query_batched")
-        return self._ask("rlm_batched", prompts, model) if prompts else []
+        return self._ask("rlm_batched", prompts, model, None) if prompts else []
 
     # -- variables -------------------------------------------------------------------------
 
@@ -280,7 +300,7 @@ class ReplCore:
         filename = cell_filename(record.cell)
         padded = "\n" * (record.line - 1) + record.source
         self._merge_source(filename, record.line, record.source)
-        exec(compile(padded, filename, "exec"), self.globals)
+        exec(compile(padded, filename, "exec", dont_inherit=True), self.globals)
         obj = self.globals[record.name]
         self.defs[id(obj)] = DefRecord(obj, record.name, record.source, record.cell, record.line)
         return obj

@@ -4,7 +4,10 @@
 ``list[int]``, ``dict[str, float]``, ``X | None``, ``Literal[...]``, an ``Enum``, nested
 TypedDicts and dataclasses) into a JSON Schema; ``build(tp, value)`` turns a value that
 schema validated into the typed object (dataclass instances, enum members, tuples).
-Standard library only: Pydantic models are handled by ``rlm.core.output_schema``.
+Standard library only, Python 3.9 compatible: the REPL uses it where it runs (a worker
+included) for ``llm_query(..., schema=)``, the engine for ``output_schema``. Pydantic
+models are handled by their own methods. A type with no JSON Schema raises
+``TypeError``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from rlm.base.errors import ConfigurationError
-
 _PRIMITIVES: dict[Any, dict[str, Any]] = {
     str: {"type": "string"},
     int: {"type": "integer"},
@@ -25,6 +26,8 @@ _PRIMITIVES: dict[Any, dict[str, Any]] = {
     type(None): {"type": "null"},
 }
 _REQUIRED_MARKERS = {"Required", "NotRequired", "ReadOnly"}
+# ``X | Y`` (Python 3.10+) next to ``Union[X, Y]``.
+_UNIONS = tuple(u for u in (Union, getattr(types, "UnionType", None)) if u is not None)
 
 
 def is_typeddict(tp: Any) -> bool:
@@ -51,8 +54,8 @@ def _hints(tp: type, extras: bool = False) -> dict[str, Any]:
     try:
         return get_type_hints(tp, include_extras=extras)
     except Exception as exc:  # a forward reference that cannot be resolved
-        raise ConfigurationError(
-            f"Cannot read the type hints of {tp.__name__} for output_schema: {exc}"
+        raise TypeError(
+            f"Cannot read the type hints of {tp.__name__} for a JSON Schema: {exc}"
         ) from exc
 
 
@@ -68,7 +71,7 @@ def _unwrap(tp: Any) -> Any:
 
 
 def type_schema(tp: Any, seen: tuple[Any, ...] = ()) -> dict[str, Any]:
-    """The JSON Schema of the hint ``tp``. Raises ``ConfigurationError`` for a type that
+    """The JSON Schema of the hint ``tp``. Raises ``TypeError`` for a type that
     has none (a recursive class, a callable, ...)."""
     tp = _unwrap(tp)
     if tp is Any or tp is object:
@@ -76,9 +79,9 @@ def type_schema(tp: Any, seen: tuple[Any, ...] = ()) -> dict[str, Any]:
     if tp in _PRIMITIVES:
         return dict(_PRIMITIVES[tp])
     if tp in seen:
-        raise ConfigurationError(
+        raise TypeError(
             f"{getattr(tp, '__name__', tp)} refers to itself: use a Pydantic model or a "
-            "JSON Schema dict with $ref for a recursive output_schema"
+            "JSON Schema dict with $ref for a recursive schema"
         )
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return {"enum": [member.value for member in tp]}
@@ -99,7 +102,7 @@ def type_schema(tp: Any, seen: tuple[Any, ...] = ()) -> dict[str, Any]:
     origin, args = get_origin(tp), get_args(tp)
     if origin is Literal:
         return {"enum": list(args)}
-    if origin in (Union, types.UnionType):
+    if origin in _UNIONS:
         return {"anyOf": [type_schema(a, seen) for a in args]}
     if origin in (list, set, frozenset) or (origin is not None and origin.__name__ == "Sequence"):
         return {"type": "array", "items": type_schema(args[0], seen) if args else {}}
@@ -120,7 +123,7 @@ def type_schema(tp: Any, seen: tuple[Any, ...] = ()) -> dict[str, Any]:
         return {"type": "array"}
     if tp is dict:
         return {"type": "object"}
-    raise ConfigurationError(f"output_schema: no JSON Schema for the type {tp!r}")
+    raise TypeError(f"no JSON Schema for the type {tp!r}")
 
 
 def _object(title: str, props: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -131,6 +134,39 @@ def _object(title: str, props: dict[str, Any], required: list[str]) -> dict[str,
         "required": required,
         "additionalProperties": False,
     }
+
+
+def _matches(tp: Any, value: Any) -> bool:
+    """Whether ``value`` has the shape of ``tp`` at its top level (which alternative of
+    a union to build): the value already passed the union's schema as a whole."""
+    tp = _unwrap(tp)
+    if tp is Any or tp is object:
+        return True
+    if tp is type(None):
+        return value is None
+    if tp is bool or tp is str:
+        return isinstance(value, tp)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return value in [member.value for member in tp]
+    if is_typeddict(tp):
+        return isinstance(value, dict) and set(tp.__required_keys__) <= set(value)
+    if is_dataclass_type(tp):
+        names = {f.name for f in dataclasses.fields(tp)}
+        return isinstance(value, dict) and set(value) <= names
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        return value in args
+    if origin in _UNIONS:
+        return any(_matches(a, value) for a in args)
+    if origin in (list, set, frozenset, tuple) or tp in (list, tuple, set):
+        return isinstance(value, list)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    return True
 
 
 def build(tp: Any, value: Any) -> Any:
@@ -151,12 +187,13 @@ def build(tp: Any, value: Any) -> Any:
         hints = _hints(tp)
         return {k: build(hints.get(k, Any), v) for k, v in value.items()}
     origin, args = get_origin(tp), get_args(tp)
-    if origin in (Union, types.UnionType):
-        from rlm.base.json_schema import validate
-
-        for option in args:  # the first alternative the value matches
-            if not validate(value, type_schema(option)):
-                return build(option, value)
+    if origin in _UNIONS:
+        for option in args:  # the first alternative that builds from the value
+            try:
+                if _matches(option, value):
+                    return build(option, value)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                continue
         return value
     if origin in (list, set, frozenset) and args:
         items = [build(args[0], v) for v in value]
@@ -164,7 +201,7 @@ def build(tp: Any, value: Any) -> Any:
     if origin is tuple and args:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(build(args[0], v) for v in value)
-        return tuple(build(a, v) for a, v in zip(args, value, strict=False))
+        return tuple(build(a, v) for a, v in zip(args, value))  # noqa: B905 (3.9)
     if origin is dict and len(args) == 2:
         return {k: build(args[1], v) for k, v in value.items()}
     return value
