@@ -25,7 +25,7 @@ import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm.base.errors import ConfigurationError, MissingAPIKeyError, ProviderError
 from rlm.base.json_schema import ResponseSchema
@@ -34,6 +34,9 @@ from rlm.clients.compat import RlmsUsageAttributes
 from rlm.clients.retry import RetryPolicy, acall_with_retries, call_with_retries
 from rlm.clients.structured import refused_schema
 from rlm.clients.usage import UsageTracker
+
+if TYPE_CHECKING:
+    from rlm.clients.context_windows import Window
 
 DEFAULT_TIMEOUT: float = 300.0
 
@@ -187,10 +190,11 @@ class BaseLM(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release connections. Called when the session that owns the client closes."""
 
-    def provider_context_window(self) -> int | None:
-        """The context window (tokens) the provider reports for ``model_name``, or
-        ``None`` when it does not say. May make a request: the engine asks once per
-        client (``rlm.clients.context_windows.window_of``), never per call."""
+    def provider_context_window(self) -> int | Window | None:
+        """The context window (tokens) the provider reports for ``model_name`` (a
+        ``Window`` when it gives prompt and reply limits apart), or ``None`` when it
+        does not say. May make a request: the engine asks once per client
+        (``rlm.clients.context_windows.window_of``), never per call."""
         return None
 
     def __repr__(self) -> str:

@@ -193,9 +193,12 @@ def _resolve(client: Any) -> ResolvedWindow | None:
     ask = getattr(client, "provider_context_window", None)
     if callable(ask):
         try:
-            reported = _positive(ask())
+            answer = ask()
         except Exception:  # an unreachable or odd provider: the table decides
-            reported = None
+            answer = None
+        if isinstance(answer, Window) and _positive(answer.input) is not None:
+            return ResolvedWindow(model, answer, "provider")  # its own prompt/reply split
+        reported = _positive(answer)
         if reported is not None:
             return ResolvedWindow(model, _shared(reported), "provider")
     window = table_window(model)

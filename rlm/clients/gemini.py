@@ -15,6 +15,7 @@ first access, so ``patch("rlm.clients.gemini.genai.Client")`` works) and
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -26,6 +27,7 @@ from rlm.base.types import ModelUsageSummary, Prompt
 from rlm.clients.async_pool import SDKClients
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM
 from rlm.clients.compat import EnvDefaults, LazySDK, as_count, as_number, require_key
+from rlm.clients.context_windows import Window
 from rlm.clients.openai import to_messages
 from rlm.clients.pricing import estimate_cost
 from rlm.clients.retry import (
@@ -45,6 +47,9 @@ _SDK = LazySDK(
     "gemini",
     "google-genai",
 )
+
+
+log = logging.getLogger(__name__)
 
 
 def __getattr__(name: str) -> Any:  # ``genai`` and ``types``: the SDK, imported on first access
@@ -308,6 +313,23 @@ class GeminiClient(ProviderLM):
 
     def _parse(self, response: Any, model: str) -> LMResult:
         return parse_response(response, model, self._where, self._secret)
+
+    def provider_context_window(self) -> Window | None:
+        """Gemini's own limits for the model (``models.get``: ``inputTokenLimit``, the
+        prompt, and ``outputTokenLimit``, the reply), asked once per client."""
+        if not self.model_name:
+            return None
+        try:
+            with self._translate_errors():
+                model = self.client.models.get(model=self.model_name)
+        except Exception as exc:  # the table decides; the key never reaches the log
+            log.debug("no context window from %s: %s", self._where, exc)
+            return None
+        limit = as_count(getattr(model, "input_token_limit", None))
+        if not limit:
+            return None
+        output = as_count(getattr(model, "output_token_limit", None)) or None
+        return Window(input=limit, total=None, output=output)
 
     def close(self) -> None:
         """Close this client's own SDK client; shared ones stay open for the others."""
