@@ -146,6 +146,10 @@ def main() -> int:
     for version, entries in sorted(deselected.items()):
         for entry in entries:
             print(f"  rlms {version} {entry['test']}\n      {entry['reason']}")
+    idle = [s.name for s, o in rows if not (o.passed or o.failed or o.errors)]
+    if idle:  # every test skipped or none collected: nothing was checked
+        print(f"\nsuites that ran no test (a missing dependency?): {', '.join(idle)}")
+        return 1
     bad = [s.name for s, o in rows if o.failed or o.errors or o.exit_code not in (0,)]
     if bad:
         print(f"\nFAILED suites: {', '.join(bad)}")

@@ -125,7 +125,10 @@ def build_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             unit = "µs" if key.endswith("_us") else "ms"
             floor_txt = f"{fmt_num(floor_v)} {unit} ({desc})"
         status = ""
-        if rx is not None and rx.get("status") == "skipped" and not rx.get("metrics"):
+        rlmx_interp = (results.get("interpreters") or {}).get("rlmx") or {}
+        if t.needs_psutil and rlmx_interp and not rlmx_interp.get("psutil"):
+            status = "NOT JUDGED: no psutil in the rlmx interpreter (worker memory unseen)"
+        elif rx is not None and rx.get("status") == "skipped" and not rx.get("metrics"):
             status = "NOT DONE: " + _reasons(rx.get("skipped"))
         elif rx is not None and rx.get("status") == "error" and not rx.get("metrics"):
             status = "ERROR: " + _reasons(rx.get("errors"))[:300]

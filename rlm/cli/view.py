@@ -69,7 +69,10 @@ def _check_log(path: Path) -> None:
         raise CLIUsageError(f"{path}: not a trajectory log: not UTF-8 text "
                             f"({HOW_TO_LOG})") from None  # fmt: skip
     except ValueError as exc:
-        raise CLIUsageError(f"{path}: not a trajectory log: {exc} ({HOW_TO_LOG})") from None
+        reason = str(exc)
+        if not reason.startswith("not a trajectory"):
+            reason = f"not a trajectory log: {reason}"
+        raise CLIUsageError(f"{path}: {reason} ({HOW_TO_LOG})") from None
     except OSError as exc:
         raise CLIUsageError(f"{path}: {exc.strerror or exc}") from None
     if log.completion or any(r.get("type") in TRAJECTORY_RECORDS for r in log.records):
