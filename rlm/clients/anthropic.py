@@ -29,7 +29,7 @@ from typing import Any
 from rlm.base.errors import ProviderConnectionError, ProviderError
 from rlm.base.json_schema import ResponseSchema
 from rlm.base.types import ModelUsageSummary, Prompt
-from rlm.clients.async_pool import SDKClients
+from rlm.clients.async_pool import SDKClientPair, SDKClients
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
 from rlm.clients.compat import EnvDefaults, LazySDK, require_key
 from rlm.clients.openai import HTTP_CLIENTS, to_messages
@@ -228,7 +228,7 @@ def _translated(sdk: Any, timeout: float, where: str, secret: str | None) -> Ite
 # ---------------------------------------------------------------------------
 
 
-class AnthropicClient(ProviderLM):
+class AnthropicClient(SDKClientPair, ProviderLM):
     """Claude through the official ``anthropic`` SDK."""
 
     def __init__(
@@ -269,24 +269,6 @@ class AnthropicClient(ProviderLM):
         self._sdk_clients = SDKClients(
             sdk.Anthropic, sdk.AsyncAnthropic, self._sdk_kwargs, "anthropic", http=HTTP_CLIENTS
         )
-
-    @property
-    def client(self) -> Any:
-        """The sync SDK client."""
-        return self._sdk_clients.sync
-
-    @client.setter
-    def client(self, value: Any) -> None:
-        self._sdk_clients.sync = value
-
-    @property
-    def async_client(self) -> Any:
-        """The first event loop's async SDK client (``rlms``'s attribute)."""
-        return self._sdk_clients.first_async
-
-    @async_client.setter
-    def async_client(self, value: Any) -> None:
-        self._sdk_clients.first_async = value
 
     def _request(self, prompt: Prompt, model: str) -> dict[str, Any]:
         messages, system = prepare_messages(prompt)

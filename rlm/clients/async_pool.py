@@ -310,6 +310,34 @@ class SDKClients:
 # ---------------------------------------------------------------------------
 
 
+class SDKClient:
+    """``client``: the sync SDK client of an rlmx client that keeps its SDK clients in
+    ``_sdk_clients`` (rlms's attribute, settable as rlms's tests do). For Gemini it is
+    the one SDK client, whose ``client.aio`` is the async side."""
+
+    _sdk_clients: SDKClients
+
+    @property
+    def client(self) -> Any:
+        return self._sdk_clients.sync
+
+    @client.setter
+    def client(self, value: Any) -> None:
+        self._sdk_clients.sync = value
+
+
+class SDKClientPair(SDKClient):
+    """``client`` and ``async_client``: the first event loop's async SDK client."""
+
+    @property
+    def async_client(self) -> Any:
+        return self._sdk_clients.first_async
+
+    @async_client.setter
+    def async_client(self, value: Any) -> None:
+        self._sdk_clients.first_async = value
+
+
 class PerLoop(Generic[T]):
     """A thread-safe cache of one ``T`` per running event loop.
 

@@ -24,7 +24,7 @@ from typing import Any
 from rlm.base.errors import ConfigurationError, ProviderConnectionError, ProviderError
 from rlm.base.json_schema import ResponseSchema
 from rlm.base.types import ModelUsageSummary, Prompt
-from rlm.clients.async_pool import SDKClients
+from rlm.clients.async_pool import SDKClient, SDKClients
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM
 from rlm.clients.compat import EnvDefaults, LazySDK, as_count, as_number, require_key
 from rlm.clients.context_windows import Window
@@ -207,7 +207,7 @@ def _translated(errors: Any, where: str, secret: str | None) -> Iterator[None]:
         raise
 
 
-class GeminiClient(ProviderLM):
+class GeminiClient(SDKClient, ProviderLM):
     """Gemini through the official ``google-genai`` SDK.
 
     As in ``rlms``, ``model_name=None`` builds a client whose calls must name a model
@@ -258,15 +258,6 @@ class GeminiClient(ProviderLM):
             {"api_key": api_key, "http_options": http_options},
             "google",
         )
-
-    @property
-    def client(self) -> Any:
-        """The SDK client (``client.aio`` is its async side)."""
-        return self._sdk_clients.sync
-
-    @client.setter
-    def client(self, value: Any) -> None:
-        self._sdk_clients.sync = value
 
     def _generation_args(self, sampling_args: dict[str, Any]) -> dict[str, Any]:
         """Sampling args as ``GenerateContentConfig`` fields; typos fail here, not per call."""

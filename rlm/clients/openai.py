@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 from rlm.base.errors import ConfigurationError
 from rlm.base.json_schema import ResponseSchema
 from rlm.base.types import Prompt
-from rlm.clients.async_pool import SDKClients
+from rlm.clients.async_pool import SDKClientPair, SDKClients
 from rlm.clients.base_lm import DEFAULT_TIMEOUT, LMResult, ProviderLM, require_model
 from rlm.clients.compat import APIKeyRequiredError, EnvDefaults, LazySDK
 from rlm.clients.openai_wire import Raw as Raw  # re-exported: the wire's names
@@ -202,7 +202,7 @@ def sdk_parameters(cls: Any) -> frozenset[str]:
         return frozenset()
 
 
-class ChatCompletionsLM(ProviderLM):
+class ChatCompletionsLM(SDKClientPair, ProviderLM):
     """Base of the clients whose SDK is OpenAI's or shaped like it (Azure, Portkey).
 
     Subclasses set ``_sdk_clients`` (``rlm.clients.async_pool.SDKClients``: the sync SDK
@@ -226,24 +226,6 @@ class ChatCompletionsLM(ProviderLM):
         (llama-cpp-python's server: ``{"type": "json_object", "schema": ...}``)."""
         style = self.kwargs.get("schema_format", "json_schema")
         return {**request, "response_format": openai_response_format(schema, style)}
-
-    @property
-    def client(self) -> Any:
-        """The sync SDK client."""
-        return self._sdk_clients.sync
-
-    @client.setter
-    def client(self, value: Any) -> None:
-        self._sdk_clients.sync = value
-
-    @property
-    def async_client(self) -> Any:
-        """The first event loop's async SDK client (``rlms``'s attribute)."""
-        return self._sdk_clients.first_async
-
-    @async_client.setter
-    def async_client(self, value: Any) -> None:
-        self._sdk_clients.first_async = value
 
     # The SDK's own clients go through ``client.post`` (``openai_wire.post_reply``); a
     # stand-in (a test's Mock, a patched class) through ``chat.completions.create``.
