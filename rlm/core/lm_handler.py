@@ -127,30 +127,27 @@ class LMHandler(CallPipeline):
         if not self.model_policy.allows(request.model):
             error = ModelNotAllowedError(str(request.model), self.model_policy.names)
             return LMResponse.error_response(str(error), id=rid)
+        typed = request.schema is not None  # a typed sub-call: asked until it matches
+        model, depth = request.model, request.depth
         try:
-            if request.schema is not None:  # a typed sub-call: asked until it matches
-                return self._typed_request(request)
             if request.prompts is not None:
-                results = self.call_batched(request.prompts, request.model, request.depth)
+                if typed:
+                    route = self.route(depth)
+                    results = route.llm_query_batched(request.prompts, model, request.schema)
+                else:
+                    results = self.call_batched(request.prompts, model, depth)
                 return LMResponse.batched_success_response(results, id=rid)
             if request.prompt is None:
                 return LMResponse.error_response("missing 'prompt' or 'prompts'", id=rid)
-            result = self.call(request.prompt, request.model, request.depth)
+            if not typed:
+                result = self.call(request.prompt, model, depth)
+            else:
+                result = self.route(depth).llm_query(request.prompt, model, request.schema)
+                if result.error and not result.response:
+                    return LMResponse.error_response(result.error, id=rid)
             return LMResponse.success_response(result, id=rid)
         except Exception as exc:
             return LMResponse.error_response(f"LM call failed: {type(exc).__name__}: {exc}", id=rid)
-
-    def _typed_request(self, request: LMRequest) -> LMResponse:
-        route, rid = self.route(request.depth), request.id
-        if request.prompts is not None:
-            results = route.llm_query_batched(request.prompts, request.model, request.schema)
-            return LMResponse.batched_success_response(results, id=rid)
-        if request.prompt is None:
-            return LMResponse.error_response("missing 'prompt' or 'prompts'", id=rid)
-        result = route.llm_query(request.prompt, request.model, request.schema)
-        if result.error and not result.response:
-            return LMResponse.error_response(result.error, id=rid)
-        return LMResponse.success_response(result, id=rid)
 
     # -- the socket and the lifecycle ------------------------------------------------
 
