@@ -11,13 +11,15 @@ Event types and their ``data`` keys:
 ``run_started``        prompt_preview, root_prompt, metadata (RLMMetadata), context_count
 ``iteration_started``  iteration (1-based); final_call=True on the "answer now" call made
                        when the iterations (or the schema repairs) are used up
-``model_reply``        iteration, response, usage (ModelUsageSummary), duration (+ final_call)
+``model_reply``        iteration, response, usage (UsageSummary), duration (+ final_call;
+                       + cached=True when the call cache answered: ``RLM(cache=...)``)
 ``code_cell_started``  iteration, index, code
 ``code_cell_finished`` iteration, index, code, result (REPLResult), duration
 ``iteration_finished`` iteration, iteration_obj (RLMIteration), duration (+ final_call)
 ``subcall_started``    kind ("llm"|"rlm"), model, prompt_preview, count (+ child_depth for rlm)
 ``subcall_finished``   kind, model, duration, usage (UsageSummary|None: an rlm child's is
-                       its whole subtree's), error (+ child_depth, child_run_id for rlm)
+                       its whole subtree's), error (+ child_depth, child_run_id for rlm);
+                       usage.cached_calls: the calls of it the call cache answered
 ``budget_update``      iteration, spent_usd, tokens, calls, elapsed (this run and its
                        children), remaining ({calls, tokens, usd, seconds}, None = no limit)
 ``final_answer``       answer, iterations, source ("answer"|"FINAL"|"FINAL_VAR"|"default")

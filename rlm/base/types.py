@@ -68,6 +68,12 @@ class ModelUsageSummary:
     total_cost: float | None = None
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
+    # Calls answered by the sub-call cache (``RLM(cache=...)``): they cost nothing and
+    # count no call; what the model would have spent on them is in ``saved_*``.
+    cached_calls: int = 0
+    saved_input_tokens: int = 0
+    saved_output_tokens: int = 0
+    saved_cost: float | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -84,6 +90,11 @@ class ModelUsageSummary:
             self.cache_read_tokens = (self.cache_read_tokens or 0) + other.cache_read_tokens
         if other.cache_write_tokens is not None:
             self.cache_write_tokens = (self.cache_write_tokens or 0) + other.cache_write_tokens
+        self.cached_calls += other.cached_calls
+        self.saved_input_tokens += other.saved_input_tokens
+        self.saved_output_tokens += other.saved_output_tokens
+        if other.saved_cost is not None:
+            self.saved_cost = (self.saved_cost or 0.0) + other.saved_cost
 
     def copy(self) -> ModelUsageSummary:
         return ModelUsageSummary(
@@ -93,6 +104,10 @@ class ModelUsageSummary:
             self.total_cost,
             self.cache_read_tokens,
             self.cache_write_tokens,
+            self.cached_calls,
+            self.saved_input_tokens,
+            self.saved_output_tokens,
+            self.saved_cost,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +122,12 @@ class ModelUsageSummary:
             out["cache_read_tokens"] = self.cache_read_tokens
         if self.cache_write_tokens is not None:
             out["cache_write_tokens"] = self.cache_write_tokens
+        if self.cached_calls:  # rlms's keys only, unless the call cache answered
+            out["cached_calls"] = self.cached_calls
+            out["saved_input_tokens"] = self.saved_input_tokens
+            out["saved_output_tokens"] = self.saved_output_tokens
+            if self.saved_cost is not None:
+                out["saved_cost"] = self.saved_cost
         return out
 
     @classmethod
@@ -118,6 +139,10 @@ class ModelUsageSummary:
             total_cost=data.get("total_cost"),
             cache_read_tokens=data.get("cache_read_tokens"),
             cache_write_tokens=data.get("cache_write_tokens"),
+            cached_calls=data.get("cached_calls") or 0,
+            saved_input_tokens=data.get("saved_input_tokens") or 0,
+            saved_output_tokens=data.get("saved_output_tokens") or 0,
+            saved_cost=data.get("saved_cost"),
         )
 
 
@@ -149,6 +174,27 @@ class UsageSummary:
     @property
     def total_calls(self) -> int:
         return sum(s.total_calls for s in self.model_usage_summaries.values())
+
+    @property
+    def cached_calls(self) -> int:
+        """Calls the sub-call cache answered (not counted in ``total_calls``)."""
+        return sum(s.cached_calls for s in self.model_usage_summaries.values())
+
+    @property
+    def saved_tokens(self) -> int:
+        """Input and output tokens the cache's hits did not spend."""
+        return sum(
+            s.saved_input_tokens + s.saved_output_tokens
+            for s in self.model_usage_summaries.values()
+        )
+
+    @property
+    def saved_cost(self) -> float | None:
+        """USD the cache's hits did not spend (``None``: no hit had a known cost)."""
+        costs = [
+            s.saved_cost for s in self.model_usage_summaries.values() if s.saved_cost is not None
+        ]
+        return sum(costs) if costs else None
 
     def merge(self, other: UsageSummary) -> None:
         """Accumulate ``other`` into this summary in place."""

@@ -22,7 +22,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from rlm.cli import chat, eval_cmd, mcp_cmd, run, serve, sessions_cmd, view
+from rlm.cli import (
+    cache_cmd,
+    chat,
+    eval_cmd,
+    mcp_cmd,
+    replay_cmd,
+    run,
+    serve,
+    sessions_cmd,
+    view,
+)
 from rlm.cli.failures import EXIT_INTERRUPTED, EXIT_PIPE, EXIT_USAGE
 
 EPILOG = """examples:
@@ -30,9 +40,11 @@ EPILOG = """examples:
   rlm chat
   rlm chat --session notes          # durable: resume it tomorrow
   rlm sessions list
+  rlm cache stats                   # what RLM(cache=...) / rlm run --cache saved
   rlm serve --port 8000
   rlm mcp
   rlm view logs/                    # the newest log in logs/
+  rlm replay logs/run.jsonl         # re-run a recorded run offline
   rlm eval --self-check             # the answer-quality kit checks itself
   rlm batch questions.jsonl --backend openai --model gpt-5-mini
 
@@ -61,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rlmx {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (run, chat, serve, mcp_cmd, view, sessions_cmd, eval_cmd):
+    commands = (run, chat, serve, mcp_cmd, view, replay_cmd, sessions_cmd, cache_cmd, eval_cmd)
+    for command in commands:
         command.add_parser(subparsers)
     return parser
 

@@ -123,10 +123,12 @@ class SettingsFactory:
         session_store: str | SessionStore | None = None,
         *,
         shared_governor: bool = False,
+        cache: Any = None,
     ) -> None:
         self.settings = settings
         self.setup = setup
         self.session_store = session_store
+        self.cache = cache  # RLM(cache=...): the sub-call cache (rlm run --cache)
         self.governor: Governor | None = None
         if shared_governor:
             self.governor = governor_for(setup.backend, self.upstream(setup.backend_kwargs))
@@ -152,6 +154,7 @@ class SettingsFactory:
             session_id=session_id,
             session_store=self.session_store if session_id is not None else None,
             governor=self.governor,
+            cache=self.cache,
         )
 
     @staticmethod

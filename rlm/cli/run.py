@@ -82,6 +82,22 @@ def add_parser(subparsers: Any) -> None:
         "stdout is the answer's JSON (with --json, also as 'parsed')",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary lines")
+    cache = p.add_argument_group("sub-call cache (rlm cache stats|clear)")
+    cache.add_argument(
+        "--cache",
+        action="store_true",
+        help="answer repeated model calls from the cache file, and store new ones "
+        "(calls at temperature 0 only, unless --cache-sampled)",
+    )
+    cache.add_argument(
+        "--cache-path", metavar="PATH", help="the cache file (implies --cache; default: "
+        "$RLM_CACHE_PATH, else the user's cache folder)"
+    )  # fmt: skip
+    cache.add_argument(
+        "--cache-sampled",
+        action="store_true",
+        help="also cache calls made at a temperature above 0 (implies --cache)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -137,7 +153,7 @@ def run(
         print(environment_notice(settings.env, "this process"), file=err, flush=True)
 
     try:
-        rlm = SettingsFactory(settings, setup)()
+        rlm = SettingsFactory(settings, setup, cache=_cache_spec(args))()
     except RLMError as exc:
         return _fail(err, *_failure(exc, settings, setup))
     logger = rlm.logger
@@ -175,6 +191,15 @@ def run(
         print(result.response, file=out, flush=True)
     print_summary(tracker, time.perf_counter() - started, getattr(logger, "log_file_path", None))
     return EXIT_OK
+
+
+def _cache_spec(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``RLM(cache=...)`` for ``--cache``, ``--cache-path`` and ``--cache-sampled``."""
+    path = getattr(args, "cache_path", None)
+    sampled = bool(getattr(args, "cache_sampled", False))
+    if not (getattr(args, "cache", False) or path or sampled):
+        return None
+    return {"path": path, "nondeterministic": sampled}
 
 
 def _load_schema(path: str | None) -> dict[str, Any] | None:

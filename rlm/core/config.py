@@ -13,6 +13,7 @@ from rlm.base.tools import validate_custom_tools
 from rlm.base.types import RLMMetadata
 from rlm.clients.base_lm import BaseLM
 from rlm.core.budget import Limits
+from rlm.core.call_cache import CallCache, open_cache
 from rlm.core.governor import Governor
 from rlm.core.lm_batch import DEFAULT_MAX_BATCH_SIZE
 from rlm.core.lm_handler import DEFAULT_MAX_CONCURRENT_LLM_CALLS, LMHandler
@@ -55,6 +56,7 @@ class RLMConfig:
     allowed_models: tuple[str, ...] | str = ()  # or "*": REPL code may name any model
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     governor: Governor | None = None  # shared pacing (its window); each tree its own
+    cache: CallCache | None = None  # memoised model calls (rlm.core.call_cache)
 
     @property
     def root_model(self) -> str:
@@ -132,6 +134,7 @@ class RLMConfig:
         allowed_models: Any = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         governor: Governor | None = None,
+        cache: Any = None,
     ) -> RLMConfig:
         """Validate the ``RLM(...)`` arguments; raises ``ConfigurationError`` (a ValueError)."""
         if not isinstance(backend, str) or not backend:
@@ -238,6 +241,7 @@ class RLMConfig:
             allowed_models=allowed,
             max_batch_size=max_batch_size,
             governor=governor,
+            cache=open_cache(cache),  # ConfigurationError for a bad spec
         )
 
 
@@ -270,6 +274,7 @@ def build_handler(
         max_batch_size=cfg.max_batch_size,
         allowed_models=cfg.allowed_models,
     )
+    handler.cache = cfg.cache
     for other in others:
         handler.register_client(other.model_name, other)
     handler.model_policy.allow(*cfg.registered_models())

@@ -19,6 +19,9 @@ then announced there as a ``call_retry`` event (purpose, model, attempt, attempt
 error, wait). A sync call charged to a tree driven on a loop (``acompletion``,
 ``stream``, a run with ``max_timeout``: ``BudgetNode.tree.interruptible``) is sent on
 the session's loop, so cancelling the tree cancels it in flight.
+
+With ``RLM(cache=...)`` (``rlm.core.call_cache``) the drivers first ask the call cache:
+a hit never reaches the governor and still ends through the flow, charged as free.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from rlm.clients.base_lm import LMResult
     from rlm.clients.retry import RetryPolicy
     from rlm.core.budget import BudgetNode
+    from rlm.core.call_cache import CallCache
     from rlm.core.governor import Governor, OnRetry
     from rlm.core.lm_router import ModelRouter, Route
     from rlm.core.runtime import AsyncRuntime
@@ -149,6 +153,7 @@ class CallPipeline:
         self.runtime = runtime
         self.batch_max_concurrent = batch_max_concurrent
         self.max_batch_size = max_batch_size
+        self.cache: CallCache | None = None  # RLM(cache=...): memoised calls
 
     def pick(self, model: str | None, depth: int, sink: BudgetNode | None) -> Route:
         """The call's route. A client that would be made is first admitted by the
@@ -162,11 +167,15 @@ class CallPipeline:
     # -- the drivers -----------------------------------------------------------------
 
     def drive(self, flow: Flow) -> RLMChatCompletion:
-        """Run one call's flow, sending in this thread."""
+        """Run one call's flow, sending in this thread (a cache hit is not sent)."""
         send = next(flow)
         client, purpose, policy = send.route.client, send.purpose, send.route.retry_policy
-        schema = send.schema
+        schema, cache, key, hit = send.schema, self.cache, None, None
         try:
+            if cache is not None:
+                key, hit = cache.probe(send)
+            if hit is not None:
+                return _returned(flow, hit)
             with call_token(send.token):  # a client that can stop mid-call looks it up
                 result = self.governor.run(
                     lambda prompt: complete(client, prompt, purpose, schema),
@@ -179,14 +188,21 @@ class CallPipeline:
         except BaseException:
             flow.close()  # the flow releases its reservation
             raise
-        return _returned(flow, result)
+        completion = _returned(flow, result)
+        if key is not None and cache is not None:
+            cache.save(key, result)
+        return completion
 
     async def adrive(self, flow: Flow) -> RLMChatCompletion:
-        """Run one call's flow, sending on the running loop."""
+        """Run one call's flow, sending on the running loop (a cache hit is not sent)."""
         send = next(flow)
         client, purpose, policy = send.route.client, send.purpose, send.route.retry_policy
-        schema = send.schema
+        schema, cache, key, hit = send.schema, self.cache, None, None
         try:
+            if cache is not None:
+                key, hit = await cache.aprobe(send)
+            if hit is not None:
+                return _returned(flow, hit)
             result = await self.governor.arun(
                 lambda prompt: acomplete(client, prompt, purpose, schema),
                 send.prompt,
@@ -198,7 +214,10 @@ class CallPipeline:
         except BaseException:
             flow.close()
             raise
-        return _returned(flow, result)
+        completion = _returned(flow, result)
+        if key is not None and cache is not None:
+            await cache.asave(key, result)
+        return completion
 
     # -- calls -----------------------------------------------------------------------
 

@@ -134,6 +134,11 @@ def _should_compact(messages: list[dict[str, Any]], cfg: LoopConfig) -> bool:
     return count_tokens(messages, cfg.model_name) >= cfg.compaction_threshold_pct * limit
 
 
+def _cached(reply: RLMChatCompletion) -> dict[str, Any]:
+    """``cached=True`` for a reply the call cache answered (``RLM(cache=...)``)."""
+    return {"cached": True} if reply.usage_summary.cached_calls else {}
+
+
 def run_turn(
     st: TurnState, cfg: LoopConfig, node: BudgetNode, scope: RunScope
 ) -> Generator[Effect, Any, TurnResult]:
@@ -172,6 +177,7 @@ def run_turn(
             response=text,
             usage=reply.usage_summary,
             duration=reply.execution_time,
+            **_cached(reply),
         )
 
         blocks: list[CodeBlock] = []
@@ -278,6 +284,7 @@ def run_turn(
         usage=reply.usage_summary,
         duration=reply.execution_time,
         final_call=True,
+        **_cached(reply),
     )
     answer, submitted = text, False
     last_blocks: list[CodeBlock] = []

@@ -33,6 +33,7 @@ from rlm.core.governor import Governor
 from rlm.core.lm_handler import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CONCURRENT_LLM_CALLS
 from rlm.core.output_schema import OutputSchema, aask_directly, ask_directly
 from rlm.core.parsing import DEFAULT_MAX_OUTPUT_CHARS
+from rlm.core.replay import Replayer, ReplayReport, open_tape
 from rlm.core.resume import Resume
 from rlm.core.rlms_hooks import RLMSHooks
 from rlm.core.session import Session, SessionParts
@@ -44,6 +45,7 @@ from rlm.environments import (
     get_environment,
 )
 from rlm.logger import RLMLogger
+from rlm.logger.otel_setup import attach_tracing
 
 if TYPE_CHECKING:  # the store is imported when a session is durable, not by ``import rlm``
     from rlm.core.durable import DurableSession
@@ -56,6 +58,16 @@ def _make_client(backend: str, backend_kwargs: dict[str, Any]) -> BaseLM:
 
 def _make_environment(name: str, kwargs: dict[str, Any]) -> BaseEnv:
     return get_environment(name, kwargs)  # module global: patchable
+
+
+def _model_backends(cfg: RLMConfig) -> dict[str, str]:
+    """Which backend serves each configured model name (for the spans' provider)."""
+    pairs = [(cfg.backend_kwargs.get("model_name"), cfg.backend)]
+    pairs += [
+        (k.get("model_name"), b)
+        for b, k in zip(cfg.other_backends, cfg.other_backend_kwargs, strict=True)
+    ]
+    return {str(m): b for m, b in reversed(pairs) if m}
 
 
 def _output(spec: Any, repairs: int | None) -> OutputSchema | None:
@@ -96,6 +108,21 @@ class RLM(RLMSHooks):
     Without either, ``session_id`` only labels events, as before. A limit error carries
     ``checkpoint``; ``completion(..., resume=checkpoint)`` goes on from there.
     ``fork(new_id)`` branches a durable session.
+
+    ``tracing`` (``docs/observability.md``): OpenTelemetry GenAI spans and metrics of the
+    whole call tree (``rlmx[otel]``): ``True``, a ``TracerProvider`` or
+    ``rlm.logger.otel_setup.Tracing(...)``; ``None`` (default) traces only if ``RLM_OTEL``
+    is set or a global tracer provider is configured; ``False`` never.
+
+    ``cache`` (``docs/observability.md``): memoise model calls in a SQLite file shared
+    across processes: ``True`` (the default file), a path, ``{"path": ...,
+    "nondeterministic": True}`` or a ``rlm.core.call_cache.CallCache``; only calls at
+    temperature 0 unless asked. Hits show in usage (``cached_calls``, ``saved_*``).
+
+    ``record`` / ``replay`` (``docs/observability.md``): ``record=True`` writes every
+    model call, cell and answer into ``logger``'s run log (``record=DIR``: a new log in
+    DIR); ``replay=LOG`` answers every model call from that recording, with no model or
+    network, and ``replay_report()`` says where the new run diverged.
     """
 
     def __init__(
@@ -141,6 +168,10 @@ class RLM(RLMSHooks):
         allowed_models: Sequence[str] | Literal["*"] | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         governor: Governor | None = None,
+        tracing: Any = None,
+        cache: Any = None,
+        record: Any = False,
+        replay: Any = None,
     ) -> None:
         # Every argument, so fork() can build the same RLM for another session.
         self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -176,10 +207,12 @@ class RLM(RLMSHooks):
             allowed_models=allowed_models,
             max_batch_size=max_batch_size,
             governor=governor,
+            cache=cache,
         )
         cfg = self.config
         self._set_rlms_attributes()
-        self.logger = logger
+        # Record and replay (docs/observability.md): model calls into / from a run log.
+        self._tape, self.logger = open_tape(record, replay, logger)
         self.persistent = persistent
         if cfg.environment not in ENVIRONMENT_NAMES:  # the registry's names, read once
             raise ConfigurationError(
@@ -196,6 +229,16 @@ class RLM(RLMSHooks):
         if self.durable:  # fails fast: a locked, foreign, corrupt or newer store
             self._durable = self._open_durable()
         self.events = EventBus()
+        if self._tape is not None:
+            self._tape.attach(self.events)
+        # OpenTelemetry spans (docs/observability.md): subscribed only when tracing is on.
+        self._untrace = attach_tracing(
+            self.events,
+            tracing,
+            backend=cfg.backend,
+            providers=_model_backends(cfg),
+            environment=cfg.environment,
+        )
         if verbose:  # the console printer is only made for a verbose RLM
             self.verbose.attach(self.events)
         attach_callbacks(
@@ -228,7 +271,7 @@ class RLM(RLMSHooks):
             if self.durable and self._durable is None:  # used again after close()
                 self._durable = self._open_durable()
             parts = SessionParts(
-                _make_client,
+                self._tape.clients(_make_client) if self._tape is not None else _make_client,
                 _make_environment,
                 self.events,
                 self.session_id,
@@ -266,6 +309,8 @@ class RLM(RLMSHooks):
         output = _output(output_schema, schema_repairs)
         self._completion_start_time = time.perf_counter()
         session = self._get_session()
+        if self._tape is not None:
+            self._tape.began(prompt, root_prompt, output, self.config)
         if self.config.depth >= self.config.max_depth:
             if output is not None:
                 return ask_directly(session.ensure_handler(), prompt, self.config, output)
@@ -291,6 +336,8 @@ class RLM(RLMSHooks):
         output = _output(output_schema, schema_repairs)
         self._completion_start_time = time.perf_counter()
         session = self._get_session()
+        if self._tape is not None:
+            self._tape.began(prompt, root_prompt, output, self.config)
         if self.config.depth >= self.config.max_depth:
             handler = session.ensure_handler()
             if output is not None:
@@ -342,6 +389,12 @@ class RLM(RLMSHooks):
             self.events,
             lambda: self.acompletion(prompt, root_prompt, resume=resume, output_schema=output),
         )
+
+    def replay_report(self) -> ReplayReport:
+        """Where this replay (``replay=LOG``) diverged from the recording, so far."""
+        if not isinstance(self._tape, Replayer):
+            raise ConfigurationError("replay_report() needs an RLM made with replay=LOG")
+        return self._tape.report()
 
     def cancel(self) -> None:
         """Cancel the run in progress, from any thread (a no-op when none is running).

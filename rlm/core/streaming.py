@@ -8,6 +8,7 @@ they see the root run and every child run. After the last event, ``result`` hold
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -32,8 +33,11 @@ class EventStream:
         self._error: BaseException | None = None
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._unsubscribe = bus.subscribe(self._queue.put)
+        # In the caller's context, as ``run_blocking`` does: context variables (e.g. the
+        # current OpenTelemetry span, the parent of the run's trace) reach the run.
+        context = contextvars.copy_context()
         self._thread = threading.Thread(
-            target=self._work, args=(run,), name="rlm-stream", daemon=True
+            target=context.run, args=(self._work, run), name="rlm-stream", daemon=True
         )
         self._thread.start()
 

@@ -19,6 +19,8 @@ tooling keeps working. Format version 2 (``"log_version": 2`` on the metadata li
                   final_call, execution_time, usage_summary (the run and everything it
                   spawned), total_calls, input_tokens, output_tokens, total_tokens,
                   total_cost, response, error
+``recorded_*``    a recording's lines, only with ``RLM(..., record=True)``
+                  (``replay_log`` lists them; ``write_record`` writes them)
 
 Values never reach the log whole: each REPL variable is a summary (type, length, a
 preview of ``preview_chars`` characters, the SHA-256 of the whole value), and a context
@@ -276,6 +278,12 @@ class RLMLogger:
         with self._lock:
             self._write(record)
         self._hasher.clear()
+
+    def write_record(self, entry: Mapping[str, Any]) -> None:
+        """Append a line of another kind to the file (a recording's ``recorded_*``
+        lines: ``rlm.logger.replay_log``); it is not kept in memory."""
+        with self._lock:
+            self._write({"timestamp": _now(), **entry})
 
     # -- event bus --------------------------------------------------------------
 

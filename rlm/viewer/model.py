@@ -74,6 +74,7 @@ class IterationView(TypedDict):
     blocks: list[BlockView]
     usage: Usage  # the reply's own usage (when logged) plus every sub-call's
     error: bool
+    cached: bool  # the reply itself came from the call cache (RLM(cache=...))
 
 
 class Outcome(TypedDict):
@@ -253,4 +254,5 @@ def iteration_view(
         "blocks": blocks,
         "usage": add_usage([own, *(c["usage"] for c in calls)]),
         "error": any(b["stderr"].strip() or any(c["error"] for c in b["calls"]) for b in blocks),
+        "cached": bool(own and own.get("cached")),
     }

@@ -19,6 +19,7 @@ class Usage(TypedDict, total=False):
     input: int
     output: int
     cost: float
+    cached: int  # calls the call cache answered (RLM(cache=...)); absent when none
     models: dict[str, Usage]  # only on run totals
 
 
@@ -35,6 +36,9 @@ def _one_model(data: Mapping[str, Any]) -> Usage:
     cost = data.get("total_cost")
     if isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost):
         out["cost"] = float(cost)
+    cached = _int(data.get("cached_calls"))
+    if cached > 0:
+        out["cached"] = cached
     return out
 
 
@@ -65,4 +69,6 @@ def add_usage(items: Iterable[Usage | None]) -> Usage:
         total["output"] += item.get("output", 0)
         if "cost" in item:
             total["cost"] = total.get("cost", 0.0) + item["cost"]
+        if item.get("cached"):
+            total["cached"] = total.get("cached", 0) + item["cached"]
     return total

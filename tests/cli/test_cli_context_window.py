@@ -15,7 +15,8 @@ from rlm.cli.settings import resolve
 
 def test_flag_env_and_file_set_the_window(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    base = ["serve", "--backend", "scripted", "--model", "m"]
+    script = '{"responses": ["FINAL(1)"]}'
+    base = ["serve", "--backend", "scripted", "--backend-kwargs", script, "--model", "m"]
     args = build_parser().parse_args([*base, "--context-window", "32000"])
     settings = resolve(args, environ={}, cwd=tmp_path, home=home)
     assert settings.context_window == 32_000 and settings.sources["context_window"] == "flag"

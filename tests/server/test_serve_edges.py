@@ -232,7 +232,7 @@ def test_live_sessions_default_to_at_least_the_concurrency(flags: list[str], exp
     from rlm.cli.factory import SettingsFactory, from_args
     from rlm.cli.serve import build_app
 
-    args = build_parser().parse_args(["serve", "--backend", "scripted", *flags])
+    args = build_parser().parse_args(["serve", *SCRIPTED, *flags])
     settings, setup = from_args(args)
     app = build_app(settings, SettingsFactory(settings, setup), "tok")
     assert app.state.sessions.max_sessions == expected

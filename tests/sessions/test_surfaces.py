@@ -163,7 +163,9 @@ def test_serve_session_store_flag_backs_the_registry(tmp_path: Path) -> None:
     from rlm.server.sessions import InMemorySessionRegistry, StoreBackedSessionRegistry
 
     store = str(tmp_path / "srv.db")
-    args = build_parser().parse_args(["serve", "--backend", "scripted", "--session-store", store])
+    script = '{"responses": ["FINAL(1)"]}'
+    argv = ["serve", "--backend", "scripted", "--backend-kwargs", script, "--session-store", store]
+    args = build_parser().parse_args(argv)
     settings, setup = from_args(args)
     factory = SettingsFactory(settings, setup, session_store=args.session_store)
     app = build_app(settings, factory, "tok")

@@ -37,6 +37,7 @@ var rlmCards = function (ctx) {
       it.blocks.length ? badge(plural(it.blocks.length, "code block"), "count") : null,
       calls ? badge(plural(calls, "sub-call"), "count") : null,
       children ? badge(plural(children, "child RLM"), "child") : null,
+      it.cached ? badge("cached", "cached", "the reply came from the call cache") : null,
       usageBadge(it.usage),
       it.time !== null ? badge(fmtTime(it.time), "time", "iteration time")
         : it.timing.model !== null ? badge(fmtTime(it.timing.model), "time", "model time") : null,
@@ -141,7 +142,9 @@ var rlmCards = function (ctx) {
     var box = el("div", "call" + (c.error ? " has-error" : "") + (c.run !== null ? " is-child" : ""));
     var head = el("div", "call-head");
     add(head, badge(c.run !== null ? "child RLM" : "sub-call", c.run !== null ? "child" : "count"),
-      el("span", "node-model", c.model), usageBadge(c.usage),
+      el("span", "node-model", c.model),
+      c.usage && c.usage.cached ? badge("cached", "cached", "answered by the call cache") : null,
+      usageBadge(c.usage),
       c.time !== null ? badge(fmtTime(c.time), "time") : null);
     if (c.run !== null) {
       var open = el("button", "link open-child", "open child run ›");

@@ -1,0 +1,103 @@
+"""``rlm run --cache`` and ``rlm cache stats|clear``: the real ``rlm`` command in a
+subprocess, against a loopback OpenAI-compatible upstream that counts its requests."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from cli_support import GOOD_KEY, rlm, upstream
+
+pytest.importorskip("openai")
+
+ZERO = json.dumps({"sampling_args": {"temperature": 0}})
+
+
+@pytest.fixture
+def story(tmp_path: Path) -> Path:
+    (tmp_path / "story.txt").write_text("Alice followed the White Rabbit.", encoding="utf-8")
+    return tmp_path
+
+
+def ask(url: str, cwd: Path, *flags: str) -> str:
+    proc = rlm("run", "-c", "story.txt", "--base-url", url, "--model", "gpt-4o-mini", "-q",
+               *flags, "Who?", cwd=cwd, env={"OPENAI_API_KEY": GOOD_KEY})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_run_with_cache_then_stats_and_clear(story: Path) -> None:
+    path = story / "calls.db"
+    with upstream() as server:
+        flags = ("--backend-kwargs", ZERO, "--cache-path", str(path))
+        assert ask(server.url, story, *flags) == "the White Rabbit\n"
+        assert len(server.keys) == 1
+        assert ask(server.url, story, *flags) == "the White Rabbit\n"
+        assert len(server.keys) == 1  # the second run never reached the upstream
+
+    shown = rlm("cache", "stats", "--cache", str(path), cwd=story)
+    assert shown.returncode == 0, shown.stderr
+    lines = dict(line.split(":", 1) for line in shown.stdout.splitlines())
+    assert lines["cache"].strip() == str(path)
+    assert lines["entries"].strip() == "1"
+    assert lines["hits"].strip() == "1"
+    assert lines["saved"].strip() == "30 input + 5 output tokens"
+    assert lines["cost saved"].strip().startswith("$0.0000")
+    assert lines["size"].strip().endswith(("KiB", "B"))
+
+    as_json = rlm("cache", "stats", "--cache", str(path), "--json", cwd=story)
+    data = json.loads(as_json.stdout)
+    assert (data["entries"], data["hits"], data["saved_output_tokens"]) == (1, 1, 5)
+    assert data["saved_cost"] > 0 and data["size_bytes"] > 0
+
+    cleared = rlm("cache", "clear", "--cache", str(path), cwd=story)
+    assert cleared.returncode == 0, cleared.stderr
+    assert cleared.stdout == f"cleared 1 entry from {path}\n"
+    after = json.loads(rlm("cache", "stats", "--cache", str(path), "--json", cwd=story).stdout)
+    assert (after["entries"], after["hits"]) == (0, 0)
+
+
+def test_the_default_file_and_sampled_calls(story: Path) -> None:
+    default = story / ".cache" / "rlmx" / "calls.db"  # HOME is the test's folder
+    with upstream() as server:
+        ask(server.url, story, "--cache")  # no temperature: sampled, not cached
+        ask(server.url, story, "--cache")
+        assert len(server.keys) == 2
+        ask(server.url, story, "--cache-sampled")
+        ask(server.url, story, "--cache-sampled")
+        assert len(server.keys) == 3
+    assert stat.S_IMODE(default.stat().st_mode) == 0o600
+    assert stat.S_IMODE(default.parent.stat().st_mode) == 0o700
+    data = json.loads(rlm("cache", "stats", "--json", cwd=story).stdout)
+    assert (data["path"], data["entries"], data["hits"]) == (str(default), 1, 1)
+
+
+def test_stats_of_a_missing_file_and_errors(story: Path) -> None:
+    missing = story / "none.db"
+    shown = rlm("cache", "stats", "--cache", str(missing), "--json", cwd=story)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["entries"] == 0
+    assert not missing.exists()
+
+    broken = story / "broken.db"
+    broken.write_bytes(b"garbage" * 200)
+    for verb in ("stats", "clear"):
+        proc = rlm("cache", verb, "--cache", str(broken), cwd=story)
+        assert proc.returncode == 2
+        assert proc.stderr.startswith(f"rlm: error: {broken} is not a usable call cache")
+        assert "Traceback" not in proc.stderr
+    assert broken.read_bytes() == b"garbage" * 200
+
+    other = story / "notes.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+    proc = rlm("cache", "clear", "--cache", str(other), cwd=story)
+    assert proc.returncode == 2 and "not an rlmx call cache" in proc.stderr
+
+    folder = rlm("cache", "stats", "--cache", str(story), cwd=story)
+    assert folder.returncode == 2 and "is a directory" in folder.stderr
+    bare = rlm("cache", cwd=story)
+    assert bare.returncode == 2 and "stats" in bare.stdout
