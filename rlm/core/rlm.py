@@ -35,6 +35,7 @@ from rlm.core.output_schema import OutputSchema, aask_directly, ask_directly
 from rlm.core.parsing import DEFAULT_MAX_OUTPUT_CHARS
 from rlm.core.replay import Replayer, ReplayReport, open_tape
 from rlm.core.resume import Resume
+from rlm.core.rlm_durable import DurableSessions
 from rlm.core.rlms_hooks import RLMSHooks
 from rlm.core.session import Session, SessionParts
 from rlm.core.streaming import AsyncEventStream, EventStream
@@ -60,6 +61,25 @@ def _make_environment(name: str, kwargs: dict[str, Any]) -> BaseEnv:
     return get_environment(name, kwargs)  # module global: patchable
 
 
+# ``RLM(...)`` arguments that are not the run's configuration (``RLMConfig.build``).
+_NOT_CONFIG = frozenset(
+    {
+        "logger",
+        "verbose",
+        "on_subcall_start",
+        "on_subcall_complete",
+        "on_iteration_start",
+        "on_iteration_complete",
+        "session_id",
+        "session_store",
+        "durable",
+        "tracing",
+        "record",
+        "replay",
+    }
+)
+
+
 def _model_backends(cfg: RLMConfig) -> dict[str, str]:
     """Which backend serves each configured model name (for the spans' provider)."""
     pairs = [(cfg.backend_kwargs.get("model_name"), cfg.backend)]
@@ -74,7 +94,7 @@ def _output(spec: Any, repairs: int | None) -> OutputSchema | None:
     return None if spec is None else OutputSchema.of(spec, repairs=repairs)
 
 
-class RLM(RLMSHooks):
+class RLM(DurableSessions, RLMSHooks):
     """A Recursive Language Model: answers a query over a context of any length.
 
     ``completion(prompt, root_prompt=None)`` puts ``prompt`` in a REPL as ``context`` and
@@ -109,20 +129,12 @@ class RLM(RLMSHooks):
     ``checkpoint``; ``completion(..., resume=checkpoint)`` goes on from there.
     ``fork(new_id)`` branches a durable session.
 
-    ``tracing`` (``docs/observability.md``): OpenTelemetry GenAI spans and metrics of the
-    whole call tree (``rlmx[otel]``): ``True``, a ``TracerProvider`` or
-    ``rlm.logger.otel_setup.Tracing(...)``; ``None`` (default) traces only if ``RLM_OTEL``
-    is set or a global tracer provider is configured; ``False`` never.
-
-    ``cache`` (``docs/observability.md``): memoise model calls in a SQLite file shared
-    across processes: ``True`` (the default file), a path, ``{"path": ...,
-    "nondeterministic": True}`` or a ``rlm.core.call_cache.CallCache``; only calls at
-    temperature 0 unless asked. Hits show in usage (``cached_calls``, ``saved_*``).
-
-    ``record`` / ``replay`` (``docs/observability.md``): ``record=True`` writes every
-    model call, cell and answer into ``logger``'s run log (``record=DIR``: a new log in
-    DIR); ``replay=LOG`` answers every model call from that recording, with no model or
-    network, and ``replay_report()`` says where the new run diverged.
+    Observability (``docs/observability.md``): ``tracing`` (OpenTelemetry GenAI spans:
+    ``True``, a ``TracerProvider`` or ``Tracing(...)``; by default only with ``RLM_OTEL``
+    or a global provider), ``cache`` (memoised model calls in a SQLite file: ``True``, a
+    path, a dict or a ``CallCache``), ``record=True`` (every model call and cell into the
+    run log) and ``replay=LOG`` (model calls answered from a recording;
+    ``replay_report()`` says where the new run diverged).
     """
 
     def __init__(
@@ -175,39 +187,8 @@ class RLM(RLMSHooks):
     ) -> None:
         # Every argument, so fork() can build the same RLM for another session.
         self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        self.config = RLMConfig.build(
-            backend=backend,
-            backend_kwargs=backend_kwargs,
-            environment=environment,
-            environment_kwargs=environment_kwargs,
-            depth=depth,
-            max_depth=max_depth,
-            max_iterations=max_iterations,
-            max_budget=max_budget,
-            max_timeout=max_timeout,
-            max_tokens=max_tokens,
-            max_errors=max_errors,
-            custom_system_prompt=custom_system_prompt,
-            other_backends=other_backends,
-            other_backend_kwargs=other_backend_kwargs,
-            persistent=persistent,
-            custom_tools=custom_tools,
-            custom_sub_tools=custom_sub_tools,
-            compaction=compaction,
-            compaction_threshold_pct=compaction_threshold_pct,
-            max_concurrent_subcalls=max_concurrent_subcalls,
-            max_concurrent_llm_calls=max_concurrent_llm_calls,
-            sampling_args=sampling_args,
-            sub_sampling_args=sub_sampling_args,
-            orchestrator=orchestrator,
-            user_prologue=user_prologue,
-            max_output_chars=max_output_chars,
-            max_inflight_llm_calls=max_inflight_llm_calls,
-            max_llm_calls=max_llm_calls,
-            allowed_models=allowed_models,
-            max_batch_size=max_batch_size,
-            governor=governor,
-            cache=cache,
+        self.config = RLMConfig.build(  # every argument that configures the run
+            **{k: v for k, v in self._init_kwargs.items() if k not in _NOT_CONFIG}
         )
         cfg = self.config
         self._set_rlms_attributes()
@@ -252,20 +233,6 @@ class RLM(RLMSHooks):
 
     # -- session -------------------------------------------------------------------------
 
-    def _open_durable(self) -> DurableSession:
-        from rlm.core.durable import open_durable
-
-        cfg = self.config
-        model = cfg.root_model
-        if model == "unknown" and cfg.backend == "llama_cpp":  # the GGUF's name, as the CLI
-            from rlm.clients.llama_cpp import model_label
-
-            model = model_label(cfg.backend_kwargs.get("model_path")) or model
-        summary = {"backend": cfg.backend, "model": model, "environment": cfg.environment}
-        return open_durable(
-            self.session_store, self.session_id, persistent=self.persistent, config=summary
-        )
-
     def _get_session(self) -> Session:
         if self._session is None:
             if self.durable and self._durable is None:  # used again after close()
@@ -305,12 +272,7 @@ class RLM(RLMSHooks):
         3); the result's ``parsed`` is the validated object, ``response`` its JSON. Raises
         ``SchemaValidationError`` (with the last answer) if no valid answer comes.
         """
-        self._check_prompt(prompt, root_prompt)
-        output = _output(output_schema, schema_repairs)
-        self._completion_start_time = time.perf_counter()
-        session = self._get_session()
-        if self._tape is not None:
-            self._tape.began(prompt, root_prompt, output, self.config)
+        session, output = self._begin(prompt, root_prompt, output_schema, schema_repairs)
         if self.config.depth >= self.config.max_depth:
             if output is not None:
                 return ask_directly(session.ensure_handler(), prompt, self.config, output)
@@ -319,6 +281,18 @@ class RLM(RLMSHooks):
             return session.completion(prompt, root_prompt, resume, output)
         finally:
             self._persistent_env = session.env if self.persistent else None
+
+    def _begin(
+        self, prompt: Any, root_prompt: Any, output_schema: Any, repairs: int | None
+    ) -> tuple[Session, OutputSchema | None]:
+        """A completion's start, sync or async: checked input, the schema, the session."""
+        self._check_prompt(prompt, root_prompt)
+        output = _output(output_schema, repairs)
+        self._completion_start_time = time.perf_counter()
+        session = self._get_session()
+        if self._tape is not None:
+            self._tape.began(prompt, root_prompt, output, self.config)
+        return session, output
 
     async def acompletion(
         self,
@@ -332,12 +306,7 @@ class RLM(RLMSHooks):
         """``completion`` for asyncio, with the same semantics. Model calls use the
         clients' native async methods; REPL cells run on a worker thread. Cancelling
         the awaiting task stops the tree and raises ``asyncio.CancelledError``."""
-        self._check_prompt(prompt, root_prompt)
-        output = _output(output_schema, schema_repairs)
-        self._completion_start_time = time.perf_counter()
-        session = self._get_session()
-        if self._tape is not None:
-            self._tape.began(prompt, root_prompt, output, self.config)
+        session, output = self._begin(prompt, root_prompt, output_schema, schema_repairs)
         if self.config.depth >= self.config.max_depth:
             handler = session.ensure_handler()
             if output is not None:
@@ -446,46 +415,6 @@ class RLM(RLMSHooks):
         if self._persistent_env is None and self._durable is not None and self._durable.thread:
             self._persistent_env = self._get_session().ensure_environment()
         return self._persistent_env
-
-    def fork(self, new_session_id: str | None = None) -> RLM:
-        """A new durable session (``new_session_id``, or a generated one) that shares this
-        one's turns so far and diverges after: an RLM with the same arguments, resumed
-        from the fork. This session is unaffected."""
-        if self._durable is None:
-            if not self.durable:
-                raise ConfigurationError(
-                    "fork() needs a durable session: pass session_store=... or durable=True"
-                )
-            self._get_session()  # closed before: open it again
-        assert self._durable is not None
-        new_id = new_session_id or uuid.uuid4().hex
-        self._durable.fork(new_id)
-        return RLM(**{**self._init_kwargs, "session_id": new_id})
-
-    # -- sharing a durable session between processes ------------------------------------
-
-    @property
-    def durable_session(self) -> DurableSession | None:
-        """The store side of an open durable session (``rlm.core.durable``): its
-        ``store``, ``thread`` and the ``idempotency_key`` stored with the next turn.
-        ``None`` when the session is not durable or not open."""
-        return self._durable
-
-    def release_session_lock(self) -> None:
-        """Let other processes write this durable session until the next
-        ``reacquire_session_lock`` (a server between turns: ``rlm serve`` replicas over
-        one store). A no-op for a session that is not durable or not open."""
-        if self._durable is not None:
-            self._durable.release_lock()
-
-    def reacquire_session_lock(self, timeout: float | None = None) -> bool:
-        """Become the session's writer again, waiting up to ``timeout`` seconds (default:
-        the store's ``lock_timeout``; raises ``SessionLockedError``). False when another
-        process moved the session on meanwhile: this object is then stale; ``close()``
-        it and build a new ``RLM`` for the session, which resumes from the store."""
-        if self._durable is None:
-            return True
-        return self._durable.reacquire(timeout)
 
     @staticmethod
     def _env_supports_persistence(env: BaseEnv) -> bool:
