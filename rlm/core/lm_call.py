@@ -68,11 +68,15 @@ class Send(NamedTuple):
 Flow = Generator[Send, "LMResult", RLMChatCompletion]
 
 
-def completion_of(name: str, prompt: Prompt, result: LMResult, started: float) -> RLMChatCompletion:
-    """The completion of a call that returned ``result``, with that call's own usage."""
+def completion_of(
+    name: str, prompt: Prompt, result: LMResult, started: float, images: bool = True
+) -> RLMChatCompletion:
+    """The completion of a call that returned ``result``, with that call's own usage.
+    ``images=False``: ``prompt`` is the engine's own (a root conversation), which holds
+    no image, so it is not scanned for one."""
     return RLMChatCompletion(
         root_model=name,
-        prompt=loggable(prompt),  # images as a summary: their bytes never reach a log
+        prompt=loggable(prompt) if images else prompt,  # image bytes never reach a log
         response=result.text,
         usage_summary=UsageSummary({name: result.usage}),
         execution_time=time.perf_counter() - started,
@@ -108,8 +112,9 @@ def charged(
     sub-call whose prompt cannot fit its model's window raises
     ``ContextWindowExceededError`` first, before anything is reserved or sent."""
     started = time.perf_counter()
-    check_images(route.client, prompt)
-    if purpose is CallPurpose.SUBCALL:
+    subcall = purpose is CallPurpose.SUBCALL
+    if subcall:  # the engine's own calls carry no image, and the root is not guarded
+        check_images(route.client, prompt)
         check_fits(route.client, prompt)
     hold = None
     if sink is not None and sink.guarded:
@@ -124,7 +129,7 @@ def charged(
         raise
     if sink is not None:
         sink.settle(route.name, result.usage, hold)
-    return completion_of(route.name, prompt, result, started)
+    return completion_of(route.name, prompt, result, started, images=subcall)
 
 
 __all__ = ["REFUSALS", "Flow", "Send", "charged", "completion_of", "failed_completion"]

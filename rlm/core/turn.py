@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -180,6 +181,12 @@ class Turn:
     def flow(self) -> Generator[Effect, Any, TurnResult]:
         return run_turn(self.state, self.loop_cfg, self.node, self.scope)
 
+    @functools.cached_property
+    def interruptible(self) -> bool:
+        """Whether the environment can stop a running cell (``SupportsInterrupt``),
+        checked once: a protocol ``isinstance`` costs more than a cell's bookkeeping."""
+        return isinstance(self.env, SupportsInterrupt)
+
     # -- driving -----------------------------------------------------------------------
 
     def complete(self) -> RLMChatCompletion:
@@ -254,7 +261,7 @@ class Turn:
             )
         if isinstance(effect, RunCode):
             env = self.env
-            if not isinstance(env, SupportsInterrupt):
+            if not self.interruptible:
                 return env.execute_code(effect.code)
             # RLM.cancel() from another thread stops the cell, not just the next step.
             stopper = CellStopper(env)
@@ -286,7 +293,7 @@ class Turn:
             except asyncio.CancelledError:
                 self.abandoned = cell  # first: the checkpoint must not wait for its REPL
                 self.node.token.cancel()
-                if isinstance(self.env, SupportsInterrupt):  # else: abandoned after grace
+                if self.interruptible:  # else: abandoned after grace
                     stopper = CellStopper(self.env)
                     cell.add_done_callback(lambda _: stopper.ended())
                     stopper()

@@ -52,7 +52,9 @@ class _Region:
     """One cell's code running on ``thread``."""
 
     thread: int
-    signal: type[CellStopped]  # what is raised in it
+    # What is raised in it: a class of its own, made when it is first armed (most cells
+    # never are), so an exception meant for another region is never taken for its own.
+    signal: type[CellStopped] | None = None
     shields: int = 0  # calls into the engine in progress (the interrupt is held)
     armed: bool = False  # an exception is set on the thread and not withdrawn since
 
@@ -88,7 +90,7 @@ class CellStops:
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` as a cell's code: interruptible while it runs. An interrupted
         cell raises ``CellInterrupted``; an outer region's interrupt passes through."""
-        region = _Region(threading.get_ident(), type("CellStopped", (CellStopped,), {}))
+        region = _Region(threading.get_ident())
         try:
             try:
                 try:
@@ -100,7 +102,9 @@ class CellStops:
                 # Idempotent: again, in case the interrupt landed just as the first
                 # began (it is then the exception raised: nothing else can be pending).
                 self._close(region)
-        except region.signal:
+        except CellStopped as exc:
+            if region.signal is None or type(exc) is not region.signal:
+                raise  # an outer region's
             raise CellInterrupted("the run was stopped") from None
 
     def shielded(self, fn: Callable[..., T], *args: Any) -> T:
@@ -121,6 +125,8 @@ class CellStops:
         region = self._regions[-1]
         if not region.shields and not region.armed:
             region.armed = True
+            if region.signal is None:
+                region.signal = type("CellStopped", (CellStopped,), {})
             _set_async_exc(region.thread, region.signal)
 
     def _withdraw(self, region: _Region) -> None:

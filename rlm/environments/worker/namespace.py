@@ -206,8 +206,14 @@ class UserView(MutableMapping[str, Any]):
         return sum(1 for _ in self)
 
     def copy(self) -> dict[str, Any]:
-        """A shallow plain-dict copy."""
-        return dict(self.items())
+        """A shallow plain-dict copy (of a snapshot: one pass, as every cell's result
+        carries one)."""
+        hidden = self._hidden
+        return {
+            name: value
+            for name, value in list(self._ns.items())
+            if isinstance(name, str) and not is_dunder(name) and name not in hidden
+        }
 
     def __repr__(self) -> str:
         return f"UserView({self.copy()!r})"
