@@ -57,7 +57,8 @@ def capture(env: Any) -> SnapshotWrite | None:
         }
         data = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str).encode()
         digests = [str(m["digest"]) for m in metas if m.get("digest")]
-        return SnapshotWrite("parts", data, bodies, digests, dict(unsaved))
+        here = env_origin(env) == ORIGIN_HOST  # its bodies were hashed in this process
+        return SnapshotWrite("parts", data, bodies, digests, dict(unsaved), hashed_here=here)
     if isinstance(env, SupportsSnapshot):
         data, unsaved_names = env.snapshot()
         return SnapshotWrite("bytes", data, unrestorable=dict.fromkeys(unsaved_names, NOT_SAVED))

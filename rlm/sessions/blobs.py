@@ -27,6 +27,7 @@ import json
 import mmap
 import pickle
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -35,7 +36,8 @@ from rlm.base.errors import SessionStoreError
 from rlm.sessions.models import TurnWrite
 from rlm.sessions.store import MissingPartsError
 
-CHUNK_SIZE = 1 << 20
+CHUNK_SIZE = 4 << 20  # a blob up to this size is one chunk, hashed once
+_PARALLEL_PACK = 256 * 1024  # chunks from this size are compressed on a second thread
 MMAP_TEXT_BYTES = 64 << 20  # texts above this are decoded from a mapped temp file
 _PROBE = 16 * 1024
 _RAW, _ZLIB = 0, 1
@@ -74,18 +76,59 @@ def _pack(chunk: bytes | memoryview) -> tuple[int, bytes]:
     return _RAW, bytes(chunk)
 
 
+class _Packing:
+    """``_pack(chunk)`` on a thread of its own, so that zlib (which releases the GIL)
+    runs while the writer hashes the same chunk."""
+
+    def __init__(self, chunk: bytes | memoryview) -> None:
+        self._chunk: bytes | memoryview | None = chunk
+        self._result: tuple[int, bytes] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="rlm-blob-pack", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            assert self._chunk is not None
+            self._result = _pack(self._chunk)
+        except BaseException as exc:  # handed to result(): never lost on the thread
+            self._error = exc
+        finally:
+            self._chunk = None
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> tuple[int, bytes]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
 class BlobWriter(io.RawIOBase):
     """A write-only file that stores what it receives as one blob; ``finish()`` returns
-    its hash. With ``db=None`` it only hashes (to compare contents without storing)."""
+    its hash. With ``db=None`` it only hashes (to compare contents without storing).
 
-    def __init__(self, db: Connection | None, chunk_size: int = CHUNK_SIZE) -> None:
+    Each chunk is hashed when it is sealed (full, or the last one): a blob of one chunk
+    (up to ``chunk_size``) is hashed once, its digest being its chunk's; a large chunk is
+    compressed on another thread meanwhile (``_Packing``)."""
+
+    def __init__(
+        self, db: Connection | None, chunk_size: int = CHUNK_SIZE, digest: str | None = None
+    ) -> None:
         super().__init__()
         self.db = db
         self.chunk_size = chunk_size
         self.size = 0
+        # ``digest``: the sha256 the caller computed of these very bytes in this process
+        # (never one read from a worker or a file): the bytes are then not hashed again.
+        self._known = digest
         self._hash = hashlib.sha256()
         self._buf = bytearray()
         self._chunk_ids: list[int] = []
+        self._sealed = 0  # chunks hashed so far
 
     def writable(self) -> bool:
         return True
@@ -93,43 +136,52 @@ class BlobWriter(io.RawIOBase):
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         n = view.nbytes
-        self._hash.update(view)
         self.size += n
         if self._buf:
             take = min(n, self.chunk_size - len(self._buf))
             self._buf += view[:take]
             view = view[take:]
             if len(self._buf) == self.chunk_size:
-                self._store(self._buf)
-                self._buf = bytearray()
+                self._seal(memoryview(self._buf), last=False)
+                self._buf = bytearray()  # a new one: the sealed chunk keeps the old
         while len(view) >= self.chunk_size:
-            self._store(view[: self.chunk_size])
+            self._seal(view[: self.chunk_size], last=False)
             view = view[self.chunk_size :]
         if len(view):
             self._buf += view
         return n
 
-    def _store(self, chunk: bytes | bytearray | memoryview) -> None:
+    def _seal(self, chunk: bytes | memoryview, last: bool) -> None:
+        """Hash ``chunk`` into the blob, and store it (``last``: the blob's final one)."""
+        packing = _Packing(chunk) if self.db is not None and len(chunk) >= _PARALLEL_PACK else None
+        if self._known is None:
+            self._hash.update(chunk)
+        self._sealed += 1
         if self.db is None:
             return
-        digest = hashlib.sha256(chunk).hexdigest()
+        if last and self._sealed == 1:  # the blob is this one chunk: the same digest
+            digest = self._known or self._hash.hexdigest()
+        else:
+            digest = hashlib.sha256(chunk).hexdigest()
         find = "SELECT id FROM chunks WHERE hash = ?"
         row = self.db.execute(find, (digest,)).fetchone()
         if row is None:
-            codec, data = _pack(chunk if isinstance(chunk, memoryview) else bytes(chunk))
+            codec, data = packing.result() if packing is not None else _pack(chunk)
             self.db.execute(
                 "INSERT OR IGNORE INTO chunks (hash, codec, size, data) VALUES (?, ?, ?, ?)",
                 (digest, codec, len(chunk), data),
             )
             row = self.db.execute(find, (digest,)).fetchone()
+        elif packing is not None:
+            packing.join()  # no reference to the caller's bytes outlives this call
         self._chunk_ids.append(int(row[0]))
 
     def finish(self) -> str:
         """Store the last chunk and the blob's row (if new); return the blob's hash."""
         if self._buf:
-            self._store(self._buf)
+            self._seal(memoryview(self._buf), last=True)  # the buffer is not reused
             self._buf = bytearray()
-        digest = self._hash.hexdigest()
+        digest = self._known or self._hash.hexdigest()
         db = self.db
         if db is not None and not has_blob(db, digest):
             db.execute(
@@ -146,8 +198,11 @@ class BlobWriter(io.RawIOBase):
 # -- writing -------------------------------------------------------------------------
 
 
-def put_bytes(db: Connection | None, data: bytes | bytearray | memoryview) -> str:
-    writer = BlobWriter(db)
+def put_bytes(
+    db: Connection | None, data: bytes | bytearray | memoryview, digest: str | None = None
+) -> str:
+    """Store ``data``; ``digest``: its sha256, computed in this process (see BlobWriter)."""
+    writer = BlobWriter(db, digest=digest)
     writer.write(data)
     return writer.finish()
 
@@ -202,7 +257,7 @@ def put_turn(db: Connection, turn: TurnWrite) -> tuple[str, str, str, str | None
     if snap.kind == "parts":
         for digest, body in snap.bodies.items():
             if not has_blob(db, digest):
-                put_bytes(db, body)
+                put_bytes(db, body, digest if snap.hashed_here else None)
         missing = [d for d in snap.digests if not has_blob(db, d)]
         if missing:
             raise MissingPartsError(f"{len(missing)} snapshot part(s) are not stored")

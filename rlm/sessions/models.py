@@ -69,6 +69,9 @@ class SnapshotWrite:
     bodies: dict[str, bytes] = field(default_factory=dict)
     digests: list[str] = field(default_factory=list)  # every body the manifest refers to
     unrestorable: dict[str, str] = field(default_factory=dict)
+    # The bodies were hashed in this process (an in-process environment), so the store
+    # need not hash them again; a worker's digests are never taken on trust.
+    hashed_here: bool = False
 
 
 @dataclass

@@ -300,3 +300,42 @@ def test_a_turn_is_found_by_its_idempotency_key(store: SessionStore) -> None:
     # The interface's default (for stores without an index) agrees.
     assert SessionStore.find_turn(store, "s", "k-2") == done
     assert SessionStore.find_turn(store, "absent", "k-0") is None
+
+
+def test_a_parts_body_is_stored_by_its_own_hash_unless_hashed_here(store: SessionStore) -> None:
+    """A body's digest from a worker is never taken on trust: the store hashes the body
+    and the manifest's claim is then missing. Only an in-process environment's digests
+    (``hashed_here``) are used as they are."""
+    owner = session(store)
+    body, other = b"the real body" * 100, b"what the digest claims"
+    claimed = __import__("hashlib").sha256(other).hexdigest()
+    manifest = json.dumps({"entries": [{"name": "v", "digest": claimed}]}).encode()
+    lying = SnapshotWrite("parts", manifest, {claimed: body}, [claimed])
+    with pytest.raises(MissingPartsError):
+        store.write_turn("s", owner, write(0, "c", snapshot=lying))
+    real = __import__("hashlib").sha256(body).hexdigest()
+    manifest = json.dumps({"entries": [{"name": "v", "digest": real}]}).encode()
+    here = SnapshotWrite("parts", manifest, {real: body}, [real], hashed_here=True)
+    store.write_turn("s", owner, write(0, "c", snapshot=here))
+    assert store.read_part(real) == body
+
+
+@pytest.mark.parametrize("size", [300_000, (4 << 20) + 12_345, (9 << 20) + 1])
+def test_large_blobs_round_trip_through_the_packing_thread(store: SessionStore, size: int) -> None:
+    """Blobs of one chunk and of several (compressed on a second thread while the
+    writer hashes): the bytes come back exactly, under the sha256 of the whole."""
+    half = size // 2
+    data = (b"compressible " * (half // 13 + 1))[:half] + os.urandom(size - half)
+    with blob_db(store) as db:
+        digest = blobs.put_bytes(db, data)
+        assert digest == __import__("hashlib").sha256(data).hexdigest()
+        assert bytes(blobs.read_bytes(db, digest)) == data
+        count = db.execute("SELECT chunk_count FROM blobs WHERE hash = ?", (digest,)).fetchone()
+        assert count[0] == -(-size // blobs.CHUNK_SIZE)
+        # written again in pieces: the same blob, nothing new stored
+        chunks_before = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        writer = blobs.BlobWriter(db)
+        for start in range(0, size, 700_001):
+            writer.write(data[start : start + 700_001])
+        assert writer.finish() == digest
+        assert db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == chunks_before
