@@ -4,10 +4,16 @@
 The harness always builds ``RLM(backend="openai", environment="local", ...)``. This
 script registers variants of its scenarios that add keyword arguments:
 
-    S1-sandbox  S1 (20 iterations)       with environment="sandbox"
+    S1-sandbox  S1 (20 iterations)       with environment="sandbox", a warm spare ready
     S2-sandbox  S2 (llm_query x 200)     with environment="sandbox"
     S4-sandbox  S4 (10/100/500 MB ctx)   with environment="sandbox"
     S3-cap16    S3 (batched x 200)       with max_concurrent_llm_calls=16
+
+S1-sandbox measures the issue's row "20-iteration one-shot completion when a warm spare
+worker is ready": one RLM serves every run (its warm-up run, ``cold_wall_ms``, is the
+first completion of a fresh RLM, which starts its worker itself), and before each
+measured run the RLM's spare worker is waited for (outside the timed span). An ``rlm``
+without warm spares simply reuses the RLM.
 
 Everything else (fake LM, timing, memory sampling of the process tree, process
 isolation, JSON shape) is the harness's. A variant whose environment does not exist
@@ -28,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_harness, pre_parse, run_harness_main
 
 SANDBOX = {"environment": "sandbox"}
+WARM_SPARE = frozenset({"S1-sandbox"})  # one RLM, its warm spare waited for before a run
 
 # name -> (harness scenario, extra RLM kwargs, headline metrics)
 VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
@@ -52,23 +59,40 @@ def _missing_environment(name: str) -> str | None:
     return None
 
 
-def _with_kwargs(hb: Any, base_fn: Any, extra: dict[str, Any]) -> Any:
+def _wait_for_spare(engine: Any) -> None:
+    """Wait (untimed) until the RLM's warm spare worker is ready, if it keeps one."""
+    spares = getattr(getattr(engine, "_environments", None), "spares", None)
+    if spares is not None:
+        spares.wait_ready(timeout=60)
+
+
+def _with_kwargs(hb: Any, base_fn: Any, extra: dict[str, Any], warm: bool = False) -> Any:
     def fn(param: dict[str, Any]) -> dict[str, Any]:
         env = extra.get("environment")
         if env:
             reason = _missing_environment(env)
             if reason:
                 return {"skipped": reason}
-        original = hb.Bench.make
+        original, original_close = hb.Bench.make, hb.Bench.__dict__["close"]  # staticmethod
+        kept: list[Any] = []
 
         def make(self: Any, **kw: Any) -> Any:
-            return original(self, **{**extra, **kw})
+            if not warm:
+                return original(self, **{**extra, **kw})
+            if not kept:
+                kept.append(original(self, **{**extra, **kw}))
+            _wait_for_spare(kept[0])
+            return kept[0]
 
         hb.Bench.make = make
+        if warm:
+            hb.Bench.close = staticmethod(lambda engine: None)
         try:
             return base_fn(param)
         finally:
-            hb.Bench.make = original
+            hb.Bench.make, hb.Bench.close = original, original_close
+            for engine in kept:
+                hb.Bench.close(engine)
 
     return fn
 
@@ -84,9 +108,11 @@ def register(hb: Any, quick: bool = False, s4_sizes: str | None = None) -> None:
             if quick:
                 variants = [v for v in variants if v[1]["size_mb"] <= 10] or variants[:1]
         args = ", ".join(f"{k}={v!r}" for k, v in extra.items())
+        if name in WARM_SPARE:
+            args += "), a warm spare ready (one RLM"
         hb.SCENARIOS[name] = {
             "title": f"{spec['title']} with RLM({args})",
-            "fn": _with_kwargs(hb, spec["fn"], extra),
+            "fn": _with_kwargs(hb, spec["fn"], extra, warm=name in WARM_SPARE),
             "variants": variants,
             "headline": headline,
         }

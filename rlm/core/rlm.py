@@ -45,6 +45,7 @@ from rlm.environments import (
     environment_supports_persistence,
     get_environment,
 )
+from rlm.environments.host.spares import SpareEnvFactory
 from rlm.logger import RLMLogger
 from rlm.logger.otel_setup import attach_tracing
 
@@ -230,6 +231,8 @@ class RLM(DurableSessions, RLMSHooks):
             on_iteration_complete,
         )
         self._session: Session | None = None
+        # Builds this RLM's environments; a sandbox's warm spare workers live in it.
+        self._environments = SpareEnvFactory(_make_environment)
 
     # -- session -------------------------------------------------------------------------
 
@@ -239,7 +242,7 @@ class RLM(DurableSessions, RLMSHooks):
                 self._durable = self._open_durable()
             parts = SessionParts(
                 self._tape.clients(_make_client) if self._tape is not None else _make_client,
-                _make_environment,
+                self._environments,
                 self.events,
                 self.session_id,
                 getattr(self.logger, "child_logger", RLMLogger)
@@ -430,6 +433,9 @@ class RLM(DurableSessions, RLMSHooks):
             if session is not None:
                 session.close()
         finally:
+            environments = getattr(self, "_environments", None)
+            if environments is not None:  # its warm spare workers
+                environments.close()
             if durable is not None:
                 durable.close()
 

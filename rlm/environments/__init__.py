@@ -45,6 +45,7 @@ class _Entry:
     description: str  # where it runs model code, in a few words
     persistent: bool = False  # implements SupportsPersistence
     isolated: bool = False  # an IsolatedEnv: model code cannot reach the host process
+    spares: bool = False  # takes ``spares=`` (an RLM's warm spare workers, host/spares.py)
 
     @property
     def module(self) -> str:
@@ -88,6 +89,7 @@ _REGISTRY: dict[str, _Entry] = {
         "a bubblewrap sandbox: no network, read-only system, scrubbed environment",
         persistent=True,
         isolated=True,
+        spares=True,
     ),
 }
 
@@ -136,6 +138,13 @@ def get_environment(environment: str, environment_kwargs: dict[str, Any]) -> Bas
     return _load_class(environment)(**environment_kwargs)
 
 
+def environment_takes_spares(name: str) -> bool:
+    """Whether environment ``name`` accepts ``spares=``, a ``WarmSpares`` pool of its
+    owner's warm workers (``rlm.environments.host.spares``); False for unknown names."""
+    entry = _REGISTRY.get(name)
+    return entry is not None and entry.spares
+
+
 def environment_supports_persistence(name: str) -> bool:
     """Whether environment ``name`` keeps its namespace across completions."""
     return _entry(name).persistent
@@ -167,6 +176,7 @@ __all__ = [
     "environment_is_isolated",
     "environment_names",
     "environment_supports_persistence",
+    "environment_takes_spares",
     "extract_tool_value",
     "format_tools_for_prompt",
     "get_environment",

@@ -36,10 +36,12 @@ warns that it does.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Literal
 
 from rlm.base.errors import EnvironmentError_
@@ -75,7 +77,10 @@ class SandboxREPL(WorkerEnv, IsolatedEnv):
     * ``ro_binds``: extra host paths to show read-only inside the sandbox;
     * ``bwrap_path``: where bubblewrap is (default: found on ``PATH``);
     * ``run_as``: ``(uid, gid)`` of the unprivileged host user bubblewrap runs as when
-      rlmx runs as root (default ``(65534, 65534)``; never 0; ignored otherwise).
+      rlmx runs as root (default ``(65534, 65534)``; never 0; ignored otherwise);
+    * ``warm_spare`` (True): under an ``RLM``, take a warm spare worker (started ahead,
+      never used) and start the next one in the background; ``False`` starts each
+      environment's worker on demand and keeps no spare (``host.spares``).
     """
 
     def __init__(
@@ -97,32 +102,44 @@ class SandboxREPL(WorkerEnv, IsolatedEnv):
         self.limits = SandboxLimits(
             memory_mb, cpu_seconds, max_processes, max_file_size_mb, max_open_files, tmp_size_mb
         )
-        transport = self._make_transport(python, ro_binds, bwrap_path, run_as)
-        super().__init__(transport, **kwargs)
-
-    def _make_transport(
-        self,
-        python: str | None,
-        ro_binds: Sequence[str],
-        bwrap_path: str | None,
-        run_as: tuple[int, int] | None,
-    ) -> SubprocessTransport:
-        if self.isolation == "process":
+        if isolation == "process":
             warnings.warn(
                 "SandboxREPL(isolation='process') runs model code as a plain subprocess: "
                 "no filesystem, network or process isolation (only a scrubbed environment "
                 "and rlimits). Use it only for trusted code.",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
-            return SubprocessTransport(python)
-        if self.isolation != "bwrap":
-            raise ValueError(f"isolation must be 'bwrap' or 'process', not {self.isolation!r}")
-        bwrap = bwrap_path or shutil.which("bwrap") or "/usr/bin/bwrap"
-        if not os.access(bwrap, os.X_OK):
-            raise EnvironmentError_(BWRAP_INSTALL_HINT)
-        return BwrapTransport(self.limits, bwrap, python, ro_binds, run_as)
+            bwrap = ""
+        elif isolation == "bwrap":
+            bwrap = bwrap_path or shutil.which("bwrap") or "/usr/bin/bwrap"
+            if not os.access(bwrap, os.X_OK):
+                raise EnvironmentError_(BWRAP_INSTALL_HINT)
+        else:
+            raise ValueError(f"isolation must be 'bwrap' or 'process', not {isolation!r}")
+        placement = (isolation, self.limits, python or sys.executable, tuple(ro_binds), bwrap)
+        self._placement = (*placement, tuple(run_as) if run_as is not None else None)
+        # A factory: WorkerEnv calls it, unless a warm spare of this placement is ready.
+        transport = functools.partial(_transport, *placement, run_as)
+        super().__init__(transport, **kwargs)
+
+    def spare_key(self) -> Hashable:
+        return (type(self).__qualname__, self._placement, tuple(self.worker_args()))
 
     def worker_args(self) -> list[str]:
         processes = self.isolation == "bwrap"
         return [*super().worker_args(), *self.limits.worker_args(processes)]
+
+
+def _transport(
+    isolation: Isolation,
+    limits: SandboxLimits,
+    python: str,
+    ro_binds: Sequence[str],
+    bwrap: str,
+    run_as: tuple[int, int] | None,
+) -> SubprocessTransport:
+    """A new transport for one worker of this placement (checked by SandboxREPL)."""
+    if isolation == "process":
+        return SubprocessTransport(python)
+    return BwrapTransport(limits, bwrap, python, ro_binds, run_as)

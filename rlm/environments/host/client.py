@@ -155,13 +155,23 @@ class WorkerClient:
         self._fail(WorkerCrashedError("the worker was stopped"))
 
     def close(self, timeout: float = 2.0) -> None:
-        """Ask the worker to exit, then make sure it has."""
-        if self._dead is None:
+        """Ask the worker to exit, then make sure it has. A transport whose ``kill``
+        takes everything down at once (``Transport.close_by_kill``) is just killed: the
+        worker keeps nothing worth a goodbye, and waiting for one costs milliseconds."""
+        if self._dead is None and not self.transport.close_by_kill:
             with contextlib.suppress(Exception):
                 self.request("shutdown", timeout=timeout)
             self.transport.wait(timeout)
         self.transport.close()
         self._fail(WorkerCrashedError("the worker was closed"))
+
+    def adopt(self, on_message: MessageHandler, max_stream_bytes: int, max_threads: int) -> None:
+        """Hand a started worker (a warm spare, ``host.spares``) to its owner: its
+        messages now go to ``on_message``, under the owner's limits."""
+        with self._lock:
+            self._on_message = on_message
+            self._max_stream_bytes = max_stream_bytes
+            self._max_threads = max(2, max_threads)
 
     def death(self) -> str:
         """Why the worker is gone, for messages: its exit and its last stderr line."""

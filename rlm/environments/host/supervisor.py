@@ -107,15 +107,22 @@ class WorkerSupervisor:
 
     # -- workers ------------------------------------------------------------------------
 
-    def start(self) -> WorkerClient:
+    def start(self, spare: WorkerClient | None = None) -> WorkerClient:
+        """Start a worker on the transport, or take over ``spare`` (a started worker
+        that has run nothing, on this transport: ``host.spares``)."""
         holder: list[WorkerClient] = []
         limit = self.state.limit_bytes + (1 << 20)  # one entry never exceeds the store
+        threads = self.limits.max_pending_subcalls + 2
+        if spare is not None:
+            spare.adopt(lambda m: self._on_message(holder[0], m), limit, threads)
+            holder.append(spare)
+            return self._started(spare)
         client = WorkerClient(
             self.transport,
             lambda m: self._on_message(holder[0], m),
             limit,
             self.limits.max_frame_bytes,
-            max_threads=self.limits.max_pending_subcalls + 2,
+            max_threads=threads,
         )
         holder.append(client)
         try:
@@ -125,6 +132,9 @@ class WorkerSupervisor:
             detail = f":\n{tail[-2000:]}" if tail else ""
             message = f"{self._owner}: could not start the worker ({exc}){detail}"
             raise EnvironmentError_(message) from exc
+        return self._started(client)
+
+    def _started(self, client: WorkerClient) -> WorkerClient:
         if self._tools:
             reply = client.request("tools", self._tools, self.timeouts.control)
             for name, error in (reply.get("errors") or {}).items():

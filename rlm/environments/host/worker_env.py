@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from rlm.base.types import REPLResult
@@ -36,6 +37,7 @@ from rlm.environments.base_env import (
 )
 from rlm.environments.host.client import DEFAULT_MAX_FRAME_MB, NO_VALUE, WorkerRequestError
 from rlm.environments.host.recovery import WorkerValue, to_locals
+from rlm.environments.host.spares import Spare, SparePlan, WarmSpares
 from rlm.environments.host.state import (
     ORIGIN_ISOLATED,
     ORIGIN_LOCAL_PROCESS,
@@ -81,11 +83,18 @@ class WorkerEnv(SubcallRouting, BaseEnv):
     reads from the worker; an oversize one restarts the worker) and
     ``max_pending_subcalls`` (32: the worker's sub-call requests answered at once;
     further ones get an error).
+
+    Warm spares (``host.spares``): an environment handed a ``spares`` pool (the engine
+    passes its RLM's) takes a started, never-used worker from it instead of starting
+    one; a non-persistent one has the next spare started in the background when it is
+    cleaned up (not while it runs: a starting worker would slow its cells).
+    ``warm_spare=False`` opts out. Only transports given as a factory (a callable that
+    makes a new one) and subclasses that define ``spare_key`` take part.
     """
 
     def __init__(
         self,
-        transport: Transport,
+        transport: Transport | Callable[[], Transport],
         lm_handler_address: tuple[str, int] | None = None,
         context_payload: Any = None,
         setup_code: str | None = None,
@@ -109,6 +118,8 @@ class WorkerEnv(SubcallRouting, BaseEnv):
         cell_wall_timeout: float | None = None,
         max_frame_mb: float = DEFAULT_MAX_FRAME_MB,
         max_pending_subcalls: int = DEFAULT_MAX_PENDING_SUBCALLS,
+        spares: WarmSpares | None = None,
+        warm_spare: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -117,8 +128,6 @@ class WorkerEnv(SubcallRouting, BaseEnv):
             max_concurrent_subcalls=max_concurrent_subcalls,
             **kwargs,
         )
-        self.transport = transport
-        self._close_transport = weakref.finalize(self, transport.close)  # if never cleaned up
         self._keep_tools(custom_tools, custom_sub_tools)
         relay = self._route_subcalls(lm_route, lm_handler_address, lm_handler_token, subcall_fn)
         self.compaction = compaction
@@ -136,6 +145,25 @@ class WorkerEnv(SubcallRouting, BaseEnv):
             min(float(cell_wall_timeout or 0), 4 * MAX_CELL_TIMEOUT),
         )
         self.worker_limits = Limits(int(max_frame_mb * 2**20), max(1, int(max_pending_subcalls)))
+        self.spares = spares if warm_spare else None
+        self._spare: Spare | None = None
+        self._plan: SparePlan | None = None
+        self._spare_key: Hashable | None = None
+        if callable(transport):  # a factory: spares of this placement can be started
+            key = self.spare_key() if self.spares is not None else None
+            if key is not None:
+                self._spare_key = key
+                self._plan = SparePlan(
+                    transport,
+                    self.worker_args(),
+                    self.worker_limits.max_frame_bytes,
+                    timeouts.start,
+                )
+                assert self.spares is not None
+                self._spare = self.spares.take(key, wait=timeouts.start)
+            transport = self._spare.transport if self._spare is not None else transport()
+        self.transport = transport
+        self._close_transport = weakref.finalize(self, transport.close)  # if never cleaned up
         tools = {"values": values, "sources": sources} if values or sources else None
         # The supervisor gets no reference back to this env (its arguments are computed
         # here), so a forgotten env is collected and its finalizer stops the worker.
@@ -166,10 +194,17 @@ class WorkerEnv(SubcallRouting, BaseEnv):
             args.append("--no-snapshots")
         return args
 
+    def spare_key(self) -> Hashable | None:
+        """What a warm spare must match to serve this environment (its placement and
+        worker arguments), or None: this environment never uses spares."""
+        return None
+
     def setup(self) -> None:
-        """Start the worker (called once, by the constructor)."""
+        """Start the worker, or take over a warm spare's (called once, by the
+        constructor)."""
         with self._lock:
-            self.supervisor.start()
+            spare, self._spare = self._spare, None
+            self.supervisor.start(spare.client if spare is not None else None)
 
     def _control(self, op: str, value: Any = NO_VALUE, **fields: Any) -> Reply:
         with self._lock:
@@ -306,3 +341,8 @@ class WorkerEnv(SubcallRouting, BaseEnv):
         self._closed = True
         self.supervisor.close()
         self._close_transport()
+        # A one-shot environment's owner will want another: its spare is started now,
+        # once this worker is gone, so it never competes with a running completion.
+        spares, key, plan = self.spares, self._spare_key, self._plan
+        if spares is not None and key is not None and plan and not self.persistent:
+            spares.refill(key, plan)

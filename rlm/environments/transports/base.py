@@ -41,6 +41,9 @@ class Transport(ABC):
     #: True if ``launch`` runs ``bootstrap_argv(...)``: the client then sends the
     #: zipapp on stdin first (for places where no file can be put beforehand).
     bootstrap: bool = False
+    #: True if ``kill`` stops the worker and all it started at once (a local process
+    #: group, a sandbox's PID namespace): closing then skips the ``shutdown`` request.
+    close_by_kill: bool = False
 
     @abstractmethod
     def launch(self, worker_args: Sequence[str]) -> WorkerPipes:

@@ -36,6 +36,7 @@ class DockerTransport(SubprocessTransport):
 
     bootstrap = True
     files_survive_restart = False
+    close_by_kill = False  # the container outlives the client: ask the worker to exit
 
     def __init__(
         self,

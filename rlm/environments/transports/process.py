@@ -138,6 +138,8 @@ def _widen(pipe: IO[bytes]) -> None:
 class SubprocessTransport(Transport):
     """The worker as a child process of the host, without isolation of its own."""
 
+    close_by_kill = True  # its process group (bubblewrap: its PID namespace) dies at once
+
     def __init__(self, python: str | None = None, env: dict[str, str] | None = None) -> None:
         self.python = python or sys.executable
         self.env = dict(SAFE_ENV if env is None else env)

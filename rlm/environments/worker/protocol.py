@@ -17,6 +17,7 @@ Standard library only, and Python 3.9 compatible: the worker imports this module
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 import threading
@@ -32,6 +33,7 @@ MESSAGE, CHUNK, END = b"J", b"B", b"E"
 MAX_MESSAGE_BYTES = 1 << 30
 MAX_CHUNK_BYTES = 1 << 30
 CHUNK_BYTES = 1 << 20  # what senders cut streams into (no chunk frame is larger)
+CORK_BYTES = 1 << 18  # frames held back by ``Channel.corked`` before they are written
 
 _dumps = json.dumps  # bound early: cell code patching json must not break the channel
 _loads = json.loads
@@ -84,10 +86,36 @@ class Channel:
         # Messages larger than this are not sent (the peer would refuse them).
         self.max_send_bytes = max_send_bytes
         self.limit_name = limit_name  # names the limit in errors (``max_frame_mb``)
+        self._cork: bytearray | None = None  # frames held back (``corked``)
 
     # -- sending --------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """Hold back whole frames sent meanwhile (by any thread, in order) and write
+        them at once when the block ends: the peer then wakes once for a burst of
+        small messages (a snapshot and its reply) instead of once per frame. Past
+        ``CORK_BYTES`` the held frames are written and the rest goes straight out."""
+        with self.lock:
+            self._cork = bytearray()
+        try:
+            yield
+        finally:
+            with self.lock:
+                held, self._cork = self._cork, None
+                if held and not self.closed:
+                    self._write(held)
+
     def _write(self, data: Any) -> None:
+        cork = self._cork
+        if cork is not None:
+            size = memoryview(data).nbytes
+            if len(cork) + size <= CORK_BYTES:
+                cork += data
+                return
+            self._cork = None  # too much to hold: write what is held, then this
+            self._write(cork)
+            self._cork = bytearray()
         view = memoryview(data).cast("B")
         while view:
             written = self.wfile.write(view)
