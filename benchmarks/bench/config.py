@@ -21,13 +21,21 @@ EXTRA_SCENARIOS = {
     "S4-sandbox": "rlm_kwargs.py",
     "D1": "durable_checkpoint.py",
     "LLAMA": "llama_real.py",
+    # measures rlms too: it records rlms 0.1.3 in its venv ($RLMX_BENCH_RLMS_PYTHON) and
+    # replays both engines' root prompts to one llama.cpp server
+    "PREFIX": "../prefix_cache.py",
 }
 ALL_SCENARIOS = HARNESS_SCENARIOS + list(EXTRA_SCENARIOS)
 GROUPS = {
     "sandbox": ["S1-sandbox", "S2-sandbox", "S4-sandbox"],
     "harness": HARNESS_SCENARIOS,
     "durable": ["D1"],
+    "prefix": ["PREFIX"],
 }
-QUICK_SKIPS = {"LLAMA"}  # model warm-up alone is 20-40 s here; name it in --only to run it
-SINGLE_PROCESS = {"LLAMA"}  # several measured runs inside one process (one warm-up)
+# LLAMA: model warm-up alone is 20-40 s here; PREFIX: ~60 real prompt evaluations on
+# llama.cpp, a few minutes on 2 shared cores. Name them in --only to run them.
+QUICK_SKIPS = {"LLAMA", "PREFIX"}
+SINGLE_PROCESS = {"LLAMA", "PREFIX"}  # several measured runs inside one process
+RLMS_PYTHON_ENV = "RLMX_BENCH_RLMS_PYTHON"  # rlms's interpreter, for PREFIX's recording
+SERVER_PYTHON_ENV = "RLMX_BENCH_SERVER_PYTHON"  # where PREFIX starts llama_cpp.server
 PACKAGES = ("rlms", "rlmx")

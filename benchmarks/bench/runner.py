@@ -30,7 +30,9 @@ from .config import (
     HARNESS_SCENARIOS,
     QUICK_SKIPS,
     REPO,
+    RLMS_PYTHON_ENV,
     SCENARIO_DIR,
+    SERVER_PYTHON_ENV,
     SINGLE_PROCESS,
 )
 from .venvs import Interp, run_cmd
@@ -69,6 +71,7 @@ def run_job(
     repeats: int,
     args: argparse.Namespace,
     harness: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One harness-shaped run of ``scenario`` in ``interp``; errors come back as data."""
     with tempfile.TemporaryDirectory(prefix="rlmx_bench_") as tmp:
@@ -91,6 +94,7 @@ def run_job(
             cmd += ["--s4-sizes", args.s4_sizes]
         env = dict(interp.env)
         env[HARNESS_ENV_VAR] = str(harness)
+        env.update(extra_env or {})
         t = time.perf_counter()
         try:
             cp = run_cmd(cmd, env=env, cwd=tmp, timeout=args.timeout * max(1, repeats) * 4 + 60)
@@ -196,6 +200,11 @@ def run_all(
         run = run_job(interps["rlmx"], script, "C0", min(args.repeats, 3), args, harness)
         merge(pkgs["calibration"], run, "C0")
 
+    # PREFIX runs in rlmx's interpreter, records rlms in rlms's own, and starts the
+    # llama.cpp server in this one when the rlmx venv has no llama-cpp-python
+    extra_env = {SERVER_PYTHON_ENV: sys.executable}
+    if "rlms" in interps:
+        extra_env[RLMS_PYTHON_ENV] = interps["rlms"].python
     for scen in names:
         order = [
             p
@@ -206,6 +215,7 @@ def run_all(
         for rep in range(reps):
             for pkg in order if rep % 2 == 0 else order[::-1]:
                 _say(f"{scen} {pkg} repeat {rep + 1}/{reps} ...")
-                run = run_job(interps[pkg], script_for(scen, harness), scen, 1, args, harness)
+                script = script_for(scen, harness)
+                run = run_job(interps[pkg], script, scen, 1, args, harness, extra_env)
                 merge(pkgs[pkg], run, scen)
     return pkgs

@@ -65,6 +65,8 @@ def fmt_num(v: float) -> str:
 
 
 def fmt_unit(v: float, unit: str) -> str:
+    if unit == "n" and float(v).is_integer():  # a count: 16, not 16.0
+        return f"{int(v):,}"
     unit = {"us": "µs", "x": "x", "n": "", "chars": "chars", "": ""}.get(unit, unit)
     if unit in ("x", "%"):
         return f"{fmt_num(v)}{unit}"
@@ -114,8 +116,13 @@ def build_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         mx = resolve_metric(t, rx, s4)
         ms = resolve_metric(t, rs, s4)
         (vx, shown_x), bad_x = value_of(t, rx, mx)
+        if t.rlms_metric:  # measured beside rlmx, in the same scenario run
+            rs = rx if rx is not None and t.rlms_metric in (rx.get("metrics") or {}) else None
+            ms = t.rlms_metric
         (vs, shown_s), bad_s = value_of(t, rs, ms)
         ratio = vx / vs if vx is not None and vs not in (None, 0) and t.derive is None else None
+        if ratio is not None and min(vx or 0, vs or 0) < 0:  # a signed difference: no ratio
+            ratio = None
         floor_txt, floor_v = "", None
         if t.floor and t.floor[0] in floors and (t.floor[1] is not None or s4):
             key, scale, desc = t.floor

@@ -35,6 +35,9 @@ class Target:
     # the metric counts a worker subprocess's memory, which only psutil sees here: with
     # no psutil in the rlmx interpreter the row is not judged (it would read too low)
     needs_psutil: bool = False
+    # the rlms column is this metric of the same (rlmx-run) scenario: PREFIX measures
+    # both engines in one process, on one llama.cpp server
+    rlms_metric: str | None = None
 
 
 def _samples(s: dict[str, Any]) -> list[dict[str, Any]]:
@@ -236,4 +239,33 @@ TARGETS = [
     ),
     Target("LLAMA", "engine_share_pct", "real model: engine share of wall", "<=", 2),
     Target("LLAMA", "engine_ms_per_model_call_ms", "real model: engine time per model call"),
+    *[
+        Target(
+            "PREFIX",
+            f"{run}_{metric}",
+            f"prefix cache, {what}: {label}",
+            op,
+            value,
+            rlms_metric=f"rlms_{run}_{metric}",
+            note=note,
+            target_text=text,
+        )
+        for run, what in (("oneshot", "15 iterations"), ("persistent", "5 persistent turns"))
+        for metric, label, op, value, text, note in (
+            (
+                "excess_max_n",
+                "max (newly evaluated - added) tokens per call",
+                "<=",
+                32,
+                "<= 32 tokens",
+                "issue 18; llama.cpp's own count",
+            ),
+            ("excess_median_n", "median (newly evaluated - added) tokens", None, None, "", ""),
+            ("off_target_n", "calls over added + 32 (compactions apart)", "==", 0, "0 calls", ""),
+            ("cached_pct", "prompt tokens served from the cache", None, None, "", ""),
+            ("compactions_n", "compactions (cost: newly evaluated)", None, None, "", ""),
+            ("replay_wall_ms", "llama.cpp time for the root calls", None, None, "", ""),
+            ("answer_wall_ms", "time to answer (engine + llama.cpp)", None, None, "", ""),
+        )
+    ],
 ]
