@@ -13,6 +13,7 @@ import contextlib
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -195,6 +196,12 @@ class RLM(DurableSessions, RLMSHooks):
         self._set_rlms_attributes()
         # Record and replay (docs/observability.md): model calls into / from a run log.
         self._tape, self.logger = open_tape(record, replay, logger)
+        if record and cfg.cache is not None:
+            warnings.warn(
+                "rlmx: cache= is not used while recording (record=...): a cached call never "
+                "reaches the client, so it could not be recorded",
+                stacklevel=2,
+            )
         self.persistent = persistent
         if cfg.environment not in ENVIRONMENT_NAMES:  # the registry's names, read once
             raise ConfigurationError(

@@ -320,3 +320,14 @@ def test_the_viewer_marks_cached_calls(tmp_path: Path) -> None:
     assert [c["usage"]["cached"] for c in calls if c["usage"]] == [1, 1]
     assert free["iters"][0]["usage"]["cached"] == 3
     assert "cached" not in paid["iters"][0]["usage"]
+
+
+def test_recording_with_a_cache_warns_that_the_cache_is_not_used(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="cache= is not used while recording"):
+        rlm = RLM(
+            backend="scripted",
+            backend_kwargs={"responses": ["FINAL(1)"]},
+            record=str(tmp_path / "rec"),
+            cache=str(tmp_path / "calls.db"),
+        )
+    rlm.close()
