@@ -7,7 +7,7 @@ Runs ``RLM(backend="llama_cpp")`` on the embedded SmolLM2-135M GGUF (PyPI packag
 ``close()``) into:
 
 - model time: every call into llama.cpp, timed by wrapping
-  ``LlamaCppClient._complete`` (prompt formatting, tokenizing, prefill, decoding),
+  ``LlamaCppClient._generate`` (prompt formatting, tokenizing, prefill, decoding),
   root and sub-calls alike; cross-checked against the event bus (``model_reply``
   and ``subcall_finished`` durations, plus the final out-of-iterations call);
 - user code: time inside the REPL cells the model wrote, minus model calls made
@@ -105,12 +105,14 @@ def child_llama(p: dict[str, Any]) -> dict[str, Any]:
     max_tokens = int(p.get("max_tokens", 32))
     inner = int(p.get("inner", 2))
     meter = _Meter()
-    original = lc.LlamaCppClient._complete
+    # Every call into llama.cpp goes through ``_generate`` (root iterations, the final
+    # answer call, sub-calls, structured calls, async ones on their thread).
+    original = lc.LlamaCppClient._generate
 
-    def timed(self: Any, prompt: Any) -> Any:
+    def timed(self: Any, prompt: Any, *args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter()
         try:
-            result = original(self, prompt)
+            result = original(self, prompt, *args, **kwargs)
         finally:
             dt = time.perf_counter() - t
             with meter.lock:
@@ -124,7 +126,7 @@ def child_llama(p: dict[str, Any]) -> dict[str, Any]:
             meter.in_tokens += usage.total_input_tokens
         return result
 
-    lc.LlamaCppClient._complete = timed  # type: ignore[method-assign]
+    lc.LlamaCppClient._generate = timed  # type: ignore[method-assign]
     backend_kwargs = {"sampling_args": {"max_tokens": max_tokens}, "code_prefill": "```repl\n"}
 
     def one(max_iterations: int) -> tuple[float, Any]:
