@@ -25,7 +25,9 @@ from rlm.logger.verbose import printable
 from rlm.sessions.call_store import CacheStats
 
 EXAMPLES = f"""examples:
-  rlm run --cache -c book.txt "Who finds the key?"   # a second run is answered from the cache
+  rlm run --cache --backend-kwargs '{{"sampling_args": {{"temperature": 0}}}}' \\
+      -c book.txt "Who finds the key?"   # a second run is answered from the cache
+  rlm run --cache-sampled -c book.txt "Who finds the key?"   # sampled calls too
   rlm cache stats
   rlm cache stats --json --cache ./calls.db
   rlm cache clear
@@ -77,6 +79,8 @@ def _run(args: argparse.Namespace, action: Any, err: IO[str] | None) -> int:
         return EXIT_USAGE
     try:
         return int(action(cache))
+    except BrokenPipeError:
+        raise  # stdout closed early (rlm cache stats | head): exit 141, as every command
     except (sqlite3.Error, OSError) as exc:
         where = printable(str(cache.path))
         print(

@@ -187,9 +187,16 @@ def print_summary(tracker: RunTracker, wall: float, log_path: str | None) -> Non
     usage = tracker.usage.model_usage_summaries if tracker.usage else {}
     for model, u in usage.items():
         cost = f", ${u.total_cost:.6f}" if u.total_cost is not None else ""
+        cached = getattr(u, "cached_calls", 0) or 0
+        hits = (
+            f"; {cached:,} from the cache ({getattr(u, 'saved_input_tokens', 0):,} tokens "
+            f"in / {getattr(u, 'saved_output_tokens', 0):,} out saved)"
+            if cached
+            else ""
+        )
         tracker.say(
             f"usage {model}: {plural(u.total_calls, 'call')}, {u.total_input_tokens:,} tokens "
-            f"in / {u.total_output_tokens:,} out{cost}"
+            f"in / {u.total_output_tokens:,} out{cost}{hits}"
         )
     if log_path:
         tracker.say(f"trajectory: {log_path}")

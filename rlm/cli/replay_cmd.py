@@ -23,6 +23,11 @@ EXAMPLES = """examples:
   rlm replay logs/rlm_2025-01-01_12-00-00_ab12cd34.jsonl
   rlm replay logs                    # the newest log in logs/
   rlm replay run.jsonl --json        # the report as JSON
+  rlm replay run.jsonl --env sandbox # run the recorded code isolated
+
+The recorded code runs again, in the recorded environment (often "local": this
+process, with your permissions) unless --env names another. Replay only recordings
+you would run yourself.
 
 record a run in Python: RLM(..., logger=RLMLogger(log_dir="logs"), record=True)
 exit codes: 0 identical, 1 diverged, 2 not a recording
@@ -41,6 +46,12 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("log", metavar="RUN.jsonl|DIR", help="a recorded run log, or its folder")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--env",
+        metavar="NAME",
+        default=None,
+        help="the environment the recorded code runs in (default: the recorded one)",
+    )
     p.set_defaults(handler=replay)
 
 
@@ -54,12 +65,23 @@ def _log_path(name: str) -> Path:
     return path
 
 
+def _lines(text: str) -> str:
+    """``text`` safe for a terminal (``printable``), its own line breaks kept."""
+    return "\n".join(printable(line) for line in text.splitlines())
+
+
 def replay(args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
-    from rlm.core.replay_run import replay_recording
+    from rlm.core.replay_run import recorded_environment, replay_recording
+    from rlm.logger.replay_log import load_recording
 
     out, err = out or sys.stdout, err or sys.stderr
+    env = getattr(args, "env", None)
+    overrides = {"environment": env} if env else {}
     try:
-        report, results = replay_recording(_log_path(args.log))
+        found = load_recording(_log_path(args.log))
+        where = env or recorded_environment(found)
+        print(f"rlm: the recorded code runs again in the {where!r} environment", file=err)
+        report, results = replay_recording(found, **overrides)
     except (ValueError, OSError) as exc:  # RecordingError, ConfigurationError
         print(f"rlm: error: {printable(str(exc))}", file=err, flush=True)
         return EXIT_USAGE
@@ -69,8 +91,10 @@ def replay(args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | 
         for n, result in enumerate(results, start=1):
             answer = getattr(result, "response", None)
             shown = answer if answer is not None else f"error: {type(result).__name__}: {result}"
-            print(f"completion {n}: {printable(str(shown))}", file=out)
-        print(printable(report.summary()), file=out, flush=True)
+            text = _lines(str(shown))
+            sep = "\n  " if "\n" in text else " "
+            print(f"completion {n}:{sep}{text.replace(chr(10), sep)}", file=out)
+        print(_lines(report.summary()), file=out, flush=True)
     return EXIT_OK if report.identical else EXIT_ERROR
 
 

@@ -152,10 +152,21 @@ def run(
     if not args.quiet:
         print(environment_notice(settings.env, "this process"), file=err, flush=True)
 
+    cache = _cache_spec(args)
     try:
-        rlm = SettingsFactory(settings, setup, cache=_cache_spec(args))()
+        rlm = SettingsFactory(settings, setup, cache=cache)()
     except RLMError as exc:
         return _fail(err, *_failure(exc, settings, setup))
+    if cache is not None and not cache["nondeterministic"] and not args.quiet:
+        sampling = setup.backend_kwargs.get("sampling_args")
+        if not (isinstance(sampling, dict) and sampling.get("temperature") == 0):
+            print(
+                "rlm: --cache stores only calls made at temperature 0, and this model "
+                "samples: add --cache-sampled, or --backend-kwargs "
+                """'{"sampling_args": {"temperature": 0}}'""",
+                file=err,
+                flush=True,
+            )
     logger = rlm.logger
     tracker = (
         LiveDisplay(err, max_iterations=setup.max_iterations)

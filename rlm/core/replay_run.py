@@ -67,6 +67,16 @@ def rlm_arguments(found: Recording, overrides: dict[str, Any]) -> dict[str, Any]
     return args
 
 
+def recorded_environment(found: Recording) -> str:
+    """The environment the recording's first completion ran in (``local`` if unsaid)."""
+    for entry in found.inputs:
+        settings = entry.get("settings")
+        env = settings.get("environment") if isinstance(settings, dict) else None
+        if isinstance(env, str):
+            return env
+    return "local"
+
+
 def replay_recording(
     path: str | os.PathLike[str] | Recording, **overrides: Any
 ) -> tuple[ReplayReport, list[Any]]:

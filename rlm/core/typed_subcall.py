@@ -30,7 +30,7 @@ from rlm.base.errors import ConfigurationError
 from rlm.base.images import loggable
 from rlm.base.json_schema import ResponseSchema
 from rlm.base.types import Prompt, RLMChatCompletion, UsageSummary
-from rlm.core.output_schema import OutputSchema, ask_messages
+from rlm.core.output_schema import OutputSchema, ask_messages, decode_answer
 
 ATTEMPTS = 3  # sends per prompt at most: the first and two repairs
 MAX_SCHEMA_CHARS = 64_000  # a schema's JSON text, as REPL code sent it
@@ -87,8 +87,14 @@ class SubcallSchema:
         return ask_messages(prompt, self.output)
 
     def check(self, text: str) -> tuple[Any, list[str]]:
-        """A reply's value and ``[]``, or ``None`` and what does not match."""
-        return self.output.check(text)
+        """A reply's value and ``[]``, or ``None`` and what does not match (a reply that
+        is not JSON at all is said to be so, not taken for a JSON string)."""
+        value, errors = self.output.check(text)
+        if errors and decode_answer(text) is text:
+            shown = text.strip()
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            return None, [f"$: the reply is not JSON: {shown!r}"]
+        return value, errors
 
     def repair_messages(
         self, sent: list[dict[str, Any]], reply: str, errors: list[str]

@@ -88,7 +88,7 @@ class CallStore:
             self._warned = True
             warnings.warn(
                 f"call cache {self.path} is unusable, calls go to the model "
-                f"({type(exc).__name__}: {exc}); delete the file to start a new cache",
+                f"({type(exc).__name__}: {exc}); if it is a broken cache, delete the file to start a new one",
                 UserWarning,
                 stacklevel=4,
             )

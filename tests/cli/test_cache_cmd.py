@@ -101,3 +101,44 @@ def test_stats_of_a_missing_file_and_errors(story: Path) -> None:
     assert folder.returncode == 2 and "is a directory" in folder.stderr
     bare = rlm("cache", cwd=story)
     assert bare.returncode == 2 and "stats" in bare.stdout
+
+
+class _ClosedPipe:
+    """A stdout whose reader has gone (``rlm cache stats | head -0``)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_stdout_is_a_closed_pipe_not_a_broken_cache(tmp_path: Path) -> None:
+    import argparse
+    import io
+
+    from rlm.cli.cache_cmd import cmd_stats
+
+    err = io.StringIO()
+    args = argparse.Namespace(cache=str(tmp_path / "calls.db"), json=False)
+    with pytest.raises(BrokenPipeError):  # main() turns it into exit 141, like every command
+        cmd_stats(args, out=_ClosedPipe(), err=err)  # type: ignore[arg-type]
+    assert "not a usable call cache" not in err.getvalue()
+
+
+def test_run_with_cache_says_when_the_model_samples_and_counts_hits(story: Path) -> None:
+    path = story / "calls.db"
+    with upstream() as server:
+        plain = rlm("run", "-c", "story.txt", "--base-url", server.url, "--model",
+                    "gpt-4o-mini", "--cache-path", str(path), "Who?", cwd=story,
+                    env={"OPENAI_API_KEY": GOOD_KEY})  # fmt: skip
+        assert "--cache stores only calls made at temperature 0" in plain.stderr
+        flags = ("--backend-kwargs", ZERO, "--cache-path", str(path))
+        for _ in range(2):
+            done = rlm("run", "-c", "story.txt", "--base-url", server.url, "--model",
+                       "gpt-4o-mini", *flags, "Who?", cwd=story,
+                       env={"OPENAI_API_KEY": GOOD_KEY})  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            assert "--cache stores only" not in done.stderr
+    usage = [line for line in done.stderr.splitlines() if line.startswith("rlm: usage ")]
+    assert usage and "0 calls" in usage[0] and "1 from the cache" in usage[0]

@@ -67,3 +67,19 @@ def test_a_log_that_is_not_a_recording_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "not a recorded run" in done.stderr
     assert "Traceback" not in done.stderr
     assert rlm("replay", str(tmp_path / "none.jsonl"), cwd=tmp_path).returncode == 2
+
+
+def test_the_report_reads_line_by_line_and_says_where_the_code_runs(
+    recorded: tuple[Path, Path], tmp_path: Path
+) -> None:
+    log, data = recorded
+    data.write_text("beta")
+    done = rlm("replay", str(log), cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "\\x0a" not in done.stdout  # line breaks are line breaks, not escapes
+    assert "\n- cell_output at completion 1, iteration 1, cell 1" in done.stdout
+    assert "the recorded code runs again in the 'local' environment" in done.stderr
+    data.write_text("alpha")
+    elsewhere = rlm("replay", str(log), "--env", "ipython", cwd=tmp_path)
+    assert "runs again in the 'ipython' environment" in elsewhere.stderr
+    assert elsewhere.returncode == 0, elsewhere.stderr

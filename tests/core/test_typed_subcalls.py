@@ -186,7 +186,7 @@ print(p.error)
     first, second = out.strip().splitlines()
     assert first == "QueryError True True"
     assert second.startswith('the reply does not match the schema "Person" after 3 attempts')
-    assert "$: expected object" in second
+    assert "$: the reply is not JSON: 'not json at all'" in second
     assert len(sub.sends("Ann")) == 3
     finished = [e for e in events if e.type == "subcall_finished"]
     assert finished and "does not match" in str(finished[0].data["error"])
