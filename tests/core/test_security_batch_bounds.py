@@ -31,6 +31,11 @@ from rlm.environments.local_repl import LocalREPL
 OVER_DEFAULT_CAP = 10_001  # the default max_batch_size is 10,000
 
 
+def _engine_task(task: asyncio.Task[Any]) -> bool:
+    code = getattr(task.get_coro(), "cr_code", None)
+    return "/rlm/" in getattr(code, "co_filename", "/rlm/")
+
+
 class TaskCountingLM(ScriptedLM):
     """Replies ``ok:<prompt>``; at each call, records how many asyncio tasks exist on
     the loop running it (the handler's)."""
@@ -43,9 +48,12 @@ class TaskCountingLM(ScriptedLM):
 
     def _reply(self, prompt: Prompt) -> str:
         try:
-            tasks = len(asyncio.all_tasks(asyncio.get_running_loop()))
+            running = asyncio.all_tasks(asyncio.get_running_loop())
         except RuntimeError:  # a sync call: no loop
-            tasks = 0
+            running = set()
+        # The engine's own tasks only: the loop is shared by the process's handlers, and
+        # another test's SDK client may still be closing on it (an httpx ``aclose``).
+        tasks = sum(1 for t in running if _engine_task(t))
         with self._count_lock:
             self.calls += 1
             self.max_tasks = max(self.max_tasks, tasks)
