@@ -106,21 +106,20 @@ class CallStore:
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
         try:
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(
-                    f"written by a newer rlmx (cache format {version}, this one reads "
-                    f"{SCHEMA_VERSION})"
-                )
-            if version < SCHEMA_VERSION:
-                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-                if tables - {"calls"}:  # another program's database: never written to
-                    raise sqlite3.DatabaseError("not an rlmx call cache")
+            if self._version(db) < SCHEMA_VERSION:
+                # check and create under the write lock: another process may be making
+                # the same new file right now
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    if self._version(db) < SCHEMA_VERSION:
+                        db.execute(_SCHEMA)
+                        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
-            if version < SCHEMA_VERSION:
-                db.execute(_SCHEMA)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             db.close()
             raise
@@ -128,6 +127,27 @@ class CallStore:
             self._warn_if_shared()
         self._db, self._pid = db, os.getpid()
         return db
+
+    @staticmethod
+    def _version(db: sqlite3.Connection) -> int:
+        """The file's cache format; raises ``sqlite3.DatabaseError`` for a file that is
+        not ours (another program's tables) or is newer than this rlmx reads."""
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"written by a newer rlmx (cache format {version}, this one reads {SCHEMA_VERSION})"
+            )
+        if version < SCHEMA_VERSION:
+            tables = {
+                r[0]
+                for r in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite%'"
+                )
+            }
+            if tables - {"calls"}:  # another program's database: never written to
+                raise sqlite3.DatabaseError("not an rlmx call cache")
+        return version
 
     def _warn_if_shared(self) -> None:
         with contextlib.suppress(OSError):

@@ -279,6 +279,29 @@ def test_another_programs_database_is_never_written(tmp_path: Path) -> None:
         CallStore(path).stats()
 
 
+def test_a_cache_another_process_is_still_creating_opens(tmp_path: Path) -> None:
+    # the moment between another process's CREATE TABLE and its user_version: the table
+    # and SQLite's own index for its primary key exist, the format number does not yet
+    path = tmp_path / "calls.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE calls (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
+            "value TEXT NOT NULL, input_tokens INTEGER NOT NULL DEFAULT 0, "
+            "output_tokens INTEGER NOT NULL DEFAULT 0, cost REAL, created REAL "
+            "NOT NULL, hits INTEGER NOT NULL DEFAULT 0, last_hit REAL)"
+        )
+    path.chmod(0o600)
+    assert "sqlite_autoindex_calls_1" in {
+        r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")
+    }
+    store = CallStore(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.put("k", {"text": "t"}, model="m", input_tokens=1, output_tokens=1, cost=None)
+        assert store.get("k", lambda v: v["text"]) == "t"
+    store.close()
+
+
 def test_cache_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RLM_CACHE_PATH", str(tmp_path / "env.db"))
     assert default_cache_path() == tmp_path / "env.db"
