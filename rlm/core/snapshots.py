@@ -2,11 +2,13 @@
 
 Two forms, chosen by what the environment offers:
 
-* ``parts`` (LocalREPL's ``snapshot_delta()``): a JSON manifest of entries plus the
-  bodies that changed since the last turn, each stored once by its sha256. A turn that
-  leaves a 10 MB variable alone writes a few hundred bytes.
-* ``bytes`` (any ``SupportsSnapshot``, e.g. the worker environments): the environment's
-  own ``snapshot()`` bytes, stored as one content-addressed blob.
+* ``parts`` (``snapshot_delta()``: LocalREPL and the worker environments, sandbox,
+  IPython kernel, docker...): a JSON manifest of entries plus the bodies that changed
+  since the last turn, each stored once by its sha256. A turn that leaves a 10 MB
+  variable alone writes a few hundred bytes. Contexts and histories are not in it: the
+  store keeps each turn's own, once.
+* ``bytes`` (any other ``SupportsSnapshot``): the environment's own ``snapshot()``
+  bytes, stored as one content-addressed blob.
 
 Either restores into either kind of environment: a parts manifest is turned into the
 worker's blob format for an environment that only has ``restore(bytes)``.
@@ -57,7 +59,8 @@ def capture(env: Any) -> SnapshotWrite | None:
         }
         data = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str).encode()
         digests = [str(m["digest"]) for m in metas if m.get("digest")]
-        here = env_origin(env) == ORIGIN_HOST  # its bodies were hashed in this process
+        # the store may take the digests as given only if this process computed them
+        here = getattr(type(env), "delta_hashed_here", False) is True
         return SnapshotWrite("parts", data, bodies, digests, dict(unsaved), hashed_here=here)
     if isinstance(env, SupportsSnapshot):
         data, unsaved_names = env.snapshot()

@@ -239,6 +239,8 @@ class LocalREPL(SubcallRouting, ReplCore, NonIsolatedEnv):
             self._cell_count = max(self._cell_count, self.last_cell)
             return lost
 
+    delta_hashed_here = True  # snapshot_delta's digests are computed in this process
+
     def snapshot_delta(self) -> Delta:
         """For durable stores: entries, bodies changed since the last delta, unsaved."""
         with self._lock:

@@ -197,16 +197,17 @@ def test_a_session_moves_between_local_and_sandbox(tmp_path: Path) -> None:
             "b": [submit("str(f(10)) + context_0")],
         }
     )
-    # The sandbox saves its own snapshot bytes; acompletion writes the checkpoint too.
+    # The sandbox saves parts too (a delta of its entries); acompletion writes the
+    # checkpoint as well.
     rlm = durable_rlm(program, store, "x", environment="sandbox")
     assert asyncio.run(rlm.acompletion("ctx0", root_prompt="a")).response == "A"
     rlm.close()
-    # The worker's bytes restore into LocalREPL when it trusts them (see
+    # The worker's parts restore into LocalREPL when it trusts them (see
     # test_security_provenance: by default it does not).
     rlm = durable_rlm(program, store, "x", environment_kwargs={"trust_snapshots": True})
     assert rlm.completion("ctx1", root_prompt="b").response == "16ctx0"
     rlm.close()
-    rlm = durable_rlm(program, store, "x", environment="sandbox")  # parts into the worker
+    rlm = durable_rlm(program, store, "x", environment="sandbox")  # LocalREPL parts, worker
     assert rlm.completion("ctx2", root_prompt="b").response == "16ctx0"
     rlm.close()
-    assert [t.snapshot_kind for t in show("x", store).turns] == ["bytes", "parts", "bytes"]
+    assert [t.snapshot_kind for t in show("x", store).turns] == ["parts", "parts", "parts"]

@@ -6,7 +6,12 @@
 * Snapshot: the worker's entries, as opaque bytes. The host only stores them and sends
   them back to a worker; it never unpickles them (a worker is untrusted).
 
-``to_blob``/``from_blob`` give ``SupportsSnapshot`` its bytes. The blob is a pickle
+``to_blob``/``from_blob`` give ``SupportsSnapshot`` its bytes. ``delta`` gives a durable
+store the same entries as parts: every entry's metadata with its body's sha256, and
+only the bodies not given before, so a turn that leaves a 10 MB variable alone writes
+a few hundred bytes. It leaves the inputs out: the store keeps each turn's context and
+history itself, once. The digests are computed here, by the host, from the bytes it
+holds; a ``digest`` a worker puts in an entry's metadata is dropped. The blob is a pickle
 made by the host of host-made data plus those opaque entries: treat it like any pickle
 (restore only blobs this host stored).
 
@@ -20,6 +25,7 @@ isolated worker's into the host process), unless the reader trusts snapshots:
 from __future__ import annotations
 
 import copy
+import hashlib
 import pickle
 import threading
 from typing import Any
@@ -30,6 +36,8 @@ BLOB_FORMAT = "rlmx-worker-snapshot"
 BLOB_VERSION = 1
 
 Entry = tuple[dict[str, Any], bytes | None]
+# A durable delta: (every entry's meta with "digest", new bodies by digest, unsaved).
+Delta = tuple[list[dict[str, Any]], dict[str, bytes], dict[str, str]]
 
 # Who wrote a snapshot, from most to least trusted by the host process.
 ORIGIN_HOST = "host"  # this process (LocalREPL, in-process IPython): model code ran here
@@ -75,6 +83,7 @@ class WorkerState:
         self.after_cell = 0  # the cell the stored snapshot was taken after
         self.origin = ORIGIN_UNKNOWN  # who wrote the blob this state was read from
         self._staged: list[Entry] = []
+        self._given: dict[str, tuple[bytes, str]] = {}  # name -> (body, digest) in a delta
         self._lock = threading.Lock()
 
     # -- snapshot deltas (reader thread) -----------------------------------------------
@@ -140,6 +149,55 @@ class WorkerState:
     @property
     def _over_limit(self) -> str:
         return f"over the {self.limit_bytes // 2**20} MB snapshot limit"
+
+    # -- durable deltas (env thread) ------------------------------------------------------
+
+    def delta(self) -> Delta:
+        """Every stored entry's metadata with its body's ``digest`` (sha256 hex), the
+        bodies not given in the last delta (by digest), and the unsaved names. A body
+        is hashed once: an entry whose body object is the one given last time reuses
+        its digest."""
+        with self._lock:
+            metas: list[dict[str, Any]] = []
+            bodies: dict[str, bytes] = {}
+            given: dict[str, tuple[bytes, str]] = {}
+            known = {digest for _, digest in self._given.values()}
+            for name in sorted(self.entries):
+                meta, body = self.entries[name]
+                meta = {k: v for k, v in meta.items() if k != "digest"}
+                if body is not None:
+                    prev = self._given.get(name)
+                    if prev is not None and prev[0] is body:
+                        digest = prev[1]
+                    else:
+                        digest = hashlib.sha256(body).hexdigest()
+                        if digest not in known:  # same bytes as given before: named only
+                            bodies[digest] = body
+                    given[name] = (body, digest)
+                    meta["digest"] = digest
+                metas.append(meta)
+            self._given = given
+            return metas, bodies, dict(self.unsaved)
+
+    def forget_given(self) -> None:
+        """The last delta was not stored: the next one carries every body."""
+        with self._lock:
+            self._given = {}
+
+    def load_parts(self, entries: dict[str, Entry], digests: dict[str, str]) -> None:
+        """Replace the stored entries with ``entries`` read back from a durable store
+        (``digests``: each body's digest there, so the next delta does not give it
+        again). The inputs stay."""
+        with self._lock:
+            self.entries = dict(entries)
+            self.unsaved = {}
+            self._staged = []
+            self._given = {
+                name: (body, digests[name])
+                for name, (_, body) in entries.items()
+                if body is not None and name in digests
+            }
+            self._enforce_limit()
 
     # -- restore --------------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ from rlm.environments.host.spares import Spare, SparePlan, WarmSpares
 from rlm.environments.host.state import (
     ORIGIN_ISOLATED,
     ORIGIN_LOCAL_PROCESS,
+    Delta,
+    Entry,
     WorkerState,
     host_copy,
 )
@@ -322,6 +324,46 @@ class WorkerEnv(SubcallRouting, BaseEnv):
             self._control("snapshot")  # its entries are committed before the reply
             origin = ORIGIN_ISOLATED if isinstance(self, IsolatedEnv) else ORIGIN_LOCAL_PROCESS
             return self.state.to_blob(origin), sorted(self.state.unsaved)
+
+    delta_hashed_here = True  # snapshot_delta's digests are computed in this process
+
+    def snapshot_delta(self) -> Delta:
+        """For durable stores: every saved entry's metadata with its digest, the bodies
+        not given before (by digest), and the names that could not be saved. The worker
+        already sent a delta after every cell, so this asks it nothing (unless
+        per-cell snapshots are off: then it takes a full one first). Like LocalREPL's,
+        an in-place edit of a large value that keeps its length is not seen until the
+        name is rebound (``rlm.environments.worker.snapshot``)."""
+        with self._lock:
+            if not self.snapshots:
+                self._control("snapshot")
+            return self.state.delta()
+
+    def snapshot_reset(self) -> None:
+        """The last delta was not stored: the next one carries every body."""
+        self.state.forget_given()
+
+    def restore_parts(self, metas: list[dict[str, Any]], load: Callable[[str], bytes]) -> list[str]:
+        """Replace the namespace with a durable delta's entries (on a fresh worker),
+        loading each body by its digest with ``load``; the inputs stay. Returns the
+        names that could not be restored."""
+        failed: dict[str, str] = {}
+        entries: dict[str, Entry] = {}
+        digests: dict[str, str] = {}
+        for meta in metas:
+            name, digest = str(meta.get("name")), meta.get("digest")
+            try:
+                body = load(str(digest)) if digest else None
+            except Exception as exc:
+                failed[name] = f"{type(exc).__name__}: {exc}"[:200]
+                continue
+            entries[name] = ({k: v for k, v in meta.items() if k != "digest"}, body)
+            if digest:
+                digests[name] = str(digest)
+        with self._lock:
+            self._check_open()
+            self.state.load_parts(entries, digests)
+            return sorted({**failed, **self.supervisor.restart()})
 
     def restore(self, data: bytes) -> list[str]:
         """Replace the namespace with snapshot ``data`` (on a fresh worker); returns the
