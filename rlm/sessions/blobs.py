@@ -2,8 +2,8 @@
 
 A blob is identified by the sha256 of its bytes and stored once, however many turns or
 sessions refer to it. Its bytes are cut into ``CHUNK_SIZE`` chunks, each stored once
-per content hash and compressed with zlib when that pays (a quick probe skips data that
-does not compress). Writing streams: ``BlobWriter`` hashes and stores each chunk as it
+per content hash and compressed when that pays (zstd where available, else zlib; see
+``rlm.sessions.codecs``). Writing streams: ``BlobWriter`` hashes and stores each chunk as it
 fills, so a 1 GB context is never held twice in memory (a ``str`` is encoded a slice at
 a time, a pickle is dumped straight into the writer). Reading a large text goes through
 a temporary file and ``mmap``, so only the resulting ``str`` is held in memory.
@@ -28,19 +28,17 @@ import mmap
 import pickle
 import tempfile
 import threading
-import zlib
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 from rlm.base.errors import SessionStoreError
+from rlm.sessions import codecs
 from rlm.sessions.models import TurnWrite
 from rlm.sessions.store import MissingPartsError
 
 CHUNK_SIZE = 4 << 20  # a blob up to this size is one chunk, hashed once
 _PARALLEL_PACK = 256 * 1024  # chunks from this size are compressed on a second thread
 MMAP_TEXT_BYTES = 64 << 20  # texts above this are decoded from a mapped temp file
-_PROBE = 16 * 1024
-_RAW, _ZLIB = 0, 1
 _TEXT_SLICE = 1 << 20  # characters encoded at a time
 _JSON_BATCH = 64 * 1024
 
@@ -63,25 +61,13 @@ class Connection(Protocol):
     def executemany(self, sql: str, parameters: Any, /) -> Any: ...
 
 
-def _pack(chunk: bytes | memoryview) -> tuple[int, bytes]:
-    """(codec, stored bytes): zlib level 1 when it saves at least 10%."""
-    size = len(chunk)
-    if size >= 256:
-        # A probe first: zlib is slow on data that does not compress (~20 ms per MB).
-        probe = chunk[:_PROBE]
-        if size <= 4 * _PROBE or len(zlib.compress(probe, 1)) < 0.9 * len(probe):
-            packed = zlib.compress(chunk, 1)
-            if len(packed) < 0.9 * size:
-                return _ZLIB, packed
-    return _RAW, bytes(chunk)
-
-
 class _Packing:
-    """``_pack(chunk)`` on a thread of its own, so that zlib (which releases the GIL)
-    runs while the writer hashes the same chunk."""
+    """``codecs.pack(chunk)`` on a thread of its own, so that the compressor (which
+    releases the GIL) runs while the writer hashes the same chunk."""
 
-    def __init__(self, chunk: bytes | memoryview) -> None:
+    def __init__(self, chunk: bytes | memoryview, codec: int) -> None:
         self._chunk: bytes | memoryview | None = chunk
+        self._codec = codec
         self._result: tuple[int, bytes] | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="rlm-blob-pack", daemon=True)
@@ -90,7 +76,7 @@ class _Packing:
     def _run(self) -> None:
         try:
             assert self._chunk is not None
-            self._result = _pack(self._chunk)
+            self._result = codecs.pack(self._chunk, self._codec)
         except BaseException as exc:  # handed to result(): never lost on the thread
             self._error = exc
         finally:
@@ -129,6 +115,7 @@ class BlobWriter(io.RawIOBase):
         self._buf = bytearray()
         self._chunk_ids: list[int] = []
         self._sealed = 0  # chunks hashed so far
+        self._codec = codecs.writing_codec() if db is not None else codecs.RAW
 
     def writable(self) -> bool:
         return True
@@ -153,7 +140,8 @@ class BlobWriter(io.RawIOBase):
 
     def _seal(self, chunk: bytes | memoryview, last: bool) -> None:
         """Hash ``chunk`` into the blob, and store it (``last``: the blob's final one)."""
-        packing = _Packing(chunk) if self.db is not None and len(chunk) >= _PARALLEL_PACK else None
+        parallel = self.db is not None and len(chunk) >= _PARALLEL_PACK
+        packing = _Packing(chunk, self._codec) if parallel else None
         if self._known is None:
             self._hash.update(chunk)
         self._sealed += 1
@@ -166,7 +154,10 @@ class BlobWriter(io.RawIOBase):
         find = "SELECT id FROM chunks WHERE hash = ?"
         row = self.db.execute(find, (digest,)).fetchone()
         if row is None:
-            codec, data = packing.result() if packing is not None else _pack(chunk)
+            if packing is not None:
+                codec, data = packing.result()
+            else:
+                codec, data = codecs.pack(chunk, self._codec)
             self.db.execute(
                 "INSERT OR IGNORE INTO chunks (hash, codec, size, data) VALUES (?, ?, ?, ?)",
                 (digest, codec, len(chunk), data),
@@ -292,9 +283,7 @@ def iter_chunks(db: Connection, digest: str) -> Iterator[bytes]:
             raise SessionStoreError(f"blob {digest[:12]}: chunks are missing (damaged store)")
         codec, raw_size, data = found
         del found
-        chunk = zlib.decompress(data) if codec == _ZLIB else bytes(data)
-        if len(chunk) != raw_size:
-            raise SessionStoreError(f"blob {digest[:12]}: a chunk has the wrong size (damaged)")
+        chunk = codecs.unpack(codec, data, raw_size, f"blob {digest[:12]}")
         seen += raw_size
         yield chunk
     if seen != size:

@@ -39,7 +39,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
         CREATE TABLE chunks (
             id INTEGER PRIMARY KEY,
             hash TEXT NOT NULL UNIQUE,      -- sha256 of the raw bytes
-            codec INTEGER NOT NULL,         -- 0 raw, 1 zlib
+            codec INTEGER NOT NULL,         -- 0 raw, 1 zlib, 2 zstd
             size INTEGER NOT NULL,          -- raw size
             data BLOB NOT NULL
         );
