@@ -1,8 +1,8 @@
-"""rlmx vs rlms 0.1.3, measured in the same run, against the targets of issues 5 and 6.
+"""rlmx vs rlms 0.1.3, measured in the same run, against the targets of issues 5, 6 and 18.
 
     python benchmarks/run.py                      # everything, a few minutes on 2 cores
     python benchmarks/run.py --only S1,S3 --repeats 5
-    python benchmarks/run.py --only D1 --rlmx-only --no-install   # durable sessions
+    python benchmarks/run.py --only durable --rlmx-only --no-install   # D1, D1-sandbox
     python benchmarks/run.py --quick              # 1 repeat, small sizes, no LLAMA
     python benchmarks/run.py --smoke              # CI: rlmx only, S1, no venv, no network
 
@@ -10,8 +10,10 @@ What it does:
 
 1. Interpreters. ``rlms==0.1.3`` + ``psutil`` go into a venv under the cache dir
    (``~/.cache/rlmx-bench/``); this repo goes, editable, into a second venv that sees
-   the current interpreter's packages (``--system-site-packages``, so llama-cpp-python
-   and the GGUF model are found) plus ``psutil``. Both are reused on later runs.
+   the packages of the interpreter running this (the base one's through
+   ``--system-site-packages``, a virtualenv's through a ``.pth`` file rewritten each
+   run; so llama-cpp-python and the GGUF model are found) plus ``psutil``. Both are
+   reused on later runs.
    ``--no-install`` never creates a venv nor calls pip: rlmx then runs on the current
    interpreter with this repo first on ``PYTHONPATH``.
 2. Runs. Each scenario of the shared harness (``benchmarks/harness/rlm_bench.py``, a vendored copy) runs as ``--only Sx --repeats 1 --json`` in a subprocess of the

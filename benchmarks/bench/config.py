@@ -20,6 +20,7 @@ EXTRA_SCENARIOS = {
     "S2-sandbox": "rlm_kwargs.py",
     "S4-sandbox": "rlm_kwargs.py",
     "D1": "durable_checkpoint.py",
+    "D1-sandbox": "durable_checkpoint.py",
     "LLAMA": "llama_real.py",
     # measures rlms too: it records rlms 0.1.3 in its venv ($RLMX_BENCH_RLMS_PYTHON) and
     # replays both engines' root prompts to one llama.cpp server
@@ -27,9 +28,9 @@ EXTRA_SCENARIOS = {
 }
 ALL_SCENARIOS = HARNESS_SCENARIOS + list(EXTRA_SCENARIOS)
 GROUPS = {
-    "sandbox": ["S1-sandbox", "S2-sandbox", "S4-sandbox"],
+    "sandbox": ["S1-sandbox", "S2-sandbox", "S4-sandbox", "D1-sandbox"],
     "harness": HARNESS_SCENARIOS,
-    "durable": ["D1"],
+    "durable": ["D1", "D1-sandbox"],
     "prefix": ["PREFIX"],
 }
 # LLAMA: model warm-up alone is 20-40 s here; PREFIX: ~60 real prompt evaluations on

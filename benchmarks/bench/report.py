@@ -59,7 +59,7 @@ def report(results: dict[str, Any], markdown: bool = False) -> str:
     header = summary_header(results)
     legend = (
         "medians over correct runs; (!) = no correct run, shown from incorrect ones; "
-        "floors from C0 in the same run"
+        "floors from C0 (or the scenario named) in the same run"
     )
     if markdown:
         return "\n".join([*(f"- {h}" for h in header), "", render(rows, True), "", legend, ""])

@@ -106,7 +106,7 @@ def run_job(
                 "error": f"{scenario} on {interp.name}: rc={cp.returncode}",
                 "stderr_tail": (cp.stderr or "")[-2000:],
             }
-        data = json.loads(out.read_text())
+        data: dict[str, Any] = json.loads(out.read_text())
         data["_seconds"] = took
         return data
 

@@ -123,14 +123,21 @@ def build_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         ratio = vx / vs if vx is not None and vs not in (None, 0) and t.derive is None else None
         if ratio is not None and min(vx or 0, vs or 0) < 0:  # a signed difference: no ratio
             ratio = None
-        floor_txt, floor_v = "", None
+        floor_txt, floor_v, floor_unit = "", None, ""
         if t.floor and t.floor[0] in floors and (t.floor[1] is not None or s4):
             key, scale, desc = t.floor
             if scale is None and s4:  # context-sized: one copy of the whole context
                 scale = float(s4[:-2]) / 100
             floor_v = floors[key] * scale
-            unit = "µs" if key.endswith("_us") else "ms"
-            floor_txt = f"{fmt_num(floor_v)} {unit} ({desc})"
+            floor_unit = "µs" if key.endswith("_us") else "ms"
+            floor_txt = f"{fmt_num(floor_v)} {floor_unit} ({desc})"
+        elif t.floor_from:  # measured beside it: another scenario of the same run
+            scen, key, desc = t.floor_from
+            other = results["packages"]["rlmx"]["scenarios"].get(scen) or {}
+            agg = (other.get("metrics") or {}).get(key)
+            if agg and agg.get("median") is not None:
+                floor_v, floor_unit = agg["median"], agg.get("unit", "")
+                floor_txt = f"{fmt_unit(floor_v, floor_unit)} ({desc})"
         status = ""
         rlmx_interp = (results.get("interpreters") or {}).get("rlmx") or {}
         if t.needs_psutil and rlmx_interp and not rlmx_interp.get("psutil"):
@@ -149,6 +156,12 @@ def build_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             want = agg.get("median")
             if want is not None:
                 target += f" = {fmt_unit(want, agg.get('unit', ''))}"
+        if t.floor_factor is not None:  # a multiple of this row's floor, same run
+            want = None if floor_v is None else floor_v * t.floor_factor
+            target = f"{t.op} {t.floor_factor:g}x floor"
+            target += "" if want is None else f" = {fmt_num(want)} {floor_unit}"
+            if want is None and not status and vx is not None:
+                status = "NOT JUDGED: no floor in this run (C0 did not run)"
         rows.append(
             {
                 "scenario": t.scenario,

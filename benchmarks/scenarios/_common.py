@@ -70,3 +70,17 @@ def pre_parse(argv: list[str]) -> tuple[bool, str | None]:
         elif arg.startswith("--s4-sizes="):
             sizes = arg.split("=", 1)[1]
     return quick, sizes
+
+
+def missing_environment(name: str) -> str | None:
+    """Why ``environment=name`` cannot run with the imported ``rlm``, or ``None``."""
+    try:
+        from rlm.environments import _REGISTRY  # rlmx's registry
+    except ImportError:
+        return f"this rlm has no environment registry, so no {name!r} environment"
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        return f"environment {name!r} is not registered in this rlm"
+    if importlib.util.find_spec(entry.module) is None:
+        return f"environment {name!r} is not implemented yet ({entry.module} does not exist)"
+    return None

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""D1: what durable sessions cost: the checkpoint per turn, resume, store growth.
+"""D1, D1-sandbox: what durable sessions cost: the checkpoint per turn, resume, store growth.
 
 The session is S5's (``persistent=True``, 100 KB context per turn, 2 iterations per
 turn, the harness's fake LM at latency 0), plus a 10 MB REPL namespace made by the
@@ -19,14 +19,23 @@ Store growth per turn is the file size after the last turn minus after the first
 
 Variants: ``static`` leaves the 10 MB namespace alone after turn 1 (the common case:
 only changed variables are written); ``churn1MB`` also rebinds a 1 MB list every turn.
-Target (issue 5): checkpoint <= max(10% of the S5 per-turn time, 5 ms).
+Targets: checkpoint <= max(10% of the S5 per-turn time, 5 ms) (issue 5); with a new
+1 MB value every turn, <= 5 ms (issue 18).
+
+D1-sandbox is the same ``static`` session with ``RLM(environment="sandbox")``: the code
+and the namespace live in a bubblewrap worker, and each durable turn captures the
+worker's namespace from the host. Issue 18's target: checkpoint <= 3 ms and <= 60 KB of
+store per turn (local env, D1, measured beside it: its floor). It is reported as
+``skipped`` when the sandbox cannot run here.
 
     python benchmarks/scenarios/durable_checkpoint.py --json out.json
+    python benchmarks/scenarios/durable_checkpoint.py --only D1-sandbox --json out.json
     python benchmarks/scenarios/durable_checkpoint.py --quick      # 10 turns, 1 repeat
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import sqlite3
@@ -38,9 +47,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_harness, pre_parse, run_harness_main
+from _common import load_harness, missing_environment, pre_parse, run_harness_main
 
 NAME = "D1"
+SANDBOX_NAME = "D1-sandbox"
 WORDS = [
     "".join(
         random.Random(i).choices("etaoinshrdlucmfwypvbgkqjxz", k=random.Random(i).randint(2, 9))
@@ -73,10 +83,32 @@ def _store_bytes(path: str) -> int:
     return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
 
 
+def _restored_ok(env: Any, last: int, context: str, answer: str) -> bool:
+    """The resumed namespace holds the 10 MB list and the last turn's context, answer
+    and history (asked of the environment itself: it may be a worker process)."""
+    if env is None:
+        return False
+    want = f"100000 {hashlib.sha256(context.encode()).hexdigest()} True True"
+    code = (
+        "import hashlib as _h\n"
+        f"print(len(big), _h.sha256(context_{last}.encode()).hexdigest(),"
+        f" final_answer_{last} == {answer!r}, len(history_{last}) > 2)"
+    )
+    result = env.execute_code(code)
+    return bool(result.stdout.strip() == want)
+
+
 def child(p: dict[str, Any]) -> dict[str, Any]:
     hb = load_harness()
     turns, ctx_bytes = int(p.get("turns", 50)), int(p.get("ctx_bytes", 100_000))
     churn = int(p.get("churn_bytes", 0))
+    environment = p.get("environment")
+    envkw: dict[str, Any] = {}
+    if environment:
+        reason = missing_environment(environment)
+        if reason:
+            return {"skipped": reason}
+        envkw["environment"] = environment
     b = hb.Bench()
     from rlm.core import durable as durable_mod
 
@@ -109,7 +141,7 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
             timings.append((time.perf_counter() - t0) * 1000)
 
     def run(**kw: Any) -> tuple[list[float], bool]:
-        eng = b.make(max_iterations=4, persistent=True, **kw)
+        eng = b.make(max_iterations=4, persistent=True, **envkw, **kw)
         walls, ok = [], True
         for t in range(turns):
             state["t"], state["k"] = t, 0
@@ -128,7 +160,7 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="rlmx-d1-")
     store = os.path.join(tmp, "sessions.db")
     with b.patched():
-        warm = b.make(max_iterations=4)
+        warm = b.make(max_iterations=4, **envkw)
         warm.completion("warm", root_prompt=hb.ROOT_PROMPT)
         b.close(warm)
         memory_walls, ok_memory = run()
@@ -139,18 +171,14 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
             durable_mod.DurableSession.record = original  # type: ignore[method-assign]
         sizes[-1] = _store_bytes(store)
         t0 = time.perf_counter()
-        again = b.make(max_iterations=4, persistent=True, session_store=store, session_id="bench")
+        again = b.make(
+            max_iterations=4, persistent=True, session_store=store, session_id="bench", **envkw
+        )
         t1 = time.perf_counter()
         env = again.environment
         t2 = time.perf_counter()
         last = turns - 1
-        restored = (
-            env is not None
-            and len(env.locals["big"]) == 100_000
-            and env.locals[f"context_{last}"] == contexts[last]
-            and env.locals[f"final_answer_{last}"] == f"turn{last}:{ctx_bytes}"
-            and len(env.locals[f"history_{last}"]) > 2
-        )
+        restored = _restored_ok(env, last, contexts[last], f"turn{last}:{ctx_bytes}")
         b.close(again)
     import pickle
 
@@ -163,7 +191,6 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
         "checkpoint_ms": statistics.median(steady),
         "checkpoint_p90_ms": sorted(steady)[int(0.9 * (len(steady) - 1))],
         "checkpoint_first_ms": timings[0],
-        "checkpoint_target_ms": max(0.1 * s5_turn, 5.0),
         "resume_ms": (t2 - t0) * 1000,
         "resume_open_ms": (t1 - t0) * 1000,
         "resume_restore_ms": (t2 - t1) * 1000,
@@ -172,7 +199,10 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
         "store_growth_per_turn_kb": (sizes[-1] - sizes[0]) / max(1, turns - 1) / 1e3,
         "namespace_pickled_mb": namespace_mb,
         "context_kb": ctx_bytes / 1e3,
+        "checkpoint_target_ms": max(0.1 * s5_turn, 5.0),
     }
+    if environment:  # issue 18's flat targets; no S5-relative one
+        del m["checkpoint_target_ms"]
     correct = bool(ok_memory and ok_durable and restored)
     return {"samples": [{"metrics": m, "correct": correct,
                          "detail": {"checkpoint_ms": [round(x, 2) for x in timings]}}]}  # fmt: skip
@@ -180,6 +210,15 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
 
 def register(hb: Any, quick: bool = False) -> None:
     turns = 10 if quick else 50
+    hb.SCENARIOS[SANDBOX_NAME] = {
+        "title": f"durable sandbox session: checkpoint per turn ({turns} turns x 100 KB, "
+        "10 MB namespace) with RLM(environment='sandbox')",
+        "fn": child,
+        "variants": [
+            ("static", {"turns": turns, "ctx_bytes": 100_000, "environment": "sandbox"}),
+        ],
+        "headline": ["checkpoint_ms", "resume_ms", "store_growth_per_turn_kb"],
+    }
     hb.SCENARIOS[NAME] = {
         "title": f"durable session: checkpoint per turn ({turns} turns x 100 KB, 10 MB namespace)",
         "fn": child,

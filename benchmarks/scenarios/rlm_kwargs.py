@@ -25,13 +25,12 @@ in the imported ``rlm`` is reported as ``skipped``, not as a number.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_harness, pre_parse, run_harness_main
+from _common import load_harness, missing_environment, pre_parse, run_harness_main
 
 SANDBOX = {"environment": "sandbox"}
 WARM_SPARE = frozenset({"S1-sandbox"})  # one RLM, its warm spare waited for before a run
@@ -45,20 +44,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
 }
 
 
-def _missing_environment(name: str) -> str | None:
-    """Why ``environment=name`` cannot run with the imported ``rlm``, or ``None``."""
-    try:
-        from rlm.environments import _REGISTRY  # rlmx's registry
-    except ImportError:
-        return f"this rlm has no environment registry, so no {name!r} environment"
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        return f"environment {name!r} is not registered in this rlm"
-    if importlib.util.find_spec(entry.module) is None:
-        return f"environment {name!r} is not implemented yet ({entry.module} does not exist)"
-    return None
-
-
 def _wait_for_spare(engine: Any) -> None:
     """Wait (untimed) until the RLM's warm spare worker is ready, if it keeps one."""
     spares = getattr(getattr(engine, "_environments", None), "spares", None)
@@ -70,7 +55,7 @@ def _with_kwargs(hb: Any, base_fn: Any, extra: dict[str, Any], warm: bool = Fals
     def fn(param: dict[str, Any]) -> dict[str, Any]:
         env = extra.get("environment")
         if env:
-            reason = _missing_environment(env)
+            reason = missing_environment(env)
             if reason:
                 return {"skipped": reason}
         original, original_close = hb.Bench.make, hb.Bench.__dict__["close"]  # staticmethod
