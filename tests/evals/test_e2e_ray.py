@@ -127,7 +127,10 @@ def test_lm_call_cap_holds_across_the_cluster(tmp_path: Path) -> None:
     # more than one worker served the items (Ray may start a spare), and still one call
     assert len({r["worker"] for r in rows_of(tmp_path / "capped")}) >= 2
     free = run_eval(suite, tmp_path / "free", RayEngine(max_inflight_llm_calls=4), quiet=True)
-    assert free.facts["llm_calls_peak"] == 2  # two workers, each one call at a time
+    # each worker makes one call at a time: without the cap of 1, calls overlap as far as
+    # the workers that served items (2 CPUs, and Ray may start a spare) and the cap of 4
+    workers = len({r["worker"] for r in rows_of(tmp_path / "free")})
+    assert 2 <= free.facts["llm_calls_peak"] <= min(workers, 4)
 
 
 def test_batch_on_ray(tmp_path: Path) -> None:

@@ -46,6 +46,9 @@ def test_memory_is_trimmed_once_a_burst_is_over_and_not_while_idle(
         while not trims and time.monotonic() < end:
             time.sleep(0.02)
         assert trims, "no trim after the burst"
+        # a slow client may leave the server idle between two requests too: one more trim
+        time.sleep(0.3)
         after_burst = len(trims)
+        assert after_burst <= 3  # at most once per idle gap (two gaps, and the end)
         time.sleep(0.3)  # idle: no new completions, so no more trims
         assert len(trims) == after_burst
