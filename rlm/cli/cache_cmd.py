@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 from typing import IO, Any
@@ -24,15 +25,24 @@ from rlm.core.call_cache import CACHE_ENV_VAR, CallCache, default_cache_path
 from rlm.logger.verbose import printable
 from rlm.sessions.call_store import CacheStats
 
-EXAMPLES = f"""examples:
+EXAMPLES = """examples:
   rlm run --cache --backend-kwargs '{{"sampling_args": {{"temperature": 0}}}}' \\
       -c book.txt "Who finds the key?"   # a second run is answered from the cache
   rlm run --cache-sampled -c book.txt "Who finds the key?"   # sampled calls too
   rlm cache stats
   rlm cache stats --json --cache ./calls.db
   rlm cache clear
+"""
 
-The cache file is --cache, else ${CACHE_ENV_VAR}, else {default_cache_path()}."""
+
+def _where() -> str:
+    """Which file a command without --cache uses, as the help says it."""
+    env = os.environ.get(CACHE_ENV_VAR, "").strip()
+    now = f"set: {printable(env)}" if env else "unset"
+    return (
+        f"The cache file is --cache, else ${CACHE_ENV_VAR} ({now}), "
+        f"else {printable(str(default_cache_path()))}."
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -41,7 +51,7 @@ def add_parser(subparsers: Any) -> None:
         help="the sub-call cache: stats, clear",
         description="Inspect or empty the sub-call cache: model calls memoised by "
         "RLM(cache=...) or rlm run --cache, shared by every process using the file.",
-        epilog=EXAMPLES,
+        epilog=f"{EXAMPLES}\n{_where()}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(handler=lambda args: _usage(p))
@@ -94,11 +104,12 @@ def _run(args: argparse.Namespace, action: Any, err: IO[str] | None) -> int:
         cache.close()
 
 
-def stats_lines(stats: CacheStats) -> list[str]:
+def stats_lines(stats: CacheStats, exists: bool = True) -> list[str]:
     saved = f"{stats.saved_input_tokens:,} input + {stats.saved_output_tokens:,} output tokens"
     cost = "unknown" if stats.saved_cost is None else f"${stats.saved_cost:.6f}"
+    missing = "" if exists else "  (no such file yet: nothing has been cached there)"
     return [
-        f"cache:       {printable(stats.path)}",
+        f"cache:       {printable(stats.path)}{missing}",
         f"entries:     {stats.entries:,}",
         f"size:        {_size(stats.size_bytes)}",
         f"hits:        {stats.hits:,}",
@@ -117,7 +128,7 @@ def cmd_stats(
         if args.json:
             print(json.dumps(stats.to_dict(), indent=2), file=out)
         else:
-            print("\n".join(stats_lines(stats)), file=out)
+            print("\n".join(stats_lines(stats, cache.path.exists())), file=out)
         return 0
 
     return _run(args, show, err)

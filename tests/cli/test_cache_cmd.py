@@ -80,6 +80,11 @@ def test_stats_of_a_missing_file_and_errors(story: Path) -> None:
     shown = rlm("cache", "stats", "--cache", str(missing), "--json", cwd=story)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["entries"] == 0
+    text = rlm("cache", "stats", "--cache", str(missing), cwd=story)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines()[0] == (
+        f"cache:       {missing}  (no such file yet: nothing has been cached there)"
+    )
     assert not missing.exists()
 
     broken = story / "broken.db"
@@ -101,6 +106,14 @@ def test_stats_of_a_missing_file_and_errors(story: Path) -> None:
     assert folder.returncode == 2 and "is a directory" in folder.stderr
     bare = rlm("cache", cwd=story)
     assert bare.returncode == 2 and "stats" in bare.stdout
+
+
+def test_help_names_the_file_in_use(tmp_path: Path) -> None:
+    unset = rlm("cache", "--help", cwd=tmp_path)
+    assert "else $RLM_CACHE_PATH (unset), else " in " ".join(unset.stdout.split())
+    chosen = tmp_path / "mine.db"
+    proc = rlm("cache", "--help", cwd=tmp_path, env={"RLM_CACHE_PATH": str(chosen)})
+    assert f"else $RLM_CACHE_PATH (set: {chosen}), else " in " ".join(proc.stdout.split())
 
 
 class _ClosedPipe:
