@@ -14,8 +14,9 @@ What cannot be saved is reported by name with the reason; nothing is dropped sil
 
 Cost policy: after a cell only *changed* names are saved. A name counts as changed when
 its binding (object identity), its type or, for builtin containers, its length
-changed; values whose last pickle was small (``RECHECK_BYTES``) are re-pickled every
-cell and compared, so in-place edits of small and medium values are caught too. The
+changed; mutable values whose last pickle was small (``RECHECK_BYTES``) are re-pickled
+every cell and compared, so in-place edits of small and medium values are caught too
+(``str``, ``bytes`` and numbers cannot change in place: they are not re-pickled). The
 trade-off: an in-place edit of a *large* value that keeps its length (``big[3] = x``)
 is not seen until the name is rebound or a full snapshot is taken.
 
@@ -36,6 +37,9 @@ from rlm.environments.worker.repl_core import DefRecord, ReplCore
 
 RECHECK_BYTES = 64 * 1024
 _SIZED = (list, dict, set, bytearray)
+# Values that cannot change in place: the same object is the same value, never re-pickled
+# (a session's final_answer_N strings would otherwise be re-pickled every cell).
+_IMMUTABLE = frozenset({str, bytes, int, float, complex, bool, type(None)})
 
 # (meta, body); evaluated at import, so no ``X | None`` here (the worker runs on 3.9).
 Entry = tuple[dict[str, Any], Any]
@@ -56,6 +60,14 @@ def _extra_pickler_name() -> str | None:
 def _fingerprint(value: Any) -> tuple[int, type, int]:
     size = len(value) if type(value) in _SIZED else -1
     return id(value), type(value), size
+
+
+def _recheck_digest(value: Any, body: Any) -> Any:
+    """The hash a later cell compares a re-pickle of ``value`` with, or ``None`` when
+    it is not re-pickled (a large body, or an immutable value: its identity suffices)."""
+    if body is None or len(body) > RECHECK_BYTES or type(value) in _IMMUTABLE:
+        return None
+    return hash(body)
 
 
 @dataclass
@@ -117,7 +129,7 @@ class Snapshotter:
                 unsaved[name] = reason
                 self._saved[name] = _Saved(value, fingerprint, None, -1)
                 continue
-            digest = hash(body) if body is not None and len(body) <= RECHECK_BYTES else None
+            digest = _recheck_digest(value, body)
             if unchanged and not full and prev is not None and prev.digest == digest:
                 continue
             self._saved[name] = _Saved(value, fingerprint, digest, len(body or b""))
@@ -192,8 +204,7 @@ class Snapshotter:
                 repl.globals.pop(name, None)
                 continue
             # What was just loaded is what the host holds: the next delta skips it.
-            small = body is not None and len(body) <= RECHECK_BYTES
-            digest = hash(bytes(body)) if small and body is not None else None
+            digest = _recheck_digest(value, bytes(body) if body is not None else None)
             self._saved[name] = _Saved(value, _fingerprint(value), digest, len(body or b""))
         for helper in defined - names:  # a def re-run only to restore an alias of it
             repl.globals.pop(helper, None)
