@@ -16,6 +16,7 @@ import io
 import itertools
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -78,22 +79,34 @@ def describe_status(status: int | None) -> str:
     return f"exit status {status}" + (f", killed by {name}" if name else "")
 
 
-# Handles a message from the worker, in channel order; returns slow work (answering a
-# sub-call) to run after the channel has been handed to another reader, or None.
-MessageHandler = Callable[[dict[str, Any]], Callable[[], None] | None]
+# Handles a message from the worker, in channel order; returns work (answering a
+# sub-call) to run off the reading path, or None. The work returns the message to send
+# back, if any: it is sent once the thread no longer counts as busy, so the worker's
+# next request never finds every thread busy (and a thread started for nothing).
+Work = Callable[[], dict[str, Any] | None]
+MessageHandler = Callable[[dict[str, Any]], Work | None]
 _SPARE_READERS = 2
+# A follower looks this often whether the channel is left unread (work running long).
+_WATCH_SECONDS = 0.001
+# ... for this long after work last started; then it sleeps until work starts again.
+_KEEP_WATCHING = 0.05
 
 
 class WorkerClient:
     """One running worker: requests, replies and the worker's own messages.
 
     Reading uses leader/followers threads: one thread reads at a time; when a message
-    brings slow work (a sub-call to answer), that thread hands reading to a spare one
-    and does the work itself. The answer then costs no thread hand-off, and sub-calls
-    from several worker threads still run concurrently. The pool is bounded: at most
-    ``max_threads`` threads; when all are busy, reading waits for one to finish (the
-    worker's writes block), so no frame ever costs a thread of its own. Owners should
-    refuse excess work before that (``WorkerSupervisor`` does, per worker).
+    brings work (a sub-call to answer), that thread stops reading and does the work
+    itself, so the answer costs no thread hand-off. Most sub-calls are answered before
+    any other thread wakes: a follower that watches (every ``_WATCH_SECONDS``, for
+    ``_KEEP_WATCHING`` seconds after work last started) takes over reading when it finds
+    nobody reading, i.e. when work runs long; other followers sleep, and one is woken
+    when work starts and nobody watches. So a slow sub-call leaves the channel unread
+    for a millisecond at most, and sub-calls from several worker threads still run
+    concurrently. The pool is bounded: at most ``max_threads`` threads; when all are
+    busy, reading waits for one to finish (the worker's writes block), so no frame ever
+    costs a thread of its own. Owners should refuse excess work before that
+    (``WorkerSupervisor`` does, per worker).
     """
 
     def __init__(
@@ -115,7 +128,12 @@ class WorkerClient:
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._readers = 0  # reader threads alive
-        self._working = 0  # of which doing slow work
+        self._working = 0  # of which doing work
+        self._work_started = 0.0  # time.monotonic() when work last started
+        self._watching = False  # a follower watches for work running long
+        self._sleepers = 0  # followers sleeping until woken
+        self._wake = threading.Lock()  # followers wait on it (a binary semaphore)
+        self._wake.acquire()
         self._ids = itertools.count(1)
         self._channel: Channel | None = None
         self._dead: BaseException | None = None
@@ -259,11 +277,15 @@ class WorkerClient:
         threading.Thread(target=self._read_loop, name="rlm-worker-client", daemon=True).start()
 
     def _read_loop(self) -> None:
-        while True:
-            with self._read_lock:
-                if self._dead is not None:
-                    break
+        retired = False
+        try:
+            while self._dead is None:
+                if not self._read_lock.acquire(blocking=False):
+                    self._follow()  # someone reads: watch or sleep, then look again
+                    continue
                 try:
+                    if self._dead is not None:
+                        break
                     work = self._read_one()
                 except FrameTooLarge as exc:  # its payload is never read: replace it
                     self._fail(WorkerCrashedError(f"the worker sent an oversize frame ({exc})"))
@@ -271,28 +293,70 @@ class WorkerClient:
                 except BaseException as exc:  # EOF, garbage on the channel, a failing callback
                     self._fail(WorkerCrashedError(str(exc) or type(exc).__name__))
                     break
-                if work is not None:
-                    with self._lock:  # someone must read while this thread works
-                        self._working += 1
-                        idle = self._readers - self._working == 0
-                        if idle and self._readers < self._max_threads:
-                            self._spawn_reader()
-            if work is None:
-                continue
-            try:
-                work()
-            finally:
+                finally:
+                    self._read_lock.release()
+                if work is not None and self._work(work):
+                    retired = True
+                    return
+        finally:
+            if not retired:
                 with self._lock:
-                    self._working -= 1
-                    retire = self._readers - self._working > _SPARE_READERS
-                    if retire:
-                        self._readers -= 1
-            if retire:
-                return
-        with self._lock:
-            self._readers -= 1
+                    self._readers -= 1
+            if self._dead is not None:
+                self._wake_one()  # the next follower sees the death too, and ends
 
-    def _read_one(self) -> Callable[[], None] | None:
+    def _work(self, work: Work) -> bool:
+        """Do ``work`` (the read lock is free meanwhile) and send its answer; True if
+        this thread retires."""
+        with self._lock:
+            self._working += 1
+            self._work_started = time.monotonic()
+            spawn = self._readers == self._working and self._readers < self._max_threads
+            if spawn:
+                self._spawn_reader()
+            wake = not spawn and not self._watching and self._sleepers > 0
+        if wake:
+            self._wake_one()
+        answer = None
+        try:
+            answer = work()
+        finally:
+            with self._lock:
+                self._working -= 1
+                retire = self._readers - self._working > _SPARE_READERS
+                if retire:
+                    self._readers -= 1
+        if answer is not None:
+            self.send(answer)
+        return retire
+
+    def _follow(self) -> None:
+        """Wait while another thread reads: watch for a while after work started (one
+        follower at a time), else sleep until woken."""
+        with self._lock:
+            if self._dead is not None:
+                return
+            recent = time.monotonic() - self._work_started < _KEEP_WATCHING
+            watch = recent and not self._watching
+            if watch:
+                self._watching = True
+            else:
+                self._sleepers += 1
+        try:
+            if self._read_lock.locked():  # else: free again already, look at once
+                self._wake.acquire(timeout=_WATCH_SECONDS if watch else -1)
+        finally:
+            with self._lock:
+                if watch:
+                    self._watching = False
+                else:
+                    self._sleepers -= 1
+
+    def _wake_one(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already released: one wake pending
+            self._wake.release()
+
+    def _read_one(self) -> Work | None:
         """Read and dispatch one message; returns its slow work, if any."""
         channel = self._channel
         assert channel is not None
@@ -320,3 +384,4 @@ class WorkerClient:
                 future.set_exception(error)
         if not self._ready.done():
             self._ready.set_exception(error)
+        self._wake_one()  # sleeping followers end (each wakes the next)

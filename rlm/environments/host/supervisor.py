@@ -39,7 +39,7 @@ from typing import Any
 
 from rlm.base.errors import EnvironmentError_, WorkerCrashedError, WorkerTimeoutError
 from rlm.base.types import RLMChatCompletion
-from rlm.environments.host.client import DEFAULT_MAX_FRAME_MB, NO_VALUE, WorkerClient
+from rlm.environments.host.client import DEFAULT_MAX_FRAME_MB, NO_VALUE, Work, WorkerClient
 from rlm.environments.host.recovery import CellClock, format_lost
 from rlm.environments.host.state import WorkerState
 from rlm.environments.host.subcall_relay import OPS, SubcallRelay, outcome_text
@@ -323,11 +323,10 @@ class WorkerSupervisor:
 
     # -- the worker's messages (client reader thread) ------------------------------------
 
-    def _on_message(
-        self, client: WorkerClient, message: dict[str, Any]
-    ) -> Callable[[], None] | None:
+    def _on_message(self, client: WorkerClient, message: dict[str, Any]) -> Work | None:
         """In channel order (snapshot entries before their commit); a sub-call is
-        returned as work for the client to run off the reading path."""
+        returned as work for the client to run off the reading path (the client sends
+        the reply it returns)."""
         op = message.get("op")
         if op == "entry":
             self.state.stage(message)
@@ -347,21 +346,19 @@ class WorkerSupervisor:
                 client.send({"re": message.get("id"), "error": _refusal(cap)})
                 return None
             self._clock.enter(message.get("cell"))
-            return lambda: self._answer(client, message)
+            return lambda: self._answer(message)
         return None
 
-    def _answer(self, client: WorkerClient, message: dict[str, Any]) -> None:
+    def _answer(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The reply to a sub-call request (never raises: the worker always gets one)."""
         cell, prompts, model = message.get("cell"), message.get("prompts"), message.get("model")
         count = len(prompts) if isinstance(prompts, list) else 1
+        outcomes: list[Any] = []
         try:
             if not isinstance(prompts, list):
                 raise TypeError("malformed sub-call request")
             op, model = str(message["op"]), model if isinstance(model, str) else None
             outcomes = self.relay.run(op, prompts, model, message.get("schema"))
-            with self._calls_lock:
-                calls = self.calls.get(cell) if isinstance(cell, int) else None
-                if calls is not None:
-                    calls.extend(o for o in outcomes if isinstance(o, RLMChatCompletion))
             texts = [outcome_text(o) for o in outcomes]
         except BaseException as exc:  # never leave the worker waiting
             texts = [f"Error: LM query failed - {exc}"] * count
@@ -369,7 +366,10 @@ class WorkerSupervisor:
             self._clock.leave(cell)
             with self._calls_lock:
                 self._pending_subcalls -= 1
-        client.send({"re": message.get("id"), "texts": texts})
+                calls = self.calls.get(cell) if isinstance(cell, int) else None
+                if calls is not None:
+                    calls.extend(o for o in outcomes if isinstance(o, RLMChatCompletion))
+        return {"re": message.get("id"), "texts": texts}
 
     def collect_calls(self, cell: int | None) -> list[RLMChatCompletion]:
         """Start collecting ``cell``'s completions (None: stop); returns the last ones."""

@@ -4,6 +4,21 @@ A request carries the id of the cell that made it, so the host can attribute usa
 and completions to that cell; the calling thread blocks until the host replies. Any
 thread of a cell may call at once: replies are matched by request id.
 
+Who reads the channel: one reader at a time, holding the read turn (``_turn``). The
+worker's reader thread (``reader_loop``) reads whenever nobody else does. A thread
+waiting for its reply takes the turn when it is free and reads for itself, so the reply
+wakes that thread directly instead of the reader thread, which would then have to wake
+it (a thread hand-off costs about as much as the pipe itself). Whatever a waiting thread
+reads that is not its reply it handles exactly as the reader thread would (``handle``:
+an interrupt, a request for the main thread, another thread's reply), in channel order.
+
+The reader thread steps aside after handing a reply over (for ``_STEP_ASIDE`` seconds,
+so that the next sub-call of a loop finds the turn free), and while a waiting thread
+holds the turn it looks again after 1, 2, 4... milliseconds (at most ``_MAX_ASIDE``);
+it is woken at once when a thread gives the turn back while others still wait. So the
+channel is never left unread for longer than ``_MAX_ASIDE``: interrupts, and the host
+going away, are still seen while a cell computes between sub-calls.
+
 Standard library only, Python 3.9 compatible.
 """
 
@@ -15,9 +30,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from rlm.environments.worker.protocol import Channel, ChannelClosed, FrameTooLarge
+from rlm.environments.worker.protocol import Channel, ChannelClosed, FrameTooLarge, ProtocolError
 
 UNREACHABLE = "Error: the host is unreachable"
+# How long the reader thread leaves the channel to a thread that just got its reply.
+_STEP_ASIDE = 0.001
+# While a waiting thread holds the turn, the reader thread looks again after 1, 2, 4...
+# milliseconds, at most this long: the channel is never left unread for longer.
+_MAX_ASIDE = 0.02
+# What ends reading: the host closed the channel, or sent garbage (it is then unusable).
+CHANNEL_ENDED = (ChannelClosed, ProtocolError, OSError, ValueError)
 
 
 class _Pending:
@@ -40,19 +62,46 @@ class _Pending:
 
 
 class HostBridge:
-    """Sends sub-call requests over ``channel`` and waits for their replies."""
+    """Sends sub-call requests over ``channel`` and waits for their replies.
 
-    def __init__(self, channel: Channel, current_cell: Callable[[], int]) -> None:
+    ``read`` takes the next message off the channel (with its stream, if any) and
+    ``handle`` acts on a message that is not a reply; both run with the read turn held,
+    by the reader thread or by a waiting thread (``Server`` provides them).
+    """
+
+    def __init__(
+        self,
+        channel: Channel,
+        current_cell: Callable[[], int],
+        read: Callable[[], dict[str, Any]] | None = None,
+        handle: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self._channel = channel
         self._current_cell = current_cell
+        self._read = read or channel.recv
+        self._handle = handle or (lambda message: None)
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._closed = False
+        self._turn = threading.Lock()  # held by whoever reads the channel
+        self._ended: BaseException | None = None  # how reading ended, once it has
+        self._wake = threading.Lock()  # the reader thread waits on it (a semaphore)
+        self._wake.acquire()
+        self._reader: int | None = None  # the waiting thread that holds the turn, if one
+        self._aside = False  # the reader thread leaves the turn to waiting threads
+
+    # -- the calling side ---------------------------------------------------------------
 
     def request(self, op: str, **fields: Any) -> dict[str, Any] | None:
         """Send request ``op`` and block for the host's reply (None if the host is
         gone). Called from any thread of a cell."""
+        if self._reader == threading.get_ident():
+            # A signal handler of cell code, run while this thread reads for its own
+            # sub-call: it may not read in the middle of that read, nor wait for it.
+            return {
+                "error": "a sub-call cannot be made while this thread reads the reply to another"
+            }
         slot = _Pending()
         with self._lock:
             if self._closed:
@@ -67,11 +116,40 @@ class HostBridge:
                 return {"error": f"the sub-call request was not sent: {exc}"}
             except (ChannelClosed, OSError):
                 return None
-            slot.wait()
+            self._await(slot)
         finally:
             with self._lock:
                 self._pending.pop(request_id, None)
         return slot.reply
+
+    def _await(self, slot: _Pending) -> None:
+        """Until ``slot`` has its reply (or the host is gone): read the channel while
+        nobody else does, else wait to be handed the reply."""
+        while slot.reply is None and not self._closed:
+            if not self._turn.acquire(False):
+                slot.wait()  # the turn's holder hands the reply over
+                continue
+            try:
+                self._reader = threading.get_ident()
+                while slot.reply is None and not self._closed and self._ended is None:
+                    self._take(self._read())
+            except CHANNEL_ENDED as exc:
+                self._ended = exc  # the reader thread ends the worker (``reader_loop``)
+            finally:
+                self._reader = None
+                self._turn.release()
+                self._after_turn()
+            if self._ended is not None:
+                return
+
+    def _after_turn(self) -> None:
+        """A waiting thread gave the turn back: if other threads wait for replies (or
+        the channel ended), the reader thread takes over now, not at its next look."""
+        with self._lock:
+            wake = len(self._pending) > 1 or self._ended is not None
+        if wake:
+            with contextlib.suppress(RuntimeError):  # already woken
+                self._wake.release()
 
     def ask(self, op: str, prompts: list[Any], model: str | None, schema: Any = None) -> list[str]:
         """One reply text per prompt (``op``: ``llm``, ``llm_batched``, ``rlm`` or
@@ -87,13 +165,53 @@ class HostBridge:
             return [f"Error: {error}" if error else UNREACHABLE] * len(prompts)
         return [str(t) for t in texts]
 
-    def deliver(self, message: dict[str, Any]) -> None:
-        """Hand a host reply to the thread waiting for it (called by the reader)."""
+    # -- the reading side ---------------------------------------------------------------
+
+    def _take(self, message: dict[str, Any]) -> bool:
+        """Act on one message read with the turn held; True if it was a reply that
+        another thread was waiting for."""
+        if "re" in message:
+            return self.deliver(message)
+        self._handle(message)
+        return False
+
+    def reader_loop(self) -> None:
+        """The reader thread: reads whenever no waiting thread does; returns once the
+        channel has ended (the host closed it, or it broke)."""
+        aside = 0.0  # how long to leave the turn to waiting threads before looking again
+        while self._ended is None:
+            if aside:
+                self._aside = True
+                self._wake.acquire(timeout=aside)
+                self._aside = False
+            if not self._turn.acquire(False):  # a waiting thread reads
+                aside = min(max(2 * aside, _STEP_ASIDE), _MAX_ASIDE)
+                continue
+            aside = 0.0
+            try:
+                if self._ended is None and self._take(self._read()):
+                    aside = _STEP_ASIDE  # a reply handed over: its thread may read next
+            except CHANNEL_ENDED as exc:
+                self._ended = exc
+            finally:
+                self._turn.release()
+
+    def resume(self) -> None:
+        """Have the reader thread read again now, if it has stepped aside (called when
+        the main thread goes idle: the host's next request must not wait for it)."""
+        if self._aside:
+            with contextlib.suppress(RuntimeError):  # already woken
+                self._wake.release()
+
+    def deliver(self, message: dict[str, Any]) -> bool:
+        """Hand a host reply to the thread waiting for it; True if one was."""
         with self._lock:
             slot = self._pending.get(message.get("re"))  # type: ignore[arg-type]
-        if slot is not None:
-            slot.reply = message
-            slot.set()
+        if slot is None:
+            return False
+        slot.reply = message
+        slot.set()
+        return True
 
     def close(self) -> None:
         """The host is gone: release every waiting thread."""

@@ -102,6 +102,7 @@ class KernelAgent:
         signal.signal(signal.SIGINT, self.server_module._on_sigint)
         with contextlib.suppress(OSError, EOFError, KeyboardInterrupt):
             self.server.handle(message)
+        self.server.bridge.resume()  # the next request is read at once
 
 
 def start(zipapp: str, address: str, token: str, argv: list[str]) -> KernelAgent:

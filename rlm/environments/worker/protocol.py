@@ -35,8 +35,14 @@ MAX_CHUNK_BYTES = 1 << 30
 CHUNK_BYTES = 1 << 20  # what senders cut streams into (no chunk frame is larger)
 CORK_BYTES = 1 << 18  # frames held back by ``Channel.corked`` before they are written
 
-_dumps = json.dumps  # bound early: cell code patching json must not break the channel
-_loads = json.loads
+READ_BYTES = 1 << 16  # a larger receive buffer is dropped once its frame is taken
+
+# Bound early: cell code patching json must not break the channel.
+_dumps = json.dumps
+_decoder = json.JSONDecoder()
+_scan = _decoder.raw_decode  # no whitespace regexes: the peer writes none around a message
+_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_encode_text: Any = json.encoder.encode_basestring  # the C one where there is one
 
 
 class ProtocolError(Exception):
@@ -52,21 +58,51 @@ class ChannelClosed(EOFError):
     """The peer closed the channel (or died)."""
 
 
+def _json_text(message: dict[str, Any]) -> str:
+    """``json.dumps(message, ensure_ascii=False, default=str)``, without building a
+    ``JSONEncoder`` per call (a few microseconds on every sub-call)."""
+    if _make_encoder is None:  # no C accelerator: the plain way
+        return _dumps(message, ensure_ascii=False, default=str)
+    # A fresh markers dict per call keeps the circular-reference check.
+    encode = _make_encoder({}, str, _encode_text, None, ": ", ", ", False, False, True)
+    return "".join(encode(message, 0))
+
+
 def encode_message(message: dict[str, Any]) -> bytes:
     try:
-        payload = _dumps(message, ensure_ascii=False, default=str).encode("utf-8")
+        payload = _json_text(message).encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: \u escapes carry them losslessly
         payload = _dumps(message, default=str).encode("ascii")
     return HEADER.pack(MESSAGE, len(payload)) + payload
+
+
+def decode_message(payload: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """A message's payload as a dict. Raises ProtocolError on anything else."""
+    try:
+        text = str(payload, "utf-8")
+        message, end = _scan(text)
+        if end != len(text) and text[end:].strip():
+            raise ValueError("extra data after the message")
+    except ValueError as exc:  # bad UTF-8 or JSON
+        raise ProtocolError(f"bad message: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("message is not a JSON object")
+    return message
 
 
 class Channel:
     """Frames over ``rfile`` (readable) and ``wfile`` (writable) binary streams.
 
     Sending is thread-safe (one lock covers a message and its stream). Receiving is
-    meant for one reader thread: ``recv`` returns the next message, and the reader must
-    consume a message's stream (``read_stream`` / ``StreamReader``) before the next
-    ``recv``.
+    meant for one reader at a time (callers take turns, see ``HostBridge``): ``recv``
+    returns the next message, and the reader must consume a message's stream
+    (``read_stream`` / ``StreamReader``) before the next ``recv``.
+
+    A message is taken from the input only once all of it has arrived, so an exception
+    raised while ``recv`` waits (a signal handler's, when the worker's main thread reads
+    its own sub-call reply) loses nothing: the next ``recv`` finds the same message. A
+    stream chunk is read straight into its destination instead; an exception in the
+    middle of one leaves the channel unusable (``ProtocolError`` from then on).
     """
 
     def __init__(
@@ -87,6 +123,13 @@ class Channel:
         self.max_send_bytes = max_send_bytes
         self.limit_name = limit_name  # names the limit in errors (``max_frame_mb``)
         self._cork: bytearray | None = None  # frames held back (``corked``)
+        # Input read ahead of the frames taken so far (``_rbuf[_rpos:]``).
+        self._rbuf = bytearray()
+        self._rpos = 0
+        self._read1: Callable[[int], bytes] = getattr(rfile, "read1", None) or rfile.read
+        # A buffered file's ``peek`` (None if it has none, or it is not buffered).
+        self._peek: Callable[[int], bytes] | None = getattr(rfile, "peek", None)
+        self._broken: ProtocolError | None = None  # a read stopped inside a stream chunk
 
     # -- sending --------------------------------------------------------------------
 
@@ -173,52 +216,119 @@ class Channel:
 
     # -- receiving ------------------------------------------------------------------
 
-    def _read_exact(self, size: int) -> bytes:
-        data = self.rfile.read(size)
-        if data is None:
-            data = b""
-        while len(data) < size:  # raw streams may return short reads
-            more = self.rfile.read(size - len(data))
-            if not more:
-                raise ChannelClosed("channel closed inside a frame")
-            data += more
-        return data
+    def _fill(self, size: int) -> None:
+        """Read until at least ``size`` bytes are buffered (from ``_rbuf[0]``). Takes
+        nothing: whatever stops it midway, what arrived stays buffered."""
+        buf = self._rbuf
+        if self._rpos:
+            if self._rpos >= len(buf) and len(buf) > READ_BYTES:
+                self._rbuf = buf = bytearray()  # let a large frame's buffer go
+            else:
+                del buf[: self._rpos]
+            self._rpos = 0
+        while len(buf) < size:
+            # Only what this frame lacks: the file's own buffer keeps any read-ahead,
+            # so a stream chunk is later read in one piece, without an extra copy.
+            data = self._read1(size - len(buf))
+            if not data:
+                raise ChannelClosed(
+                    "channel closed" if not buf else "channel closed inside a frame"
+                )
+            buf += data
 
-    def _readinto_exact(self, view: memoryview) -> None:
-        got = 0
-        while got < len(view):
-            n = self.rfile.readinto(view[got:])  # type: ignore[attr-defined]
-            if not n:
-                raise ChannelClosed("channel closed inside a frame")
-            got += n
-
-    def read_header(self) -> tuple[bytes, int]:
-        head = self.rfile.read(HEADER.size)
-        if not head:
-            raise ChannelClosed("channel closed")
-        if len(head) < HEADER.size:
-            head += self._read_exact(HEADER.size - len(head))
-        kind, size = HEADER.unpack(head)
+    def _peek_header(self, kinds: tuple[bytes, ...]) -> tuple[bytes, int]:
+        """The next frame's kind and size (checked, not taken), once its header is in."""
+        if self._broken is not None:
+            raise self._broken
+        if len(self._rbuf) - self._rpos < HEADER.size:
+            self._fill(HEADER.size)
+        kind, size = HEADER.unpack_from(self._rbuf, self._rpos)
         if kind not in (MESSAGE, CHUNK, END):
             raise ProtocolError(f"unknown frame type {kind!r}")
+        if kind not in kinds:
+            raise ProtocolError(
+                "stream frame outside a stream"
+                if kind != MESSAGE
+                else "message frame inside a stream"
+            )
         limit = MAX_MESSAGE_BYTES if kind == MESSAGE else MAX_CHUNK_BYTES
         limit = min(limit, self.max_message_bytes)
         if size > limit:
             raise FrameTooLarge(f"frame of {size} bytes exceeds the {limit}-byte {self.limit_name}")
         return kind, size
 
+    def read_header(self) -> tuple[bytes, int]:
+        """Take the next frame's header (its payload is read next, by the caller)."""
+        kind, size = self._peek_header((MESSAGE, CHUNK, END))
+        self._rpos += HEADER.size
+        return kind, size
+
+    def _read_exact(self, size: int) -> bytes:
+        """The next ``size`` bytes of a stream chunk, straight from the input (the
+        receive buffer holds at most what a header read left)."""
+        buf, pos = self._rbuf, self._rpos
+        have = min(len(buf) - pos, size)
+        if have == size:
+            self._rpos = pos + size
+            return bytes(buf[pos : pos + size])
+        head = bytes(buf[pos : pos + have])
+        del buf[:]
+        self._rpos = 0
+        try:
+            rest = self.rfile.read(size - have) or b""
+            while len(rest) < size - have:  # raw streams may return short reads
+                more = self.rfile.read(size - have - len(rest))
+                if not more:
+                    raise ChannelClosed("channel closed inside a frame")
+                rest += more
+        except ChannelClosed:
+            raise
+        except BaseException:
+            self._broken = ProtocolError("a read was interrupted inside a stream chunk")
+            raise
+        return head + rest if head else rest
+
+    def _readinto_exact(self, view: memoryview) -> None:
+        buf, pos = self._rbuf, self._rpos
+        have = min(len(buf) - pos, len(view))
+        view[:have] = buf[pos : pos + have]
+        self._rpos = pos + have
+        got = have
+        try:
+            while got < len(view):
+                n = self.rfile.readinto(view[got:])  # type: ignore[attr-defined]
+                if not n:
+                    raise ChannelClosed("channel closed inside a frame")
+                got += n
+        except ChannelClosed:
+            raise
+        except BaseException:
+            self._broken = ProtocolError("a read was interrupted inside a stream chunk")
+            raise
+
     def recv(self) -> dict[str, Any]:
         """The next message. Raises ChannelClosed at EOF, ProtocolError on garbage."""
-        kind, size = self.read_header()
-        if kind != MESSAGE:
-            raise ProtocolError("stream frame outside a stream")
-        try:
-            message = _loads(self._read_exact(size))
-        except ValueError as exc:  # bad UTF-8 or JSON
-            raise ProtocolError(f"bad message: {exc}") from None
-        if not isinstance(message, dict):
-            raise ProtocolError("message is not a JSON object")
-        return message
+        peek = self._peek
+        if peek is not None and self._rpos == len(self._rbuf) and self._broken is None:
+            # Fast path: the whole frame is in the file's buffer (peek waits for input
+            # and takes nothing): one look, then one read of exactly the frame.
+            ahead = peek(HEADER.size)
+            if len(ahead) >= HEADER.size:
+                kind, size = HEADER.unpack_from(ahead)
+                total = HEADER.size + size
+                if kind == MESSAGE and size <= self.max_message_bytes and len(ahead) >= total:
+                    frame = self._read1(total)
+                    if len(frame) == total:
+                        return decode_message(memoryview(frame)[HEADER.size :])
+                    self._rbuf += frame  # not all of it after all: the slow way
+        _, size = self._peek_header((MESSAGE,))
+        total = HEADER.size + size
+        if len(self._rbuf) - self._rpos < total:
+            self._fill(total)
+        start = self._rpos + HEADER.size
+        payload = self._rbuf[start : start + size]
+        self._rpos = start + size  # taken only now, whole
+        return decode_message(payload)
 
     def iter_stream(self) -> Iterator[bytes]:
         """The chunks of the current message's stream, up to its end frame."""

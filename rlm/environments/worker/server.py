@@ -1,11 +1,12 @@
 """The worker process: serves one host over stdin/stdout until the host goes away.
 
-Threads: a reader thread owns the input side of the channel. It answers the worker's
-own pending sub-calls, turns ``interrupt`` into a SIGINT for the main thread, decodes
-streamed values, and queues every other request for the main thread, which runs them
-one at a time (cells run on the main thread, so SIGINT can interrupt them). When the
-channel closes, the reader ends the worker and its process group (``lifeline``), even
-in the middle of a cell.
+Threads: a reader thread reads the input side of the channel whenever no thread that
+waits for its own sub-call reply does (``HostBridge``: such a thread reads for itself).
+Whoever reads hands replies to the threads waiting for them, turns ``interrupt`` into a
+SIGINT for the main thread, decodes streamed values, and queues every other request for
+the main thread, which runs them one at a time (cells run on the main thread, so SIGINT
+can interrupt them). When the channel closes, the reader thread ends the worker and its
+process group (``lifeline``), even in the middle of a cell.
 
 Standard library only, Python 3.9 compatible.
 """
@@ -39,7 +40,9 @@ class Server:
     def __init__(self, channel: Channel, settings: dict[str, Any]) -> None:
         self.channel = channel
         self.pid = os.getpid()
-        self.bridge = HostBridge(channel, lambda: self.repl.cell_number)
+        self.bridge = HostBridge(
+            channel, lambda: self.repl.cell_number, self._read_message, self._handle_message
+        )
         self.repl = WorkerRepl(
             self.bridge.ask,
             output_limit=int(settings.get("output_limit", 1_000_000)),
@@ -61,23 +64,26 @@ class Server:
 
     def read_loop(self) -> None:
         try:
-            while True:
-                message = self.channel.recv()
-                if "re" in message:
-                    self.bridge.deliver(message)
-                elif message.get("op") == "interrupt":
-                    self._interrupt(message.get("cell"))
-                else:
-                    if message.get("op") in _STREAMED_OPS and message.get("stream"):
-                        self._decode_stream(message)
-                    self.requests.put(message)
-        except (ChannelClosed, ProtocolError, OSError, ValueError):
-            pass
+            self.bridge.reader_loop()
         finally:
             if self.exit_with_host and os.getpid() == self.pid:
                 lifeline.host_gone()  # never returns: a running cell must not outlive it
             self.bridge.close()
             self.requests.put(None)
+
+    def _read_message(self) -> dict[str, Any]:
+        """The next message, a streamed value decoded (with the read turn held)."""
+        message = self.channel.recv()
+        if "re" not in message and message.get("op") in _STREAMED_OPS and message.get("stream"):
+            self._decode_stream(message)
+        return message
+
+    def _handle_message(self, message: dict[str, Any]) -> None:
+        """A message that is not a reply, in channel order (with the read turn held)."""
+        if message.get("op") == "interrupt":
+            self._interrupt(message.get("cell"))
+        else:
+            self.requests.put(message)
 
     def _decode_stream(self, message: dict[str, Any]) -> None:
         try:
@@ -110,6 +116,7 @@ class Server:
             }
         )
         while True:
+            self.bridge.resume()  # idle now: requests must be read at once
             message = self.requests.get()
             if message is None or os.getpid() != self.pid:
                 return
