@@ -93,14 +93,20 @@ def current_call_token() -> CancelToken | None:
     return _call_token.get()
 
 
-@contextlib.contextmanager
-def call_token(token: CancelToken | None) -> Iterator[None]:
-    """While inside, ``current_call_token()`` is ``token``."""
-    reset = _call_token.set(token)
-    try:
-        yield
-    finally:
-        _call_token.reset(reset)
+class call_token:  # used as ``with call_token(token):``, like a function
+    """While inside, ``current_call_token()`` is ``token``. A class rather than a
+    ``contextmanager`` generator: every sync LM call enters one."""
+
+    __slots__ = ("_reset", "_token")
+
+    def __init__(self, token: CancelToken | None) -> None:
+        self._token = token
+
+    def __enter__(self) -> None:
+        self._reset = _call_token.set(self._token)
+
+    def __exit__(self, *exc: object) -> None:
+        _call_token.reset(self._reset)
 
 
 @contextlib.contextmanager

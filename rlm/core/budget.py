@@ -85,12 +85,17 @@ class BudgetNode:
 
     def settle(self, model: str, usage: ModelUsageSummary, hold: Estimate | None) -> None:
         """Replace the reservation ``hold`` (if any) by the call's real usage."""
-        spent = UsageSummary({model: usage})
         with self.tree.lock:
             for node in self.chain:
                 if hold is not None:
                     node._unhold(hold)
-                node._usage.merge(spent)
+                # ``UsageSummary.merge`` of ``{model: usage}``, without building one.
+                summaries = node._usage.model_usage_summaries
+                mine = summaries.get(model)
+                if mine is None:
+                    summaries[model] = usage.copy()
+                else:
+                    mine.add(usage)
 
     def reserve(self, estimate: Estimate) -> Estimate:
         """Hold ``estimate`` on this node and its ancestors, or raise

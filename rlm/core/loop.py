@@ -144,11 +144,15 @@ def run_turn(
 ) -> Generator[Effect, Any, TurnResult]:
     """Iterate until the code submits an answer, a limit breaks, or turns run out."""
     limits = node.limits
+    # Limits never change during a turn: with none that a count can break, the checks
+    # below read no counter and call nothing (a refused sub-call is still seen).
+    checked = limits.reservable or limits.max_errors is not None
+    bus = scope.bus  # each event's payload is built only while someone listens
     stop_at = cfg.max_iterations  # the iteration the final call follows
     for i in range(st.completed, cfg.max_iterations):
-        st.iteration = i + 1
+        st.iteration = number = i + 1
         # ``refused``: a sub-call's reservation hit this run's limit during the last cell.
-        breach = node.refused or find_breach(limits, elapsed=node.elapsed)
+        breach = node.refused or (checked and find_breach(limits, elapsed=node.elapsed))
         if breach:
             raise breach_error(breach, st.best_partial, i)
 
@@ -167,35 +171,42 @@ def run_turn(
                 cfg.root_prompt, i, cfg.context_count, cfg.history_count, cfg.max_iterations
             )
         )
-        scope.emit("iteration_started", iteration=i + 1)
+        if bus.active:
+            scope.emit("iteration_started", iteration=number)
         started = time.perf_counter()
         reply: RLMChatCompletion = yield CallModel(st.messages)
         text = reply.response or ""
-        scope.emit(
-            "model_reply",
-            iteration=i + 1,
-            response=text,
-            usage=reply.usage_summary,
-            duration=reply.execution_time,
-            **_cached(reply),
-        )
+        if bus.active:
+            scope.emit(
+                "model_reply",
+                iteration=number,
+                response=text,
+                usage=reply.usage_summary,
+                duration=reply.execution_time,
+                **_cached(reply),
+            )
 
         blocks: list[CodeBlock] = []
         final: str | None = None
         source = ""
+        error: str | None = None  # the last stderr of the iteration's cells
         for index, code in enumerate(find_code_blocks(text)):
-            scope.emit("code_cell_started", iteration=i + 1, index=index, code=code)
+            if bus.active:
+                scope.emit("code_cell_started", iteration=number, index=index, code=code)
             cell_started = time.perf_counter()
             result: REPLResult = yield RunCode(code)
             blocks.append(CodeBlock(code, result))
-            scope.emit(
-                "code_cell_finished",
-                iteration=i + 1,
-                index=index,
-                code=code,
-                result=result,
-                duration=time.perf_counter() - cell_started,
-            )
+            if result.stderr:
+                error = result.stderr
+            if bus.active:
+                scope.emit(
+                    "code_cell_finished",
+                    iteration=number,
+                    index=index,
+                    code=code,
+                    result=result,
+                    duration=time.perf_counter() - cell_started,
+                )
             if result.final_answer is not None:
                 final, source = result.final_answer, "answer"
                 break  # later blocks could make LM calls after the answer
@@ -220,10 +231,9 @@ def run_turn(
             schema_errors=refused or None,
         )
         st.iterations.append(iteration)
-        errors = [b.result.stderr for b in blocks if b.result.stderr]
-        if errors:
+        if error:
             st.consecutive_errors += 1
-            st.last_error = errors[-1]
+            st.last_error = error
         else:
             st.consecutive_errors = 0
         if text.strip():
@@ -231,42 +241,44 @@ def run_turn(
         new_messages = format_iteration(iteration, cfg.max_output_chars)
         repairing = False
         if refused and cfg.output is not None:  # the errors are the iteration's REPL output
-            repairing = _refuse(st, cfg.output, new_messages, final, refused, scope, i + 1)
+            repairing = _refuse(st, cfg.output, new_messages, final, refused, scope, number)
             if repairing:  # a refused answer is not left standing as "ready"
                 yield ReopenAnswer()
         st.messages.extend(new_messages)
-        scope.emit(
-            "iteration_finished",
-            iteration=i + 1,
-            iteration_obj=iteration,
-            duration=iteration.iteration_time,
-        )
-        if scope.bus.active:  # the report reads the tree's counters: only for a listener
-            scope.emit("budget_update", iteration=i + 1, **node.report())
+        if bus.active:
+            scope.emit(
+                "iteration_finished",
+                iteration=number,
+                iteration_obj=iteration,
+                duration=iteration.iteration_time,
+            )
+            # The report reads the tree's counters: only for a listener.
+            scope.emit("budget_update", iteration=number, **node.report())
         if cfg.compaction:
             yield RecordCompaction(new_messages)
-        st.completed, st.committed = i + 1, len(st.messages)
+        st.completed, st.committed = number, len(st.messages)
 
         if final is not None and not refused:  # an answer wins over a limit broken with it
             if cfg.output is not None:
                 final = cfg.output.dump(parsed)
-            scope.emit("final_answer", answer=final, iterations=i + 1, source=source)
-            return TurnResult(final, source, i + 1, parsed)
+            scope.emit("final_answer", answer=final, iterations=number, source=source)
+            return TurnResult(final, source, number, parsed)
         if refused and not repairing:  # no repair left: the final call
-            stop_at = i + 1
+            stop_at = number
             break
 
         # Each counter takes the tree's lock: read only those a limit needs.
-        breach = node.refused or find_breach(
-            limits,
-            elapsed=node.elapsed,
-            spent_usd=node.spent_usd if limits.max_budget is not None else 0.0,
-            tokens=node.tokens if limits.max_tokens is not None else 0,
-            consecutive_errors=st.consecutive_errors,
-            calls=node.calls if limits.max_llm_calls is not None else 0,
-        )
-        if breach:
-            raise breach_error(breach, st.best_partial, i + 1, st.last_error)
+        if node.refused is not None or checked:
+            breach = node.refused or find_breach(
+                limits,
+                elapsed=node.elapsed,
+                spent_usd=node.spent_usd if limits.max_budget is not None else 0.0,
+                tokens=node.tokens if limits.max_tokens is not None else 0,
+                consecutive_errors=st.consecutive_errors,
+                calls=node.calls if limits.max_llm_calls is not None else 0,
+            )
+            if breach:
+                raise breach_error(breach, st.best_partial, number, st.last_error)
 
     # Out of iterations (or schema repairs): one last call that asks for the answer outright,
     # in the provider's structured-output mode when there is a schema.

@@ -27,11 +27,20 @@ def find_code_blocks(text: str) -> list[str]:
     """
     if not text or "```repl" not in text:
         return []
-    return [
-        textwrap.dedent(m.group(1)).strip("\n")
-        for m in _REPL_BLOCK.finditer(text)
-        if m.group(1).strip()
-    ]
+    blocks = []
+    for match in _REPL_BLOCK.finditer(text):
+        code = match.group(1)
+        if code.strip():
+            blocks.append(_dedent(code).strip("\n"))
+    return blocks
+
+
+def _dedent(code: str) -> str:
+    """``textwrap.dedent(code)``, which is ``code`` itself when no line starts with a
+    space or a tab (no common margin, no whitespace-only line to clear)."""
+    if code[:1] in (" ", "\t") or "\n " in code or "\n\t" in code:
+        return textwrap.dedent(code)
+    return code
 
 
 def _outside_fences(text: str) -> str:
@@ -149,7 +158,8 @@ def format_execution_result(result: REPLResult, max_chars: int | None = None) ->
     is never copied whole.
     """
     stdout, stderr = result.stdout or "", result.stderr or ""
-    if max_chars is not None:
+    # Both within the budget together: neither would be cut (no call, no copy).
+    if max_chars is not None and len(stdout) + len(stderr) > max_chars:
         err_budget = min(len(stderr), max_chars // 4)
         stdout = truncate_middle(stdout, max_chars - err_budget)
         stderr = truncate_middle(stderr, max(err_budget, max_chars - len(stdout), 200))

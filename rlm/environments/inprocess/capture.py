@@ -12,9 +12,8 @@ from __future__ import annotations
 import io
 import sys
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterable
+from contextvars import ContextVar, Token
 from typing import Any, TextIO
 
 Buffers = tuple[io.StringIO, io.StringIO]
@@ -39,8 +38,10 @@ class StreamProxy:
         return None if buffers is None else buffers[self._index]
 
     def write(self, text: str) -> int:
-        captured = self._capturing()
-        target = captured if captured is not None else self._wrapped
+        buffers = _buffers.get()  # ``_capturing``, inlined: every print calls this twice
+        if buffers is not None:
+            return buffers[self._index].write(text)
+        target = self._wrapped
         if target is None:  # e.g. pythonw, where sys.stdout is None
             return len(text)
         return target.write(text)
@@ -98,6 +99,10 @@ class StreamProxy:
 def ensure_installed() -> None:
     """Wrap ``sys.stdout``/``sys.stderr`` unless they already are proxies. Someone
     (pytest's capsys, a host app) may have replaced them since: wrap what is current."""
+    # Both already wrapped (every cell after the first): nothing to do, so no lock; the
+    # locked path below checks again for itself.
+    if type(sys.stdout) is StreamProxy and type(sys.stderr) is StreamProxy:
+        return
     with _install_lock:
         if not isinstance(sys.stdout, StreamProxy):
             sys.stdout = StreamProxy(sys.stdout, 0)
@@ -105,13 +110,19 @@ def ensure_installed() -> None:
             sys.stderr = StreamProxy(sys.stderr, 1)
 
 
-@contextmanager
-def capture() -> Iterator[Buffers]:
-    """Capture this context's stdout/stderr writes into fresh ``StringIO`` buffers."""
-    ensure_installed()
-    buffers = (io.StringIO(), io.StringIO())
-    token = _buffers.set(buffers)
-    try:
-        yield buffers
-    finally:
-        _buffers.reset(token)
+class capture:  # used as ``with capture() as (out, err)``, like a function
+    """Capture this context's stdout/stderr writes into fresh ``StringIO`` buffers.
+
+    A class rather than a ``contextmanager`` generator: it is entered once per cell."""
+
+    __slots__ = ("_token",)
+    _token: Token[Buffers | None]
+
+    def __enter__(self) -> Buffers:
+        ensure_installed()
+        buffers = (io.StringIO(), io.StringIO())
+        self._token = _buffers.set(buffers)
+        return buffers
+
+    def __exit__(self, *exc: object) -> None:
+        _buffers.reset(self._token)

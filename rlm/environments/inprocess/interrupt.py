@@ -47,7 +47,7 @@ class CellInterrupted(BaseException):
     """What an interrupted cell ends with: its own ``CellStopped``, as ``run`` raises it."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Region:
     """One cell's code running on ``thread``."""
 
@@ -57,6 +57,7 @@ class _Region:
     signal: type[CellStopped] | None = None
     shields: int = 0  # calls into the engine in progress (the interrupt is held)
     armed: bool = False  # an exception is set on the thread and not withdrawn since
+    closed: bool = False  # ended: no longer in its REPL's open regions
 
 
 class CellStops:
@@ -99,9 +100,11 @@ class CellStops:
                 finally:
                     self._close(region)
             finally:
-                # Idempotent: again, in case the interrupt landed just as the first
-                # began (it is then the exception raised: nothing else can be pending).
-                self._close(region)
+                # Again, in case the interrupt landed just as the first began (it is then
+                # the exception raised: nothing else can be pending); a region it closed
+                # is left alone without taking the lock.
+                if not region.closed:
+                    self._close(region)
         except CellStopped as exc:
             if region.signal is None or type(exc) is not region.signal:
                 raise  # an outer region's
@@ -141,14 +144,17 @@ class CellStops:
             if self._regions:  # re-entry: only the innermost region is ever armed
                 self._withdraw(self._regions[-1])
             self._regions.append(region)
-            self._arm()  # an outer region of this REPL was interrupted: this one too
+            if self._requested:  # an outer region of this REPL was interrupted: this one too
+                self._arm()
 
     def _close(self, region: _Region) -> None:
         with self._lock:
-            if region not in self._regions:
+            if region.closed or region not in self._regions:
                 return
-            self._withdraw(region)
+            if region.armed:
+                self._withdraw(region)
             self._regions.remove(region)
+            region.closed = True
             if self._regions:
                 self._arm()  # the cell that re-entered this REPL is next
             else:

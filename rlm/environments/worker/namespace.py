@@ -208,11 +208,15 @@ class UserView(MutableMapping[str, Any]):
     def copy(self) -> dict[str, Any]:
         """A shallow plain-dict copy (of a snapshot: one pass, as every cell's result
         carries one)."""
+        # ``_visible``, inlined (this runs for every name of every cell), the scaffold
+        # names first: they are most of the namespace and one lookup rules each out.
         hidden = self._hidden
         return {
             name: value
             for name, value in list(self._ns.items())
-            if isinstance(name, str) and not is_dunder(name) and name not in hidden
+            if name not in hidden
+            and isinstance(name, str)
+            and not (name.startswith("__") and name.endswith("__"))
         }
 
     def __repr__(self) -> str:
@@ -243,10 +247,12 @@ def restore_namespace(
     read-only inputs; an answer submitted by rebinding ``answer`` lands in ``cell``."""
     ns.update(scaffold)
     ns["__builtins__"] = builtins
-    answer, submitted = adopt_answer(ns.get("answer"), on_ready)
-    ns["answer"] = answer
-    if submitted is not None and cell.final_answer is None:
-        cell.final_answer = submitted
+    current = ns.get("answer")
+    if not isinstance(current, AnswerDict):  # rebound by the cell (else: left as it is)
+        answer, submitted = adopt_answer(current, on_ready)
+        ns["answer"] = answer
+        if submitted is not None and cell.final_answer is None:
+            cell.final_answer = submitted
     inputs.bind(ns)
 
 
