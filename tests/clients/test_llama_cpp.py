@@ -75,6 +75,7 @@ def test_clients_share_one_loaded_model(client: LlamaCppClient) -> None:
     assert other.llama is client.llama
     assert sum(1 for path, _ in _MODELS if path == os.path.realpath(GGUF or "")) == 1
     assert other.complete("Hi").model == "alias"  # the label names the usage entry
+    assert other._format is client._format  # the chat template is compiled once per model
 
 
 @pytest.mark.llama
