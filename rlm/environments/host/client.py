@@ -27,6 +27,7 @@ from rlm.environments.transports.base import Transport
 from rlm.environments.transports.zipapp import bootstrap_payload
 from rlm.environments.worker.payloads import send_value
 from rlm.environments.worker.protocol import CHUNK_BYTES, Channel, FrameTooLarge
+from rlm.environments.worker.spin import SpinReader
 
 # Largest stream (one snapshot entry) the host accepts from a worker.
 DEFAULT_MAX_STREAM_BYTES = 4 << 30
@@ -136,6 +137,7 @@ class WorkerClient:
         self._wake.acquire()
         self._ids = itertools.count(1)
         self._channel: Channel | None = None
+        self._spin: SpinReader | None = None  # the channel's reader, if it polls
         self._dead: BaseException | None = None
         self.info: dict[str, Any] = {}
 
@@ -147,7 +149,11 @@ class WorkerClient:
         reader: Any = pipes.from_worker
         if not hasattr(reader, "readinto"):
             reader = ChunkReader(iter(reader))
-        if not isinstance(reader, io.BufferedReader):
+        if isinstance(reader, io.FileIO):  # a local pipe: poll while a reply is due
+            self._spin = SpinReader(reader)
+            self._spin.when = lambda: bool(self._pending)
+            reader = io.BufferedReader(self._spin, 1 << 16)
+        elif not isinstance(reader, io.BufferedReader):
             reader = io.BufferedReader(reader, 1 << 16)
         self._channel = Channel(
             reader, pipes.to_worker, self.max_frame_bytes, limit_name="max_frame_mb limit"
@@ -227,6 +233,8 @@ class WorkerClient:
                 self._channel.send(message)
             else:
                 send_value(self._channel, message, value)
+            if self._spin is not None:
+                self._spin.nudge()  # its reply is due: a sleeping reader polls for it
         except TypeError:
             with self._lock:
                 self._pending.pop(request_id, None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from rlm.environments.worker import lifeline
 from rlm.environments.worker import server as server_module
 from rlm.environments.worker.protocol import Channel
+from rlm.environments.worker.spin import spinning_reader
 
 RLIMITS = ("AS", "CPU", "NPROC", "FSIZE", "NOFILE", "CORE")
 
@@ -63,7 +65,7 @@ def open_channel() -> Channel:
     os.dup2(null, 0)
     os.close(null)
     os.dup2(2, 1)
-    rfile = os.fdopen(in_fd, "rb", buffering=1 << 16)
+    rfile = spinning_reader(io.FileIO(in_fd, "rb"), 1 << 16)
     wfile = os.fdopen(out_fd, "wb", buffering=0)  # one write per frame, no flush needed
     return Channel(rfile, wfile)
 

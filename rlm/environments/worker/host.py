@@ -196,6 +196,10 @@ class HostBridge:
             finally:
                 self._turn.release()
 
+    def expecting(self) -> bool:
+        """Whether a reply is due (a thread waits for one)."""
+        return bool(self._pending)
+
     def resume(self) -> None:
         """Have the reader thread read again now, if it has stepped aside (called when
         the main thread goes idle: the host's next request must not wait for it)."""

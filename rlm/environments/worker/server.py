@@ -28,6 +28,7 @@ from rlm.environments.worker.payloads import read_value
 from rlm.environments.worker.protocol import Channel, ChannelClosed, FrameTooLarge, ProtocolError
 from rlm.environments.worker.repl import WorkerRepl
 from rlm.environments.worker.snapshot import Snapshotter
+from rlm.environments.worker.spin import SpinReader
 
 PROTOCOL_VERSION = 1
 _INLINE_CHARS = 1 << 18  # longer looked-up values are streamed, not put in a message
@@ -59,6 +60,13 @@ class Server:
         # Set where this is the worker process: when the channel closes, the host is
         # gone, and the worker ends at once with everything it started (``lifeline``).
         self.exit_with_host = False
+        # Reads poll before they block only while a message is due soon: the host's
+        # next request when the main thread is idle, a reply while a sub-call waits.
+        self.idle = False
+        raw = getattr(channel.rfile, "raw", None)
+        self._spin = raw if isinstance(raw, SpinReader) else None
+        if self._spin is not None:
+            self._spin.when = lambda: self.idle or self.bridge.expecting()
 
     # -- reader thread ----------------------------------------------------------------
 
@@ -83,6 +91,7 @@ class Server:
         if message.get("op") == "interrupt":
             self._interrupt(message.get("cell"))
         else:
+            self.idle = False  # busy from now: the next read need not poll
             self.requests.put(message)
 
     def _decode_stream(self, message: dict[str, Any]) -> None:
@@ -117,7 +126,11 @@ class Server:
         )
         while True:
             self.bridge.resume()  # idle now: requests must be read at once
+            self.idle = True
+            if self._spin is not None:
+                self._spin.nudge()  # the host's next request is due
             message = self.requests.get()
+            self.idle = False
             if message is None or os.getpid() != self.pid:
                 return
             try:
