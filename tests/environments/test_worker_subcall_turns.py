@@ -247,3 +247,56 @@ def test_a_sub_call_from_a_signal_handler_during_a_wait_does_not_deadlock(kind: 
             "Error: a sub-call cannot be made while this thread reads the reply to another",
         ), inner
         assert env.execute_code("print(llm_query('later'))").stdout == "ok:later\n"
+
+
+@pytest.mark.parametrize("kind", WORKERS)
+def test_a_thread_left_running_gets_its_replies_while_the_worker_is_idle(kind: str) -> None:
+    """Between cells the worker's main thread reads the channel itself: a thread that a
+    cell left running still gets its sub-call replies meanwhile (the main thread hands
+    them over), and the next cell then runs as usual."""
+    released = threading.Event()
+    gate = Gate(lambda prompt: released.set() if prompt == "slow" else None)
+    code = (
+        "import threading\n"
+        "got = []\n"
+        "def later():\n"
+        "    got.append(llm_query('slow'))\n"  # waits for the gate, after the cell ended
+        "    got.extend(llm_query(f'bg{i}') for i in range(30))\n"
+        "t = threading.Thread(target=later)\n"
+        "t.start()\n"
+    )
+    with worker(kind, gate) as env:
+        pid = worker_pid(env)
+        assert env.execute_code(code).stderr == ""
+        assert released.wait(BOUND)
+        gate.release.set()  # answered while no cell runs
+        result = env.execute_code("t.join(30)\nprint(t.is_alive(), got[0], got[-1], len(got))")
+        assert result.stdout == "False ok:slow ok:bg29 31\n", result.stderr
+        assert env.execute_code("print(llm_query('after'))").stdout == "ok:after\n"
+        assert worker_pid(env) == pid
+
+
+@pytest.mark.parametrize("kind", WORKERS)
+def test_an_interrupt_for_a_finished_cell_is_harmless_and_the_next_cell_can_be_stopped(
+    kind: str,
+) -> None:
+    """An interrupt that arrives while the worker is idle (its cell already ended) is
+    read by the idle main thread and changes nothing; the reader thread is back on the
+    channel for the next cell, so that one can still be interrupted."""
+    gate = Gate()
+    with worker(kind, gate) as env:
+        pid = worker_pid(env)
+        for _ in range(5):
+            assert env.execute_code("x = 1").stderr == ""
+            assert not env.interrupt_cell()  # nothing runs: nothing to stop
+            env.supervisor.client.interrupt(None)  # sent anyway: read by the idle main thread
+            assert env.execute_code("x += 1\nprint(x)").stdout == "2\n"
+        cell = Running(env, "import time\nwhile True:\n    time.sleep(0.001)")
+        for _ in range(int(BOUND / 0.01)):
+            if env.interrupt_cell():
+                break
+            threading.Event().wait(0.01)
+        result = cell.join()
+        assert STOPPED in result.stderr
+        assert env.execute_code("print(x)").stdout == "2\n"
+        assert worker_pid(env) == pid

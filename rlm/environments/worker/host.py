@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rlm.environments.worker.protocol import Channel, ChannelClosed, FrameTooLarge, ProtocolError
+from rlm.environments.worker.spin import GiveWay
 
 UNREACHABLE = "Error: the host is unreachable"
 # How long the reader thread leaves the channel to a thread that just got its reply.
@@ -90,6 +91,8 @@ class HostBridge:
         self._wake.acquire()
         self._reader: int | None = None  # the waiting thread that holds the turn, if one
         self._aside = False  # the reader thread leaves the turn to waiting threads
+        self._reader_thread: int | None = None  # the reader thread's ident
+        self._idle_reads = False  # the idle main thread reads (``read_while_idle``)
 
     # -- the calling side ---------------------------------------------------------------
 
@@ -178,8 +181,12 @@ class HostBridge:
     def reader_loop(self) -> None:
         """The reader thread: reads whenever no waiting thread does; returns once the
         channel has ended (the host closed it, or it broke)."""
+        self._reader_thread = threading.get_ident()
         aside = 0.0  # how long to leave the turn to waiting threads before looking again
         while self._ended is None:
+            if self._idle_reads:  # woken when the main thread stops reading
+                self._wake.acquire()
+                continue
             if aside:
                 self._aside = True
                 self._wake.acquire(timeout=aside)
@@ -191,10 +198,41 @@ class HostBridge:
             try:
                 if self._ended is None and self._take(self._read()):
                     aside = _STEP_ASIDE  # a reply handed over: its thread may read next
+            except GiveWay:
+                pass  # the idle main thread reads now
             except CHANNEL_ENDED as exc:
                 self._ended = exc
             finally:
                 self._turn.release()
+
+    def should_give_way(self) -> bool:
+        """Whether the calling thread's read is to stop waiting: it is the reader
+        thread, and the idle main thread wants to read (``read_while_idle``)."""
+        return self._idle_reads and threading.get_ident() == self._reader_thread
+
+    def read_while_idle(self, ready: Callable[[], bool], nudge: Callable[[], None]) -> None:
+        """The idle main thread reads for itself until ``ready()`` (a request has been
+        queued for it), so the host's next request reaches it with no thread
+        hand-off. The reader thread gives way (``nudge`` wakes it from its wait, and
+        its read raises ``GiveWay``); it is woken to read again once this returns,
+        while the main thread goes on with the request."""
+        self._idle_reads = True
+        try:
+            nudge()
+            self._turn.acquire()
+            try:
+                self._reader = threading.get_ident()
+                while not ready() and self._ended is None and not self._closed:
+                    self._take(self._read())
+            except CHANNEL_ENDED as exc:
+                self._ended = exc  # the reader thread ends the worker (``reader_loop``)
+            finally:
+                self._reader = None
+                self._turn.release()
+        finally:
+            self._idle_reads = False
+            with contextlib.suppress(RuntimeError):  # already woken
+                self._wake.release()
 
     def expecting(self) -> bool:
         """Whether a reply is due (a thread waits for one)."""

@@ -130,6 +130,7 @@ class Channel:
         # A buffered file's ``peek`` (None if it has none, or it is not buffered).
         self._peek: Callable[[int], bytes] | None = getattr(rfile, "peek", None)
         self._broken: ProtocolError | None = None  # a read stopped inside a stream chunk
+        self.receiving = False  # inside ``recv`` (not inside a stream)
 
     # -- sending --------------------------------------------------------------------
 
@@ -308,6 +309,13 @@ class Channel:
 
     def recv(self) -> dict[str, Any]:
         """The next message. Raises ChannelClosed at EOF, ProtocolError on garbage."""
+        self.receiving = True  # an exception from the input now loses nothing
+        try:
+            return self._recv()
+        finally:
+            self.receiving = False
+
+    def _recv(self) -> dict[str, Any]:
         peek = self._peek
         if peek is not None and self._rpos == len(self._rbuf) and self._broken is None:
             # Fast path: the whole frame is in the file's buffer (peek waits for input

@@ -67,6 +67,7 @@ class Server:
         self._spin = raw if isinstance(raw, SpinReader) else None
         if self._spin is not None:
             self._spin.when = lambda: self.idle or self.bridge.expecting()
+            self._spin.give_way = self.bridge.should_give_way
 
     # -- reader thread ----------------------------------------------------------------
 
@@ -125,11 +126,8 @@ class Server:
             }
         )
         while True:
-            self.bridge.resume()  # idle now: requests must be read at once
             self.idle = True
-            if self._spin is not None:
-                self._spin.nudge()  # the host's next request is due
-            message = self.requests.get()
+            message = self._next_request()
             self.idle = False
             if message is None or os.getpid() != self.pid:
                 return
@@ -143,6 +141,17 @@ class Server:
                 os._exit(0)
             if message.get("op") == "shutdown":
                 return
+
+    def _next_request(self) -> dict[str, Any] | None:
+        """The next request, read by the main thread itself where it can (see
+        ``HostBridge.read_while_idle``), else handed over by the reader thread."""
+        with contextlib.suppress(queue.Empty):
+            return self.requests.get_nowait()
+        if self._spin is None:
+            self.bridge.resume()  # idle now: requests must be read at once
+        else:
+            self.bridge.read_while_idle(lambda: not self.requests.empty(), self._spin.nudge)
+        return self.requests.get()
 
     def reply(self, message: dict[str, Any], **fields: Any) -> None:
         reply = dict(fields, re=message.get("id"))

@@ -48,6 +48,11 @@ def max_spinners() -> int:
     return max(0, cpus - 1) if hasattr(select, "poll") else 0
 
 
+class GiveWay(Exception):
+    """Raised by a read that was asked to stop waiting (``SpinReader.give_way``);
+    it has taken nothing from the channel."""
+
+
 class SpinReader(io.RawIOBase):
     """A raw binary reader over ``raw`` (an unbuffered file over a pipe or socket)
     whose reads poll for up to ``spin`` seconds before they sleep, while ``when()``
@@ -59,6 +64,9 @@ class SpinReader(io.RawIOBase):
         self._raw = raw
         self._fd = int(raw.fileno())
         self.when: Callable[[], bool] = lambda: True
+        # Whether this read should stop waiting and raise GiveWay (asked before each
+        # wait, and again after a nudge): another thread is to read instead.
+        self.give_way: Callable[[], bool] = lambda: False
         self._cap = max_spinners() if spin > 0 else 0
         self._spin = spin
         self._asleep = False  # in the sleeping poll, where only a nudge makes it spin
@@ -78,7 +86,8 @@ class SpinReader(io.RawIOBase):
         return self._fd
 
     def nudge(self) -> None:
-        """A message is now due: a reader asleep on the channel wakes and polls."""
+        """A message is now due, or the reader is to give way: a reader asleep on the
+        channel wakes and asks ``give_way`` and ``when`` again."""
         if self._asleep:
             with contextlib.suppress(OSError):  # full: a nudge is pending already
                 os.write(self._wake_w, b"!")
@@ -89,6 +98,8 @@ class SpinReader(io.RawIOBase):
         while not self._ready.poll(0):
             self._asleep = True  # before ``when``: a nudge after this is not lost
             try:
+                if self.give_way():
+                    raise GiveWay
                 if self._cap and self.when() and self._poll_for_a_while():
                     break
                 if any(fd == self._fd for fd, _ in self._sleep.poll()):
