@@ -11,6 +11,7 @@ duration.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 from collections.abc import Callable, Iterator
@@ -300,3 +301,86 @@ def test_an_interrupt_for_a_finished_cell_is_harmless_and_the_next_cell_can_be_s
         assert STOPPED in result.stderr
         assert env.execute_code("print(x)").stdout == "2\n"
         assert worker_pid(env) == pid
+
+
+def test_the_reader_thread_gives_way_only_between_messages() -> None:
+    """``HostBridge`` over real pipes: the reader thread is in the middle of a stream
+    (the host paused between two chunks) when the idle main thread asks for the
+    channel. It reads the stream to its end first; then the main thread reads, and
+    both messages arrive whole, in order."""
+    import os
+    import queue
+
+    from rlm.environments.worker.host import HostBridge
+    from rlm.environments.worker.protocol import CHUNK_BYTES, StreamWriter
+    from rlm.environments.worker.spin import SpinReader
+
+    to_worker_r, to_worker_w = os.pipe()
+    to_host_r, to_host_w = os.pipe()
+    spin = SpinReader(io.FileIO(to_worker_r, "rb"))
+    worker_side = Channel(io.BufferedReader(spin, 1 << 16), io.FileIO(to_host_w, "wb"))
+    host_side = Channel(io.BufferedReader(io.FileIO(to_host_r, "rb")), io.FileIO(to_worker_w, "wb"))
+    requests: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+
+    def read() -> dict[str, Any]:
+        message = worker_side.recv()
+        if message.get("stream"):
+            message["body"] = worker_side.read_stream()
+        return message
+
+    bridge = HostBridge(worker_side, lambda: 0, read, requests.put)
+    spin.give_way = bridge.should_give_way
+    reader = threading.Thread(target=bridge.reader_loop, daemon=True)
+    reader.start()
+    resume = threading.Event()
+
+    def write(writer: StreamWriter) -> None:
+        writer.write(b"a" * CHUNK_BYTES)  # read at once; then the reader waits mid-stream
+        assert resume.wait(BOUND)
+        writer.write(b"b" * CHUNK_BYTES)
+
+    sender = threading.Thread(
+        target=host_side.send_stream, args=({"op": "big"}, write), daemon=True
+    )
+    sender.start()
+    try:
+        threading.Event().wait(0.2)  # the first chunk is read by now
+        main = threading.Thread(
+            target=bridge.read_while_idle, args=(lambda: requests.qsize() >= 2, spin.nudge)
+        )
+        main.start()
+        threading.Event().wait(0.2)  # the main thread has asked for the channel
+        resume.set()
+        sender.join(5)
+        assert not sender.is_alive(), "the stream was not read to its end"
+        host_side.send({"op": "after"})
+        main.join(BOUND)
+        assert not main.is_alive()
+        assert requests.qsize() == 2, "the channel broke: a stream was cut off midway"
+        first, second = requests.get_nowait(), requests.get_nowait()
+        assert first["op"] == "big"
+        assert first["body"] == b"a" * CHUNK_BYTES + b"b" * CHUNK_BYTES
+        assert second == {"op": "after"}
+        host_side.send({"op": "last"})  # the reader thread reads again afterwards
+        assert requests.get(timeout=BOUND) == {"op": "last"}
+    finally:
+        resume.set()
+        for fd in (to_worker_w, to_host_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        reader.join(5)
+
+
+@pytest.mark.parametrize("kind", WORKERS)
+def test_a_value_streamed_as_the_worker_goes_idle_arrives_whole(kind: str) -> None:
+    """The reader thread gives the channel to the idle main thread only between
+    messages: a large value whose stream it is reading when a cell ends (the host sends
+    it right after the reply) is read to its end, never cut off midway."""
+    gate = Gate()
+    with worker(kind, gate) as env:
+        for i in range(6):
+            text = chr(ord("a") + i) * (24 << 20)
+            assert env.execute_code("y = 1").stderr == ""
+            env.add_context(text, i)
+            check = f"print(len(context_{i}), context_{i}[:1], context_{i}[-1:])"
+            assert env.execute_code(check).stdout == f"{24 << 20} {text[0]} {text[0]}\n"

@@ -207,8 +207,13 @@ class HostBridge:
 
     def should_give_way(self) -> bool:
         """Whether the calling thread's read is to stop waiting: it is the reader
-        thread, and the idle main thread wants to read (``read_while_idle``)."""
-        return self._idle_reads and threading.get_ident() == self._reader_thread
+        thread, waiting for a message (never inside a stream: a stream must be read
+        whole), and the idle main thread wants to read (``read_while_idle``)."""
+        return (
+            self._idle_reads
+            and self._channel.receiving
+            and threading.get_ident() == self._reader_thread
+        )
 
     def read_while_idle(self, ready: Callable[[], bool], nudge: Callable[[], None]) -> None:
         """The idle main thread reads for itself until ``ready()`` (a request has been
