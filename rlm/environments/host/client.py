@@ -151,7 +151,7 @@ class WorkerClient:
             reader = ChunkReader(iter(reader))
         if isinstance(reader, io.FileIO):  # a local pipe: poll while a reply is due
             self._spin = SpinReader(reader)
-            self._spin.when = lambda: bool(self._pending)
+            self._spin.when = self._reply_due
             reader = io.BufferedReader(self._spin, 1 << 16)
         elif not isinstance(reader, io.BufferedReader):
             reader = io.BufferedReader(reader, 1 << 16)
@@ -169,6 +169,12 @@ class WorkerClient:
             self.kill()
             raise WorkerTimeoutError(f"the worker did not start within {timeout:g} s") from None
         return self.info
+
+    def _reply_due(self) -> bool:
+        """Whether a read should poll before it sleeps: it waits for a message (not
+        inside a stream, where sleeping reads larger pieces) and a reply is due."""
+        channel = self._channel
+        return bool(self._pending) and channel is not None and channel.receiving
 
     @property
     def alive(self) -> bool:

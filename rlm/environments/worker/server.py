@@ -62,11 +62,13 @@ class Server:
         self.exit_with_host = False
         # Reads poll before they block only while a message is due soon: the host's
         # next request when the main thread is idle, a reply while a sub-call waits.
+        # Never inside a stream: a bulk transfer is faster read in the larger pieces
+        # that a sleeping reader is woken with.
         self.idle = False
         raw = getattr(channel.rfile, "raw", None)
         self._spin = raw if isinstance(raw, SpinReader) else None
         if self._spin is not None:
-            self._spin.when = lambda: self.idle or self.bridge.expecting()
+            self._spin.when = lambda: channel.receiving and (self.idle or self.bridge.expecting())
             self._spin.give_way = self.bridge.should_give_way
 
     # -- reader thread ----------------------------------------------------------------

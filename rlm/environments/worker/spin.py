@@ -8,7 +8,9 @@ what a sub-call or a small cell costs in a sandbox.
 
 So ``SpinReader`` polls the descriptor for up to ``spin`` seconds before it sleeps, but
 only while a message is due soon (its ``when()``: a reply to a request in flight, the
-next request to an idle worker). A reader that expects nothing sleeps at once, and one
+next request to an idle worker), and never inside a stream: a bulk transfer goes
+faster when the reader sleeps and is woken with larger pieces (a 500 MB context took
+~555 ms with polling readers, ~487 ms without). A reader that expects nothing sleeps at once, and one
 that is already asleep when a message becomes due is nudged (``nudge``) so that it
 polls from then on; the nudge's wake-up happens while the peer is still working, off
 the path the message takes. Between polls the reader yields the CPU, and at most
