@@ -21,6 +21,22 @@ from rlm.core.model_policy import validate_allowed_models
 from rlm.core.parsing import DEFAULT_MAX_OUTPUT_CHARS
 from rlm.core.prompts import RLM_SYSTEM_PROMPT
 
+# ``RLM(...)`` arguments that observe or keep a run rather than configure it: never part
+# of ``RLMConfig``, nor of what an eval records as a method's settings.
+RUN_HOOKS = frozenset(
+    {
+        "logger",
+        "verbose",
+        "on_subcall_start",
+        "on_subcall_complete",
+        "on_iteration_start",
+        "on_iteration_complete",
+        "session_id",
+        "session_store",
+        "durable",
+    }
+)
+
 
 def _merge_sampling(kwargs: dict[str, Any] | None, sampling: dict[str, Any]) -> dict[str, Any]:
     merged = dict(kwargs or {})

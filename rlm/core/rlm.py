@@ -29,7 +29,7 @@ from rlm.core.callbacks import (
     OnSubcallStart,
     attach_callbacks,
 )
-from rlm.core.config import RLMConfig
+from rlm.core.config import RUN_HOOKS, RLMConfig
 from rlm.core.governor import Governor
 from rlm.core.lm_handler import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CONCURRENT_LLM_CALLS
 from rlm.core.output_schema import OutputSchema, aask_directly, ask_directly
@@ -64,22 +64,7 @@ def _make_environment(name: str, kwargs: dict[str, Any]) -> BaseEnv:
 
 
 # ``RLM(...)`` arguments that are not the run's configuration (``RLMConfig.build``).
-_NOT_CONFIG = frozenset(
-    {
-        "logger",
-        "verbose",
-        "on_subcall_start",
-        "on_subcall_complete",
-        "on_iteration_start",
-        "on_iteration_complete",
-        "session_id",
-        "session_store",
-        "durable",
-        "tracing",
-        "record",
-        "replay",
-    }
-)
+_NOT_CONFIG = RUN_HOOKS | {"tracing", "record", "replay"}
 
 
 def _model_backends(cfg: RLMConfig) -> dict[str, str]:

@@ -31,22 +31,14 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "rlm-d2": ("rlm", {"max_depth": 2}),
 }
 DEFAULT_METHODS = ("base", "rlm-d1", "rlm-d2")
+# ``RLM(...)`` arguments a method never sets (with ``RUN_HOOKS``: callbacks, stores).
 _NOT_DATA = {
     "self",
     "backend",
     "backend_kwargs",
-    "logger",
-    "verbose",
     "persistent",
     "custom_tools",
     "custom_sub_tools",
-    "on_subcall_start",
-    "on_subcall_complete",
-    "on_iteration_start",
-    "on_iteration_complete",
-    "session_id",
-    "session_store",
-    "durable",
     "depth",
 }
 
@@ -58,9 +50,10 @@ class MethodError(ValueError):
 @lru_cache(maxsize=1)
 def rlm_arguments() -> frozenset[str]:
     """The ``RLM(...)`` arguments a method may set (read from its signature)."""
+    from rlm.core.config import RUN_HOOKS
     from rlm.core.rlm import RLM
 
-    return frozenset(inspect.signature(RLM.__init__).parameters) - _NOT_DATA
+    return frozenset(inspect.signature(RLM.__init__).parameters) - _NOT_DATA - RUN_HOOKS
 
 
 def _without_secrets(kwargs: dict[str, Any]) -> dict[str, Any]:
