@@ -133,17 +133,24 @@ class HostBridge:
                 slot.wait()  # the turn's holder hands the reply over
                 continue
             try:
-                self._reader = threading.get_ident()
-                while slot.reply is None and not self._closed and self._ended is None:
-                    self._take(self._read())
-            except CHANNEL_ENDED as exc:
-                self._ended = exc  # the reader thread ends the worker (``reader_loop``)
+                self._read_with_turn(lambda: slot.reply is not None)
             finally:
-                self._reader = None
-                self._turn.release()
                 self._after_turn()
             if self._ended is not None:
                 return
+
+    def _read_with_turn(self, done: Callable[[], bool]) -> None:
+        """With the turn held: read and act on messages until ``done()`` (or the
+        channel ends, or the host is gone); then give the turn back."""
+        try:
+            self._reader = threading.get_ident()
+            while not done() and not self._closed and self._ended is None:
+                self._take(self._read())
+        except CHANNEL_ENDED as exc:
+            self._ended = exc  # the reader thread ends the worker (``reader_loop``)
+        finally:
+            self._reader = None
+            self._turn.release()
 
     def _after_turn(self) -> None:
         """A waiting thread gave the turn back: if other threads wait for replies (or
@@ -225,15 +232,7 @@ class HostBridge:
         try:
             nudge()
             self._turn.acquire()
-            try:
-                self._reader = threading.get_ident()
-                while not ready() and self._ended is None and not self._closed:
-                    self._take(self._read())
-            except CHANNEL_ENDED as exc:
-                self._ended = exc  # the reader thread ends the worker (``reader_loop``)
-            finally:
-                self._reader = None
-                self._turn.release()
+            self._read_with_turn(ready)
         finally:
             self._idle_reads = False
             with contextlib.suppress(RuntimeError):  # already woken
