@@ -31,6 +31,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from rlm.base.chunk_io import ChunkReader
 from rlm.base.errors import SessionStoreError
 from rlm.sessions import codecs
 from rlm.sessions.models import TurnWrite
@@ -315,27 +316,6 @@ def read_json(db: Connection, digest: str) -> Any:
     return json.loads(read_bytes(db, digest))
 
 
-class _ChunkReader(io.RawIOBase):
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self._current = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        while not len(self._current):
-            nxt = next(self._chunks, None)
-            if nxt is None:
-                return 0
-            self._current = memoryview(nxt)
-        n = min(len(target), len(self._current))
-        target[:n] = self._current[:n]
-        self._current = self._current[n:]
-        return n
-
-
 def read_value(db: Connection, digest: str, codec: str) -> Any:
     """The payload stored by ``put_value``."""
     if codec == "text":
@@ -343,5 +323,5 @@ def read_value(db: Connection, digest: str, codec: str) -> Any:
     if codec == "bytes":
         return bytes(read_bytes(db, digest))
     if codec == "pickle":
-        return pickle.load(io.BufferedReader(_ChunkReader(iter_chunks(db, digest))))
+        return pickle.load(io.BufferedReader(ChunkReader(iter_chunks(db, digest))))
     raise SessionStoreError(f"unknown context codec {codec!r} (written by a newer rlmx?)")

@@ -17,11 +17,12 @@ import itertools
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+from rlm.base.chunk_io import ChunkReader
 from rlm.base.errors import EnvironmentError_, WorkerCrashedError, WorkerTimeoutError
 from rlm.environments.transports.base import Transport
 from rlm.environments.transports.zipapp import bootstrap_payload
@@ -40,29 +41,6 @@ NO_VALUE: Any = object()  # no payload follows the request
 
 class WorkerRequestError(EnvironmentError_):
     """The worker answered a request with an error (the worker itself is fine)."""
-
-
-class ChunkReader(io.RawIOBase):
-    """A raw binary stream over an iterator of byte chunks."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._left = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._left:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._left = bytes(chunk)
-        view = memoryview(buffer).cast("B")
-        size = min(len(view), len(self._left))
-        view[:size] = self._left[:size]
-        self._left = self._left[size:]
-        return size
 
 
 def describe_status(status: int | None) -> str:

@@ -24,9 +24,9 @@ from rlm.environments.worker.protocol import (
     CHUNK_BYTES,
     Channel,
     ProtocolError,
-    StreamReader,
     StreamWriter,
 )
+from rlm.environments.worker.streams import StreamReader
 
 # The worker may run an older Python than the host; protocol 5 is readable from 3.8.
 PICKLE_PROTOCOL = min(pickle.HIGHEST_PROTOCOL, 5)
